@@ -1,0 +1,55 @@
+"""riskaudit: the hash-chained, crash-safe audit trail of a trading risk engine.
+
+Data flow: events → bus → log → writer → file (fsynced, chained) → verify.
+"""
+
+from riskaudit._version import __version__
+from riskaudit.bus import RiskEventBus, Subscription
+from riskaudit.config import AuditConfig
+from riskaudit.errors import (
+    AuditClosedError,
+    AuditConfigError,
+    AuditDegradedError,
+    AuditEncodingError,
+    AuditError,
+    AuditFlushTimeoutError,
+    AuditForkedError,
+    AuditFormatError,
+    AuditLockedError,
+    AuditQueueFullError,
+    AuditStateError,
+    AuditStorageError,
+)
+from riskaudit.events import EventPriority, EventType, RiskEvent, new_event_id
+from riskaudit.integrity import Finding, VerifyReport, verify_paths
+from riskaudit.log import AuditLog
+from riskaudit.sink import EnhancedJsonAuditSink, JsonAuditSink
+
+__all__ = [
+    "AuditClosedError",
+    "AuditConfig",
+    "AuditConfigError",
+    "AuditDegradedError",
+    "AuditEncodingError",
+    "AuditError",
+    "AuditFlushTimeoutError",
+    "AuditForkedError",
+    "AuditFormatError",
+    "AuditLockedError",
+    "AuditLog",
+    "AuditQueueFullError",
+    "AuditStateError",
+    "AuditStorageError",
+    "EnhancedJsonAuditSink",
+    "EventPriority",
+    "EventType",
+    "Finding",
+    "JsonAuditSink",
+    "RiskEvent",
+    "RiskEventBus",
+    "Subscription",
+    "VerifyReport",
+    "__version__",
+    "new_event_id",
+    "verify_paths",
+]

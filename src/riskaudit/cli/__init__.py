@@ -1,0 +1,27 @@
+"""The ``riskaudit`` command line: thin typer shells over the library.
+
+Exit codes, for every command: 0 success (a valid log), 1 an invalid log or a failed
+operation, 2 a usage or I/O error.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from riskaudit.cli import _demo, _tail, _verify
+
+app = typer.Typer(
+    name="riskaudit",
+    help="Hash-chained audit trail of a trading risk engine.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("verify")(_verify.verify)
+app.command("tail")(_tail.tail)
+app.command("demo")(_demo.demo)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

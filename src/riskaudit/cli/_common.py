@@ -1,0 +1,44 @@
+"""What every command shares: logging set-up, SIGTERM as a clean exit, error exits."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from types import FrameType
+
+import typer
+
+from riskaudit.config import AuditConfig
+
+EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+
+
+def setup(config: AuditConfig) -> None:
+    """Log to stderr at the configured level; make SIGTERM drain the log like Ctrl-C."""
+    logging.basicConfig(
+        level=config.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)  # unwinds `with` blocks; atexit drains the rest
+
+    signal.signal(signal.SIGTERM, on_term)
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
+    """Print an error to stderr and return the Exit to raise."""
+    typer.echo(f"riskaudit: {message}", err=True)
+    return typer.Exit(code)
+
+
+def load_config() -> AuditConfig:
+    """The config from the environment, or a usage error naming the bad setting."""
+    from riskaudit.errors import AuditConfigError
+
+    try:
+        return AuditConfig.from_env()
+    except AuditConfigError as exc:
+        raise fail(f"bad setting {exc}") from exc

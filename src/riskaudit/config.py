@@ -1,0 +1,145 @@
+"""AuditConfig: the one frozen settings object, built once and passed in.
+
+Nothing deeper in the package reads the environment: :meth:`AuditConfig.from_env` is
+the only place that does, and a bad value stops start-up with a message naming the
+setting. Every setting is listed with its default in the README's settings table.
+
+Conventions: durations are seconds, optionally with a ``us``, ``ms``, ``s``, ``m``,
+``h`` or ``d`` suffix; booleans are ``1/0/true/false``; lists are comma-separated.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from riskaudit.errors import AuditConfigError
+from riskaudit.events import EventPriority
+
+DEFAULT_LOG_PATH = Path("logs/risk_audit.jsonl")
+
+#: The original risk engine's per-priority latency budgets, publish to handlers done.
+DEFAULT_SLO_SECONDS: Mapping[EventPriority, float] = {
+    EventPriority.CRITICAL: 20e-6,
+    EventPriority.HIGH: 150e-6,
+    EventPriority.MEDIUM: 100e-6,
+    EventPriority.LOW: 1.0,
+}
+
+_UNITS = {"us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(us|µs|ms|s|m|h|d)?\s*$")
+_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
+
+
+def parse_duration(setting: str, text: str) -> float:
+    """Seconds from ``"0.01"``, ``"10ms"``, ``"20us"``, ``"5m"``, ``"1d"``."""
+    match = _DURATION.match(text)
+    if match is None:
+        raise AuditConfigError(
+            setting, f"{text!r} is not a duration (seconds, or a number with us/ms/s/m/h/d)"
+        )
+    return float(match.group(1)) * _UNITS[match.group(2) or "s"]
+
+
+def parse_bool(setting: str, text: str) -> bool:
+    """``1/0/true/false`` (any case, also yes/no/on/off)."""
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise AuditConfigError(setting, f"{text!r} is not a boolean (use 1/0/true/false)")
+
+
+def parse_int(setting: str, text: str, *, minimum: int = 0) -> int:
+    """A whole number no smaller than ``minimum``."""
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise AuditConfigError(setting, f"{text!r} is not a whole number") from None
+    if value < minimum:
+        raise AuditConfigError(setting, f"{value} is below the minimum {minimum}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class AuditConfig:
+    """Every knob of the audit log, the bus and the tools, with its default.
+
+    ``flush_interval`` is the group-commit window: the writer fsyncs at most once per
+    interval unless a caller is waiting in ``flush()``; 0 fsyncs every batch as soon as
+    it is taken. ``append_timeout`` bounds how long ``append`` may block on a full
+    queue. ``switch_interval`` is opt-in interpreter tuning (``sys.setswitchinterval``):
+    ``None`` leaves the host process's setting alone.
+    """
+
+    log_path: Path = DEFAULT_LOG_PATH
+    flush_interval: float = 0.01
+    queue_size: int = 262_144
+    append_timeout: float = 0.05
+    host: str = field(default_factory=socket.gethostname)
+    log_level: str = "INFO"
+    switch_interval: float | None = None
+    slo_seconds: Mapping[EventPriority, float] = field(
+        default_factory=lambda: dict(DEFAULT_SLO_SECONDS)
+    )
+    handler_failure_threshold: int = 5
+
+    def __post_init__(self) -> None:
+        if self.flush_interval < 0:
+            raise AuditConfigError("RISK_AUDIT_FLUSH_INTERVAL", "must not be negative")
+        if self.queue_size < 1:
+            raise AuditConfigError("RISK_AUDIT_QUEUE_SIZE", "must be at least 1")
+        if self.append_timeout < 0:
+            raise AuditConfigError("RISK_AUDIT_APPEND_TIMEOUT", "must not be negative")
+        if self.log_level not in _LEVELS:
+            raise AuditConfigError("LOG_LEVEL", f"{self.log_level!r} is not one of {_LEVELS}")
+        if self.switch_interval is not None and self.switch_interval <= 0:
+            raise AuditConfigError("RISK_AUDIT_SWITCH_INTERVAL", "must be positive")
+        if self.handler_failure_threshold < 1:
+            raise AuditConfigError("RISK_AUDIT_HANDLER_FAILURE_THRESHOLD", "must be >= 1")
+
+    def with_(self, **changes: Any) -> AuditConfig:
+        """A copy with some settings changed (the object itself never changes)."""
+        return replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> AuditConfig:
+        """Build the config from ``RISK_AUDIT_*`` variables and the seed's names."""
+        env = os.environ if environ is None else environ
+        kwargs: dict[str, Any] = {}
+
+        def get(*names: str) -> tuple[str, str] | None:
+            for name in names:
+                value = env.get(name)
+                if value is not None and value.strip() != "":
+                    return name, value
+            return None
+
+        if got := get("RISK_AUDIT_LOG_PATH"):
+            kwargs["log_path"] = Path(got[1].strip())
+        if got := get("RISK_AUDIT_FLUSH_INTERVAL", "AUDIT_FLUSH_INTERVAL"):
+            kwargs["flush_interval"] = parse_duration(*got)
+        if got := get("RISK_AUDIT_QUEUE_SIZE"):
+            kwargs["queue_size"] = parse_int(*got, minimum=1)
+        if got := get("RISK_AUDIT_APPEND_TIMEOUT"):
+            kwargs["append_timeout"] = parse_duration(*got)
+        if got := get("RISK_AUDIT_HOST"):
+            kwargs["host"] = got[1].strip()
+        if got := get("LOG_LEVEL", "RISK_AUDIT_LOG_LEVEL"):
+            kwargs["log_level"] = got[1].strip().upper()
+        if got := get("RISK_AUDIT_SWITCH_INTERVAL"):
+            kwargs["switch_interval"] = parse_duration(*got)
+        if got := get("RISK_AUDIT_HANDLER_FAILURE_THRESHOLD"):
+            kwargs["handler_failure_threshold"] = parse_int(*got, minimum=1)
+        slo = dict(DEFAULT_SLO_SECONDS)
+        for priority in EventPriority:
+            if got := get(f"RISK_AUDIT_SLO_{priority.name}"):
+                slo[priority] = parse_duration(*got)
+        kwargs["slo_seconds"] = slo
+        return cls(**kwargs)

@@ -1,0 +1,93 @@
+"""The one exception family of riskaudit.
+
+Every error the library raises on purpose derives from :class:`AuditError`, so a
+trading process can catch the whole family in one place::
+
+    AuditError
+    ├── AuditConfigError        a setting has a bad value (the message names it)
+    ├── AuditStorageError       the log's file system refused us (wraps the OSError)
+    │   └── AuditLockedError    another writer holds ``<log>.lock`` (names its pid)
+    ├── AuditStateError         the log cannot take records in its current state
+    │   ├── AuditClosedError    ... because it was closed
+    │   └── AuditForkedError    ... because this process is a fork of its owner
+    ├── AuditEncodingError      an event cannot be written as format v1 (nothing written)
+    ├── AuditQueueFullError     the writer did not make room within the append timeout
+    ├── AuditFlushTimeoutError  ``flush(timeout)`` ran out of time
+    ├── AuditDegradedError      records reached only a non-durable destination
+    └── AuditFormatError        a file given to a reader is not a riskaudit log
+
+Low-level ``OSError`` is translated at the storage boundary with ``raise ... from exc``
+so the cause stays visible in tracebacks.
+"""
+
+from __future__ import annotations
+
+
+class AuditError(Exception):
+    """Base class of every error riskaudit raises on purpose."""
+
+
+class AuditConfigError(AuditError, ValueError):
+    """A setting has a value riskaudit cannot use; the message names the setting."""
+
+    def __init__(self, setting: str, message: str) -> None:
+        super().__init__(f"{setting}: {message}")
+        self.setting = setting
+
+
+class AuditStorageError(AuditError, OSError):
+    """The file system refused an operation the log needs."""
+
+
+class AuditLockedError(AuditStorageError):
+    """Another writer (in this or another process) holds the log's lock."""
+
+    def __init__(self, lock_path: str, pid: int | None) -> None:
+        holder = f"pid {pid}" if pid is not None else "an unknown process"
+        super().__init__(
+            f"{lock_path} is held by {holder}: only one writer may own an audit log"
+        )
+        self.lock_path = lock_path
+        self.pid = pid
+
+
+class AuditStateError(AuditError, RuntimeError):
+    """The log cannot accept records in its current state."""
+
+
+class AuditClosedError(AuditStateError):
+    """The log was closed; open a new one to write again."""
+
+
+class AuditForkedError(AuditStateError):
+    """This process is a fork of the log's owner: the child must open its own log."""
+
+
+class AuditEncodingError(AuditError, TypeError):
+    """An event cannot be encoded as a format-v1 record; nothing was written."""
+
+
+class AuditQueueFullError(AuditError):
+    """The writer did not free queue space within the configured append timeout."""
+
+
+class AuditFlushTimeoutError(AuditError, TimeoutError):
+    """``flush(timeout)`` returned before every earlier record was durable."""
+
+    def __init__(self, message: str, *, durable_seq: int, target_seq: int) -> None:
+        super().__init__(message)
+        self.durable_seq = durable_seq
+        self.target_seq = target_seq
+
+
+class AuditDegradedError(AuditError):
+    """Some records reached only a non-durable destination (for example stdout)."""
+
+    def __init__(self, message: str, *, first_seq: int, last_seq: int) -> None:
+        super().__init__(message)
+        self.first_seq = first_seq
+        self.last_seq = last_seq
+
+
+class AuditFormatError(AuditError, ValueError):
+    """A file is not a format-v1 riskaudit log (or is damaged beyond reading)."""

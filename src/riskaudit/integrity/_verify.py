@@ -1,0 +1,360 @@
+"""Verify a stream: every link of the hash chain, every ``seq``, across files.
+
+The verifier streams: it keeps the chain head, a ring of recent records (to recognise
+duplicates and insertions) and the few records that arrived out of place, so memory
+does not grow with the log. Consecutive, linked records take a fast path that reads
+only the fixed ``{"seq":N,"prev":"..."`` head and hashes the line: the next record's
+``prev`` vouches for every other byte. Anything else takes the slow path, which looks
+one line ahead to name what happened and to which ``seq``:
+
+* ``modified``   a record's bytes changed (its successor no longer links to it, or its
+  own ``seq``/``prev`` no longer fit);
+* ``deleted``    records missing inside a file; ``seq gap`` when they are missing
+  between files (a lost segment);
+* ``inserted``   a record that belongs nowhere in the chain (a forgery, even one with a
+  plausible ``seq`` and ``prev``);
+* ``reordered``  a genuine record stored out of place;
+* ``duplicated`` the same line twice in one file (the same record in two files is one
+  record copied by rotation or recovery, and is fine);
+* ``torn``       a last line without its ``\\n``; ``bad json`` a line that is not a record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from riskaudit.integrity._sources import Source, expand, line_chunks, order
+from riskaudit.log._codec import ZERO_HASH, split_head
+
+_RING = 1 << 16
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One problem, named by the first ``seq`` it concerns."""
+
+    seq: int
+    kind: str
+    detail: str = ""
+    file: str | None = None
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}: " if self.file and self.line else ""
+        return f"INVALID: seq {self.seq}: {self.kind}" + (
+            f" ({where}{self.detail})" if self.detail or where else ""
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "kind": self.kind,
+            "detail": self.detail,
+            "file": self.file,
+            "line": self.line,
+        }
+
+
+@dataclass(slots=True)
+class VerifyReport:
+    """What was verified and what was wrong with it."""
+
+    files: list[str] = field(default_factory=list)
+    records: int = 0
+    first_seq: int | None = None
+    last_seq: int | None = None
+    first_ts: str | None = None
+    last_ts: str | None = None
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def valid(self) -> bool:
+        return not self.findings
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "valid": self.valid,
+            "records": self.records,
+            "first_seq": self.first_seq,
+            "last_seq": self.last_seq,
+            "first_ts": self.first_ts,
+            "last_ts": self.last_ts,
+            "files": self.files,
+            "problems": [f.to_dict() for f in self.findings],
+        }
+
+
+def verify_paths(paths: Iterable[str | Path]) -> VerifyReport:
+    """Verify the stream made of these files, globs or directories.
+
+    Raises AuditFormatError if an argument names no file.
+    """
+    return _Verifier().run(order(expand([str(p) for p in paths])))
+
+
+def _sha(line: bytes) -> bytes:
+    return hashlib.sha256(line).hexdigest().encode("ascii")
+
+
+def _ts_of(line: bytes | None) -> str | None:
+    if line is None:
+        return None
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    ts = record.get("ts") if isinstance(record, dict) else None
+    return ts if isinstance(ts, str) else None
+
+
+class _Verifier:
+    """The chain walk. ``p*`` attributes describe the last accepted record."""
+
+    def __init__(self) -> None:
+        self.pseq = 0
+        self.phash = ZERO_HASH
+        self.pline: bytes | None = None
+        self.pchecked = True
+        self.suppress = False  # the head was reported modified: its successor won't link
+        self.after_bad = False  # unreadable lines were reported: resync on the next record
+        self.ring: list[tuple[int, bytes, bytes, int] | None] = [None] * _RING
+        self.held: dict[int, tuple[bytes, bytes, int, int, int, bytes]] = {}
+        self.missing: list[list[Any]] = []  # [first, last, kind, file, line]
+        self.findings: dict[tuple[int, str], Finding] = {}
+        self.files: list[str] = []
+        self.fidx = 0
+        self.count = 0
+        self.first_seq: int | None = None
+        self.first_line: bytes | None = None
+
+    # -- driver ------------------------------------------------------------------
+
+    def run(self, sources: list[Source]) -> VerifyReport:
+        pending: bytes | None = None
+        pending_at = (0, 0)
+        for fidx, src in enumerate(sources):
+            self.files.append(str(src.path))
+            lineno = 0
+            for lines, complete in line_chunks(src.path):
+                if not complete:
+                    if pending is not None:
+                        self._step(pending, pending_at, None)
+                        pending = None
+                    lineno += 1
+                    self._add(
+                        self.pseq + 1,
+                        "torn",
+                        f"last line has no newline ({len(lines[0])} bytes after seq {self.pseq})",
+                        (fidx, lineno),
+                    )
+                    continue
+                # The fast path, inlined: one line of delay gives the slow path a peek.
+                for line in lines:
+                    lineno += 1
+                    cur, cur_at = pending, pending_at
+                    pending, pending_at = line, (fidx, lineno)
+                    if cur is None:
+                        continue
+                    if (
+                        not self.after_bad
+                        and cur.startswith(b'{"seq":%d,"prev":"%b"' % (self.pseq + 1, self.phash))
+                        and not self.held
+                    ):
+                        h = hashlib.sha256(cur).hexdigest().encode("ascii")
+                        seq = self.pseq + 1
+                        self.ring[seq % _RING] = (seq, h, self.phash, cur_at[0])
+                        self.pseq, self.phash, self.pline = seq, h, cur
+                        self.pchecked = self.suppress = False
+                        self.count += 1
+                        if self.first_seq is None:
+                            self.first_seq, self.first_line = seq, cur
+                        continue
+                    self._step(cur, cur_at, line)
+        if pending is not None:
+            self._step(pending, pending_at, None)
+        self._finish()
+        findings = sorted(self.findings.values(), key=lambda f: (f.seq, f.kind))
+        return VerifyReport(
+            files=self.files,
+            records=self.count,
+            first_seq=self.first_seq,
+            last_seq=self.pseq if self.count else None,
+            first_ts=_ts_of(self.first_line),
+            last_ts=_ts_of(self.pline),
+            findings=findings,
+        )
+
+    # -- bookkeeping -------------------------------------------------------------
+
+    def _add(self, seq: int, kind: str, detail: str, at: tuple[int, int] | None) -> None:
+        key = (seq, kind)
+        if key not in self.findings:
+            file = Path(self.files[at[0]]).name if at is not None else None
+            self.findings[key] = Finding(seq, kind, detail, file, at[1] if at else None)
+
+    def _accept(self, seq: int, prev: bytes, h: bytes, line: bytes, at: tuple[int, int]) -> None:
+        if self.held and seq in self.held:
+            other = self.held.pop(seq)
+            kind = "duplicated" if other[1] == h else "inserted"
+            self._add(seq, kind, "another record with this seq was stored earlier", None)
+        self.ring[seq % _RING] = (seq, h, prev, at[0])
+        self.pseq, self.phash, self.pline = seq, h, line
+        self.pchecked = self.suppress = False
+        self.count += 1
+        if self.first_seq is None:
+            self.first_seq, self.first_line = seq, line
+        # A record held because it came too early fits now.
+        while self.held and (self.pseq + 1) in self.held:
+            hprev, hh, hf, hl, expected, hline = self.held[self.pseq + 1]
+            if hprev != self.phash:
+                break
+            del self.held[self.pseq + 1]
+            self._add(
+                expected,
+                "reordered",
+                f"seq {self.pseq + 1} is stored before seq {expected}",
+                (hf, hl),
+            )
+            self._accept(self.pseq + 1, hprev, hh, hline, (hf, hl))
+
+    def _ring_get(self, seq: int) -> tuple[int, bytes, bytes, int] | None:
+        entry = self.ring[seq % _RING]
+        return entry if entry is not None and entry[0] == seq else None
+
+    def _take_missing(self, seq: int) -> bool:
+        for rng in self.missing:
+            if rng[0] <= seq <= rng[1]:
+                if rng[0] == rng[1]:
+                    self.missing.remove(rng)
+                elif seq == rng[0]:
+                    rng[0] += 1
+                elif seq == rng[1]:
+                    rng[1] -= 1
+                else:
+                    self.missing.append([seq + 1, rng[1], rng[2], rng[3], rng[4]])
+                    rng[1] = seq - 1
+                return True
+        return False
+
+    def _head_is_bad_json(self) -> bool:
+        """On an anomaly, parse the head record fully once: a line merged with its
+        neighbour or split in two has a valid-looking head but is not JSON."""
+        if self.pchecked or self.pline is None:
+            return False
+        self.pchecked = True
+        try:
+            orjson.loads(self.pline)
+        except orjson.JSONDecodeError:
+            self._add(self.pseq, "bad json", "the record's line is not valid JSON", None)
+            return True
+        return False
+
+    @staticmethod
+    def _peek(line: bytes | None) -> tuple[int, bytes, bytes] | None:
+        if line is None:
+            return None
+        head = split_head(line)
+        return None if head is None else (head[0], head[1], _sha(line))
+
+    # -- the slow path -----------------------------------------------------------
+
+    def _step(self, line: bytes, at: tuple[int, int], peek_line: bytes | None) -> None:
+        if self._head_is_bad_json():
+            self.after_bad = True
+        head = split_head(line)
+        if head is None:
+            if not self.after_bad:
+                self._add(self.pseq + 1, "bad json", "line is not a format-v1 record", at)
+            self.after_bad = True
+            return
+        seq, prev = head
+        h = _sha(line)
+        exp = self.pseq + 1
+        if self.after_bad:
+            self.after_bad = False
+            if seq > self.pseq:
+                self._accept(seq, prev, h, line, at)
+                return
+        if seq == exp:
+            if prev == self.phash or self.suppress:
+                self._accept(seq, prev, h, line, at)
+                return
+            pk = self._peek(peek_line)
+            if pk is not None and pk[0] == seq and pk[1] == self.phash:
+                self._add(seq, "inserted", "a record that does not link into the chain", at)
+                return
+            if pk is None or pk[1] == h:
+                self._add(
+                    self.pseq, "modified", f"its hash is not the prev of seq {seq}", None
+                )
+                self._accept(seq, prev, h, line, at)
+            else:
+                self._add(seq, "modified", f"its prev is not the hash of seq {self.pseq}", at)
+                self._accept(seq, prev, h, line, at)
+                self.suppress = True
+            return
+        if prev == self.phash and seq != self.pseq:
+            self._add(exp, "modified", f"its seq field reads {seq}", at)
+            self._accept(exp, prev, h, line, at)
+            self.suppress = True
+            return
+        if seq <= self.pseq:
+            self._older(seq, prev, h, line, at, peek_line)
+            return
+        pk = self._peek(peek_line)
+        if pk is not None and pk[0] < seq:
+            self.held[seq] = (prev, h, at[0], at[1], exp, line)
+            return
+        kind = "seq gap" if at[1] == 1 and at[0] > 0 else "deleted"
+        self.missing.append([exp, seq - 1, kind, at[0], at[1]])
+        self._accept(seq, prev, h, line, at)
+
+    def _older(
+        self,
+        seq: int,
+        prev: bytes,
+        h: bytes,
+        line: bytes,
+        at: tuple[int, int],
+        peek_line: bytes | None,
+    ) -> None:
+        """A record whose seq the chain has already passed."""
+        entry = self._ring_get(seq)
+        if entry is not None:
+            if entry[1] == h:
+                if entry[3] != at[0]:
+                    return  # the same record in two files: one record copied
+                self._add(seq, "duplicated", "the same line appears twice", at)
+                return
+            if seq == self.pseq:
+                pk = self._peek(peek_line)
+                if pk is not None and pk[1] == h:
+                    # The chain continues from this one: the accepted head was the forgery.
+                    self._add(seq, "inserted", "two different records with this seq", at)
+                    self.pseq -= 1
+                    self.count -= 1
+                    self.phash = prev
+                    self._accept(seq, prev, h, line, at)
+                    return
+            self._add(seq, "inserted", "two different records with this seq", at)
+            return
+        if self._take_missing(seq):
+            self._add(seq, "reordered", f"stored after seq {self.pseq}", at)
+            self.ring[seq % _RING] = (seq, h, prev, at[0])
+            return
+        self._add(seq, "inserted", "a record older than the chain head, not seen before", at)
+
+    def _finish(self) -> None:
+        if not self.pchecked and self.pline is not None:
+            self._head_is_bad_json()
+        for seq, (_p, _h, hf, hl, _e, _l) in sorted(self.held.items()):
+            self._add(seq, "inserted", "a record that never fits the chain", (hf, hl))
+        for first, last, kind, f, ln in self.missing:
+            span = f"seq {first}-{last}, {last - first + 1} records" if last > first else ""
+            self._add(first, kind, span or "1 record", (f, ln))

@@ -1,0 +1,148 @@
+"""Format v1, the on-disk contract (docs/format.md is the reader's version).
+
+One JSON object per line, UTF-8, ``\\n``-terminated, no newline inside a record. The
+first two keys of every line are ``seq`` (1, 2, 3, ... never reused) and ``prev`` (the
+lowercase hex SHA-256 of the previous line's bytes without its ``\\n``; 64 zeros for
+``seq`` 1). The hash of a record is ``sha256(line)``: the bytes on disk are hashed as
+they are, so no canonical JSON is needed and any edit breaks the link to the next line.
+
+Event records continue with ``ts`` (when the log accepted the record, RFC 3339 UTC with
+nine fractional digits and ``Z``), then the event's ``event_id``, ``event_type`` and
+``priority`` (by name), ``source``, ``data``, ``metadata``, ``timestamp_ns``. Control
+records carry ``kind`` third, their own fields, and ``ts`` last.
+
+The split of work follows the data flow: the producer's thread encodes the event body
+once (:func:`encode_event_body`), which both snapshots its mutable dicts and rejects
+what JSON cannot hold before a ``seq`` is spent; the writer thread only glues
+``seq``/``prev``/``ts`` in front (:func:`event_line`) and hashes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+from riskaudit.errors import AuditEncodingError
+from riskaudit.events import EventPriority, EventType, RiskEvent
+
+FORMAT = "riskaudit/1"
+ZERO_HASH = b"0" * 64
+EMERGENCY_PREFIX = "AUDIT_EMERGENCY "
+
+_ts_cache_sec = -1
+_ts_cache_prefix = ""
+
+
+def format_ts(ns: int) -> str:
+    """RFC 3339 UTC with nanoseconds: ``2026-11-26T09:00:00.000153201Z``."""
+    global _ts_cache_sec, _ts_cache_prefix
+    sec, frac = divmod(ns, 1_000_000_000)
+    if sec != _ts_cache_sec:
+        _ts_cache_prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+        _ts_cache_sec = sec
+    return f"{_ts_cache_prefix}.{frac:09d}Z"
+
+
+def parse_ts(text: str) -> int:
+    """Nanoseconds since the epoch from a format-v1 ``ts`` (inverse of format_ts)."""
+    import calendar
+
+    if len(text) != 30 or text[-1] != "Z" or text[19] != ".":
+        raise ValueError(f"not a format-v1 timestamp: {text!r}")
+    whole = time.strptime(text[:19], "%Y-%m-%dT%H:%M:%S")
+    return calendar.timegm(whole) * 1_000_000_000 + int(text[20:29])
+
+
+def _default(obj: Any) -> Any:
+    """Documented conversions for values orjson does not encode natively."""
+    if isinstance(obj, Decimal):
+        return str(obj)  # exact: prices must not pass through binary floats
+    if isinstance(obj, (set, frozenset)):
+        return list(obj)
+    raise TypeError(f"type {type(obj).__name__} is not JSON serialisable")
+
+
+def encode_event_body(event: RiskEvent) -> bytes:
+    """The event's fields as JSON without the opening brace: ``"event_id":...}``.
+
+    Raises AuditEncodingError, naming the field, when the event cannot be written.
+    """
+    try:
+        event_type = event.event_type.name
+        priority = event.priority.name
+        if event.event_type.__class__ is not EventType:
+            raise TypeError
+        if event.priority.__class__ is not EventPriority:
+            raise TypeError
+    except (AttributeError, TypeError):
+        raise AuditEncodingError(
+            f"event {getattr(event, 'event_id', '?')}: event_type must be an EventType and "
+            f"priority an EventPriority, got {getattr(event, 'event_type', None)!r} and "
+            f"{getattr(event, 'priority', None)!r}"
+        ) from None
+    try:
+        return orjson.dumps(
+            {
+                "event_id": event.event_id,
+                "event_type": event_type,
+                "priority": priority,
+                "source": event.source,
+                "data": event.data,
+                "metadata": event.metadata,
+                "timestamp_ns": event.timestamp_ns,
+            },
+            default=_default,
+        )[1:]
+    except (TypeError, orjson.JSONEncodeError) as exc:
+        raise AuditEncodingError(_explain(event, exc)) from exc
+
+
+def _explain(event: RiskEvent, exc: Exception) -> str:
+    """Name the field that could not be encoded, for a clear error at append."""
+    for name in ("event_id", "source", "data", "metadata", "timestamp_ns"):
+        try:
+            orjson.dumps(getattr(event, name), default=_default)
+        except (TypeError, orjson.JSONEncodeError) as inner:
+            return f"event {event.event_id!r}: field {name!r} cannot be encoded: {inner}"
+    if not isinstance(event.event_id, str) or not isinstance(event.source, str):
+        return f"event {event.event_id!r}: event_id and source must be strings"
+    return f"event {event.event_id!r} cannot be encoded: {exc}"
+
+
+def event_line(seq: int, prev: bytes, ts_ns: int, body: bytes) -> bytes:
+    """A complete event record line (no trailing newline)."""
+    return b'{"seq":%d,"prev":"%b","ts":"%b",%b' % (seq, prev, format_ts(ts_ns).encode(), body)
+
+
+def control_line(seq: int, prev: bytes, kind: str, fields: dict[str, Any], ts_ns: int) -> bytes:
+    """A control record line: ``seq``, ``prev``, ``kind``, its fields, then ``ts``."""
+    record: dict[str, Any] = {"seq": seq, "prev": prev.decode("ascii"), "kind": kind}
+    record.update(fields)
+    record["ts"] = format_ts(ts_ns)
+    return orjson.dumps(record)
+
+
+def line_hash(line: bytes) -> bytes:
+    """The record hash that the next record names in ``prev``."""
+    return hashlib.sha256(line).hexdigest().encode("ascii")
+
+
+def split_head(line: bytes) -> tuple[int, bytes] | None:
+    """``(seq, prev)`` from the fixed first two keys, or None if the head is not v1.
+
+    This is the verifier's fast path: it does not parse the rest of the line, because
+    the next record's ``prev`` vouches for every byte of this one.
+    """
+    if not line.startswith(b'{"seq":'):
+        return None
+    comma = line.find(b",", 7, 30)
+    if comma < 0 or line[comma : comma + 9] != b',"prev":"' or line[comma + 73 : comma + 74] != b'"':
+        return None
+    digits = line[7:comma]
+    if not digits.isdigit() or (len(digits) > 1 and digits[0] == 48):
+        return None
+    return int(digits), line[comma + 9 : comma + 73]

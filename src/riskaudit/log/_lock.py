@@ -1,0 +1,81 @@
+"""One writer per log: an exclusive ``flock`` on ``<log>.lock`` holding the owner's pid.
+
+``flock`` locks belong to an open file description, so a second open of the same lock
+file conflicts even inside one process; ``fcntl.lockf`` would not (one process can take
+it twice, and closing any other descriptor of the file drops it). The lock file is
+never deleted: deleting it would let two writers lock two different inodes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from pathlib import Path
+
+from riskaudit.errors import AuditLockedError, AuditStorageError
+from riskaudit.log._files import FILE_MODE
+
+
+def lock_path_for(log_path: Path) -> Path:
+    """``<log>.lock`` next to the log."""
+    return log_path.with_name(log_path.name + ".lock")
+
+
+class WriterLock:
+    """The held lock; :meth:`release` drops it, :meth:`abandon` closes a fork's copy."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+        except OSError as exc:
+            raise AuditStorageError(f"cannot open lock file {path}: {exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_pid(fd)
+            os.close(fd)
+            raise AuditLockedError(str(path), holder) from None
+        except OSError as exc:
+            os.close(fd)
+            raise AuditStorageError(f"cannot lock {path}: {exc}") from exc
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError:
+            pass  # the pid is a courtesy for error messages; the flock is the lock
+        self._fd: int | None = fd
+
+    def release(self) -> None:
+        """Drop the lock (idempotent)."""
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+    def abandon(self) -> None:
+        """In a forked child: close the inherited descriptor without unlocking.
+
+        Unlocking would drop the parent's lock too (the description is shared).
+        """
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+
+def _read_pid(fd: int) -> int | None:
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        return int(text) if text else None
+    except (OSError, ValueError):
+        return None
