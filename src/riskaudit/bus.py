@@ -20,11 +20,11 @@ import inspect
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 from riskaudit.config import DEFAULT_SLO_SECONDS, AuditConfig
 from riskaudit.events import EventPriority, EventType, RiskEvent
@@ -198,7 +198,7 @@ class RiskEventBus:
         for sub in self._targets(event):
             if sub.is_async:
                 try:
-                    await sub.handler(event)  # type: ignore[misc]
+                    await sub.handler(event)
                 except Exception as exc:
                     self._failed(sub, event, exc)
                 else:
@@ -226,7 +226,7 @@ class RiskEventBus:
             self._succeeded(sub)
 
     def _schedule(self, sub: Subscription, event: RiskEvent, start: int) -> None:
-        coro = sub.handler(event)
+        coro = cast(Coroutine[Any, Any, Any], sub.handler(event))
         try:
             running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:

@@ -17,7 +17,14 @@ from riskaudit.bus import RiskEventBus
 from riskaudit.events import EventPriority, EventType, RiskEvent
 
 SYMBOLS = ("ESZ6", "NQZ6", "CLF7", "GCG7", "ZNH7", "6EZ6")
-PRICES = {"ESZ6": 5012.25, "NQZ6": 17950.5, "CLF7": 71.42, "GCG7": 2044.1, "ZNH7": 110.5, "6EZ6": 1.0875}
+PRICES = {
+    "ESZ6": 5012.25,
+    "NQZ6": 17950.5,
+    "CLF7": 71.42,
+    "GCG7": 2044.1,
+    "ZNH7": 110.5,
+    "6EZ6": 1.0875,
+}
 
 
 @dataclass(slots=True)
@@ -34,7 +41,9 @@ class DemoStats:
 class RiskEngineSimulator:
     """A toy risk engine: enough state to produce a realistic event mix."""
 
-    def __init__(self, bus: RiskEventBus, *, seed: int | None = None, source: str = "risk-engine-demo"):
+    def __init__(
+        self, bus: RiskEventBus, *, seed: int | None = None, source: str = "risk-engine-demo"
+    ):
         self.bus = bus
         self.rng = random.Random(seed)
         self.source = source
@@ -53,9 +62,18 @@ class RiskEngineSimulator:
     def _on_breach(self, event: RiskEvent) -> None:
         self.stats.breaches += 1
 
-    def _publish(self, event_type: EventType, priority: EventPriority, data: dict[str, object],
-                 metadata: dict[str, object] | None = None) -> None:
-        self.bus.publish(RiskEvent(event_type, priority, self.source, data, metadata or {"strategy": "stat-arb-3"}))
+    def _publish(
+        self,
+        event_type: EventType,
+        priority: EventPriority,
+        data: dict[str, object],
+        metadata: dict[str, object] | None = None,
+    ) -> None:
+        self.bus.publish(
+            RiskEvent(
+                event_type, priority, self.source, data, metadata or {"strategy": "stat-arb-3"}
+            )
+        )
         self.stats.events += 1
 
     def step(self, i: int, total: int) -> None:
@@ -87,36 +105,61 @@ class RiskEngineSimulator:
         self._publish(
             EventType.PRE_TRADE_CHECK,
             EventPriority.CRITICAL,
-            {"order_id": f"O-{i:07d}", "symbol": symbol, "side": side, "qty": qty, "price": price,
-             "position_after": new_pos, "outcome": outcome, "reasons": reasons},
+            {
+                "order_id": f"O-{i:07d}",
+                "symbol": symbol,
+                "side": side,
+                "qty": qty,
+                "price": price,
+                "position_after": new_pos,
+                "outcome": outcome,
+                "reasons": reasons,
+            },
         )
         if outcome == "ACCEPT":
             self.positions[symbol] = new_pos
             self.stats.accepted += 1
-            self._publish(EventType.POSITION_UPDATE, EventPriority.HIGH,
-                          {"symbol": symbol, "position": new_pos, "price": price})
+            self._publish(
+                EventType.POSITION_UPDATE,
+                EventPriority.HIGH,
+                {"symbol": symbol, "position": new_pos, "price": price},
+            )
         else:
             self.stats.rejected += 1
             if "max_position" in reasons or "max_notional" in reasons:
                 self._publish(
-                    EventType.LIMIT_BREACH, EventPriority.CRITICAL,
-                    {"symbol": symbol, "limit": reasons[0], "limit_value": self.max_position,
-                     "observed": abs(new_pos), "order_id": f"O-{i:07d}"},
+                    EventType.LIMIT_BREACH,
+                    EventPriority.CRITICAL,
+                    {
+                        "symbol": symbol,
+                        "limit": reasons[0],
+                        "limit_value": self.max_position,
+                        "observed": abs(new_pos),
+                        "order_id": f"O-{i:07d}",
+                    },
                 )
 
     def _change_limit(self) -> None:
         old = self.max_position
         self.max_position = int(old * 1.5)
-        self._publish(EventType.CONFIG_UPDATE, EventPriority.HIGH,
-                      {"limit": "max_position", "old": old, "new": self.max_position},
-                      {"actor": "risk-officer", "ticket": "RISK-1042"})
+        self._publish(
+            EventType.CONFIG_UPDATE,
+            EventPriority.HIGH,
+            {"limit": "max_position", "old": old, "new": self.max_position},
+            {"actor": "risk-officer", "ticket": "RISK-1042"},
+        )
 
     def _kill_switch(self, action: str, reason: str) -> None:
-        self._publish(EventType.KILL_SWITCH, EventPriority.CRITICAL,
-                      {"action": action, "scope": "stat-arb-3", "reason": reason},
-                      {"actor": "risk-engine", "risk_reducing": action == "activate"})
+        self._publish(
+            EventType.KILL_SWITCH,
+            EventPriority.CRITICAL,
+            {"action": action, "scope": "stat-arb-3", "reason": reason},
+            {"actor": "risk-engine", "risk_reducing": action == "activate"},
+        )
 
-    def run(self, events: int, rate: float = 0.0, should_stop: Callable[[], bool] = lambda: False) -> DemoStats:
+    def run(
+        self, events: int, rate: float = 0.0, should_stop: Callable[[], bool] = lambda: False
+    ) -> DemoStats:
         """Simulate until about ``events`` events were published, at ``rate`` per second
         (0 = as fast as possible)."""
         start = time.monotonic()

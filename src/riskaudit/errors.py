@@ -44,9 +44,7 @@ class AuditLockedError(AuditStorageError):
 
     def __init__(self, lock_path: str, pid: int | None) -> None:
         holder = f"pid {pid}" if pid is not None else "an unknown process"
-        super().__init__(
-            f"{lock_path} is held by {holder}: only one writer may own an audit log"
-        )
+        super().__init__(f"{lock_path} is held by {holder}: only one writer may own an audit log")
         self.lock_path = lock_path
         self.pid = pid
 

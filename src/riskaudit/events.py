@@ -61,7 +61,7 @@ os.register_at_fork(after_in_child=_reseed)
 
 def new_event_id() -> str:
     """A random RFC 4122 version-4 UUID in canonical lowercase text."""
-    h = "%032x" % ((_rng.getrandbits(128) & _VERSION_MASK) | _VERSION_BITS)  # noqa: UP031
+    h = "%032x" % ((_rng.getrandbits(128) & _VERSION_MASK) | _VERSION_BITS)
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
@@ -98,8 +98,7 @@ class RiskEvent:
     def risk_reducing(self) -> bool:
         """Kill switches and events flagged ``metadata.risk_reducing`` must never wait."""
         return (
-            self.event_type is EventType.KILL_SWITCH
-            or self.metadata.get("risk_reducing") is True
+            self.event_type is EventType.KILL_SWITCH or self.metadata.get("risk_reducing") is True
         )
 
     def to_dict(self) -> dict[str, Any]:

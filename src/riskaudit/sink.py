@@ -78,14 +78,22 @@ class JsonAuditSink:
         try:
             fields = event.to_dict()
             payload = orjson.dumps(
-                {"kind": "unsequenced", "ts": format_ts(time.time_ns()), "reason": reason,
-                 "event": fields},
+                {
+                    "kind": "unsequenced",
+                    "ts": format_ts(time.time_ns()),
+                    "reason": reason,
+                    "event": fields,
+                },
                 default=repr,
             )
         except Exception:  # the event itself is broken: keep what can be kept
             payload = orjson.dumps(
-                {"kind": "unsequenced", "ts": format_ts(time.time_ns()), "reason": reason,
-                 "event_repr": repr(event)}
+                {
+                    "kind": "unsequenced",
+                    "ts": format_ts(time.time_ns()),
+                    "reason": reason,
+                    "event_repr": repr(event),
+                }
             )
         try:
             sys.stdout.write(EMERGENCY_PREFIX + payload.decode() + "\n")

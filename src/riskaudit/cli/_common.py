@@ -10,6 +10,7 @@ from types import FrameType
 import typer
 
 from riskaudit.config import AuditConfig
+from riskaudit.errors import AuditConfigError
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 
@@ -36,8 +37,6 @@ def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
 
 def load_config() -> AuditConfig:
     """The config from the environment, or a usage error naming the bad setting."""
-    from riskaudit.errors import AuditConfigError
-
     try:
         return AuditConfig.from_env()
     except AuditConfigError as exc:

@@ -18,8 +18,12 @@ from riskaudit.log import AuditLog
 
 def demo(
     events: Annotated[int, typer.Option(help="About how many events to publish.")] = 10_000,
-    rate: Annotated[float, typer.Option(help="Events per second; 0 = as fast as possible.")] = 2_000,
-    log: Annotated[Path | None, typer.Option(help="Log path (default: RISK_AUDIT_LOG_PATH).")] = None,
+    rate: Annotated[
+        float, typer.Option(help="Events per second; 0 = as fast as possible.")
+    ] = 2_000,
+    log: Annotated[
+        Path | None, typer.Option(help="Log path (default: RISK_AUDIT_LOG_PATH).")
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed, for a repeatable run.")] = None,
 ) -> None:
     """Run a simulated intraday risk engine that publishes through the audited bus."""

@@ -41,7 +41,9 @@ def _last_lines(path: Path, n: int) -> list[bytes]:
 def tail(
     path: Annotated[Path, typer.Argument(help="The log file.")],
     lines: Annotated[int, typer.Option("-n", "--lines", help="How many records.")] = 10,
-    follow: Annotated[bool, typer.Option("-f", "--follow", help="Keep printing new records.")] = False,
+    follow: Annotated[
+        bool, typer.Option("-f", "--follow", help="Keep printing new records.")
+    ] = False,
 ) -> None:
     """Print the most recent records readably (and follow the file with -f)."""
     if not path.exists():

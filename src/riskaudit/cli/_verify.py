@@ -32,9 +32,7 @@ def verify(
         out["seconds"] = round(elapsed, 6)
         sys.stdout.write(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
-        span = (
-            f"seq {report.first_seq}-{report.last_seq}" if report.records else "no records"
-        )
+        span = f"seq {report.first_seq}-{report.last_seq}" if report.records else "no records"
         typer.echo(f"files: {len(report.files)}")
         typer.echo(f"records verified: {report.records} ({span})")
         if report.first_ts:

@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 from riskaudit.errors import AuditFormatError
 from riskaudit.log._codec import split_head
@@ -37,8 +37,8 @@ class Source:
 def open_binary(path: Path) -> IO[bytes]:
     """Open a segment for reading, decompressing ``.gz`` transparently."""
     if path.suffix == ".gz":
-        return gzip.open(path, "rb")
-    return open(path, "rb")  # noqa: SIM115 - returned to the caller
+        return cast(IO[bytes], gzip.open(path, "rb"))
+    return open(path, "rb")
 
 
 def expand(paths: list[str]) -> list[Path]:

@@ -290,9 +290,7 @@ class _Verifier:
                 self._add(seq, "inserted", "a record that does not link into the chain", at)
                 return
             if pk is None or pk[1] == h:
-                self._add(
-                    self.pseq, "modified", f"its hash is not the prev of seq {seq}", None
-                )
+                self._add(self.pseq, "modified", f"its hash is not the prev of seq {seq}", None)
                 self._accept(seq, prev, h, line, at)
             else:
                 self._add(seq, "modified", f"its prev is not the hash of seq {self.pseq}", at)

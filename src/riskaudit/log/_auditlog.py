@@ -15,6 +15,7 @@ append timeout, then raise AuditQueueFullError: nothing is dropped silently.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import sys
@@ -22,6 +23,7 @@ import threading
 import time
 import uuid
 import weakref
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -60,7 +62,19 @@ class AuditLog:
     in the child, which must open its own.
     """
 
-    def __init__(self, config: AuditConfig | None = None, *, path: str | Path | None = None):
+    def __init__(
+        self,
+        config: AuditConfig | None = None,
+        *,
+        path: str | Path | None = None,
+        on_durable: Callable[[int], None] | None = None,
+    ) -> None:
+        """Open (or create) the log, repair a torn tail, write ``start``, start the writer.
+
+        ``on_durable(seq)`` is called on the writer thread after every fsync with the
+        new durable watermark (metrics and benchmarks hook in here); keep it quick.
+        """
+        self._on_durable = on_durable
         cfg = config if config is not None else AuditConfig()
         if path is not None:
             cfg = cfg.with_(log_path=Path(path))
@@ -121,7 +135,14 @@ class AuditLog:
         items: list[QueueItem] = []
         if head.last_seq == 0:
             items.append(
-                (1, now, ("genesis", {"stream": self.stream, "format": FORMAT, "host": self.config.host}))
+                (
+                    1,
+                    now,
+                    (
+                        "genesis",
+                        {"stream": self.stream, "format": FORMAT, "host": self.config.host},
+                    ),
+                )
             )
         if self.repaired is not None:
             r = self.repaired
@@ -129,7 +150,14 @@ class AuditLog:
                 (
                     self._take_seq(items, head),
                     now,
-                    ("repair", {"cut_bytes": r.cut_bytes, "cut_sha256": r.cut_sha256, "kept_at": r.kept_at}),
+                    (
+                        "repair",
+                        {
+                            "cut_bytes": r.cut_bytes,
+                            "cut_sha256": r.cut_sha256,
+                            "kept_at": r.kept_at,
+                        },
+                    ),
                 )
             )
         items.append((self._take_seq(items, head), now, ("start", self._identity())))
@@ -147,7 +175,12 @@ class AuditLog:
         return (items[-1][0] if items else head.last_seq) + 1
 
     def _identity(self) -> dict[str, Any]:
-        return {"pid": os.getpid(), "host": self.config.host, "version": __version__, "stream": self.stream}
+        return {
+            "pid": os.getpid(),
+            "host": self.config.host,
+            "version": __version__,
+            "stream": self.stream,
+        }
 
     # -- the producer side ----------------------------------------------------------
 
@@ -275,6 +308,8 @@ class AuditLog:
         with self._durable:
             self._durable_seq = seq
             self._durable.notify_all()
+        if self._on_durable is not None:
+            self._on_durable(seq)
 
     def _sleep_writer(self, seconds: float) -> None:
         self._wake.wait(seconds)
@@ -333,18 +368,27 @@ class AuditLog:
     ) -> None:
         self.close()
 
+    @contextlib.contextmanager
+    def stall_writer(self) -> Iterator[None]:
+        """Test seam: hold the writer thread still (a slow disk) inside the block."""
+        self._writer.gate.clear()
+        try:
+            yield
+        finally:
+            self._writer.gate.set()
+
     def _after_fork_in_child(self) -> None:
         self._state = _FORKED
         self._pending = []
         self._lock = threading.Lock()
         self._file_lock.abandon()
-        try:
+        with contextlib.suppress(OSError):
             os.close(self._writer.fd)
-        except OSError:
-            pass
 
     def __repr__(self) -> str:
-        return f"AuditLog({str(self.path)!r}, last_seq={self.last_seq}, durable={self._durable_seq})"
+        return (
+            f"AuditLog({str(self.path)!r}, last_seq={self.last_seq}, durable={self._durable_seq})"
+        )
 
 
 def _open_log_file(path: Path) -> tuple[int, bool]:

@@ -19,6 +19,7 @@ what JSON cannot hold before a ``seq`` is spent; the writer thread only glues
 
 from __future__ import annotations
 
+import calendar
 import hashlib
 import time
 from decimal import Decimal
@@ -49,8 +50,6 @@ def format_ts(ns: int) -> str:
 
 def parse_ts(text: str) -> int:
     """Nanoseconds since the epoch from a format-v1 ``ts`` (inverse of format_ts)."""
-    import calendar
-
     if len(text) != 30 or text[-1] != "Z" or text[19] != ".":
         raise ValueError(f"not a format-v1 timestamp: {text!r}")
     whole = time.strptime(text[:19], "%Y-%m-%dT%H:%M:%S")
@@ -140,7 +139,11 @@ def split_head(line: bytes) -> tuple[int, bytes] | None:
     if not line.startswith(b'{"seq":'):
         return None
     comma = line.find(b",", 7, 30)
-    if comma < 0 or line[comma : comma + 9] != b',"prev":"' or line[comma + 73 : comma + 74] != b'"':
+    if (
+        comma < 0
+        or line[comma : comma + 9] != b',"prev":"'
+        or line[comma + 73 : comma + 74] != b'"'
+    ):
         return None
     digits = line[7:comma]
     if not digits.isdigit() or (len(digits) > 1 and digits[0] == 48):

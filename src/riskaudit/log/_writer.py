@@ -51,6 +51,9 @@ class Writer:
         self._backlog: list[tuple[int, bytes]] = []  # (last seq in chunk, bytes), chained
         self.batches = 0
         self.write_errors = 0
+        #: Test seam: while this event is clear, the writer waits before each turn.
+        self.gate = threading.Event()
+        self.gate.set()
         self.thread = threading.Thread(target=self.run, name="riskaudit-writer", daemon=True)
 
     # -- encoding -----------------------------------------------------------------
@@ -112,6 +115,7 @@ class Writer:
         retry = 0.0
         try:
             while True:
+                self.gate.wait()
                 if self._backlog:
                     try:
                         self.commit()
@@ -149,4 +153,3 @@ class Writer:
         """Close the file when the thread was never started (open failed half-way)."""
         with contextlib.suppress(OSError):
             os.close(self.fd)
-

@@ -1,0 +1,39 @@
+"""Shared fixtures: a fresh log path per test and the format-v1 conformance vectors."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from riskaudit import AuditConfig, AuditLog
+
+VECTORS = Path(__file__).parent / "vectors" / "format-v1"
+RISKAUDIT = str(Path(sys.executable).with_name("riskaudit"))
+
+
+@pytest.fixture
+def log_path(tmp_path: Path) -> Path:
+    return tmp_path / "logs" / "risk_audit.jsonl"
+
+
+@pytest.fixture
+def config(log_path: Path) -> AuditConfig:
+    return AuditConfig(log_path=log_path, flush_interval=0.002, host="test-host")
+
+
+@pytest.fixture
+def audit_log(config: AuditConfig) -> Iterator[AuditLog]:
+    log = AuditLog(config)
+    yield log
+    log.close()
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith(("RISK_AUDIT_", "AUDIT_")) or name == "LOG_LEVEL":
+            monkeypatch.delenv(name)

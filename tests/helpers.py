@@ -1,0 +1,68 @@
+"""Test helpers: build format-v1 logs directly from the codec, read records back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from riskaudit import EventPriority, EventType, RiskEvent
+from riskaudit.log import ZERO_HASH, line_hash
+from riskaudit.log._codec import control_line, encode_event_body, event_line
+
+
+def build_log(
+    events: list[dict[str, Any]], *, start_ns: int = 1_795_683_600_000_000_000
+) -> list[bytes]:
+    """A valid stream: genesis, start, then one event record per dict (no newlines)."""
+    lines: list[bytes] = []
+    prev = ZERO_HASH
+    ts = start_ns
+    lines.append(
+        control_line(
+            1,
+            prev,
+            "genesis",
+            {
+                "stream": "3f6c1b2e-8d4a-4f7e-9c21-5a0b7d9e1c44",
+                "format": "riskaudit/1",
+                "host": "h",
+            },
+            ts,
+        )
+    )
+    prev = line_hash(lines[-1])
+    lines.append(control_line(2, prev, "start", {"pid": 1, "host": "h", "version": "0"}, ts))
+    prev = line_hash(lines[-1])
+    for i, data in enumerate(events):
+        ts += 1000
+        event = RiskEvent(
+            EventType.PRE_TRADE_CHECK,
+            EventPriority.CRITICAL,
+            "src",
+            data,
+            {"i": i},
+            event_id=f"00000000-0000-4000-8000-{i:012d}",
+            timestamp_ns=ts,
+        )
+        line = event_line(3 + i, prev, ts, encode_event_body(event))
+        lines.append(line)
+        prev = line_hash(line)
+    return lines
+
+
+def write_lines(path: Path, lines: list[bytes], *, trailing_newline: bool = True) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = b"\n".join(lines) + (b"\n" if trailing_newline and lines else b"")
+    path.write_bytes(data)
+    return path
+
+
+def records(path: Path) -> list[dict[str, Any]]:
+    """Every record of a (valid) log file, parsed."""
+    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
+
+
+def event(i: int = 0, **data: Any) -> RiskEvent:
+    return RiskEvent(EventType.PRE_TRADE_CHECK, EventPriority.HIGH, "test", {"i": i, **data})

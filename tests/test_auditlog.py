@@ -1,0 +1,362 @@
+"""AuditLog: hand-off, durability, restart and repair, the lock, fork, bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import threading
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import orjson
+import pytest
+
+from riskaudit import (
+    AuditClosedError,
+    AuditConfig,
+    AuditEncodingError,
+    AuditFlushTimeoutError,
+    AuditForkedError,
+    AuditFormatError,
+    AuditLockedError,
+    AuditLog,
+    AuditQueueFullError,
+    EventPriority,
+    EventType,
+    RiskEvent,
+    verify_paths,
+)
+from tests.helpers import event, records
+
+
+def kinds(path: Path) -> list[str]:
+    return [r.get("kind", "event") for r in records(path)]
+
+
+def test_new_log_starts_with_genesis_then_start(config: AuditConfig) -> None:
+    """A new stream begins with genesis (stream uuid, format) and a start record."""
+    with AuditLog(config) as log:
+        seq = log.append(event())
+    recs = records(config.log_path)
+    assert seq == 3
+    assert [r.get("kind") for r in recs] == ["genesis", "start", None, "stop"]
+    genesis = recs[0]
+    assert genesis["prev"] == "0" * 64 and genesis["format"] == "riskaudit/1"
+    assert str(__import__("uuid").UUID(genesis["stream"])) == genesis["stream"]
+    assert recs[1]["pid"] == os.getpid() and recs[1]["stream"] == genesis["stream"]
+    assert verify_paths([config.log_path]).valid
+
+
+def test_event_record_fields_and_key_order(audit_log: AuditLog) -> None:
+    """Event records carry seq, prev, ts, then the event's fields by name."""
+    ev = RiskEvent(EventType.LIMIT_BREACH, EventPriority.CRITICAL, "eng", {"x": 1}, {"m": 2})
+    audit_log.append(ev)
+    audit_log.flush()
+    rec = records(audit_log.path)[-1]
+    assert list(rec) == [
+        "seq",
+        "prev",
+        "ts",
+        "event_id",
+        "event_type",
+        "priority",
+        "source",
+        "data",
+        "metadata",
+        "timestamp_ns",
+    ]
+    assert rec["event_type"] == "LIMIT_BREACH" and rec["priority"] == "CRITICAL"
+    assert rec["event_id"] == ev.event_id and rec["timestamp_ns"] == ev.timestamp_ns
+    assert len(rec["ts"]) == 30 and rec["ts"].endswith("Z")
+
+
+def test_flush_makes_everything_appended_durable(audit_log: AuditLog) -> None:
+    """After flush() returns, the durable watermark covers every appended seq."""
+    last = 0
+    for i in range(1000):
+        last = audit_log.append(event(i))
+    audit_log.flush(timeout=10)
+    assert audit_log.durable_seq >= last
+    assert len(records(audit_log.path)) == last
+
+
+def test_append_snapshots_the_event(audit_log: AuditLog) -> None:
+    """Mutating an event's data after append does not change what was recorded."""
+    ev = event(1)
+    audit_log.append(ev)
+    ev.data["i"] = 999
+    audit_log.flush()
+    assert records(audit_log.path)[-1]["data"]["i"] == 1
+
+
+def test_restart_resumes_the_chain(config: AuditConfig) -> None:
+    """Reopening continues seq and prev, with a start after the previous stop."""
+    with AuditLog(config) as log:
+        for i in range(5):
+            log.append(event(i))
+    with AuditLog(config) as log:
+        assert log.last_seq == 9  # genesis, start, 5 events, stop, start
+        log.append(event(99))
+    assert kinds(config.log_path) == [
+        "genesis",
+        "start",
+        *["event"] * 5,
+        "stop",
+        "start",
+        "event",
+        "stop",
+    ]
+    report = verify_paths([config.log_path])
+    assert report.valid and report.last_seq == 11
+
+
+def test_restart_after_crash_has_start_without_stop(config: AuditConfig) -> None:
+    """A writer killed without close leaves no stop; the next start shows the crash."""
+    code = (
+        "import os,sys; from riskaudit import *; from pathlib import Path\n"
+        f"log = AuditLog(AuditConfig(log_path=Path({str(config.log_path)!r})))\n"
+        "for i in range(50): log.append(RiskEvent(EventType.HEARTBEAT))\n"
+        "log.flush(); os._exit(0)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    with AuditLog(config):
+        pass
+    ks = kinds(config.log_path)
+    assert ks[-3:] == ["event", "start", "stop"] and "stop" not in ks[:-1]
+    assert verify_paths([config.log_path]).valid
+
+
+def _write_then_tear(config: AuditConfig, tear: int) -> tuple[bytes, bytes]:
+    """Write a log whose last event is multi-byte text, drop the stop record after it,
+    then cut ``tear`` bytes off that event's line."""
+    with AuditLog(config) as log:
+        log.append(event(1))
+        log.append(event(2, note="€uro ünïcödé 東京" * 3))
+        log.flush()
+    data = config.log_path.read_bytes()
+    lines = data.splitlines(keepends=True)
+    # Drop the stop record, then cut into the last event line.
+    good = b"".join(lines[:-2])
+    torn = lines[-2][: len(lines[-2]) - tear]
+    config.log_path.write_bytes(good + torn)
+    return good, torn
+
+
+@pytest.mark.parametrize("tear", [1, 7, 40])
+def test_torn_tail_is_kept_aside_and_repaired(config: AuditConfig, tear: int) -> None:
+    """A torn last line is copied to .torn-*, cut, and named by a repair record."""
+    good, torn = _write_then_tear(config, tear)
+    with AuditLog(config) as log:
+        assert log.repaired is not None
+    kept = list(config.log_path.parent.glob("risk_audit.jsonl.torn-*"))
+    assert len(kept) == 1 and kept[0].read_bytes() == torn
+    recs = records(config.log_path)
+    assert config.log_path.read_bytes().startswith(good)
+    repair = next(r for r in recs if r.get("kind") == "repair")
+    assert repair["cut_bytes"] == len(torn)
+    assert repair["cut_sha256"] == hashlib.sha256(torn).hexdigest()
+    assert repair["kept_at"] == kept[0].name
+    assert verify_paths([config.log_path]).valid
+
+
+def test_torn_tail_inside_a_multibyte_character(config: AuditConfig) -> None:
+    """A cut in the middle of a UTF-8 character is repaired like any torn line."""
+    with AuditLog(config) as log:
+        log.append(event(1, note="東京東京東京"))
+    data = config.log_path.read_bytes()
+    lines = data.splitlines(keepends=True)
+    last_event = lines[-2]
+    cut_at = last_event.index("東".encode()) + 1  # inside the 3-byte character
+    config.log_path.write_bytes(b"".join(lines[:-2]) + last_event[:cut_at])
+    with AuditLog(config) as log:
+        assert log.repaired is not None and log.repaired.cut_bytes == cut_at
+    assert verify_paths([config.log_path]).valid
+
+
+def test_garbage_after_the_last_record_is_cut(config: AuditConfig) -> None:
+    """NUL bytes (a crash on some file systems) after the last newline are cut aside."""
+    with AuditLog(config) as log:
+        log.append(event(1))
+    with open(config.log_path, "ab") as fh:
+        fh.write(b"\0" * 100 + b"\n")
+    with AuditLog(config) as log:
+        assert log.repaired is not None and log.repaired.cut_bytes == 101
+    assert verify_paths([config.log_path]).valid
+
+
+def test_file_that_is_not_a_log_is_refused_untouched(config: AuditConfig) -> None:
+    """Opening a file with no riskaudit record fails clearly and changes nothing."""
+    config.log_path.parent.mkdir(parents=True)
+    config.log_path.write_bytes(b"hello world\nnot a log\n")
+    with pytest.raises(AuditFormatError, match="not a format-v1 log"):
+        AuditLog(config)
+    assert config.log_path.read_bytes() == b"hello world\nnot a log\n"
+
+
+def test_second_writer_in_the_same_process_is_refused(audit_log: AuditLog) -> None:
+    """A second AuditLog on the same path gets AuditLockedError naming our pid."""
+    with pytest.raises(AuditLockedError) as info:
+        AuditLog(audit_log.config)
+    assert info.value.pid == os.getpid()
+    assert str(os.getpid()) in str(info.value)
+
+
+def test_second_writer_in_another_process_is_refused(config: AuditConfig) -> None:
+    """A writer in another process holds the lock: we get its pid in the error."""
+    code = (
+        "import sys,time; from riskaudit import *; from pathlib import Path\n"
+        f"log = AuditLog(AuditConfig(log_path=Path({str(config.log_path)!r})))\n"
+        "print('ready', flush=True); sys.stdin.readline(); log.close()\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        with pytest.raises(AuditLockedError) as info:
+            AuditLog(config)
+        assert info.value.pid == proc.pid
+    finally:
+        proc.communicate("\n", timeout=10)
+    with AuditLog(config):  # released on close
+        pass
+
+
+def test_lock_is_released_on_close(config: AuditConfig) -> None:
+    """Close releases the lock so the next writer can open."""
+    AuditLog(config).close()
+    AuditLog(config).close()
+    assert verify_paths([config.log_path]).valid
+
+
+def test_close_is_idempotent_and_append_after_close_fails(config: AuditConfig) -> None:
+    """close() twice is fine; append after close raises AuditClosedError."""
+    log = AuditLog(config)
+    log.close()
+    log.close()
+    with pytest.raises(AuditClosedError):
+        log.append(event())
+    log.flush()  # nothing outstanding: returns
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_forked_child_cannot_use_the_parents_log(audit_log: AuditLog, tmp_path: Path) -> None:
+    """After fork, append in the child raises AuditForkedError; its own log works."""
+    pid = os.fork()
+    if pid == 0:  # child
+        code = 1
+        try:
+            audit_log.append(event())
+        except AuditForkedError:
+            try:
+                with AuditLog(path=tmp_path / "child.jsonl") as own:
+                    own.append(event())
+                code = 0
+            except Exception:
+                code = 3
+        except BaseException:
+            code = 2
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    audit_log.append(event())  # the parent is unaffected
+    audit_log.flush()
+    assert verify_paths([tmp_path / "child.jsonl"]).valid
+
+
+def test_full_queue_blocks_then_raises(log_path: Path) -> None:
+    """With the writer stalled, append waits the append timeout, then raises."""
+    cfg = AuditConfig(log_path=log_path, queue_size=8, append_timeout=0.05)
+    with AuditLog(cfg) as log, log.stall_writer():
+        time.sleep(0.05)
+        for i in range(8):
+            log.append(event(i))
+        started = time.monotonic()
+        with pytest.raises(AuditQueueFullError, match="queue full"):
+            log.append(event(99))
+        waited = time.monotonic() - started
+        assert 0.04 <= waited < 1.0
+    recs = records(log_path)
+    assert [r["data"]["i"] for r in recs if "data" in r] == list(range(8))
+    assert verify_paths([log_path]).valid
+
+
+def test_flush_timeout_raises(log_path: Path) -> None:
+    """flush(timeout) raises AuditFlushTimeoutError while the writer cannot finish."""
+    with AuditLog(AuditConfig(log_path=log_path)) as log, log.stall_writer():
+        time.sleep(0.05)
+        log.append(event())
+        with pytest.raises(AuditFlushTimeoutError) as info:
+            log.flush(timeout=0.1)
+        assert info.value.target_seq == log.last_seq
+
+
+def test_unserialisable_data_is_refused_at_append(audit_log: AuditLog) -> None:
+    """A value JSON cannot hold raises AuditEncodingError naming the field; no seq spent."""
+    before = audit_log.append(event(1))
+    with pytest.raises(AuditEncodingError, match="'data'"):
+        audit_log.append(event(2, obj=object()))
+    with pytest.raises(AuditEncodingError, match="'metadata'"):
+        audit_log.append(RiskEvent(EventType.ALERT, metadata={1: "int key"}))
+    with pytest.raises(AuditEncodingError, match="event_type must be an EventType"):
+        audit_log.append(RiskEvent("ALERT"))  # type: ignore[arg-type]
+    after = audit_log.append(event(3))
+    assert after == before + 1
+    audit_log.close()
+    assert verify_paths([audit_log.path]).valid
+
+
+def test_documented_conversions(audit_log: AuditLog) -> None:
+    """Decimal is written as its exact string, a set as a list."""
+    audit_log.append(event(1, price=Decimal("5012.25"), tags={"a"}))
+    audit_log.flush()
+    data = records(audit_log.path)[-1]["data"]
+    assert data["price"] == "5012.25" and data["tags"] == ["a"]
+
+
+def test_no_newline_inside_a_record(audit_log: AuditLog) -> None:
+    """Newlines in event text are escaped: one record, one line."""
+    audit_log.append(event(1, note="line one\nline two\r\n"))
+    audit_log.close()
+    raw = audit_log.path.read_bytes()
+    assert raw.count(b"\n") == len(records(audit_log.path))
+    assert records(audit_log.path)[-2]["data"]["note"] == "line one\nline two\r\n"
+
+
+def test_four_producer_threads_lose_and_duplicate_nothing(log_path: Path) -> None:
+    """4 threads x 50,000 events: seq gapless, chain valid, every event_id exactly once."""
+    cfg = AuditConfig(log_path=log_path)
+    ids: list[list[str]] = [[] for _ in range(4)]
+    with AuditLog(cfg) as log:
+
+        def produce(n: int) -> None:
+            for i in range(50_000):
+                ev = event(i, thread=n)
+                ids[n].append(ev.event_id)
+                log.append(ev)
+
+        threads = [threading.Thread(target=produce, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    report = verify_paths([log_path])
+    assert report.valid, report.findings[:5]
+    seen = [orjson.loads(line).get("event_id") for line in log_path.read_bytes().splitlines()]
+    written = [i for i in seen if i is not None]
+    expected = [i for chunk in ids for i in chunk]
+    assert len(written) == len(expected) == 200_000
+    assert sorted(written) == sorted(expected)
+    assert report.records == 200_000 + 3
+
+
+def test_directory_is_created_with_restrictive_modes(tmp_path: Path) -> None:
+    """Missing directories are created 0750 and the log file 0640."""
+    path = tmp_path / "a" / "b" / "log.jsonl"
+    with AuditLog(path=path):
+        pass
+    assert (path.parent.stat().st_mode & 0o777) == 0o750
+    assert (path.stat().st_mode & 0o777) == 0o640

@@ -1,0 +1,83 @@
+"""AuditConfig: built from the environment once; bad values name their setting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from riskaudit import AuditConfig, AuditConfigError, EventPriority
+from riskaudit.config import parse_bool, parse_duration
+
+
+@pytest.mark.parametrize(
+    "text, seconds",
+    [
+        ("0.01", 0.01),
+        ("10ms", 0.01),
+        ("20us", 20e-6),
+        ("2s", 2),
+        ("5m", 300),
+        ("1h", 3600),
+        ("1d", 86400),
+        ("0", 0),
+    ],
+)
+def test_durations_accept_suffixes(text: str, seconds: float) -> None:
+    """Durations are seconds, with optional us/ms/s/m/h/d suffixes."""
+    assert parse_duration("X", text) == pytest.approx(seconds)
+
+
+def test_defaults(clean_env: None) -> None:
+    """With nothing set, the defaults of the README's table apply."""
+    cfg = AuditConfig.from_env({})
+    assert cfg.log_path == Path("logs/risk_audit.jsonl")
+    assert cfg.flush_interval == 0.01 and cfg.append_timeout == 0.05
+    assert cfg.queue_size == 262_144 and cfg.switch_interval is None
+    assert cfg.slo_seconds[EventPriority.CRITICAL] == pytest.approx(20e-6)
+
+
+def test_environment_overrides_and_seed_names() -> None:
+    """RISK_AUDIT_* settings apply; the seed's AUDIT_FLUSH_INTERVAL is read as fallback."""
+    cfg = AuditConfig.from_env(
+        {
+            "RISK_AUDIT_LOG_PATH": "/x/y.jsonl",
+            "AUDIT_FLUSH_INTERVAL": "250ms",
+            "RISK_AUDIT_QUEUE_SIZE": "1000",
+            "LOG_LEVEL": "debug",
+            "RISK_AUDIT_SLO_HIGH": "300us",
+            "RISK_AUDIT_SWITCH_INTERVAL": "1ms",
+        }
+    )
+    assert cfg.log_path == Path("/x/y.jsonl") and cfg.flush_interval == 0.25
+    assert cfg.queue_size == 1000 and cfg.log_level == "DEBUG"
+    assert cfg.slo_seconds[EventPriority.HIGH] == pytest.approx(300e-6)
+    assert cfg.switch_interval == pytest.approx(0.001)
+    new = AuditConfig.from_env({"RISK_AUDIT_FLUSH_INTERVAL": "0", "AUDIT_FLUSH_INTERVAL": "9"})
+    assert new.flush_interval == 0
+
+
+@pytest.mark.parametrize(
+    "env, setting",
+    [
+        ({"RISK_AUDIT_FLUSH_INTERVAL": "soon"}, "RISK_AUDIT_FLUSH_INTERVAL"),
+        ({"AUDIT_FLUSH_INTERVAL": "-1"}, "AUDIT_FLUSH_INTERVAL"),
+        ({"RISK_AUDIT_QUEUE_SIZE": "0"}, "RISK_AUDIT_QUEUE_SIZE"),
+        ({"RISK_AUDIT_QUEUE_SIZE": "many"}, "RISK_AUDIT_QUEUE_SIZE"),
+        ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
+        ({"RISK_AUDIT_APPEND_TIMEOUT": "1x"}, "RISK_AUDIT_APPEND_TIMEOUT"),
+    ],
+)
+def test_bad_values_name_the_setting(env: dict[str, str], setting: str) -> None:
+    """A bad value stops start-up with a message that names the setting."""
+    with pytest.raises(AuditConfigError) as info:
+        AuditConfig.from_env(env)
+    assert setting in str(info.value)
+
+
+def test_booleans() -> None:
+    """Booleans are 1/0/true/false; anything else is an error."""
+    assert parse_bool("X", "true") and parse_bool("X", "1")
+    assert not parse_bool("X", "0") and not parse_bool("X", "FALSE")
+    with pytest.raises(AuditConfigError):
+        parse_bool("X", "maybe")

@@ -1,0 +1,67 @@
+"""JsonAuditSink keeps the seed's surface and never raises into trading code."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import orjson
+import pytest
+
+from riskaudit import EnhancedJsonAuditSink, JsonAuditSink, verify_paths
+from tests.helpers import event, records
+
+
+def test_path_from_argument_and_initialized_log_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, clean_env: None
+) -> None:
+    """The argument wins; INFO says 'Audit log file initialized: <absolute path>'."""
+    caplog.set_level(logging.INFO)
+    path = tmp_path / "seed.jsonl"
+    with JsonAuditSink(path) as sink:
+        assert sink.write(event()) == 3
+        assert sink.flush() is True
+    assert f"Audit log file initialized: {path.resolve()}" in caplog.text
+    assert verify_paths([path]).valid
+
+
+def test_path_from_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clean_env: None
+) -> None:
+    """Without an argument the sink uses RISK_AUDIT_LOG_PATH."""
+    monkeypatch.setenv("RISK_AUDIT_LOG_PATH", str(tmp_path / "env.jsonl"))
+    with JsonAuditSink() as sink:
+        sink.write(event())
+    assert len(records(tmp_path / "env.jsonl")) == 4
+
+
+def test_default_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clean_env: None) -> None:
+    """With nothing set the log is logs/risk_audit.jsonl under the working directory."""
+    monkeypatch.chdir(tmp_path)
+    with EnhancedJsonAuditSink() as sink:
+        assert sink.log_path == tmp_path / "logs" / "risk_audit.jsonl"
+    assert os.path.exists(tmp_path / "logs" / "risk_audit.jsonl")
+
+
+def test_write_never_raises_and_keeps_the_event_on_stdout(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A write that cannot be recorded prints a full AUDIT_EMERGENCY line instead."""
+    sink = JsonAuditSink(tmp_path / "x.jsonl")
+    sink.close()
+    ev = event(7)
+    assert sink.write(ev) is None
+    out = capsys.readouterr().out.strip()
+    assert out.startswith("AUDIT_EMERGENCY ")
+    payload = orjson.loads(out.removeprefix("AUDIT_EMERGENCY "))
+    assert payload["kind"] == "unsequenced" and payload["event"]["event_id"] == ev.event_id
+    assert payload["event"]["data"] == {"i": 7}
+    assert "falling back to stdout" in caplog.text
+
+
+def test_flush_returns_false_instead_of_raising(tmp_path: Path) -> None:
+    """flush() reports False (and logs why) when records are not durable in time."""
+    with JsonAuditSink(tmp_path / "y.jsonl") as sink, sink.log.stall_writer():
+        sink.write(event())
+        assert sink.flush(timeout=0.05) is False
