@@ -360,3 +360,49 @@ def test_directory_is_created_with_restrictive_modes(tmp_path: Path) -> None:
         pass
     assert (path.parent.stat().st_mode & 0o777) == 0o750
     assert (path.stat().st_mode & 0o777) == 0o640
+
+
+def test_backpressure_past_the_backlog_limit_never_raises(log_path: Path) -> None:
+    """Past the backlog limit an append waits (bounded) for the writer; nothing raises,
+    and a kill-switch event is not made to wait."""
+    cfg = AuditConfig(log_path=log_path, queue_size=1000, backlog_limit=4, append_timeout=0.02)
+    with AuditLog(cfg) as log:
+        with log.stall_writer():
+            time.sleep(0.05)
+            started = time.monotonic()
+            for i in range(10):
+                log.append(event(i))
+            assert time.monotonic() - started >= 6 * 0.02 * 0.9
+            assert log.throttled >= 6
+            started = time.monotonic()
+            log.append(RiskEvent(EventType.KILL_SWITCH, EventPriority.CRITICAL))
+            assert time.monotonic() - started < 0.01
+        log.flush(timeout=10)
+    assert verify_paths([log_path]).valid
+    assert sum(1 for r in records(log_path) if "event_id" in r) == 11
+
+
+def test_fallback_to_write_and_fsync(log_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where pwritev(RWF_DSYNC) is refused (EINVAL), batches use write + fsync instead."""
+    import errno
+
+    from riskaudit.log import _files
+
+    calls: list[int] = []
+
+    def refuse(*args: object) -> int:
+        calls.append(1)
+        raise OSError(errno.EINVAL, "not supported here")
+
+    monkeypatch.setattr(_files.os, "pwritev", refuse)
+    monkeypatch.setattr(_files, "_DSYNC", 4)
+    fsyncs: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(_files.os, "fsync", lambda fd: (fsyncs.append(fd), real_fsync(fd)))
+    with AuditLog(path=log_path) as log:
+        for i in range(100):
+            log.append(event(i))
+        log.flush()
+    assert calls == [1] and fsyncs
+    assert _files._DSYNC is None
+    assert verify_paths([log_path]).valid

@@ -81,6 +81,7 @@ class AuditConfig:
     log_path: Path = DEFAULT_LOG_PATH
     flush_interval: float = 0.01
     queue_size: int = 262_144
+    backlog_limit: int = 16_384
     append_timeout: float = 0.05
     host: str = field(default_factory=socket.gethostname)
     log_level: str = "INFO"
@@ -95,6 +96,8 @@ class AuditConfig:
             raise AuditConfigError("RISK_AUDIT_FLUSH_INTERVAL", "must not be negative")
         if self.queue_size < 1:
             raise AuditConfigError("RISK_AUDIT_QUEUE_SIZE", "must be at least 1")
+        if self.backlog_limit < 0:
+            raise AuditConfigError("RISK_AUDIT_BACKLOG_LIMIT", "must not be negative")
         if self.append_timeout < 0:
             raise AuditConfigError("RISK_AUDIT_APPEND_TIMEOUT", "must not be negative")
         if self.log_level not in _LEVELS:
@@ -127,6 +130,8 @@ class AuditConfig:
             kwargs["flush_interval"] = parse_duration(*got)
         if got := get("RISK_AUDIT_QUEUE_SIZE"):
             kwargs["queue_size"] = parse_int(*got, minimum=1)
+        if got := get("RISK_AUDIT_BACKLOG_LIMIT"):
+            kwargs["backlog_limit"] = parse_int(*got, minimum=0)
         if got := get("RISK_AUDIT_APPEND_TIMEOUT"):
             kwargs["append_timeout"] = parse_duration(*got)
         if got := get("RISK_AUDIT_HOST"):

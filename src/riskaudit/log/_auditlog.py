@@ -49,8 +49,6 @@ logger = logging.getLogger("riskaudit")
 
 _OPEN, _CLOSING, _CLOSED, _FORKED, _FAILED = range(5)
 _LIVE: weakref.WeakSet[AuditLog] = weakref.WeakSet()
-#: Producers yield the GIL once per this many queued items while the writer is busy.
-_YIELD_EVERY = 2048
 CLOSE_TIMEOUT = 10.0
 
 
@@ -85,6 +83,8 @@ class AuditLog:
         self._space_waiters = 0
         self._pending: list[QueueItem] = []
         self._maxsize = cfg.queue_size
+        self._backlog_limit = min(cfg.backlog_limit or cfg.queue_size, cfg.queue_size)
+        self.throttled = 0
         self._wake_at = 1 if cfg.flush_interval == 0 else max(1, cfg.queue_size // 4)
         self._wake = threading.Event()
         self._writer_idle = False
@@ -192,8 +192,11 @@ class AuditLog:
                 self._raise_state()
             pending = self._pending
             n = len(pending)
-            if n >= self._maxsize:
-                self._wait_for_space()
+            if n >= self._backlog_limit:
+                if n >= self._maxsize:
+                    self._wait_for_space()
+                elif not event.risk_reducing:
+                    self._throttle()
                 pending = self._pending
                 n = len(pending)
             seq = self._next_seq
@@ -202,11 +205,23 @@ class AuditLog:
         if n >= self._wake_at and self._writer_idle:
             self._writer_idle = False
             self._wake.set()
-        elif n and not n % _YIELD_EVERY and not self._writer_idle:
-            # The writer is busy and a backlog is building: let it have the GIL now
-            # rather than after a full switch interval (see docs/benchmarks.md).
-            time.sleep(0)
         return seq
+
+    def _throttle(self) -> None:
+        """Backpressure, called with the lock held and the backlog past its limit.
+
+        A producer that never pauses starves the writer of the GIL, and the backlog (so
+        the time to durable) then grows without bound. Waiting here, at most the append
+        timeout, hands the GIL to the writer until it has taken the queue. Never raises.
+        """
+        self.throttled += 1
+        if self._writer_idle:
+            self._wake.set()
+        self._space_waiters += 1
+        try:
+            self._space.wait(self.config.append_timeout)
+        finally:
+            self._space_waiters -= 1
 
     def _wait_for_space(self) -> None:
         """Called with the lock held and the queue full."""

@@ -70,25 +70,20 @@ def encode_event_body(event: RiskEvent) -> bytes:
 
     Raises AuditEncodingError, naming the field, when the event cannot be written.
     """
-    try:
-        event_type = event.event_type.name
-        priority = event.priority.name
-        if event.event_type.__class__ is not EventType:
-            raise TypeError
-        if event.priority.__class__ is not EventPriority:
-            raise TypeError
-    except (AttributeError, TypeError):
+    event_type = event.event_type
+    priority = event.priority
+    # ``_name_`` is a plain attribute; ``.name`` is a descriptor several times slower.
+    if event_type.__class__ is not EventType or priority.__class__ is not EventPriority:
         raise AuditEncodingError(
             f"event {getattr(event, 'event_id', '?')}: event_type must be an EventType and "
-            f"priority an EventPriority, got {getattr(event, 'event_type', None)!r} and "
-            f"{getattr(event, 'priority', None)!r}"
-        ) from None
+            f"priority an EventPriority, got {event_type!r} and {priority!r}"
+        )
     try:
         return orjson.dumps(
             {
                 "event_id": event.event_id,
-                "event_type": event_type,
-                "priority": priority,
+                "event_type": event_type._name_,
+                "priority": priority._name_,
                 "source": event.source,
                 "data": event.data,
                 "metadata": event.metadata,
@@ -115,6 +110,48 @@ def _explain(event: RiskEvent, exc: Exception) -> str:
 def event_line(seq: int, prev: bytes, ts_ns: int, body: bytes) -> bytes:
     """A complete event record line (no trailing newline)."""
     return b'{"seq":%d,"prev":"%b","ts":"%b",%b' % (seq, prev, format_ts(ts_ns).encode(), body)
+
+
+def chain_batch(
+    items: list[tuple[int, int, Any]], prev: bytes, chunk_bytes: int
+) -> tuple[bytes, list[tuple[int, bytes]]]:
+    """Chain queued ``(seq, ts_ns, body)`` items: ``(new prev, [(last seq, bytes), ...])``.
+
+    The writer's hot loop: the same bytes as :func:`event_line` plus ``\\n``, with the
+    timestamp prefix cached per second and no function calls per event record, because
+    under a busy producer every microsecond here is held under the GIL. ``body`` is
+    either encoded event bytes or a ``(kind, fields)`` control tuple.
+    """
+    sha = hashlib.sha256
+    ns_per_s = 1_000_000_000
+    cur_sec = -1
+    prefix = b""
+    chunks: list[tuple[int, bytes]] = []
+    parts: list[bytes] = []
+    append = parts.append
+    size = 0
+    seq = 0
+    for seq, ts_ns, body in items:
+        if body.__class__ is bytes:
+            sec = ts_ns // ns_per_s
+            if sec != cur_sec:
+                prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)).encode()
+                cur_sec = sec
+            line = b'{"seq":%d,"prev":"%b","ts":"%b.%09dZ",%b\n' % (
+                seq, prev, prefix, ts_ns - sec * ns_per_s, body
+            )
+        else:
+            line = control_line(seq, prev, body[0], body[1], ts_ns) + b"\n"
+        prev = sha(line[:-1]).hexdigest().encode()
+        append(line)
+        size += len(line)
+        if size >= chunk_bytes:
+            chunks.append((seq, b"".join(parts)))
+            parts.clear()
+            size = 0
+    if parts:
+        chunks.append((seq, b"".join(parts)))
+    return prev, chunks
 
 
 def control_line(seq: int, prev: bytes, kind: str, fields: dict[str, Any], ts_ns: int) -> bytes:

@@ -8,6 +8,7 @@ names it is.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from pathlib import Path
 
@@ -50,6 +51,38 @@ def write_all(fd: int, data: bytes | memoryview) -> None:
     while view:
         written = os.write(fd, view)
         view = view[written:]
+
+
+_DSYNC: int | None = getattr(os, "RWF_DSYNC", None)
+_IOV_MAX = 512
+
+
+def write_durably(fd: int, chunks: list[bytes], offset: int) -> None:
+    """Write ``chunks`` at ``offset`` (the end of the file) and make them durable.
+
+    One ``pwritev(..., RWF_DSYNC)`` does the write and the data sync in a single system
+    call, so the writer thread gives up the GIL once per batch instead of twice. Where
+    the kernel or file system refuses the flag, or on a short write, it falls back to
+    ``write`` + ``fsync``.
+    """
+    global _DSYNC
+    if _DSYNC is not None and len(chunks) <= _IOV_MAX:
+        try:
+            written = os.pwritev(fd, chunks, offset, _DSYNC)
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                raise
+            _DSYNC = None
+        else:
+            total = sum(len(c) for c in chunks)
+            if written == total:
+                return
+            write_all(fd, b"".join(chunks)[written:])
+            os.fsync(fd)
+            return
+    for chunk in chunks:
+        write_all(fd, chunk)
+    os.fsync(fd)
 
 
 def atomic_write(path: Path, data: bytes) -> None:

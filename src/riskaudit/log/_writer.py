@@ -5,10 +5,11 @@ producers encoded, hashes each line into the next one's ``prev``, writes the bat
 as few ``write`` calls as the size allows and fsyncs once (group commit). Only after
 the fsync does the durable watermark move and ``flush()`` callers wake.
 
-The GIL matters here: every ``write`` and ``fsync`` releases it, and taking it back
-from a producer that never pauses can cost a whole switch interval (5 ms by default).
-So the writer makes few releases per batch (one write per 4 MiB, one fsync), and the
-producer side yields briefly when the backlog grows (see ``AuditLog.append``).
+The GIL matters here: every blocking call releases it, and taking it back from a
+producer that never pauses costs a whole switch interval (5 ms by default). So a batch
+is made durable with one system call where the kernel allows it, ``pwritev`` with
+``RWF_DSYNC`` (a write and an fdatasync in one), and the chaining loop does as little
+as it can per record (see ``chain_batch``).
 
 A failed write or fsync truncates the file back to the last durable offset, keeps the
 already-chained bytes, and retries with capped exponential backoff; while it fails, it
@@ -24,8 +25,8 @@ import os
 import threading
 from typing import TYPE_CHECKING, Any
 
-from riskaudit.log._codec import control_line, event_line, line_hash
-from riskaudit.log._files import write_all
+from riskaudit.log._codec import chain_batch
+from riskaudit.log._files import write_durably
 
 if TYPE_CHECKING:
     from riskaudit.log._auditlog import AuditLog
@@ -60,43 +61,21 @@ class Writer:
 
     def chain(self, items: list[QueueItem]) -> None:
         """Encode and chain queued items into the backlog, in ``seq`` order."""
-        prev = self.prev
-        parts: list[bytes] = []
-        size = 0
-        last = self.last_seq
-        for seq, ts_ns, body in items:
-            if body.__class__ is bytes:
-                line = event_line(seq, prev, ts_ns, body)
-            else:
-                line = control_line(seq, prev, body[0], body[1], ts_ns)
-            prev = line_hash(line)
-            parts.append(line)
-            parts.append(b"\n")
-            size += len(line) + 1
-            last = seq
-            if size >= CHUNK_BYTES:
-                self._backlog.append((last, b"".join(parts)))
-                parts = []
-                size = 0
-        if parts:
-            self._backlog.append((last, b"".join(parts)))
-        self.prev = prev
-        self.last_seq = last
+        self.prev, chunks = chain_batch(items, self.prev, CHUNK_BYTES)
+        self._backlog.extend(chunks)
+        self.last_seq = items[-1][0]
 
     # -- durability ---------------------------------------------------------------
 
     def commit(self) -> None:
-        """Write the backlog and fsync once; raise OSError with the file truncated back."""
+        """Write the backlog durably; on OSError truncate back to the durable offset."""
         if not self._backlog:
             return
-        fd = self.fd
         try:
-            for _last, data in self._backlog:
-                write_all(fd, data)
-            os.fsync(fd)
+            write_durably(self.fd, [data for _last, data in self._backlog], self.durable_offset)
         except OSError:
             with contextlib.suppress(OSError):
-                os.ftruncate(fd, self.durable_offset)
+                os.ftruncate(self.fd, self.durable_offset)
             raise
         durable_seq = self._backlog[-1][0]
         self.durable_offset += sum(len(data) for _last, data in self._backlog)
