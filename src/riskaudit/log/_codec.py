@@ -138,7 +138,11 @@ def chain_batch(
                 prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)).encode()
                 cur_sec = sec
             line = b'{"seq":%d,"prev":"%b","ts":"%b.%09dZ",%b\n' % (
-                seq, prev, prefix, ts_ns - sec * ns_per_s, body
+                seq,
+                prev,
+                prefix,
+                ts_ns - sec * ns_per_s,
+                body,
             )
         else:
             line = control_line(seq, prev, body[0], body[1], ts_ns) + b"\n"
