@@ -1,0 +1,520 @@
+"""Turn the raw rounds into a summary, a text table, the chart and docs/benchmarks.md.
+
+Everything printed or written here is computed from ``results.json`` of the run that
+just finished: the prose only states what the numbers say.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from _stats import spread
+from _variants import THROUGHPUT
+
+DASH = "\u2013"  # en dash, for ranges
+TIMES = "\u00d7"  # multiplication sign, for ratios
+VARIANTS = "abcde"
+TARGET_RATIO = 3.0
+TARGET_P99_US = 5.0
+TARGET_TTD_MS = 20.0
+TARGET_VERIFY = 400_000.0
+PRIMARY_PACED = "paced:spin:0.01"
+
+Summary = dict[str, Any]
+
+
+def _runs(raw: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    return [rnd["runs"][key] for rnd in raw["rounds"] if key in rnd["runs"]]
+
+
+def _sp(runs: list[dict[str, Any]], *path: str, scale: float = 1.0) -> dict[str, float]:
+    values = []
+    for run in runs:
+        v: Any = run
+        for p in path:
+            v = v[p]
+        values.append(v * scale)
+    return spread(values)
+
+
+def _opt(runs: list[dict[str, Any]], key: str) -> dict[str, float] | None:
+    """A counter the library may or may not expose (None when it does not)."""
+    if any(r.get(key) is None for r in runs):
+        return None
+    return spread(r[key] for r in runs)
+
+
+def _cpu(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Per-record CPU of producer and writer, and cores kept busy (None if unmeasured)."""
+    cpus = [r.get("cpu") for r in runs]
+    if any(c is None or c.get("cores_busy") is None for c in cpus):
+        return None
+    keys = ("producer_us_per_record", "writer_us_per_record", "cores_busy")
+    return {k: spread(c[k] for c in cpus if c is not None) for k in keys}
+
+
+# -- summary --------------------------------------------------------------------------
+
+
+def summarize(raw: dict[str, Any]) -> Summary:
+    rounds = raw["rounds"]
+    out: Summary = {"throughput": {}, "paced": {}, "gil": {}, "stall": {}}
+    for v in VARIANTS:
+        runs = _runs(raw, v)
+        ratio_eps, ratio_p99 = [], []
+        for rnd in rounds:
+            a, x = rnd["runs"]["a"], rnd["runs"][v]
+            ratio_eps.append(x["events_per_s"] / a["events_per_s"])
+            ratio_p99.append(x["call"]["p99_us"] / a["call"]["p99_us"])
+        out["throughput"][v] = {
+            "label": THROUGHPUT[v],
+            "events_per_s": _sp(runs, "events_per_s"),
+            "ratio_eps": spread(ratio_eps),
+            "p50_us": _sp(runs, "call", "p50_us"),
+            "p99_us": _sp(runs, "call", "p99_us"),
+            "p999_us": _sp(runs, "call", "p999_us"),
+            "max_us": _sp(runs, "call", "max_us"),
+            "ratio_p99": spread(ratio_p99),
+            "rss_peak_mib": _sp(runs, "rss_peak_mib"),
+            "rss_delta_mib": _sp(runs, "rss_delta_mib"),
+        }
+    all_tp = [run for v in VARIANTS for run in _runs(raw, v)]
+    out["timer"] = {
+        "p50_ns": _sp(all_tp, "timer", "p50_ns"),
+        "mean_ns": _sp(all_tp, "timer", "mean_ns"),
+    }
+    d = _runs(raw, "d")
+    out["d"] = {
+        "durable_p50_ms": _sp(d, "durable", "p50_us", scale=1e-3),
+        "durable_p99_ms": _sp(d, "durable", "p99_us", scale=1e-3),
+        "commits": _sp(d, "commits"),
+        "flush_wait_ms": _sp(d, "flush_wait_ms"),
+        "verify_rps": _sp(d, "verify", "records_per_s"),
+        "verify_records": d[0]["verify"]["records"],
+        "verify_mib": d[0]["verify"]["bytes"] / 2**20,
+        "verify_valid": all(run["verify"]["valid"] for run in d),
+        "throttled": _opt(d, "throttled"),
+        "cpu": _cpu(d),
+    }
+    for key in sorted({k for rnd in rounds for k in rnd["runs"] if k.startswith("paced:")}):
+        runs = _runs(raw, key)
+        out["paced"][key] = {
+            "pacing": runs[0]["pacing"],
+            "flush_interval": runs[0]["flush_interval"],
+            "rate_target": runs[0]["rate_target"],
+            "seconds": runs[0]["seconds"],
+            "rate_achieved": _sp(runs, "rate_achieved"),
+            "max_lag_ms": _sp(runs, "max_schedule_lag_ms"),
+            "p50_ms": _sp(runs, "durable", "p50_us", scale=1e-3),
+            "p99_ms": _sp(runs, "durable", "p99_us", scale=1e-3),
+            "p999_ms": _sp(runs, "durable", "p999_us", scale=1e-3),
+            "max_ms": _sp(runs, "durable", "max_us", scale=1e-3),
+            "commit_gap_p50_ms": _sp(runs, "commit_gap", "p50_us", scale=1e-3),
+            "commits_per_s": spread(r["commits"] / (r["seconds"] + r["warmup"]) for r in runs),
+        }
+    for key in ("gil:default", "gil:0.001"):
+        runs = _runs(raw, key)
+        if not runs:
+            continue
+        out["gil"][key] = {
+            "switch_interval": runs[0]["switch_interval"],
+            "seconds": _sp(runs, "seconds"),
+            "events_per_s": _sp(runs, "events_per_s"),
+            "p50_ms": _sp(runs, "durable", "p50_us", scale=1e-3),
+            "p99_ms": _sp(runs, "durable", "p99_us", scale=1e-3),
+            "max_ms": _sp(runs, "durable", "max_us", scale=1e-3),
+            "commits_per_s": spread(r["commits"] / r["seconds"] for r in runs),
+            "commit_gap_p50_ms": _sp(runs, "commit_gap", "p50_us", scale=1e-3),
+            "call_p99_us": _sp(runs, "call", "p99_us"),
+            "call_max_ms": _sp(runs, "call", "max_us", scale=1e-3),
+            "rejected": sum(r["rejected_queue_full"] for r in runs),
+            "throttled": _opt(runs, "throttled"),
+            "cpu": _cpu(runs),
+        }
+    cons = _runs(raw, "construct")
+    out["construct"] = {
+        kind: {
+            "p50_us": _sp(cons, kind, "p50_us"),
+            "p99_us": _sp(cons, kind, "p99_us"),
+            "bulk_mean_us": _sp(cons, kind, "bulk_mean_us"),
+        }
+        for kind in ("riskevent", "uuid4_str", "dataclass_uuid4", "encode_event_body")
+        if kind in cons[0]
+    }
+    for key in ("stall:bounded", "stall:unbounded"):
+        runs = _runs(raw, key)
+        out["stall"][key] = {
+            "queue_size": runs[0]["queue_size"],
+            "appends": runs[0]["appends"],
+            "stall_s": runs[0]["stall_s"],
+            "rss_delta_mib": _sp(runs, "rss_delta_mib"),
+            "rss_peak_mib": _sp(runs, "rss_peak_mib"),
+            "calls_s": _sp(runs, "calls_s"),
+            "call_max_ms": _sp(runs, "call", "max_us", scale=1e-3),
+        }
+    unb = _runs(raw, "stall:unbounded")
+    per_item = spread(r["rss_delta_mib"] * 2**20 / r["appends"] for r in unb)
+    out["stall"]["bytes_per_queued_record"] = per_item
+    att = _runs(raw, "attrib")
+    if att:
+        out["attrib"] = {
+            k: _sp(att, k)
+            for k in ("tail_fault_only", "tail_switch_only", "tail_both", "tail_neither")
+        } | {
+            "p99_us": _sp(att, "call", "p99_us"),
+            "clean_p99_us": _sp(att, "clean_call", "p99_us"),
+            "calls_with_fault": _sp(att, "calls_with_fault"),
+            "calls_with_switch": _sp(att, "calls_with_switch"),
+            "events": att[0]["call"]["n"],
+        }
+    out["targets"] = _targets(out)
+    return out
+
+
+def _targets(s: Summary) -> list[dict[str, Any]]:
+    tp, t = s["throughput"], []
+    ratio = tp["d"]["ratio_eps"]
+    t.append(
+        {
+            "name": f"(d) events/s {TIMES} (a)",
+            "target": f">= {TARGET_RATIO:g}{TIMES}",
+            "measured": f"{ratio['median']:.2f}{TIMES} ({_rng(ratio, '.2f')})",
+            "met": ratio["median"] >= TARGET_RATIO,
+            "margin": _margin(ratio, TARGET_RATIO, higher_is_better=True),
+        }
+    )
+    p99 = tp["d"]["p99_us"]
+    t.append(
+        {
+            "name": "producer call p99 (d)",
+            "target": f"<= {TARGET_P99_US:g} µs",
+            "measured": f"{p99['median']:.2f} µs ({_rng(p99, '.2f')})",
+            "met": p99["median"] <= TARGET_P99_US,
+            "margin": _margin(p99, TARGET_P99_US, higher_is_better=False),
+        }
+    )
+    paced = s["paced"].get(PRIMARY_PACED)
+    if paced is not None:
+        ttd = paced["p99_ms"]
+        t.append(
+            {
+                "name": f"time-to-durable p99 at {paced['rate_target']:,}/s",
+                "target": f"<= {TARGET_TTD_MS:g} ms",
+                "measured": f"{ttd['median']:.1f} ms ({_rng(ttd, '.1f')})",
+                "met": ttd["median"] <= TARGET_TTD_MS,
+                "margin": _margin(ttd, TARGET_TTD_MS, higher_is_better=False),
+            }
+        )
+    b, u = s["stall"]["stall:bounded"], s["stall"]["stall:unbounded"]
+    per_item = s["stall"]["bytes_per_queued_record"]["median"]
+    bound_mib = 2 * b["queue_size"] * per_item / 2**20
+    bd = b["rss_delta_mib"]["median"]
+    ud = u["rss_delta_mib"]["median"]
+    t.append(
+        {
+            "name": "memory bounded by the queue limit",
+            "target": "peak grows with queue_size, not with the backlog",
+            "measured": (
+                f"stall, queue_size {b['queue_size']:,}: +{bd:.1f} MiB; unbounded: +{ud:.1f} MiB"
+            ),
+            "met": bd <= bound_mib + 8 and bd < ud / 2,
+            "margin": (
+                f"{bd:.1f} MiB vs a 2{TIMES}queue_size estimate of {bound_mib:.1f} MiB; "
+                f"{ud / bd if bd > 0 else math.inf:.1f}{TIMES} less than unbounded"
+            ),
+        }
+    )
+    ver = s["d"]["verify_rps"]
+    t.append(
+        {
+            "name": "verify_paths throughput",
+            "target": f">= {TARGET_VERIFY:,.0f} records/s",
+            "measured": f"{ver['median']:,.0f}/s ({_rng(ver, ',.0f')})",
+            "met": ver["median"] >= TARGET_VERIFY and s["d"]["verify_valid"],
+            "margin": _margin(ver, TARGET_VERIFY, higher_is_better=True),
+        }
+    )
+    return t
+
+
+def _margin(sp: dict[str, float], target: float, *, higher_is_better: bool) -> str:
+    value = sp["median"]
+    pct = (value / target - 1) * 100
+    if higher_is_better:
+        text = f"{pct:+.0f}% vs target" + (
+            "" if pct >= 0 else f" (needs {target / value:.2f}{TIMES})"
+        )
+    else:
+        text = f"{-pct:.0f}% headroom" if pct <= 0 else f"{pct:.0f}% over the limit"
+    if sp["min"] <= target <= sp["max"]:
+        text += f"; the target is inside the min{DASH}max range (noise)"
+    return text
+
+
+def _rng(sp: dict[str, float], fmt: str) -> str:
+    return f"{sp['min']:{fmt}}{DASH}{sp['max']:{fmt}}"
+
+
+def _med(sp: dict[str, float], fmt: str) -> str:
+    return f"{sp['median']:{fmt}} ({_rng(sp, fmt)})"
+
+
+def _k(sp: dict[str, float]) -> str:
+    """events/s as ``148.6k (140.1k-152.3k)``."""
+    return f"{sp['median'] / 1e3:.1f}k ({sp['min'] / 1e3:.1f}k{DASH}{sp['max'] / 1e3:.1f}k)"
+
+
+# -- text -----------------------------------------------------------------------------
+
+
+def _table(header: list[str], rows: list[list[str]], *, markdown: bool) -> str:
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
+        return "\n".join(lines)
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return "\n".join(
+        [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
+        + [fmt.format(*r) for r in rows]
+    )
+
+
+def _throughput_rows(s: Summary) -> tuple[list[str], list[list[str]]]:
+    header = [
+        "variant",
+        "events/s",
+        f"{TIMES} (a)",
+        "call p50 µs",
+        "call p99 µs",
+        "call p99.9 µs",
+        f"p99 {TIMES} (a)",
+        "peak RSS MiB (+run)",
+    ]
+    rows = []
+    for v in VARIANTS:
+        x = s["throughput"][v]
+        rows.append(
+            [
+                f"({v}) {x['label']}",
+                _k(x["events_per_s"]),
+                f"{x['ratio_eps']['median']:.2f}{TIMES}",
+                _med(x["p50_us"], ".2f"),
+                _med(x["p99_us"], ".2f"),
+                _med(x["p999_us"], ".1f"),
+                f"{x['ratio_p99']['median']:.2f}{TIMES}",
+                f"{x['rss_peak_mib']['median']:.0f} (+{x['rss_delta_mib']['median']:.1f})",
+            ]
+        )
+    return header, rows
+
+
+def _paced_rows(s: Summary) -> tuple[list[str], list[list[str]]]:
+    header = [
+        "producer",
+        "flush_interval",
+        "durable p50 ms",
+        "durable p99 ms",
+        "max ms",
+        "commits/s",
+        "achieved/s",
+    ]
+    names = {"spin": "busy-wait per event", "tick": "sleep to 1 ms ticks"}
+    rows = []
+    for p in s["paced"].values():
+        rows.append(
+            [
+                names.get(p["pacing"], p["pacing"]),
+                f"{p['flush_interval']:g} s",
+                _med(p["p50_ms"], ".1f"),
+                _med(p["p99_ms"], ".1f"),
+                f"{p['max_ms']['median']:.1f}",
+                f"{p['commits_per_s']['median']:.0f}",
+                f"{p['rate_achieved']['median']:,.0f}",
+            ]
+        )
+    return header, rows
+
+
+def _gil_rows(s: Summary) -> tuple[list[str], list[list[str]]]:
+    header = [
+        "switch interval",
+        "appends/s",
+        "durable p50 ms",
+        "durable p99 ms",
+        "commits/s",
+        "call p99 µs",
+        "worst call ms",
+    ]
+    rows = []
+    for key, g in s["gil"].items():
+        label = "default" if key == "gil:default" else "AuditConfig(switch_interval=0.001)"
+        rows.append(
+            [
+                f"{label} ({g['switch_interval'] * 1e3:g} ms)",
+                _k(g["events_per_s"]),
+                _med(g["p50_ms"], ".0f"),
+                _med(g["p99_ms"], ".0f"),
+                f"{g['commits_per_s']['median']:.1f}",
+                _med(g["call_p99_us"], ".2f"),
+                f"{g['call_max_ms']['median']:.1f}",
+            ]
+        )
+    return header, rows
+
+
+def _construct_rows(s: Summary) -> tuple[list[str], list[list[str]]]:
+    header = ["what", "p50 µs (timed per call)", "p99 µs", "mean µs (bulk loop)"]
+    names = {
+        "riskevent": "RiskEvent(...)",
+        "uuid4_str": "str(uuid.uuid4()) alone",
+        "dataclass_uuid4": "dataclass with uuid4 default",
+        "encode_event_body": "encode_event_body (append's encode)",
+    }
+    rows = [
+        [
+            names[k],
+            _med(c["p50_us"], ".2f"),
+            _med(c["p99_us"], ".2f"),
+            _med(c["bulk_mean_us"], ".2f"),
+        ]
+        for k, c in s["construct"].items()
+    ]
+    return header, rows
+
+
+def _stall_rows(s: Summary) -> tuple[list[str], list[list[str]]]:
+    header = ["queue_size", "appends", "peak RSS MiB", "growth MiB", "appending took s"]
+    rows = []
+    for key in ("stall:bounded", "stall:unbounded"):
+        x = s["stall"][key]
+        q = "unbounded (2^30)" if key.endswith("unbounded") else f"{x['queue_size']:,}"
+        rows.append(
+            [
+                q,
+                f"{x['appends']:,}",
+                _med(x["rss_peak_mib"], ".0f"),
+                _med(x["rss_delta_mib"], ".1f"),
+                _med(x["calls_s"], ".2f"),
+            ]
+        )
+    return header, rows
+
+
+def _target_rows(s: Summary, *, markdown: bool) -> tuple[list[str], list[list[str]]]:
+    header = ["target", "wanted", f"measured (median, min{DASH}max)", "met?", "by how much"]
+    no = "**no**" if markdown else "NO"
+    rows = [
+        [t["name"], t["target"], t["measured"], "yes" if t["met"] else no, t["margin"]]
+        for t in s["targets"]
+    ]
+    return header, rows
+
+
+def text_tables(raw: dict[str, Any]) -> str:
+    s = raw["summary"]
+    m = raw["meta"]
+    parts = [
+        f"\nriskaudit benchmarks: {len(raw['rounds'])} rounds x {m['args']['events']:,} events,"
+        f" {m['machine']['cpus']} CPUs, Python {m['machine']['python']}"
+        f" (median, min{DASH}max over rounds)\n",
+        _table(*_throughput_rows(s), markdown=False),
+        f"\ntimer (perf_counter_ns pair): p50 {s['timer']['p50_ns']['median']:.0f} ns",
+        f"(d) at full speed: time-to-durable p50 {_med(s['d']['durable_p50_ms'], '.0f')} ms,"
+        f" p99 {_med(s['d']['durable_p99_ms'], '.0f')} ms;"
+        f" verify {_k(s['d']['verify_rps'])} records/s",
+        "\ntime to durable, (d) paced:",
+        _table(*_paced_rows(s), markdown=False),
+        "\nGIL starvation, one producer flat out for ~2 s:",
+        _table(*_gil_rows(s), markdown=False),
+        "\nconstruction:",
+        _table(*_construct_rows(s), markdown=False),
+        "\nmemory while the disk stalls:",
+        _table(*_stall_rows(s), markdown=False),
+        "\ntargets:",
+        _table(*_target_rows(s, markdown=False), markdown=False),
+    ]
+    return "\n".join(parts)
+
+
+# -- chart ----------------------------------------------------------------------------
+
+
+def chart(raw: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    s = raw["summary"]["throughput"]
+    short = {
+        "a": "seed\njson + line-buffered",
+        "b": "structlog\n+ orjson",
+        "c": "stdlib\nQueueHandler",
+        "d": "riskaudit\nAuditLog",
+        "e": "lower bound\norjson + 64 KiB",
+    }
+    labels = [f"({v}) {short[v]}" for v in VARIANTS]
+    colors = ["#9e9e9e", "#7e57c2", "#42a5f5", "#e65100", "#66bb6a"]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5.2))
+    x = range(len(VARIANTS))
+
+    def bars(ax: Any, key: str, scale: float) -> None:
+        med = [s[v][key]["median"] * scale for v in VARIANTS]
+        lo = [m - s[v][key]["min"] * scale for m, v in zip(med, VARIANTS, strict=True)]
+        hi = [s[v][key]["max"] * scale - m for m, v in zip(med, VARIANTS, strict=True)]
+        ax.bar(x, med, color=colors, yerr=[lo, hi], capsize=5, edgecolor="black", lw=0.5)
+        for i, (m, h) in enumerate(zip(med, hi, strict=True)):
+            ax.annotate(
+                f"{m:.3g}",
+                (i, m + h),
+                textcoords="offset points",
+                xytext=(0, 8),
+                ha="center",
+                fontsize=9,
+            )
+        ax.set_xticks(list(x), labels, fontsize=8)
+
+    bars(ax1, "events_per_s", 1e-3)
+    ax1.set_ylim(0, max(s[v]["events_per_s"]["max"] for v in VARIANTS) * 1e-3 * 1.12)
+    a_eps = s["a"]["events_per_s"]["median"] * 1e-3
+    ax1.axhline(a_eps * TARGET_RATIO, color="#e65100", ls="--", lw=1)
+    ax1.text(-0.4, a_eps * TARGET_RATIO, f" target for (d): 3{TIMES} (a)", va="bottom", fontsize=8)
+    ax1.set_ylabel("thousand events/s, end to end (higher is better)")
+    ax1.set_title(f"Throughput: median, min{DASH}max over {len(raw['rounds'])} rounds")
+
+    bars(ax2, "p99_us", 1.0)
+    ax2.set_yscale("log")
+    lo = min(s[v]["p99_us"]["min"] for v in VARIANTS)
+    hi = max(s[v]["p99_us"]["max"] for v in VARIANTS)
+    ax2.set_ylim(min(lo, TARGET_P99_US) * 0.7, hi * 1.6)
+    nice = [1, 2, 3, 5, 10, 20, 30, 50, 100, 200, 300, 500, 1000, 2000, 5000, 10000]
+    ax2.yaxis.set_major_locator(matplotlib.ticker.FixedLocator(nice))
+    ax2.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda y, _: f"{y:g}"))
+    ax2.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax2.axhline(TARGET_P99_US, color="#e65100", ls="--", lw=1)
+    ax2.text(-0.4, TARGET_P99_US, " target: 5 µs", va="bottom", fontsize=8)
+    ax2.set_ylabel("producer call p99, µs (log scale; lower is better)")
+    ax2.set_title("Producer call latency p99")
+    m = raw["meta"]
+    fig.suptitle(
+        f"riskaudit benchmarks, {m['args']['events']:,} events per run, "
+        f"{m['machine']['cpus']} CPUs, Python {m['machine']['python']} ({m['started'][:10]})",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# -- markdown -------------------------------------------------------------------------
+
+
+def markdown(raw: dict[str, Any], chart_name: str) -> str:
+    from _markdown import render
+
+    return render(raw, chart_name)

@@ -1,0 +1,838 @@
+"""The measured workloads. Each runs alone in a fresh process (``run.py --one NAME``).
+
+Every workload gets the same pre-built events, builds whatever it needs (files, loggers,
+the AuditLog) before the clock starts, and cleans up its temporary directory before it
+returns. Peak RSS (``ru_maxrss``) is read before any post-run analysis so the sorting of
+latency samples does not count against the variant.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import logging.handlers
+import os
+import queue
+import resource
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from array import array
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from _events import build_events, digest
+from _stats import latency_us, timer_cost
+from riskaudit import (
+    AuditConfig,
+    AuditLog,
+    AuditQueueFullError,
+    EventPriority,
+    EventType,
+    RiskEvent,
+    verify_paths,
+)
+
+try:  # public today; the breakdown is skipped if it moves
+    from riskaudit.log import encode_event_body
+except ImportError:  # pragma: no cover
+    encode_event_body = None
+
+QUEUE_SIZE = 262_144
+FLUSH_INTERVAL = 0.01
+WRITE_CHUNK = 64 * 1024
+UNBOUNDED = 1 << 30
+
+Result = dict[str, Any]
+
+
+def rss_peak_mib() -> float:
+    """Peak resident set size of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def rss_now_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / (1024.0 * 1024.0)
+
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def _writer_tid() -> int | None:
+    """Kernel id of the log's writer thread (found by its thread name), if any."""
+    for t in threading.enumerate():
+        if t.name == "riskaudit-writer" and t.native_id is not None:
+            return t.native_id
+    return None
+
+
+def _thread_cpu_s(tid: int | None) -> float | None:
+    """user+system CPU seconds of one thread of this process (10 ms resolution)."""
+    if tid is None:
+        return None
+    try:
+        with open(f"/proc/self/task/{tid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+
+def _cpu_report(producer_s: float, writer_s: float | None, wall_s: float, n: int) -> Result:
+    """CPU per record on each side, and how busy the two threads kept one core."""
+    out: Result = {
+        "producer_cpu_s": producer_s,
+        "writer_cpu_s": writer_s,
+        "wall_s": wall_s,
+        "producer_us_per_record": producer_s / n * 1e6,
+        "writer_us_per_record": None,
+        "cores_busy": None,
+    }
+    if writer_s is not None:
+        out["writer_us_per_record"] = writer_s / n * 1e6
+        out["cores_busy"] = (producer_s + writer_s) / wall_s
+    return out
+
+
+def _tmpdir() -> tempfile.TemporaryDirectory[str]:
+    return tempfile.TemporaryDirectory(prefix="riskaudit-bench-")
+
+
+def _events(n: int) -> list[RiskEvent]:
+    """The pre-built events, moved out of the collector's sight (``gc.freeze``).
+
+    A real engine does not keep 100,000 events alive; without the freeze, every full
+    collection would walk them and charge some unlucky call tens of milliseconds.
+    """
+    events = build_events(n)
+    gc.collect()
+    gc.freeze()
+    return events
+
+
+# -- the throughput variants (a)-(e) ------------------------------------------------
+
+
+class _Producer:
+    """Times every call of ``emit(event)`` individually; wall clock over the whole run.
+
+    The sample arrays are allocated up front (before the RSS baseline) so their memory
+    counts the same for every variant.
+    """
+
+    def __init__(self, n: int) -> None:
+        self.starts = array("q", bytes(8 * n))
+        self.lats = array("q", bytes(8 * n))
+        self.t_begin = 0
+        self.t_calls_done = 0
+        self.last: Any = None
+
+    def run(self, events: list[RiskEvent], emit: Callable[[RiskEvent], Any]) -> None:
+        pc = time.perf_counter_ns
+        starts, lats = self.starts, self.lats
+        last = None
+        self.t_begin = pc()
+        for i, ev in enumerate(events):
+            t0 = pc()
+            last = emit(ev)
+            t1 = pc()
+            starts[i] = t0
+            lats[i] = t1 - t0
+        self.t_calls_done = pc()
+        self.last = last
+
+
+def _seed_sink(events: list[RiskEvent], prod: _Producer, path: Path) -> int:
+    """(a) The seed: dict + ``json.dumps`` + a line-buffered text file, per event."""
+    dumps = json.dumps
+    utcnow = datetime.utcnow  # the seed's call (naive UTC), deprecated in 3.12
+    with open(path, "a", buffering=1, encoding="utf-8") as f:
+        write = f.write
+
+        def emit(e: RiskEvent) -> None:
+            payload = {
+                "event_id": e.event_id,
+                "event_type": e.event_type.name,
+                "priority": e.priority.name,
+                "source": e.source,
+                "data": e.data,
+                "metadata": e.metadata,
+                "timestamp_ns": e.timestamp_ns,
+                "ts": utcnow().isoformat(),
+            }
+            write(dumps(payload, separators=(",", ":")) + "\n")
+
+        prod.run(events, emit)
+    return time.perf_counter_ns()
+
+
+def _structlog(events: list[RiskEvent], prod: _Producer, path: Path) -> int:
+    """(b) structlog, BytesLogger on a file, TimeStamper + orjson JSONRenderer."""
+    import structlog
+
+    with open(path, "ab") as f:
+        structlog.configure(
+            processors=[
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+                structlog.processors.JSONRenderer(serializer=orjson.dumps),
+            ],
+            wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+            logger_factory=structlog.BytesLoggerFactory(f),
+            cache_logger_on_first_use=True,
+        )
+        info = structlog.get_logger().bind().info
+
+        def emit(e: RiskEvent) -> None:
+            info(
+                "risk_event",
+                event_id=e.event_id,
+                event_type=e.event_type.name,
+                priority=e.priority.name,
+                source=e.source,
+                data=e.data,
+                metadata=e.metadata,
+                timestamp_ns=e.timestamp_ns,
+            )
+
+        prod.run(events, emit)
+    return time.perf_counter_ns()
+
+
+class _JsonLineFormatter(logging.Formatter):
+    """One JSON object per record: time, level, message and the event's fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        payload = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname,
+            "msg": record.getMessage(),
+        }
+        payload.update(record.__dict__["audit"])
+        return json.dumps(payload, separators=(",", ":"))
+
+
+def _stdlib_queue(events: list[RiskEvent], prod: _Producer, path: Path) -> int:
+    """(c) stdlib logging: QueueHandler on the producer, QueueListener writing JSON lines."""
+    q: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    file_handler = logging.FileHandler(path, mode="a", encoding="utf-8")
+    file_handler.setFormatter(_JsonLineFormatter())
+    listener = logging.handlers.QueueListener(q, file_handler)
+    logger = logging.getLogger("bench.audit")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    logger.addHandler(logging.handlers.QueueHandler(q))
+    info = logger.info
+    listener.start()
+
+    def emit(e: RiskEvent) -> None:
+        info(
+            "risk_event",
+            extra={
+                "audit": {
+                    "event_id": e.event_id,
+                    "event_type": e.event_type.name,
+                    "priority": e.priority.name,
+                    "source": e.source,
+                    "data": e.data,
+                    "metadata": e.metadata,
+                    "timestamp_ns": e.timestamp_ns,
+                }
+            },
+        )
+
+    try:
+        prod.run(events, emit)
+    finally:
+        listener.stop()  # returns once the listener thread has written every record
+        file_handler.close()
+    return time.perf_counter_ns()
+
+
+class _Durable:
+    """The ``on_durable`` hook: when (perf_counter_ns) each watermark became durable."""
+
+    def __init__(self) -> None:
+        self.times: list[int] = []
+        self.seqs: list[int] = []
+        pc = time.perf_counter_ns
+        t_append = self.times.append
+        s_append = self.seqs.append
+
+        def hook(seq: int) -> None:
+            t_append(pc())
+            s_append(seq)
+
+        self.hook = hook
+
+    def latencies(self, starts: array[int], seqs: array[int] | None, first_seq: int) -> list[int]:
+        """Time-to-durable of each append: first watermark >= its seq, minus its start."""
+        times, marks = self.times, self.seqs
+        out: list[int] = []
+        j = 0
+        last = len(marks) - 1
+        for i in range(len(starts)):
+            seq = seqs[i] if seqs is not None else first_seq + i
+            while marks[j] < seq:
+                if j == last:
+                    raise RuntimeError(f"seq {seq} never became durable (watermark {marks[j]})")
+                j += 1
+            out.append(times[j] - starts[i])
+        return out
+
+
+def _riskaudit(
+    events: list[RiskEvent], prod: _Producer, path: Path, extra: Result
+) -> tuple[int, AuditLog, _Durable]:
+    """(d) AuditLog.append: producer encodes, writer chains and group-commits."""
+    durable = _Durable()
+    cfg = AuditConfig(log_path=path, flush_interval=FLUSH_INTERVAL, queue_size=QUEUE_SIZE)
+    log = AuditLog(cfg, on_durable=durable.hook)
+    tid = _writer_tid()
+    w0 = _thread_cpu_s(tid)
+    c0 = time.thread_time()
+    prod.run(events, log.append)
+    c1 = time.thread_time()
+    log.flush(timeout=30)
+    t_end = time.perf_counter_ns()
+    w1 = _thread_cpu_s(tid)
+    extra["flush_wait_ms"] = (t_end - prod.t_calls_done) / 1e6
+    extra["cpu"] = _cpu_report(
+        c1 - c0,
+        None if w0 is None or w1 is None else w1 - w0,
+        (t_end - prod.t_begin) / 1e9,
+        len(events),
+    )
+    extra["throttled"] = getattr(log, "throttled", None)
+    return t_end, log, durable
+
+
+def _lower_bound(events: list[RiskEvent], prod: _Producer, path: Path) -> int:
+    """(e) orjson into a buffer, one ``os.write`` per 64 KiB; no chain, no fsync."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+    buf = bytearray()
+    extend = buf.extend
+    dumps = orjson.dumps
+    opt = orjson.OPT_APPEND_NEWLINE
+
+    def flush_buf() -> None:
+        view = memoryview(buf)
+        while view:
+            view = view[os.write(fd, view) :]
+        view.release()
+        buf.clear()
+
+    def emit(e: RiskEvent) -> None:
+        extend(dumps(e.to_dict(), option=opt))
+        if len(buf) >= WRITE_CHUNK:
+            flush_buf()
+
+    try:
+        prod.run(events, emit)
+        flush_buf()
+    finally:
+        os.close(fd)
+    return time.perf_counter_ns()
+
+
+THROUGHPUT = {
+    "a": "seed: json.dumps + line-buffered file",
+    "b": "structlog + orjson (BytesLogger)",
+    "c": "stdlib QueueHandler + QueueListener",
+    "d": "riskaudit AuditLog (chain + fsync)",
+    "e": "lower bound: orjson + 64 KiB os.write",
+}
+
+
+def run_throughput(name: str, n_events: int, verify_repeats: int = 5) -> Result:
+    """One of (a)-(e) over ``n_events`` pre-built events."""
+    events = _events(n_events)
+    fingerprint = digest(events)
+    prod = _Producer(n_events)
+    timer = timer_cost()
+    result: Result = {"variant": name, "events": n_events, "digest": fingerprint}
+    with _tmpdir() as tmp:
+        path = Path(tmp) / f"{name}.jsonl"
+        rss_base = rss_peak_mib()
+        rss_base_now = rss_now_mib()
+        log: AuditLog | None = None
+        durable: _Durable | None = None
+        if name == "a":
+            t_end = _seed_sink(events, prod, path)
+        elif name == "b":
+            t_end = _structlog(events, prod, path)
+        elif name == "c":
+            t_end = _stdlib_queue(events, prod, path)
+        elif name == "d":
+            t_end, log, durable = _riskaudit(events, prod, path, result)
+        elif name == "e":
+            t_end = _lower_bound(events, prod, path)
+        else:
+            raise SystemExit(f"unknown variant {name!r}")
+        rss_peak = rss_peak_mib()
+        if log is not None:
+            log.close()  # joins the writer: every on_durable call has been recorded
+        elapsed_ns = t_end - prod.t_begin
+        result.update(
+            {
+                "elapsed_s": elapsed_ns / 1e9,
+                "calls_s": (prod.t_calls_done - prod.t_begin) / 1e9,
+                "events_per_s": n_events / (elapsed_ns / 1e9),
+                "call": latency_us(prod.lats),
+                "timer": timer,
+                "rss_peak_mib": rss_peak,
+                "rss_baseline_mib": rss_base,
+                "rss_baseline_now_mib": rss_base_now,
+                "rss_delta_mib": rss_peak - rss_base,
+                "bytes_written": path.stat().st_size,
+            }
+        )
+        if log is not None and durable is not None:
+            if prod.last != 2 + n_events:
+                raise RuntimeError(f"expected last seq {2 + n_events}, got {prod.last}")
+            ttd = durable.latencies(prod.starts, None, 3)
+            result["durable"] = latency_us(ttd)
+            result["commits"] = len(durable.seqs)
+            result["verify"] = _verify(path, verify_repeats)
+    return result
+
+
+def _verify(path: Path, repeats: int) -> Result:
+    """records/s of ``verify_paths([file])`` (warm page cache), median of ``repeats``."""
+    rates: list[float] = []
+    report = None
+    for _ in range(repeats):
+        t0 = time.perf_counter_ns()
+        report = verify_paths([path])
+        el = time.perf_counter_ns() - t0
+        rates.append(report.records / (el / 1e9))
+    assert report is not None
+    rates.sort()
+    return {
+        "records": report.records,
+        "valid": report.valid,
+        "bytes": path.stat().st_size,
+        "records_per_s": rates[len(rates) // 2],
+        "records_per_s_all": rates,
+    }
+
+
+# -- time to durable at a paced rate ------------------------------------------------
+
+
+def run_paced(
+    n_events: int,
+    rate: int,
+    seconds: float,
+    warmup: float,
+    flush_interval: float,
+    pacing: str,
+) -> Result:
+    """Append at ``rate``/s for ``warmup + seconds``; time-to-durable of the last ``seconds``.
+
+    ``spin``: each event has its own slot (``rate`` per second) and the producer
+    busy-waits for it, so it never gives up the GIL voluntarily (a hot Python loop).
+    ``tick``: 1 ms ticks; the producer sleeps until the tick, then appends that tick's
+    events back to back (a producer that idles between bursts).
+    """
+    events = _events(n_events)
+    n = len(events)
+    total = int(rate * (seconds + warmup))
+    starts = array("q", bytes(8 * total))
+    seqs = array("q", bytes(8 * total))
+    durable = _Durable()
+    pc = time.perf_counter_ns
+    sleep = time.sleep
+    with _tmpdir() as tmp:
+        path = Path(tmp) / "paced.jsonl"
+        cfg = AuditConfig(log_path=path, flush_interval=flush_interval, queue_size=QUEUE_SIZE)
+        log = AuditLog(cfg, on_durable=durable.hook)
+        append = log.append
+        max_late = 0
+        t_start = pc() + 2_000_000
+        if pacing == "spin":
+            for i in range(total):
+                target = t_start + i * 1_000_000_000 // rate
+                now = pc()
+                if target - now > 200_000:
+                    sleep((target - now - 100_000) / 1e9)
+                while (now := pc()) < target:
+                    pass
+                max_late = max(max_late, now - target)
+                t0 = pc()
+                seqs[i] = append(events[i % n])
+                starts[i] = t0
+        elif pacing == "tick":
+            per_tick = rate // 1000
+            i = 0
+            for k in range(total // per_tick):
+                target = t_start + k * 1_000_000
+                now = pc()
+                if target - now > 150_000:
+                    sleep((target - now - 100_000) / 1e9)
+                while (now := pc()) < target:
+                    pass
+                max_late = max(max_late, now - target)
+                for _ in range(per_tick):
+                    t0 = pc()
+                    seqs[i] = append(events[i % n])
+                    starts[i] = t0
+                    i += 1
+            total = i
+        else:
+            raise SystemExit(f"unknown pacing {pacing!r}")
+        t_done = pc()
+        log.flush(timeout=30)
+        log.close()
+        skip = int(rate * warmup)
+        ttd = durable.latencies(starts[skip:total], seqs[skip:total], 0)
+        commit_gaps = [b - a for a, b in zip(durable.times, durable.times[1:], strict=False)]
+    return {
+        "throttled": getattr(log, "throttled", None),
+        "rate_target": rate,
+        "rate_achieved": total / ((t_done - t_start) / 1e9),
+        "seconds": seconds,
+        "warmup": warmup,
+        "flush_interval": flush_interval,
+        "pacing": pacing,
+        "switch_interval": sys.getswitchinterval(),
+        "max_schedule_lag_ms": max_late / 1e6,
+        "measured_events": total - skip,
+        "durable": latency_us(ttd),
+        "commits": len(durable.seqs),
+        "commit_gap": latency_us(commit_gaps),
+    }
+
+
+# -- GIL starvation -----------------------------------------------------------------
+
+
+def run_gil(n_events: int, seconds: float, switch_interval: float | None) -> Result:
+    """One thread appends flat out for ``seconds``; how long until its events are durable."""
+    events = _events(n_events)
+    n = len(events)
+    cap = int(seconds * 600_000) + 1
+    starts = array("q", bytes(8 * cap))
+    seqs = array("q", bytes(8 * cap))
+    lats = array("q", bytes(8 * cap))
+    durable = _Durable()
+    state = {"count": 0, "rejected": 0, "t_begin": 0, "t_end": 0}
+    with _tmpdir() as tmp:
+        path = Path(tmp) / "gil.jsonl"
+        cfg = AuditConfig(
+            log_path=path,
+            flush_interval=FLUSH_INTERVAL,
+            queue_size=QUEUE_SIZE,
+            switch_interval=switch_interval,
+        )
+        log = AuditLog(cfg, on_durable=durable.hook)
+        append = log.append
+        tid = _writer_tid()
+        w0 = _thread_cpu_s(tid)
+
+        def producer() -> None:
+            pc = time.perf_counter_ns
+            i = 0
+            rejected = 0
+            c0 = time.thread_time()
+            t_begin = pc()
+            deadline = t_begin + int(seconds * 1e9)
+            while i < cap:
+                t0 = pc()
+                if t0 >= deadline:
+                    break
+                try:
+                    seq = append(events[i % n])
+                except AuditQueueFullError:
+                    rejected += 1
+                    continue
+                t1 = pc()
+                starts[i] = t0
+                seqs[i] = seq
+                lats[i] = t1 - t0
+                i += 1
+            state.update(count=i, rejected=rejected, t_begin=t_begin, t_end=pc())
+            state["cpu"] = time.thread_time() - c0
+            state["throttled"] = getattr(log, "throttled", None)
+
+        thread = threading.Thread(target=producer, name="bench-producer")
+        thread.start()
+        thread.join()
+        log.flush(timeout=60)
+        t_flushed = time.perf_counter_ns()
+        w1 = _thread_cpu_s(tid)
+        log.close()
+        count = state["count"]
+        ttd = durable.latencies(starts[:count], seqs[:count], 0)
+        commit_gaps = [b - a for a, b in zip(durable.times, durable.times[1:], strict=False)]
+    return {
+        "switch_interval_cfg": switch_interval,
+        "switch_interval": sys.getswitchinterval(),
+        "seconds": (state["t_end"] - state["t_begin"]) / 1e9,
+        "appended": count,
+        "rejected_queue_full": state["rejected"],
+        "throttled": state["throttled"],
+        "cpu": _cpu_report(
+            state["cpu"],
+            None if w0 is None or w1 is None else w1 - w0,
+            (t_flushed - state["t_begin"]) / 1e9,
+            count,
+        ),
+        "events_per_s": count / ((state["t_end"] - state["t_begin"]) / 1e9),
+        "durable": latency_us(ttd),
+        "call": latency_us(lats[:count]),
+        "commits": len(durable.seqs),
+        "commit_gap": latency_us(commit_gaps),
+    }
+
+
+# -- construction cost --------------------------------------------------------------
+
+
+@dataclass
+class SeedStyleEvent:
+    """The obvious design: a dataclass whose id defaults to ``str(uuid.uuid4())``."""
+
+    event_type: EventType
+    priority: EventPriority
+    source: str
+    data: dict[str, Any]
+    metadata: dict[str, Any]
+    event_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    timestamp_ns: int = field(default_factory=time.time_ns)
+
+
+def run_construct(n: int) -> Result:
+    """µs per construction: RiskEvent vs ``str(uuid.uuid4())`` vs the uuid4 dataclass.
+
+    Each is timed per call (p50/p99; includes one timer pair) and in a bulk loop (mean,
+    no per-call timer). ``encode_event_body``, the producer-side half of ``append``, is
+    timed the same way as a breakdown.
+    """
+    gc.collect()
+    gc.freeze()
+    pc = time.perf_counter_ns
+    data = {
+        "order_id": "O-1",
+        "symbol": "ESZ6",
+        "side": "BUY",
+        "qty": 25,
+        "price": 5012.25,
+        "outcome": "ACCEPT",
+    }
+    meta = {"strategy": "stat-arb-3"}
+    pre, crit, src = EventType.PRE_TRADE_CHECK, EventPriority.CRITICAL, "risk-engine-01"
+    uuid4 = uuid.uuid4
+    sample = RiskEvent(pre, crit, src, data, meta)
+    lats = array("q", bytes(8 * n))
+
+    def riskevent(count: int) -> int:
+        t_bulk = pc()
+        for _ in range(count):
+            RiskEvent(pre, crit, src, data, meta)
+        t_bulk = pc() - t_bulk
+        for i in range(count):
+            t0 = pc()
+            RiskEvent(pre, crit, src, data, meta)
+            lats[i] = pc() - t0
+        return t_bulk
+
+    def uuid_str(count: int) -> int:
+        t_bulk = pc()
+        for _ in range(count):
+            str(uuid4())
+        t_bulk = pc() - t_bulk
+        for i in range(count):
+            t0 = pc()
+            str(uuid4())
+            lats[i] = pc() - t0
+        return t_bulk
+
+    def dataclass_uuid(count: int) -> int:
+        t_bulk = pc()
+        for _ in range(count):
+            SeedStyleEvent(pre, crit, src, data, meta)
+        t_bulk = pc() - t_bulk
+        for i in range(count):
+            t0 = pc()
+            SeedStyleEvent(pre, crit, src, data, meta)
+            lats[i] = pc() - t0
+        return t_bulk
+
+    def encode(count: int) -> int:
+        assert encode_event_body is not None
+        t_bulk = pc()
+        for _ in range(count):
+            encode_event_body(sample)
+        t_bulk = pc() - t_bulk
+        for i in range(count):
+            t0 = pc()
+            encode_event_body(sample)
+            lats[i] = pc() - t0
+        return t_bulk
+
+    kinds: list[tuple[str, Callable[[int], int]]] = [
+        ("riskevent", riskevent),
+        ("uuid4_str", uuid_str),
+        ("dataclass_uuid4", dataclass_uuid),
+    ]
+    if encode_event_body is not None:
+        kinds.append(("encode_event_body", encode))
+    out: Result = {"n": n, "timer": timer_cost()}
+    for key, fn in kinds:
+        fn(n // 10)  # warm up
+        t_bulk = fn(n)
+        stats = latency_us(lats)
+        stats["bulk_mean_us"] = t_bulk / n / 1e3
+        out[key] = stats
+    t_empty = pc()
+    for _ in range(n):
+        pass
+    out["empty_loop_us"] = (pc() - t_empty) / n / 1e3
+    return out
+
+
+# -- memory under a stalled disk ----------------------------------------------------
+
+_IO_CALLS = ("write", "writev", "pwrite", "pwritev", "fsync", "fdatasync")
+
+
+def run_stall(n_events: int, appends: int, queue_size: int, stall: float) -> Result:
+    """Peak RSS while the disk stalls: the queue limit, not the backlog, bounds memory.
+
+    The first write or sync system call the writer thread makes after the log is open
+    sleeps ``stall`` seconds first (the ``os`` functions are wrapped in this process
+    only: a stand-in for a storage hiccup, independent of which calls the writer uses).
+    Meanwhile one producer appends ``appends`` events flat out. With a bounded queue
+    (``append_timeout`` longer than the stall, so it blocks rather than raising) the
+    producer must wait; with ``queue_size`` 2**30 and ``append_timeout`` 0 (nothing
+    ever waits) the backlog grows in memory: the comparison that prices one record.
+    """
+    events = _events(n_events)
+    n = len(events)
+    main = threading.main_thread()
+    real = {name: getattr(os, name) for name in _IO_CALLS if hasattr(os, name)}
+    state: dict[str, Any] = {"armed": False, "stalled_at": None}
+
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        def stalling(*args: Any) -> Any:
+            if state["armed"] and threading.current_thread() is not main:
+                state["armed"] = False
+                state["stalled_at"] = time.perf_counter_ns()
+                time.sleep(stall)
+            return fn(*args)
+
+        return stalling
+
+    unbounded = queue_size >= UNBOUNDED
+    lats = array("q", bytes(8 * appends))
+    rejected = 0
+    with _tmpdir() as tmp:
+        path = Path(tmp) / "stall.jsonl"
+        cfg = AuditConfig(
+            log_path=path,
+            flush_interval=FLUSH_INTERVAL,
+            queue_size=queue_size,
+            append_timeout=0.0 if unbounded else stall * 4 + 5,
+        )
+        log = AuditLog(cfg)
+        for name, fn in real.items():
+            setattr(os, name, wrap(fn))
+        try:
+            rss_base = rss_peak_mib()
+            append = log.append
+            pc = time.perf_counter_ns
+            state["armed"] = True
+            t_begin = pc()
+            for i in range(appends):
+                t0 = pc()
+                try:
+                    append(events[i % n])
+                except AuditQueueFullError:
+                    rejected += 1
+                lats[i] = pc() - t0
+            t_calls = pc()
+            log.flush(timeout=stall * 4 + 60)
+            t_end = pc()
+            rss_peak = rss_peak_mib()
+        finally:
+            for name, fn in real.items():
+                setattr(os, name, fn)
+        log.close()
+    if state["stalled_at"] is None:
+        raise RuntimeError("the simulated stall never happened: the writer made no I/O call")
+    return {
+        "queue_size": queue_size,
+        "appends": appends,
+        "rejected": rejected,
+        "stall_s": stall,
+        "calls_s": (t_calls - t_begin) / 1e9,
+        "elapsed_s": (t_end - t_begin) / 1e9,
+        "rss_baseline_mib": rss_base,
+        "rss_peak_mib": rss_peak,
+        "rss_delta_mib": rss_peak - rss_base,
+        "call": latency_us(lats),
+    }
+
+
+# -- what the slow appends have in common -------------------------------------------
+
+
+def run_attrib(n_events: int) -> Result:
+    """(d) again, with each call bracketed by ``getrusage(RUSAGE_THREAD)``.
+
+    A call that took a minor page fault (first touch of fresh memory) or a context
+    switch (it blocked, e.g. waiting for the GIL) shows it in the counters. The two
+    extra system calls per event sit outside the timed window but perturb the run a
+    little, so this is a diagnosis, not a headline number.
+    """
+    events = _events(n_events)
+    n = len(events)
+    lats = array("q", bytes(8 * n))
+    faults = array("q", bytes(8 * n))
+    switches = array("q", bytes(8 * n))
+    getrusage = resource.getrusage
+    who = resource.RUSAGE_THREAD
+    pc = time.perf_counter_ns
+    with _tmpdir() as tmp:
+        path = Path(tmp) / "attrib.jsonl"
+        cfg = AuditConfig(log_path=path, flush_interval=FLUSH_INTERVAL, queue_size=QUEUE_SIZE)
+        log = AuditLog(cfg)
+        append = log.append
+        for i, ev in enumerate(events):
+            r0 = getrusage(who)
+            t0 = pc()
+            append(ev)
+            t1 = pc()
+            r1 = getrusage(who)
+            lats[i] = t1 - t0
+            faults[i] = r1.ru_minflt - r0.ru_minflt + r1.ru_majflt - r0.ru_majflt
+            switches[i] = r1.ru_nvcsw - r0.ru_nvcsw + r1.ru_nivcsw - r0.ru_nivcsw
+        log.flush(timeout=30)
+        log.close()
+    order = sorted(range(n), key=lats.__getitem__)
+    tail = order[int(0.99 * n) :]
+    clean = [lats[i] for i in range(n) if not faults[i] and not switches[i]]
+
+    def share(pred: Callable[[int], bool]) -> float:
+        return sum(1 for i in tail if pred(i)) / len(tail)
+
+    return {
+        "call": latency_us(lats),
+        "calls_with_fault": sum(1 for x in faults if x),
+        "calls_with_switch": sum(1 for x in switches if x),
+        "tail_n": len(tail),
+        "tail_fault_only": share(lambda i: bool(faults[i]) and not switches[i]),
+        "tail_switch_only": share(lambda i: bool(switches[i]) and not faults[i]),
+        "tail_both": share(lambda i: bool(faults[i]) and bool(switches[i])),
+        "tail_neither": share(lambda i: not faults[i] and not switches[i]),
+        "clean_call": latency_us(clean),
+    }
