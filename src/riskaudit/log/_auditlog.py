@@ -49,10 +49,11 @@ from riskaudit.errors import (
 from riskaudit.events import RiskEvent
 from riskaudit.log._codec import FORMAT, encode_event_body, format_ts
 from riskaudit.log._emergency import EmergencyOutput
+from riskaudit.log._files import ensure_dir
 from riskaudit.log._lock import WriterLock, lock_path_for
 from riskaudit.log._startup import open_log
 from riskaudit.log._writer import Destination, QueueItem, Writer
-from riskaudit.storage import StorageReport, Watermarks, check_storage
+from riskaudit.storage import StorageReport, check_storage
 
 logger = logging.getLogger("riskaudit")
 
@@ -137,8 +138,6 @@ class AuditLog:
         self._check_storage_at_start()
         self._emergency = emergency if emergency is not None else EmergencyOutput()
         with contextlib.suppress(OSError, AuditStorageError):
-            from riskaudit.log._files import ensure_dir
-
             ensure_dir(self.path.parent)
         self._file_lock = WriterLock(lock_path_for(self.path), cfg.spool_dir)
         try:
