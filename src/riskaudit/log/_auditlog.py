@@ -305,9 +305,16 @@ class AuditLog:
         finally:
             self._space_waiters -= 1
 
+    def append_recovered(self, fields: dict[str, Any]) -> int:
+        """Append a ``recovered`` record (what ``riskaudit recover`` puts back)."""
+        with self._lock:
+            if self._state is not _OPEN:
+                self._raise_state()
+        return self._enqueue_control("recovered", fields)
+
     def _unsequenced(self, body: bytes, reason: str) -> None:
         self.unsequenced += 1
-        line = b'{"kind":"unsequenced","ts":"%b","reason":"%b","log":"%b","event":{%b' % (
+        line = b'{"kind":"unsequenced","ts":"%b","reason":"%b","log":"%b","event":{%b}' % (
             format_ts(time.time_ns()).encode(),
             reason.encode(),
             str(self.path).encode().replace(b"\\", b"\\\\").replace(b'"', b'\\"'),
