@@ -13,8 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from riskaudit import AuditConfig, AuditDegradedError, AuditLog, EventPriority, EventType, RiskEvent
-from riskaudit import verify_paths
+from riskaudit import (
+    AuditConfig,
+    AuditDegradedError,
+    AuditLog,
+    EventPriority,
+    EventType,
+    RiskEvent,
+    verify_paths,
+)
 from riskaudit.log._destinations import AppendFile
 from riskaudit.log._emergency import EmergencyOutput
 from riskaudit.recovery import recover

@@ -46,8 +46,8 @@ def _logical_lines(path: Path) -> Iterator[tuple[int, bytes]]:
     """(first physical line number, joined text) for plain, Docker and CRI files."""
     partial: dict[bytes, tuple[int, list[bytes]]] = {}
     with open_binary(path) as fh:
-        for number, raw in enumerate(fh, start=1):
-            raw = raw.rstrip(b"\n")
+        for number, physical in enumerate(fh, start=1):
+            raw = physical.rstrip(b"\n")
             if raw.startswith(b'{"log":'):
                 try:
                     entry = orjson.loads(raw)
