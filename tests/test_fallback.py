@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import io
+import os
 import time
 from pathlib import Path
 
@@ -251,3 +252,50 @@ def test_restart_replays_a_spool_left_behind(tmp_path: Path, faults: Faults) -> 
     assert report.valid, report.findings
     kinds = [r.get("kind", "event") for r in records(config.log_path)]
     assert kinds == ["genesis", "start", "event", *["event"] * 4, "stop", "start", "event", "stop"]
+
+
+def test_partial_write_whose_truncate_fails_is_repaired(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch half-written before ENOSPC, and the truncate back failing too: the torn
+    bytes stay, the batch goes to the spool; when the primary is back, the torn tail is
+    cut aside with a repair record, the spool replayed, and the chain verifies."""
+    from riskaudit.log import _destinations
+
+    config = cfg(tmp_path)
+    real_write = _destinations.write_durably
+    broken = {"on": False}
+
+    def half_then_enospc(fd: int, chunks: list[bytes], offset: int) -> None:
+        if not broken["on"] or "/primary/" not in os.readlink(f"/proc/self/fd/{fd}"):
+            real_write(fd, chunks, offset)
+            return
+        data = b"".join(chunks)
+        os.pwrite(fd, data[: len(data) // 2 + 7], offset)
+        raise OSError(errno.ENOSPC, "injected: disk full mid-batch")
+
+    def no_truncate(fd: int, length: int) -> None:
+        raise OSError(errno.EIO, "injected: truncate failed")
+
+    monkeypatch.setattr(_destinations, "write_durably", half_then_enospc)
+    with AuditLog(config) as log:
+        for i in range(10):
+            log.append(event(i))
+        log.flush()
+        broken["on"] = True
+        with monkeypatch.context() as m:
+            m.setattr(_destinations.os, "ftruncate", no_truncate)
+            for i in range(10, 20):
+                log.append(event(i))
+            log.flush()  # durable in the spool
+            assert not config.log_path.read_bytes().endswith(b"\n")  # torn bytes stayed
+        broken["on"] = False
+        Faults.wait_until(Faults.__new__(Faults), log, "primary")
+        log.append(event(20))
+    recs = records(config.log_path)
+    repair = [r for r in recs if r.get("kind") == "repair"]
+    assert len(repair) == 1
+    assert (config.log_path.parent / repair[0]["kept_at"]).exists()
+    report = verify_paths([config.log_path])
+    assert report.valid, report.findings
+    assert len([r for r in recs if "event_id" in r]) == 21

@@ -148,7 +148,7 @@ class _Verifier:
         self.missing: list[list[Any]] = []  # [first, last, kind, file, line]
         self.findings: dict[tuple[int, str], Finding] = {}
         self.files: list[str] = []
-        self.recovered: dict[int, Path] = {}
+        self.recovered: dict[tuple[int, int], Path] = {}
         self.count = 0
         self.first_seq: int | None = None
         self.first_line: bytes | None = None
@@ -161,13 +161,13 @@ class _Verifier:
         for src in sources:
             m = _RECOVERED.search(src.path.name)
             if m is not None:
-                self.recovered[int(m.group(1))] = src.path
+                self.recovered[(int(m.group(1)), int(m.group(2)))] = src.path
             else:
                 main.append(src)
         for src in main:
             self._feed_file(src.path)
-        for first in sorted(self.recovered):
-            self._feed_file(self.recovered.pop(first))
+        for span in sorted(self.recovered):
+            self._feed_file(self.recovered.pop(span))
         self._finish()
         findings = sorted(self.findings.values(), key=lambda f: (f.seq, f.kind))
         return VerifyReport(
@@ -341,8 +341,11 @@ class _Verifier:
         if seq <= self.pseq:
             self._older(seq, prev, h, line, at, peek_line)
             return
-        if exp in self.recovered:
-            self._feed_file(self.recovered.pop(exp))
+        span = next((r for r in sorted(self.recovered) if r[0] <= exp <= r[1]), None)
+        if span is not None:
+            # Records of it that the chain already has are copies (fine); the rest
+            # must link on both sides.
+            self._feed_file(self.recovered.pop(span))
             self._step(line, at, peek_line)
             return
         gap = _gap_range(line)

@@ -40,6 +40,7 @@ from riskaudit.config import AuditConfig
 from riskaudit.errors import (
     AuditClosedError,
     AuditDegradedError,
+    AuditError,
     AuditFlushTimeoutError,
     AuditForkedError,
     AuditQueueFullError,
@@ -451,11 +452,8 @@ class AuditLog:
 
     def _periodic(self, now: float) -> None:
         """Housekeeping on the writer thread: the lock, and storage every interval."""
-        if self._file_lock.lost() and not self._lock_lost:
-            self._lock_lost = True
-            logger.critical(
-                "audit log lock %s was removed or replaced: lock lost", self._file_lock.path
-            )
+        if self._file_lock.lost():
+            self._relock()
         if now >= self._next_storage:
             self._next_storage = now + self.config.storage_check_interval
             directory = self.path.parent
@@ -470,6 +468,25 @@ class AuditLog:
                 if warning not in old:
                     logger.warning("%s", warning)
             self.storage = report
+
+    def _relock(self) -> None:
+        """The lock file was deleted or replaced (``rm -r`` of the log directory): take
+        the lock again on a fresh file; if another writer already holds it, we have
+        lost the lock and say so (health: failing)."""
+        try:
+            fresh = WriterLock(lock_path_for(self.path), self.config.spool_dir)
+        except AuditError as exc:
+            if not self._lock_lost:
+                logger.critical("audit log lock %s lost: %s", self._file_lock.path, exc)
+            self._lock_lost = True
+            return
+        self._file_lock.release()
+        self._file_lock = fresh
+        if self._lock_lost:
+            logger.warning("audit log lock %s held again", fresh.path)
+        else:
+            logger.warning("audit log lock %s was removed; taken again", fresh.path)
+        self._lock_lost = False
 
     def _writer_died(self, exc: BaseException) -> None:
         logger.critical("riskaudit writer thread died: %r", exc)
