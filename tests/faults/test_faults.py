@@ -55,6 +55,7 @@ def run_scenario(name: str, work: Path) -> dict[str, Any]:
         capture_output=True,
         text=True,
         timeout=600,
+        check=False,
         env={**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{ROOT}"},
     )
     if proc.returncode != 0:
