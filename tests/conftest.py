@@ -37,3 +37,17 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith(("RISK_AUDIT_", "AUDIT_")) or name == "LOG_LEVEL":
             monkeypatch.delenv(name)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print the fault-suite table (docs/reliability.md quotes it)."""
+    from tests.faults.test_faults import TABLE
+
+    if not TABLE:
+        return
+    tr = terminalreporter
+    tr.section("fault scenarios: every event accounted for")
+    tr.write_line("| scenario | produced | in log | recovered | lost | duplicates |")
+    tr.write_line("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for row in TABLE:
+        tr.write_line("| " + " | ".join(str(c) for c in row) + " |")

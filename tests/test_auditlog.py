@@ -267,9 +267,11 @@ def test_forked_child_cannot_use_the_parents_log(audit_log: AuditLog, tmp_path: 
     assert verify_paths([tmp_path / "child.jsonl"]).valid
 
 
-def test_full_queue_blocks_then_raises(log_path: Path) -> None:
-    """With the writer stalled, append waits the append timeout, then raises."""
-    cfg = AuditConfig(log_path=log_path, queue_size=8, append_timeout=0.05)
+def test_full_queue_fail_closed_blocks_then_raises(log_path: Path) -> None:
+    """With fail_closed and the writer stalled, append waits the timeout, then raises."""
+    cfg = AuditConfig(
+        log_path=log_path, queue_size=8, reserve=0, append_timeout=0.05, fail_closed=True
+    )
     with AuditLog(cfg) as log, log.stall_writer():
         time.sleep(0.05)
         for i in range(8):
@@ -365,7 +367,9 @@ def test_directory_is_created_with_restrictive_modes(tmp_path: Path) -> None:
 def test_backpressure_past_the_backlog_limit_never_raises(log_path: Path) -> None:
     """Past the backlog limit an append waits (bounded) for the writer; nothing raises,
     and a kill-switch event is not made to wait."""
-    cfg = AuditConfig(log_path=log_path, queue_size=1000, backlog_limit=4, append_timeout=0.02)
+    cfg = AuditConfig(
+        log_path=log_path, queue_size=1000, reserve=10, backlog_limit=4, append_timeout=0.02
+    )
     with AuditLog(cfg) as log:
         with log.stall_writer():
             time.sleep(0.05)

@@ -27,6 +27,7 @@ from types import TracebackType
 from typing import Any, cast
 
 from riskaudit.config import DEFAULT_SLO_SECONDS, AuditConfig
+from riskaudit.errors import AuditDegradedError
 from riskaudit.events import EventPriority, EventType, RiskEvent
 from riskaudit.log import AuditLog
 
@@ -171,8 +172,9 @@ class RiskEventBus:
 
     # -- publishing ------------------------------------------------------------------
 
-    def publish(self, event: RiskEvent, durable: bool = False) -> int:
-        """Audit the event, then run its handlers; return the record's ``seq``.
+    def publish(self, event: RiskEvent, durable: bool = False) -> int | None:
+        """Audit the event, then run its handlers; return the record's ``seq`` (None
+        if the queue was full and it became an unsequenced emergency line).
 
         Coroutine handlers are scheduled on the loop they were subscribed from (or the
         caller's running loop), not awaited; use :meth:`publish_async` to await them.
@@ -180,7 +182,7 @@ class RiskEventBus:
         start = time.perf_counter_ns()
         seq = self.audit_log.append(event)
         if durable:
-            self.audit_log.wait_durable(seq)
+            self._wait(seq)
         for sub in self._targets(event):
             if sub.is_async:
                 self._schedule(sub, event, start)
@@ -189,12 +191,12 @@ class RiskEventBus:
         self._latency[event.priority].add(time.perf_counter_ns() - start)
         return seq
 
-    async def publish_async(self, event: RiskEvent, durable: bool = False) -> int:
+    async def publish_async(self, event: RiskEvent, durable: bool = False) -> int | None:
         """Audit the event, then run (and await) its handlers; return its ``seq``."""
         start = time.perf_counter_ns()
         seq = self.audit_log.append(event)
         if durable:
-            await asyncio.to_thread(self.audit_log.wait_durable, seq)
+            await asyncio.to_thread(self._wait, seq)
         for sub in self._targets(event):
             if sub.is_async:
                 try:
@@ -207,6 +209,16 @@ class RiskEventBus:
                 self._call(sub, event)
         self._latency[event.priority].add(time.perf_counter_ns() - start)
         return seq
+
+    def _wait(self, seq: int | None) -> None:
+        if seq is None:
+            raise AuditDegradedError(
+                "the audit queue was full: the event went out as an unsequenced "
+                "AUDIT_EMERGENCY line, not to durable storage",
+                first_seq=0,
+                last_seq=0,
+            )
+        self.audit_log.wait_durable(seq)
 
     def _targets(self, event: RiskEvent) -> tuple[Subscription, ...] | list[Subscription]:
         subs = self._subs.get(event.event_type, ())

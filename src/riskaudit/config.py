@@ -20,6 +20,7 @@ from typing import Any
 
 from riskaudit.errors import AuditConfigError
 from riskaudit.events import EventPriority
+from riskaudit.storage import Watermarks
 
 DEFAULT_LOG_PATH = Path("logs/risk_audit.jsonl")
 
@@ -56,6 +57,30 @@ def parse_bool(setting: str, text: str) -> bool:
     raise AuditConfigError(setting, f"{text!r} is not a boolean (use 1/0/true/false)")
 
 
+_SIZE = re.compile(r"^\s*([0-9]+)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_bytes(setting: str, text: str) -> int:
+    """A size: ``1073741824``, ``512MiB``, ``1G``, ``64k``."""
+    match = _SIZE.match(text)
+    if match is None:
+        raise AuditConfigError(setting, f"{text!r} is not a size (bytes, or with K/M/G/T)")
+    unit = (match.group(2) or "").lower()[:1]
+    return int(match.group(1)) * _SIZE_UNITS[unit]
+
+
+def parse_percent(setting: str, text: str) -> float:
+    """A percentage 0-100, with or without ``%``."""
+    try:
+        value = float(text.strip().rstrip("%"))
+    except ValueError:
+        raise AuditConfigError(setting, f"{text!r} is not a percentage") from None
+    if not 0 <= value <= 100:
+        raise AuditConfigError(setting, f"{value} is not between 0 and 100")
+    return value
+
+
 def parse_int(setting: str, text: str, *, minimum: int = 0) -> int:
     """A whole number no smaller than ``minimum``."""
     try:
@@ -82,7 +107,15 @@ class AuditConfig:
     flush_interval: float = 0.01
     queue_size: int = 262_144
     backlog_limit: int = 16_384
+    reserve: int = 4_096
     append_timeout: float = 0.05
+    fail_closed: bool = False
+    spool_dir: Path | None = None
+    retry_max: float = 30.0
+    require_persistent: bool = False
+    watermarks: Watermarks = field(default_factory=Watermarks)
+    storage_check_interval: float = 60.0
+    in_kubernetes: bool = False
     host: str = field(default_factory=socket.gethostname)
     log_level: str = "INFO"
     switch_interval: float | None = None
@@ -96,6 +129,12 @@ class AuditConfig:
             raise AuditConfigError("RISK_AUDIT_FLUSH_INTERVAL", "must not be negative")
         if self.queue_size < 1:
             raise AuditConfigError("RISK_AUDIT_QUEUE_SIZE", "must be at least 1")
+        if self.reserve < 0:
+            raise AuditConfigError("RISK_AUDIT_RESERVE", "must not be negative")
+        if self.retry_max <= 0:
+            raise AuditConfigError("RISK_AUDIT_RETRY_MAX", "must be positive")
+        if self.storage_check_interval <= 0:
+            raise AuditConfigError("RISK_AUDIT_STORAGE_CHECK_INTERVAL", "must be positive")
         if self.backlog_limit < 0:
             raise AuditConfigError("RISK_AUDIT_BACKLOG_LIMIT", "must not be negative")
         if self.append_timeout < 0:
@@ -132,6 +171,29 @@ class AuditConfig:
             kwargs["queue_size"] = parse_int(*got, minimum=1)
         if got := get("RISK_AUDIT_BACKLOG_LIMIT"):
             kwargs["backlog_limit"] = parse_int(*got, minimum=0)
+        if got := get("RISK_AUDIT_RESERVE"):
+            kwargs["reserve"] = parse_int(*got, minimum=0)
+        if got := get("RISK_AUDIT_FAIL_CLOSED"):
+            kwargs["fail_closed"] = parse_bool(*got)
+        if got := get("RISK_AUDIT_SPOOL_DIR"):
+            kwargs["spool_dir"] = Path(got[1].strip())
+        if got := get("RISK_AUDIT_RETRY_MAX"):
+            kwargs["retry_max"] = parse_duration(*got)
+        if got := get("RISK_AUDIT_REQUIRE_PERSISTENT"):
+            kwargs["require_persistent"] = parse_bool(*got)
+        if got := get("RISK_AUDIT_STORAGE_CHECK_INTERVAL"):
+            kwargs["storage_check_interval"] = parse_duration(*got)
+        kwargs["in_kubernetes"] = bool(env.get("KUBERNETES_SERVICE_HOST"))
+        marks: dict[str, Any] = {}
+        for name, key, parse in (
+            ("RISK_AUDIT_FREE_WARN_PERCENT", "warn_percent", parse_percent),
+            ("RISK_AUDIT_FREE_CRIT_PERCENT", "crit_percent", parse_percent),
+            ("RISK_AUDIT_FREE_WARN_BYTES", "warn_bytes", parse_bytes),
+            ("RISK_AUDIT_FREE_CRIT_BYTES", "crit_bytes", parse_bytes),
+        ):
+            if got := get(name):
+                marks[key] = parse(*got)
+        kwargs["watermarks"] = Watermarks(**marks)
         if got := get("RISK_AUDIT_APPEND_TIMEOUT"):
             kwargs["append_timeout"] = parse_duration(*got)
         if got := get("RISK_AUDIT_HOST"):

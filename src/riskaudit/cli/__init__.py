@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from riskaudit.cli import _demo, _tail, _verify
+from riskaudit.cli import _demo, _recover, _tail, _verify
 
 app = typer.Typer(
     name="riskaudit",
@@ -20,6 +20,7 @@ app = typer.Typer(
 app.command("verify")(_verify.verify)
 app.command("tail")(_tail.tail)
 app.command("demo")(_demo.demo)
+app.command("recover")(_recover.recover)
 
 
 def main() -> None:

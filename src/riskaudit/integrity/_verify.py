@@ -16,12 +16,17 @@ one line ahead to name what happened and to which ``seq``:
 * ``reordered``  a genuine record stored out of place;
 * ``duplicated`` the same line twice in one file (the same record in two files is one
   record copied by rotation or recovery, and is fine);
-* ``torn``       a last line without its ``\\n``; ``bad json`` a line that is not a record.
+* ``torn``       a last line without its ``\\n``; ``bad json`` a line that is not a record;
+* ``unrecovered`` records that reached only stdout (a ``gap`` record names them) and
+  that no recovered segment (``<log>.recovered-<first>-<last>.jsonl``) puts back.
+  Recovered segments are spliced into the walk where the chain needs them, and their
+  links are checked on both sides.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +38,7 @@ from riskaudit.integrity._sources import Source, expand, line_chunks, order
 from riskaudit.log._codec import ZERO_HASH, split_head
 
 _RING = 1 << 16
+_RECOVERED = re.compile(r"\.recovered-(\d+)-(\d+)\.jsonl(?:\.gz)?$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +104,20 @@ def verify_paths(paths: Iterable[str | Path]) -> VerifyReport:
     return _Verifier().run(order(expand([str(p) for p in paths])))
 
 
+def _gap_range(line: bytes) -> tuple[int, int] | None:
+    """(first, last) named by a ``gap`` record, or None for any other line."""
+    if b'"kind":"gap"' not in line:
+        return None
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    first, last = record.get("first_seq"), record.get("last_seq")
+    if record.get("kind") == "gap" and isinstance(first, int) and isinstance(last, int):
+        return first, last
+    return None
+
+
 def _sha(line: bytes) -> bytes:
     return hashlib.sha256(line).hexdigest().encode("ascii")
 
@@ -128,7 +148,7 @@ class _Verifier:
         self.missing: list[list[Any]] = []  # [first, last, kind, file, line]
         self.findings: dict[tuple[int, str], Finding] = {}
         self.files: list[str] = []
-        self.fidx = 0
+        self.recovered: dict[tuple[int, int], Path] = {}
         self.count = 0
         self.first_seq: int | None = None
         self.first_line: bytes | None = None
@@ -136,48 +156,18 @@ class _Verifier:
     # -- driver ------------------------------------------------------------------
 
     def run(self, sources: list[Source]) -> VerifyReport:
-        pending: bytes | None = None
-        pending_at = (0, 0)
-        for fidx, src in enumerate(sources):
-            self.files.append(str(src.path))
-            lineno = 0
-            for lines, complete in line_chunks(src.path):
-                if not complete:
-                    if pending is not None:
-                        self._step(pending, pending_at, None)
-                        pending = None
-                    lineno += 1
-                    self._add(
-                        self.pseq + 1,
-                        "torn",
-                        f"last line has no newline ({len(lines[0])} bytes after seq {self.pseq})",
-                        (fidx, lineno),
-                    )
-                    continue
-                # The fast path, inlined: one line of delay gives the slow path a peek.
-                for line in lines:
-                    lineno += 1
-                    cur, cur_at = pending, pending_at
-                    pending, pending_at = line, (fidx, lineno)
-                    if cur is None:
-                        continue
-                    if (
-                        not self.after_bad
-                        and cur.startswith(b'{"seq":%d,"prev":"%b"' % (self.pseq + 1, self.phash))
-                        and not self.held
-                    ):
-                        h = hashlib.sha256(cur).hexdigest().encode("ascii")
-                        seq = self.pseq + 1
-                        self.ring[seq % _RING] = (seq, h, self.phash, cur_at[0])
-                        self.pseq, self.phash, self.pline = seq, h, cur
-                        self.pchecked = self.suppress = False
-                        self.count += 1
-                        if self.first_seq is None:
-                            self.first_seq, self.first_line = seq, cur
-                        continue
-                    self._step(cur, cur_at, line)
-        if pending is not None:
-            self._step(pending, pending_at, None)
+        # Recovered segments fill holes: they are spliced in where the chain needs them.
+        main = []
+        for src in sources:
+            m = _RECOVERED.search(src.path.name)
+            if m is not None:
+                self.recovered[(int(m.group(1)), int(m.group(2)))] = src.path
+            else:
+                main.append(src)
+        for src in main:
+            self._feed_file(src.path)
+        for span in sorted(self.recovered):
+            self._feed_file(self.recovered.pop(span))
         self._finish()
         findings = sorted(self.findings.values(), key=lambda f: (f.seq, f.kind))
         return VerifyReport(
@@ -189,6 +179,52 @@ class _Verifier:
             last_ts=_ts_of(self.pline),
             findings=findings,
         )
+
+    def _feed_file(self, path: Path) -> None:
+        """Walk one file's lines (the fast path is inlined: this loop is the verifier's
+        throughput). One line of delay gives the slow path a one-line peek."""
+        fidx = len(self.files)
+        self.files.append(str(path))
+        pending: bytes | None = None
+        pending_at = (fidx, 0)
+        lineno = 0
+        sha = hashlib.sha256
+        for lines, complete in line_chunks(path):
+            if not complete:
+                if pending is not None:
+                    self._step(pending, pending_at, None)
+                    pending = None
+                lineno += 1
+                self._add(
+                    self.pseq + 1,
+                    "torn",
+                    f"last line has no newline ({len(lines[0])} bytes after seq {self.pseq})",
+                    (fidx, lineno),
+                )
+                continue
+            for line in lines:
+                lineno += 1
+                cur, cur_at = pending, pending_at
+                pending, pending_at = line, (fidx, lineno)
+                if cur is None:
+                    continue
+                if (
+                    not self.after_bad
+                    and cur.startswith(b'{"seq":%d,"prev":"%b"' % (self.pseq + 1, self.phash))
+                    and not self.held
+                ):
+                    h = sha(cur).hexdigest().encode("ascii")
+                    seq = self.pseq + 1
+                    self.ring[seq % _RING] = (seq, h, self.phash, fidx)
+                    self.pseq, self.phash, self.pline = seq, h, cur
+                    self.pchecked = self.suppress = False
+                    self.count += 1
+                    if self.first_seq is None:
+                        self.first_seq, self.first_line = seq, cur
+                    continue
+                self._step(cur, cur_at, line)
+        if pending is not None:
+            self._step(pending, pending_at, None)
 
     # -- bookkeeping -------------------------------------------------------------
 
@@ -304,6 +340,24 @@ class _Verifier:
             return
         if seq <= self.pseq:
             self._older(seq, prev, h, line, at, peek_line)
+            return
+        span = next((r for r in sorted(self.recovered) if r[0] <= exp <= r[1]), None)
+        if span is not None:
+            # Records of it that the chain already has are copies (fine); the rest
+            # must link on both sides.
+            self._feed_file(self.recovered.pop(span))
+            self._step(line, at, peek_line)
+            return
+        gap = _gap_range(line)
+        if gap is not None and gap[0] <= exp and gap[1] == seq - 1:
+            self._add(
+                exp,
+                "unrecovered",
+                f"seq {exp}-{seq - 1} reached only stdout (gap record seq {seq}); "
+                "run `riskaudit recover` with the container's stdout log",
+                at,
+            )
+            self._accept(seq, prev, h, line, at)
             return
         pk = self._peek(peek_line)
         if pk is not None and pk[0] < seq:

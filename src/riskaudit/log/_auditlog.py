@@ -6,10 +6,17 @@ next ``seq``, stamp the acceptance time and put the item on a list. Because ``se
 taken under the same lock as the list append, queue order is ``seq`` order. The writer
 swaps the whole list out in O(1), so producers and the writer touch the lock briefly.
 
-The producer wakes the writer only when it is idle and there is a reason: with a flush
-interval of 0, any record; otherwise a queue past its high-water mark. ``flush()`` and
-``close()`` always wake it. A full queue makes ``append`` wait up to the configured
-append timeout, then raise AuditQueueFullError: nothing is dropped silently.
+When the writer cannot keep up, the policy is explicit and asymmetric, as trading
+needs (DESIGN.md, rule 2):
+
+* past ``backlog_limit`` queued records, an ordinary append waits (at most the append
+  timeout) for the writer to take the queue — backpressure against GIL starvation;
+* the last ``reserve`` places of the queue are kept for risk-reducing events (every
+  KILL_SWITCH, and ``metadata.risk_reducing = true``): they never wait;
+* an ordinary event that finds the queue full waits the append timeout, then goes out
+  as an ``unsequenced`` emergency line (``riskaudit recover`` puts it back), or, with
+  ``fail_closed``, raises AuditQueueFullError; a risk-reducing event that finds even
+  the reserve full takes the emergency path at once.
 """
 
 from __future__ import annotations
@@ -21,9 +28,9 @@ import os
 import sys
 import threading
 import time
-import uuid
 import weakref
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -32,6 +39,8 @@ from riskaudit._version import __version__
 from riskaudit.config import AuditConfig
 from riskaudit.errors import (
     AuditClosedError,
+    AuditDegradedError,
+    AuditError,
     AuditFlushTimeoutError,
     AuditForkedError,
     AuditQueueFullError,
@@ -39,17 +48,36 @@ from riskaudit.errors import (
     AuditStorageError,
 )
 from riskaudit.events import RiskEvent
-from riskaudit.log._codec import FORMAT, encode_event_body
-from riskaudit.log._files import FILE_MODE, ensure_dir, fsync_dir
+from riskaudit.log._codec import FORMAT, encode_event_body, format_ts
+from riskaudit.log._emergency import EmergencyOutput
+from riskaudit.log._files import ensure_dir
 from riskaudit.log._lock import WriterLock, lock_path_for
-from riskaudit.log._resume import ChainHead, cut_torn_tail, find_head
-from riskaudit.log._writer import QueueItem, Writer
+from riskaudit.log._startup import open_log
+from riskaudit.log._writer import Destination, QueueItem, Writer
+from riskaudit.storage import StorageReport, check_storage
 
 logger = logging.getLogger("riskaudit")
 
 _OPEN, _CLOSING, _CLOSED, _FORKED, _FAILED = range(5)
 _LIVE: weakref.WeakSet[AuditLog] = weakref.WeakSet()
 CLOSE_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """The log's state from facts: ``ok`` (writing to the primary), ``degraded``
+    (spool, retrying, low space, volatile storage), ``failing`` (emergency stdout, lock
+    lost, writer dead)."""
+
+    status: str
+    reasons: tuple[str, ...]
+    destination: str
+    last_seq: int
+    durable_seq: int
+    queued: int
+    stdout_records: int
+    unsequenced: int
+    lost: int
 
 
 class AuditLog:
@@ -66,11 +94,14 @@ class AuditLog:
         *,
         path: str | Path | None = None,
         on_durable: Callable[[int], None] | None = None,
+        emergency: EmergencyOutput | None = None,
     ) -> None:
-        """Open (or create) the log, repair a torn tail, write ``start``, start the writer.
+        """Open (or create) the log, repair a torn tail, replay the spool, write
+        ``start``, and start the writer.
 
-        ``on_durable(seq)`` is called on the writer thread after every fsync with the
-        new durable watermark (metrics and benchmarks hook in here); keep it quick.
+        ``on_durable(seq)`` is called on the writer thread after every durable write
+        with the new durable watermark (metrics and benchmarks hook in here); keep it
+        quick. ``emergency`` replaces stdout as the last destination (tests).
         """
         self._on_durable = on_durable
         cfg = config if config is not None else AuditConfig()
@@ -83,42 +114,53 @@ class AuditLog:
         self._space_waiters = 0
         self._pending: list[QueueItem] = []
         self._maxsize = cfg.queue_size
-        self._backlog_limit = min(cfg.backlog_limit or cfg.queue_size, cfg.queue_size)
-        self.throttled = 0
+        # The reserve never takes more than a quarter of the queue.
+        self._normal_limit = max(1, cfg.queue_size - min(cfg.reserve, cfg.queue_size // 4))
+        self._backlog_limit = min(cfg.backlog_limit or cfg.queue_size, self._normal_limit)
         self._wake_at = 1 if cfg.flush_interval == 0 else max(1, cfg.queue_size // 4)
         self._wake = threading.Event()
         self._writer_idle = False
         self._durable = threading.Condition(threading.Lock())
         self._durable_seq = 0
+        self._handled_seq = 0
+        self._flush_floor = 0
         self._state = _CLOSED
         self._failure: BaseException | None = None
-        self._close_deadline: float | None = None
         self._owner_pid = os.getpid()
+        self.throttled = 0
+        self.unsequenced = 0
+        self.refused = 0
+        self._lock_lost = False
+        self._next_storage = 0.0
+        self.storage: StorageReport | None = None
         if cfg.switch_interval is not None:
             sys.setswitchinterval(cfg.switch_interval)  # opt-in interpreter tuning
 
-        ensure_dir(self.path.parent)
-        self._file_lock = WriterLock(lock_path_for(self.path))
+        self._check_storage_at_start()
+        self._emergency = emergency if emergency is not None else EmergencyOutput()
+        with contextlib.suppress(OSError, AuditStorageError):
+            ensure_dir(self.path.parent)
+        self._file_lock = WriterLock(lock_path_for(self.path), cfg.spool_dir)
         try:
-            fd, created = _open_log_file(self.path)
+            opened = open_log(self.path, cfg.spool_dir)
+            self.stream = opened.stream
+            self.repaired = opened.repaired
+            self._writer = Writer(
+                self,
+                opened.primary,
+                opened.spool,
+                self._emergency,
+                opened.last_seq,
+                opened.last_hash,
+                cfg.retry_max,
+            )
+            self._next_seq = opened.last_seq + 1
+            self._durable_seq = self._handled_seq = self._flush_floor = opened.last_seq
             try:
-                head = find_head(fd)
-                self.repaired = None
-                if head.torn:
-                    self.repaired = cut_torn_tail(fd, self.path, head)
-                    logger.warning(
-                        "audit log %s had a torn tail: %d bytes kept in %s",
-                        self.path,
-                        self.repaired.cut_bytes,
-                        self.repaired.kept_at,
-                    )
-                self.stream = head.stream or str(uuid.uuid4())
-                self._writer = Writer(self, fd, head.last_seq, head.last_hash)
-                self._next_seq = head.last_seq + 1
-                self._durable_seq = head.last_seq
-                self._write_opening_records(head, created)
+                self._start_writer_state(opened.primary_writable, opened.spool_last)
+                self._write_opening_records(opened.last_seq)
             except BaseException:
-                os.close(fd)
+                self._writer.close_files()
                 raise
         except BaseException:
             self._file_lock.release()
@@ -130,13 +172,40 @@ class AuditLog:
 
     # -- opening --------------------------------------------------------------------
 
-    def _write_opening_records(self, head: ChainHead, created: bool) -> None:
+    def _check_storage_at_start(self) -> None:
+        cfg = self.config
+        directory = self.path.parent
+        probe_dir = directory if directory.exists() else _existing_parent(directory)
+        report = check_storage(
+            probe_dir, in_kubernetes=cfg.in_kubernetes, marks=cfg.watermarks, probe=False
+        )
+        self.storage = report
+        if report.volatile_reason is not None and cfg.require_persistent:
+            raise AuditStorageError(
+                report.warnings[0] + " (RISK_AUDIT_REQUIRE_PERSISTENT=1: refusing to start)"
+            )
+        for warning in report.warnings:
+            logger.warning("%s", warning)
+
+    def _start_writer_state(self, primary_writable: bool, spool_last: int) -> None:
+        w = self._writer
+        if primary_writable:
+            if spool_last:
+                head = w.primary.head()
+                w.replay_spool(head.last_seq)
+            return
+        w.destination = Destination.SPOOL if w.spool is not None else Destination.STDOUT
+        w._schedule_retry()
+
+    def _write_opening_records(self, last_seq: int) -> None:
         now = time.time_ns()
+        seq = last_seq
         items: list[QueueItem] = []
-        if head.last_seq == 0:
+        if last_seq == 0:
+            seq += 1
             items.append(
                 (
-                    1,
+                    seq,
                     now,
                     (
                         "genesis",
@@ -146,33 +215,14 @@ class AuditLog:
             )
         if self.repaired is not None:
             r = self.repaired
-            items.append(
-                (
-                    self._take_seq(items, head),
-                    now,
-                    (
-                        "repair",
-                        {
-                            "cut_bytes": r.cut_bytes,
-                            "cut_sha256": r.cut_sha256,
-                            "kept_at": r.kept_at,
-                        },
-                    ),
-                )
-            )
-        items.append((self._take_seq(items, head), now, ("start", self._identity())))
+            seq += 1
+            fields = {"cut_bytes": r.cut_bytes, "cut_sha256": r.cut_sha256, "kept_at": r.kept_at}
+            items.append((seq, now, ("repair", fields)))
+        seq += 1
+        items.append((seq, now, ("start", self._identity())))
+        self._next_seq = seq + 1
         self._writer.chain(items)
-        try:
-            self._writer.commit()
-            if created:
-                fsync_dir(self.path.parent)
-        except OSError as exc:
-            raise AuditStorageError(f"cannot write audit log {self.path}: {exc}") from exc
-        self._next_seq = items[-1][0] + 1
-
-    @staticmethod
-    def _take_seq(items: list[QueueItem], head: ChainHead) -> int:
-        return (items[-1][0] if items else head.last_seq) + 1
+        self._writer.commit()
 
     def _identity(self) -> dict[str, Any]:
         return {
@@ -184,31 +234,64 @@ class AuditLog:
 
     # -- the producer side ----------------------------------------------------------
 
-    def append(self, event: RiskEvent) -> int:
-        """Hand the event to the writer; return its ``seq``. Microseconds, no I/O."""
+    def append(self, event: RiskEvent) -> int | None:
+        """Hand the event to the writer; return its ``seq``. Microseconds, no I/O.
+
+        Returns None when the queue was full and the event went out as an
+        ``unsequenced`` emergency line instead (counted; ``recover`` puts it back).
+        """
         body = encode_event_body(event)
         with self._lock:
             if self._state is not _OPEN:
                 self._raise_state()
-            pending = self._pending
-            n = len(pending)
-            if n >= self._backlog_limit:
-                if n >= self._maxsize:
-                    self._wait_for_space()
-                elif not event.risk_reducing:
-                    self._throttle()
-                pending = self._pending
-                n = len(pending)
-            seq = self._next_seq
-            self._next_seq = seq + 1
-            pending.append((seq, time.time_ns(), body))
+            n = len(self._pending)
+            if n >= self._backlog_limit and not self._make_room(event, n):
+                seq = None
+            else:
+                seq = self._next_seq
+                self._next_seq = seq + 1
+                self._pending.append((seq, time.time_ns(), body))
+        if seq is None:
+            self._unsequenced(body, "audit queue full")
+            return None
         if n >= self._wake_at and self._writer_idle:
             self._writer_idle = False
             self._wake.set()
         return seq
 
+    def _make_room(self, event: RiskEvent, n: int) -> bool:
+        """The slow path, with the lock held. True: enqueue; False: emergency line."""
+        if event.risk_reducing:
+            return n < self._maxsize  # the reserve: never wait
+        if n < self._normal_limit:
+            self._throttle()
+            return True
+        self._wake.set()
+        deadline = time.monotonic() + self.config.append_timeout
+        self._space_waiters += 1
+        try:
+            while len(self._pending) >= self._normal_limit:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._space.wait(remaining)
+                if self._state is not _OPEN:
+                    self._raise_state()
+        finally:
+            self._space_waiters -= 1
+        if len(self._pending) < self._normal_limit:
+            return True
+        if self.config.fail_closed:
+            self.refused += 1
+            raise AuditQueueFullError(
+                f"audit queue full ({self._normal_limit} records) for "
+                f"{self.config.append_timeout:g}s and RISK_AUDIT_FAIL_CLOSED is set: "
+                f"the event was not recorded ({self.path})"
+            )
+        return False
+
     def _throttle(self) -> None:
-        """Backpressure, called with the lock held and the backlog past its limit.
+        """Backpressure past the backlog limit (the lock is held).
 
         A producer that never pauses starves the writer of the GIL, and the backlog (so
         the time to durable) then grows without bound. Waiting here, at most the append
@@ -223,25 +306,29 @@ class AuditLog:
         finally:
             self._space_waiters -= 1
 
-    def _wait_for_space(self) -> None:
-        """Called with the lock held and the queue full."""
-        self._wake.set()
-        deadline = time.monotonic() + self.config.append_timeout
-        self._space_waiters += 1
-        try:
-            while len(self._pending) >= self._maxsize:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise AuditQueueFullError(
-                        f"audit queue full ({self._maxsize} records) for "
-                        f"{self.config.append_timeout:g}s: the writer of {self.path} is not "
-                        "keeping up; the event was not recorded"
-                    )
-                self._space.wait(remaining)
-                if self._state is not _OPEN:
-                    self._raise_state()
-        finally:
-            self._space_waiters -= 1
+    def append_recovered(self, fields: dict[str, Any]) -> int:
+        """Append a ``recovered`` record (what ``riskaudit recover`` puts back)."""
+        with self._lock:
+            if self._state is not _OPEN:
+                self._raise_state()
+        return self._enqueue_control("recovered", fields)
+
+    def _unsequenced(self, body: bytes, reason: str) -> None:
+        self.unsequenced += 1
+        line = b'{"kind":"unsequenced","ts":"%b","reason":"%b","log":"%b","event":{%b}' % (
+            format_ts(time.time_ns()).encode(),
+            reason.encode(),
+            str(self.path).encode().replace(b"\\", b"\\\\").replace(b'"', b'\\"'),
+            body,
+        )
+        if self.unsequenced == 1 or self.unsequenced % 1000 == 0:
+            logger.error(
+                "%s: event written as an unsequenced AUDIT_EMERGENCY line on stdout "
+                "(%d so far); falling back to stdout",
+                reason,
+                self.unsequenced,
+            )
+        self._emergency.put(line)
 
     def _raise_state(self) -> None:
         if self._state is _FORKED or os.getpid() != self._owner_pid:
@@ -257,7 +344,7 @@ class AuditLog:
 
     @property
     def durable_seq(self) -> int:
-        """The durable watermark: every record up to this ``seq`` is fsynced."""
+        """The durable watermark: the newest ``seq`` synced to the primary or spool."""
         return self._durable_seq
 
     @property
@@ -266,13 +353,16 @@ class AuditLog:
         return self._next_seq - 1
 
     def flush(self, timeout: float | None = None) -> None:
-        """Return once every record appended before the call is fsynced.
+        """Return once every record appended before the call is synced in the primary
+        or the spool.
 
-        Raises AuditFlushTimeoutError if that takes longer than ``timeout`` seconds.
+        Raises AuditDegradedError naming the ``seq`` range of records (appended since
+        the previous flush) that reached only stdout, and AuditFlushTimeoutError if the
+        writer needs longer than ``timeout`` seconds.
         """
         with self._lock:
             if self._state is not _OPEN and self._state is not _CLOSING:
-                if self._state is _CLOSED and self._durable_seq >= self._next_seq - 1:
+                if self._state is _CLOSED and self._handled_seq >= self._next_seq - 1:
                     return
                 self._raise_state()
             target = self._next_seq - 1
@@ -280,22 +370,35 @@ class AuditLog:
 
     def wait_durable(self, seq: int, timeout: float | None = None) -> None:
         """Block until ``seq`` is durable (the write-ahead wait of ``durable=True``)."""
-        if self._durable_seq >= seq:
-            return
-        self._wake.set()
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._durable:
-            while self._durable_seq < seq:
-                if self._state is _FAILED or self._state is _FORKED:
-                    self._raise_state()
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise AuditFlushTimeoutError(
-                        f"seq {self._durable_seq + 1}-{seq} not durable after {timeout:g}s",
-                        durable_seq=self._durable_seq,
-                        target_seq=seq,
-                    )
-                self._durable.wait(remaining if remaining is not None else 1.0)
+        if self._handled_seq < seq:
+            self._wake.set()
+            deadline = None if timeout is None else time.monotonic() + timeout
+            with self._durable:
+                while self._handled_seq < seq:
+                    if self._state is _FAILED or self._state is _FORKED:
+                        self._raise_state()
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        raise AuditFlushTimeoutError(
+                            f"seq {self._handled_seq + 1}-{seq} not durable after {timeout:g}s",
+                            durable_seq=self._durable_seq,
+                            target_seq=seq,
+                        )
+                    self._durable.wait(remaining if remaining is not None else 1.0)
+        floor, self._flush_floor = self._flush_floor, max(self._flush_floor, seq)
+        lost = [
+            (max(a, floor + 1), min(b, seq))
+            for a, b in self._writer.counters.stdout_ranges
+            if b > floor and a <= seq
+        ]
+        if lost:
+            first, last = lost[0][0], lost[-1][1]
+            raise AuditDegradedError(
+                f"seq {first}-{last} reached only stdout (AUDIT_EMERGENCY lines), not the "
+                f"primary or the spool; recover them with `riskaudit recover`",
+                first_seq=first,
+                last_seq=last,
+            )
 
     # -- the writer side (called from the writer thread) ----------------------------
 
@@ -319,19 +422,71 @@ class AuditLog:
             closing = self._state is _CLOSING
         return items, closing
 
-    def _mark_durable(self, seq: int) -> None:
+    def _take_all_and_reserve_seq(self) -> tuple[list[QueueItem], int]:
+        """Everything queued plus the next ``seq``, atomically (for a ``gap`` record)."""
+        with self._lock:
+            items = self._pending
+            self._pending = []
+            seq = self._next_seq
+            self._next_seq = seq + 1
+            if self._space_waiters:
+                self._space.notify_all()
+        return items, seq
+
+    def _enqueue_control(self, kind: str, fields: dict[str, Any]) -> int:
+        """Queue a control record of the writer's own (it takes the next ``seq``)."""
+        with self._lock:
+            seq = self._next_seq
+            self._next_seq = seq + 1
+            self._pending.append((seq, time.time_ns(), (kind, fields)))
+        return seq
+
+    def _mark_handled(self, seq: int, *, durable: bool) -> None:
         with self._durable:
-            self._durable_seq = seq
+            self._handled_seq = seq
+            if durable:
+                self._durable_seq = seq
             self._durable.notify_all()
-        if self._on_durable is not None:
+        if durable and self._on_durable is not None:
             self._on_durable(seq)
 
-    def _sleep_writer(self, seconds: float) -> None:
-        self._wake.wait(seconds)
-        self._wake.clear()
+    def _periodic(self, now: float) -> None:
+        """Housekeeping on the writer thread: the lock, and storage every interval."""
+        if self._file_lock.lost():
+            self._relock()
+        if now >= self._next_storage:
+            self._next_storage = now + self.config.storage_check_interval
+            directory = self.path.parent
+            report = check_storage(
+                directory if directory.exists() else _existing_parent(directory),
+                in_kubernetes=self.config.in_kubernetes,
+                marks=self.config.watermarks,
+                probe=self._writer.destination is Destination.PRIMARY,
+            )
+            old = self.storage.warnings if self.storage is not None else []
+            for warning in report.warnings:
+                if warning not in old:
+                    logger.warning("%s", warning)
+            self.storage = report
 
-    def _closing_deadline_passed(self) -> bool:
-        return self._close_deadline is not None and time.monotonic() > self._close_deadline
+    def _relock(self) -> None:
+        """The lock file was deleted or replaced (``rm -r`` of the log directory): take
+        the lock again on a fresh file; if another writer already holds it, we have
+        lost the lock and say so (health: failing)."""
+        try:
+            fresh = WriterLock(lock_path_for(self.path), self.config.spool_dir)
+        except AuditError as exc:
+            if not self._lock_lost:
+                logger.critical("audit log lock %s lost: %s", self._file_lock.path, exc)
+            self._lock_lost = True
+            return
+        self._file_lock.release()
+        self._file_lock = fresh
+        if self._lock_lost:
+            logger.warning("audit log lock %s held again", fresh.path)
+        else:
+            logger.warning("audit log lock %s was removed; taken again", fresh.path)
+        self._lock_lost = False
 
     def _writer_died(self, exc: BaseException) -> None:
         logger.critical("riskaudit writer thread died: %r", exc)
@@ -342,10 +497,61 @@ class AuditLog:
         with self._lock:
             self._space.notify_all()
 
+    # -- state ----------------------------------------------------------------------
+
+    def health(self) -> Health:
+        """ok / degraded / failing, with the reasons, computed from facts."""
+        w = self._writer
+        reasons: list[str] = []
+        status = "ok"
+        if self._state is _FAILED:
+            status = "failing"
+            reasons.append(f"writer thread died: {self._failure!r}")
+        if self._lock_lost:
+            status = "failing"
+            reasons.append(f"lock {self._file_lock.path} lost")
+        if w.destination is Destination.STDOUT:
+            status = "failing"
+            reasons.append("emergency path: records go to stdout only")
+        elif w.destination is Destination.SPOOL:
+            status = "degraded" if status == "ok" else status
+            reasons.append(f"primary unavailable, spooling ({w.counters.last_error})")
+        storage = self.storage
+        if storage is not None:
+            if storage.space in ("warning", "critical"):
+                status = "degraded" if status == "ok" else status
+                reasons.append(f"free space {storage.space}")
+            if storage.volatile_reason is not None:
+                status = "degraded" if status == "ok" else status
+                reasons.append(f"volatile storage: {storage.volatile_reason}")
+            if not storage.writable and w.destination is Destination.PRIMARY:
+                status = "degraded" if status == "ok" else status
+                reasons.append(f"write probe failed: {storage.probe_error}")
+        lost = self._emergency.lost
+        if lost:
+            status = "failing"
+            reasons.append(f"{lost} records lost (emergency output full or broken)")
+        return Health(
+            status=status,
+            reasons=tuple(reasons),
+            destination=w.destination.value,
+            last_seq=self.last_seq,
+            durable_seq=self._durable_seq,
+            queued=len(self._pending),
+            stdout_records=w.counters.stdout_records,
+            unsequenced=self.unsequenced,
+            lost=lost,
+        )
+
+    @property
+    def counters(self) -> Any:
+        """What the writer did (records per destination, failures, replays, ...)."""
+        return self._writer.counters
+
     # -- closing --------------------------------------------------------------------
 
     def close(self, timeout: float = CLOSE_TIMEOUT) -> None:
-        """Drain the queue, write a ``stop`` record, fsync, stop the writer. Idempotent."""
+        """Drain the queue, write a ``stop`` record, sync, stop the writer. Idempotent."""
         with self._lock:
             if self._state is not _OPEN:
                 return
@@ -354,15 +560,15 @@ class AuditLog:
             self._next_seq = seq + 1
             self._pending.append((seq, time.time_ns(), ("stop", self._identity())))
             self._space.notify_all()
-        self._close_deadline = time.monotonic() + timeout
         self._wake.set()
-        self._writer.thread.join(timeout + 1.0)
+        self._writer.thread.join(timeout)
+        self._emergency.drain(timeout=min(timeout, 5.0))
         _LIVE.discard(self)
-        if self._writer.thread.is_alive() or self._durable_seq < seq:
+        if self._writer.thread.is_alive() or self._handled_seq < seq:
             logger.critical(
-                "audit log %s closed with seq %d-%d not durable (storage failing)",
+                "audit log %s closed with seq %d-%d not written (writer stuck)",
                 self.path,
-                self._durable_seq + 1,
+                self._handled_seq + 1,
                 seq,
             )
         self._state = _CLOSED
@@ -387,6 +593,9 @@ class AuditLog:
     def stall_writer(self) -> Iterator[None]:
         """Test seam: hold the writer thread still (a slow disk) inside the block."""
         self._writer.gate.clear()
+        self._wake.set()
+        if not self._writer.parked.wait(5.0):
+            raise AuditStateError("the writer did not stop within 5 s")
         try:
             yield
         finally:
@@ -397,8 +606,7 @@ class AuditLog:
         self._pending = []
         self._lock = threading.Lock()
         self._file_lock.abandon()
-        with contextlib.suppress(OSError):
-            os.close(self._writer.fd)
+        self._writer.forget()
 
     def __repr__(self) -> str:
         return (
@@ -406,16 +614,10 @@ class AuditLog:
         )
 
 
-def _open_log_file(path: Path) -> tuple[int, bool]:
-    """Open (or create, mode 0640) the log for appending; say whether it was created."""
-    flags = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC
-    try:
-        try:
-            return os.open(path, flags | os.O_CREAT | os.O_EXCL, FILE_MODE), True
-        except FileExistsError:
-            return os.open(path, flags), False
-    except OSError as exc:
-        raise AuditStorageError(f"cannot open audit log {path}: {exc}") from exc
+def _existing_parent(directory: Path) -> Path:
+    while not directory.exists() and directory.parent != directory:
+        directory = directory.parent
+    return directory
 
 
 def _close_all_at_exit() -> None:

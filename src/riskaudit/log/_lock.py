@@ -25,12 +25,9 @@ def lock_path_for(log_path: Path) -> Path:
 class WriterLock:
     """The held lock; :meth:`release` drops it, :meth:`abandon` closes a fork's copy."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, fallback_dir: Path | None = None) -> None:
         self.path = path
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
-        except OSError as exc:
-            raise AuditStorageError(f"cannot open lock file {path}: {exc}") from exc
+        fd = self._open(path, fallback_dir)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -46,6 +43,40 @@ class WriterLock:
         except OSError:
             pass  # the pid is a courtesy for error messages; the flock is the lock
         self._fd: int | None = fd
+
+    def _open(self, path: Path, fallback_dir: Path | None) -> int:
+        """Open the lock file; on a read-only or unwritable volume, lock an existing
+        file read-only (flock needs no write access) or fall back to the spool."""
+        try:
+            return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+        except OSError as exc:
+            first = exc
+        try:
+            return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            pass
+        if fallback_dir is not None:
+            alt = fallback_dir / path.name
+            try:
+                fd = os.open(alt, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+            except OSError:
+                pass
+            else:
+                self.path = alt
+                return fd
+        raise AuditStorageError(f"cannot open lock file {path}: {first}") from first
+
+    def lost(self) -> bool:
+        """True if the lock file we hold is no longer the one at its path (deleted or
+        replaced): another writer could then lock the new file."""
+        if self._fd is None:
+            return True
+        try:
+            mine = os.fstat(self._fd)
+            there = os.stat(self.path)
+        except OSError:
+            return True
+        return (mine.st_dev, mine.st_ino) != (there.st_dev, there.st_ino)
 
     def release(self) -> None:
         """Drop the lock (idempotent)."""

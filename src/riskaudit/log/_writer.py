@@ -1,32 +1,44 @@
-"""The writer thread: it alone owns the file and the chain state.
+"""The writer thread: it alone owns the files, the chain state and the destinations.
 
 Each turn it takes everything queued, glues ``seq``/``prev``/``ts`` onto the bodies the
-producers encoded, hashes each line into the next one's ``prev``, writes the batch with
-as few ``write`` calls as the size allows and fsyncs once (group commit). Only after
-the fsync does the durable watermark move and ``flush()`` callers wake.
+producers encoded, hashes each line into the next one's ``prev`` and makes the batch
+durable in one system call where the kernel allows it (group commit). Only then does
+the durable watermark move and ``flush()`` callers wake.
+
+Destinations, in order of preference, all receiving the same chained bytes:
+
+1. the primary file;
+2. the spool directory (another volume), synced like the primary;
+3. stdout, one ``AUDIT_EMERGENCY`` line per record (not durable: ``recover`` puts the
+   records back).
+
+A write or sync error on the primary truncates it back to its last synced offset and
+sends the batch to the next destination; the primary is retried with capped
+exponential backoff. When it works again the spool is replayed into it in ``seq``
+order and synced before the spool files are deleted. Records that reached only stdout
+leave a hole in the durable chain, which the writer marks with a ``gap`` record as
+soon as it is back on a durable destination.
 
 The GIL matters here: every blocking call releases it, and taking it back from a
 producer that never pauses costs a whole switch interval (5 ms by default). So a batch
-is made durable with one system call where the kernel allows it, ``pwritev`` with
-``RWF_DSYNC`` (a write and an fdatasync in one), and the chaining loop does as little
-as it can per record (see ``chain_batch``).
-
-A failed write or fsync truncates the file back to the last durable offset, keeps the
-already-chained bytes, and retries with capped exponential backoff; while it fails, it
-takes nothing new, so the bounded queue pushes back on producers instead of memory
-growing without bound.
+costs one system call (``pwritev`` with ``RWF_DSYNC``) and the chaining loop does as
+little as it can per record (see ``chain_batch``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
+import time
+from dataclasses import dataclass, field
+from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from riskaudit.log._codec import chain_batch
-from riskaudit.log._files import write_durably
+from riskaudit.log._codec import chain_batch, control_line
+from riskaudit.log._destinations import AppendFile, Spool, records_after
+from riskaudit.log._emergency import EmergencyOutput
+from riskaudit.log._files import atomic_write
 
 if TYPE_CHECKING:
     from riskaudit.log._auditlog import AuditLog
@@ -35,100 +47,388 @@ logger = logging.getLogger("riskaudit.writer")
 
 CHUNK_BYTES = 4 << 20
 RETRY_MIN = 0.05
-RETRY_MAX = 30.0
+IDENTITY_EVERY = 0.5
 
 QueueItem = tuple[int, int, Any]
 
 
-class Writer:
-    """Chain state and file handle of one log; :meth:`run` is the thread body."""
+class Destination(Enum):
+    PRIMARY = "primary"
+    SPOOL = "spool"
+    STDOUT = "stdout"
 
-    def __init__(self, log: AuditLog, fd: int, last_seq: int, last_hash: bytes) -> None:
+
+@dataclass(slots=True)
+class WriterCounters:
+    """What the writer did; read by health, metrics and tests."""
+
+    batches: int = 0
+    primary_records: int = 0
+    spool_records: int = 0
+    stdout_records: int = 0
+    write_failures: int = 0
+    replayed_records: int = 0
+    reopened: int = 0
+    rescued: int = 0
+    gaps: int = 0
+    last_error: str | None = None
+    stdout_ranges: list[tuple[int, int]] = field(default_factory=list)
+
+
+class Writer:
+    """Chain state, destinations and the thread body (:meth:`run`)."""
+
+    def __init__(
+        self,
+        log: AuditLog,
+        primary: AppendFile,
+        spool: Spool | None,
+        emergency: EmergencyOutput,
+        last_seq: int,
+        last_hash: bytes,
+        retry_max: float,
+    ) -> None:
         self._log = log
-        self.fd = fd
+        self.primary = primary
+        self.spool = spool
+        self.emergency = emergency
         self.last_seq = last_seq
         self.prev = last_hash
-        self.durable_offset = os.fstat(fd).st_size
-        self._backlog: list[tuple[int, bytes]] = []  # (last seq in chunk, bytes), chained
-        self.batches = 0
-        self.write_errors = 0
+        self.retry_max = retry_max
+        self.destination = Destination.PRIMARY
+        self._backlog: list[tuple[int, bytes]] = []
+        self._backlog_first = 0
+        self._retry_delay = 0.0
+        self._retry_at = 0.0
+        self._next_identity = 0.0
+        self._stdout_first: int | None = None  # the open stdout-only range, if any
+        self.counters = WriterCounters()
         #: Test seam: while this event is clear, the writer waits before each turn.
         self.gate = threading.Event()
         self.gate.set()
+        self.parked = threading.Event()
         self.thread = threading.Thread(target=self.run, name="riskaudit-writer", daemon=True)
 
-    # -- encoding -----------------------------------------------------------------
+    # -- chaining -----------------------------------------------------------------
 
     def chain(self, items: list[QueueItem]) -> None:
         """Encode and chain queued items into the backlog, in ``seq`` order."""
+        if not self._backlog:
+            self._backlog_first = items[0][0]
         self.prev, chunks = chain_batch(items, self.prev, CHUNK_BYTES)
         self._backlog.extend(chunks)
         self.last_seq = items[-1][0]
 
-    # -- durability ---------------------------------------------------------------
+    def control(self, seq: int, kind: str, fields: dict[str, Any]) -> bytes:
+        """Chain one control record now (the writer's own records); return its line."""
+        line = control_line(seq, self.prev, kind, fields, time.time_ns())
+        self.chain([(seq, time.time_ns(), (kind, fields))])
+        return line
+
+    # -- committing ---------------------------------------------------------------
 
     def commit(self) -> None:
-        """Write the backlog durably; on OSError truncate back to the durable offset."""
+        """Send the backlog to the best destination that takes it."""
         if not self._backlog:
             return
-        try:
-            write_durably(self.fd, [data for _last, data in self._backlog], self.durable_offset)
-        except OSError:
-            with contextlib.suppress(OSError):
-                os.ftruncate(self.fd, self.durable_offset)
-            raise
-        durable_seq = self._backlog[-1][0]
-        self.durable_offset += sum(len(data) for _last, data in self._backlog)
-        self._backlog.clear()
-        self.batches += 1
-        self._log._mark_durable(durable_seq)
+        chunks = [data for _last, data in self._backlog]
+        first, last = self._backlog_first, self._backlog[-1][0]
+        count = last - first + 1
+        if self.destination is Destination.PRIMARY:
+            try:
+                self.primary.write(chunks)
+            except OSError as exc:
+                self._failed("primary", exc)
+                self.destination = Destination.SPOOL if self.spool else Destination.STDOUT
+                self._schedule_retry()
+            else:
+                self.counters.primary_records += count
+                self._done(last, durable=True)
+                return
+        if self.destination is Destination.SPOOL and self.spool is not None:
+            try:
+                self.spool.write(chunks, first)
+            except OSError as exc:
+                self._failed("spool", exc)
+                self.spool.end_episode()
+                self.destination = Destination.STDOUT
+            else:
+                if self.counters.spool_records == 0 or self._spool_announce:
+                    logger.warning(
+                        "audit records now go to the spool %s (primary %s unavailable)",
+                        self.spool.directory,
+                        self.primary.path,
+                    )
+                    self._spool_announce = False
+                self.counters.spool_records += count
+                self._done(last, durable=True)
+                return
+        self._to_stdout(chunks, first, last)
 
-    @property
-    def pending_records(self) -> bool:
-        return bool(self._backlog)
+    _spool_announce = True
+
+    def _to_stdout(self, chunks: list[bytes], first: int, last: int) -> None:
+        if self._stdout_first is None:
+            self._stdout_first = first
+            logger.error(
+                "audit log cannot write to %s%s; falling back to stdout "
+                "(AUDIT_EMERGENCY lines, recover them with `riskaudit recover`)",
+                self.primary.path,
+                f" nor the spool {self.spool.directory}" if self.spool else "",
+            )
+        for data in chunks:
+            for line in data.split(b"\n")[:-1]:
+                self.emergency.put(line)
+        self.counters.stdout_records += last - first + 1
+        ranges = self.counters.stdout_ranges
+        if ranges and ranges[-1][1] == first - 1:
+            ranges[-1] = (ranges[-1][0], last)
+        else:
+            ranges.append((first, last))
+            del ranges[:-1000]
+        self._done(last, durable=False)
+
+    def _done(self, last: int, *, durable: bool) -> None:
+        self._backlog.clear()
+        self.counters.batches += 1
+        self._log._mark_handled(last, durable=durable)
+
+    def _failed(self, what: str, exc: OSError) -> None:
+        self.counters.write_failures += 1
+        self.counters.last_error = f"{what}: {exc}"
+        logger.error("audit %s write failed: %s", what, exc)
+
+    def _schedule_retry(self) -> None:
+        self._retry_delay = min(self.retry_max, max(RETRY_MIN, self._retry_delay * 2))
+        self._retry_at = time.monotonic() + self._retry_delay
+
+    # -- coming back ------------------------------------------------------------------
+
+    def try_restore(self) -> None:
+        """Retry the primary (then the spool): replay the spool, mark stdout holes."""
+        now = time.monotonic()
+        if self.destination is Destination.PRIMARY or now < self._retry_at:
+            return
+        try:
+            self._restore_primary()
+        except OSError as exc:
+            self.counters.last_error = f"primary: {exc}"
+            self._schedule_retry()
+            logger.warning(
+                "audit log %s still unavailable (%s); next retry in %.1fs",
+                self.primary.path,
+                exc,
+                self._retry_delay,
+            )
+            if self.destination is Destination.STDOUT and self.spool is not None:
+                self._try_spool_again()
+            return
+        logger.warning("audit log %s writable again; back on the primary", self.primary.path)
+        self._retry_delay = 0.0
+        self.destination = Destination.PRIMARY
+        self._spool_announce = True
+        self._close_stdout_range()
+
+    def _restore_primary(self) -> None:
+        primary = self.primary
+        if not primary.is_open or primary.identity() != "ok":
+            primary.open(create=True)
+        head = primary.head()
+        if head.torn:
+            kept = primary.repair(head)
+            self._log._enqueue_control(
+                "repair",
+                {
+                    "cut_bytes": kept.cut_bytes,
+                    "cut_sha256": kept.cut_sha256,
+                    "kept_at": kept.kept_at,
+                },
+            )
+        self.replay_spool(head.last_seq)
+
+    def replay_spool(self, primary_last: int) -> None:
+        """Append spool records newer than the primary's head, sync, then delete them."""
+        if self.spool is None:
+            return
+        files = self.spool.files()
+        if not files:
+            return
+        self.spool.end_episode()
+        lines: list[bytes] = []
+        for f in files:
+            lines.extend(records_after(f.path, primary_last))
+        if lines:
+            self.primary.write([b"".join(lines)])
+        self.counters.replayed_records += len(lines)
+        self.spool.delete(files)
+        logger.warning(
+            "replayed %d spool records into %s and removed %d spool files",
+            len(lines),
+            self.primary.path,
+            len(files),
+        )
+
+    def _try_spool_again(self) -> None:
+        assert self.spool is not None
+        self.destination = Destination.SPOOL
+        self._close_stdout_range()
+
+    def _close_stdout_range(self) -> None:
+        """Back on a durable destination after records went only to stdout: write the
+        ``gap`` record that names them. It takes the next ``seq``; records queued
+        meanwhile (lower ``seq``) still go to stdout, so the gap's ``prev`` is the hash
+        of the last stdout-only record and the chain stays one line."""
+        if self._stdout_first is None:
+            return
+        items, gap_seq = self._log._take_all_and_reserve_seq()
+        if items:
+            self.chain(items)
+            chunks = [data for _last, data in self._backlog]
+            self._to_stdout(chunks, self._backlog_first, self._backlog[-1][0])
+        first, last = self._stdout_first, self.last_seq
+        self._stdout_first = None
+        self.control(
+            gap_seq,
+            "gap",
+            {
+                "first_seq": first,
+                "last_seq": last,
+                "records": last - first + 1,
+                "destination": "stdout",
+            },
+        )
+        self.counters.gaps += 1
+        logger.error(
+            "audit log back on a durable destination: seq %d-%d went only to stdout "
+            "(gap record %d); recover them with `riskaudit recover`",
+            first,
+            last,
+            gap_seq,
+        )
+        self.commit()
+
+    # -- the file under us --------------------------------------------------------
+
+    def check_identity(self) -> None:
+        """Deleted: copy it back from the open handle. Renamed: reopen the path."""
+        if self.destination is not Destination.PRIMARY or not self.primary.is_open:
+            return
+        try:
+            state = self.primary.identity()
+        except OSError:
+            return
+        if state == "ok":
+            return
+        if state == "deleted":
+            self._rescue_deleted()
+        else:
+            self.counters.reopened += 1
+            logger.warning(
+                "audit log %s was renamed or replaced; reopening the path", self.primary.path
+            )
+            try:
+                self.primary.open(create=True)
+                head = self.primary.head()
+                if head.last_seq and head.last_seq != self.last_seq:
+                    logger.error(
+                        "the new file at %s ends at seq %d, not %d: not ours; continuing in it",
+                        self.primary.path,
+                        head.last_seq,
+                        self.last_seq,
+                    )
+            except OSError as exc:
+                self._failed("primary", exc)
+                self.primary.close()
+                self.destination = Destination.SPOOL if self.spool else Destination.STDOUT
+                self._schedule_retry()
+
+    def _rescue_deleted(self) -> None:
+        self.counters.rescued += 1
+        content = self.primary.read_all()
+        logger.critical(
+            "audit log %s was deleted while open: restoring its %d bytes from the open handle",
+            self.primary.path,
+            len(content),
+        )
+        old = self.primary
+        fresh = AppendFile(old.path)
+        try:
+            fresh.open(create=True)
+            if fresh.offset:
+                raise OSError(f"{old.path} exists again with other content")
+            fresh.write([content])
+        except OSError as exc:
+            fresh.close()
+            self._failed("primary", exc)
+            self._rescue_into_spool(content)
+            return
+        old.close()
+        self.primary = fresh
+
+    def _rescue_into_spool(self, content: bytes) -> None:
+        """The path cannot be made: keep the content as the first spool file."""
+        self.primary.close()
+        if self.spool is None:
+            # No spool: the records are still readable through stdout, at least.
+            for line in content.split(b"\n")[:-1]:
+                self.emergency.put(line)
+            self.destination = Destination.STDOUT
+            self._schedule_retry()
+            return
+        first = content[: content.find(b",")]
+        seq = int(first[len(b'{"seq":') :]) if first.startswith(b'{"seq":') else 1
+        target = self.spool.directory / f"{self.spool.prefix}{seq:020d}.jsonl"
+        try:
+            atomic_write(target, content)
+        except Exception as exc:
+            logger.critical("cannot rescue the deleted log into the spool either: %s", exc)
+            for line in content.split(b"\n")[:-1]:
+                self.emergency.put(line)
+            self.destination = Destination.STDOUT
+        else:
+            self.destination = Destination.SPOOL
+        self._schedule_retry()
 
     # -- the thread ---------------------------------------------------------------
 
     def run(self) -> None:
         log = self._log
-        retry = 0.0
         try:
             while True:
-                self.gate.wait()
-                if self._backlog:
-                    try:
-                        self.commit()
-                        if retry:
-                            logger.warning("audit log writable again: %s", log.path)
-                        retry = 0.0
-                    except OSError as exc:
-                        self.write_errors += 1
-                        retry = min(RETRY_MAX, max(RETRY_MIN, retry * 2))
-                        logger.error(
-                            "audit log write failed (%s); seq %d-%d kept in memory, "
-                            "retrying in %.2fs",
-                            exc,
-                            log.durable_seq + 1,
-                            self.last_seq,
-                            retry,
-                        )
-                        if log._closing_deadline_passed():
-                            return
-                        log._sleep_writer(retry)
-                        continue
+                if not self.gate.is_set():
+                    self.parked.set()
+                    self.gate.wait()
+                    self.parked.clear()
+                now = time.monotonic()
+                if now >= self._next_identity:
+                    self._next_identity = now + IDENTITY_EVERY
+                    self.check_identity()
+                    log._periodic(now)
+                if self.destination is not Destination.PRIMARY:
+                    self.try_restore()
                 items, closing = log._take()
                 if items:
-                    self.chain(items)  # committed at the top of the next turn
+                    self.chain(items)
+                    self.commit()
                 elif closing:
                     return
         except BaseException as exc:  # the thread must never die silently
             log._writer_died(exc)
             raise
         finally:
-            with contextlib.suppress(OSError):
-                os.close(self.fd)
+            self.primary.close()
+            if self.spool is not None:
+                self.spool.end_episode()
 
-    def close_sync(self) -> None:
-        """Close the file when the thread was never started (open failed half-way)."""
-        with contextlib.suppress(OSError):
-            os.close(self.fd)
+    def close_files(self) -> None:
+        """Close the files when the thread never started (open failed half-way)."""
+        self.primary.close()
+        if self.spool is not None:
+            self.spool.end_episode()
+
+    def forget(self) -> None:
+        """In a forked child: drop our copies of the descriptors."""
+        with contextlib.suppress(Exception):
+            self.primary.forget()
+        if self.spool is not None and self.spool.current is not None:
+            self.spool.current.forget()

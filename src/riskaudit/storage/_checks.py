@@ -103,9 +103,9 @@ def mount_of(path: Path, mounts: list[Mount]) -> Mount | None:
     best: Mount | None = None
     for m in mounts:
         mp = m.mount_point
-        if target == mp or target.startswith(mp.rstrip("/") + "/") or mp == "/":
-            if best is None or len(mp) >= len(best.mount_point):
-                best = m
+        inside = target == mp or target.startswith(mp.rstrip("/") + "/") or mp == "/"
+        if inside and (best is None or len(mp) >= len(best.mount_point)):
+            best = m
     return best
 
 

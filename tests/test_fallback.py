@@ -1,0 +1,301 @@
+"""Fallback order, replay and gaps, with write failures injected at the file boundary.
+
+The real faults (full disks, read-only mounts, a non-root writer, kill -9) are in
+tests/faults/; these tests drive the same code paths quickly and deterministically.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from riskaudit import (
+    AuditConfig,
+    AuditDegradedError,
+    AuditLog,
+    EventPriority,
+    EventType,
+    RiskEvent,
+    verify_paths,
+)
+from riskaudit.log._destinations import AppendFile
+from riskaudit.log._emergency import EmergencyOutput
+from riskaudit.recovery import recover
+from tests.helpers import event, records
+
+
+class Faults:
+    """Make writes to files under chosen directories fail with a chosen errno."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.broken: dict[Path, int] = {}
+        real = AppendFile.write
+
+        def write(f: AppendFile, chunks: list[bytes]) -> None:
+            for directory, err in self.broken.items():
+                if directory in f.path.parents:
+                    raise OSError(err, "injected")
+            real(f, chunks)
+
+        monkeypatch.setattr(AppendFile, "write", write)
+
+    def wait_until(self, log: AuditLog, destination: str, timeout: float = 10) -> None:
+        deadline = time.monotonic() + timeout
+        while log.health().destination != destination:
+            assert time.monotonic() < deadline, log.health()
+            time.sleep(0.01)
+
+
+@pytest.fixture
+def faults(monkeypatch: pytest.MonkeyPatch) -> Faults:
+    return Faults(monkeypatch)
+
+
+def cfg(tmp_path: Path, **kw: object) -> AuditConfig:
+    base = AuditConfig(
+        log_path=tmp_path / "primary" / "log.jsonl",
+        spool_dir=tmp_path / "spool",
+        flush_interval=0.001,
+        retry_max=0.05,
+    )
+    return base.with_(**kw)
+
+
+def ids_in(path: Path) -> list[str]:
+    out = []
+    for f in sorted(path.parent.glob(path.name + "*")):
+        if f.suffix == ".jsonl" or ".recovered-" in f.name:
+            for r in records(f):
+                if "event_id" in r:
+                    out.append(r["event_id"])
+                elif r.get("kind") == "recovered":
+                    ev = r.get("event") or {}
+                    if "record" in r:
+                        import orjson
+
+                        ev = orjson.loads(r["record"])
+                    out.append(ev.get("event_id"))
+    return out
+
+
+def test_primary_failure_goes_to_spool_and_replays(tmp_path: Path, faults: Faults) -> None:
+    """ENOSPC on the primary: batches go to the spool (durable), then are replayed into
+    the primary in seq order, and the spool files are removed."""
+    config = cfg(tmp_path)
+    produced = []
+    with AuditLog(config) as log:
+        for i in range(10):
+            produced.append(event(i))
+            log.append(produced[-1])
+        log.flush()
+        faults.broken[config.log_path.parent] = errno.ENOSPC
+        for i in range(10, 30):
+            produced.append(event(i))
+            log.append(produced[-1])
+        log.flush()  # durable in the spool: no error
+        assert log.health().status == "degraded"
+        assert list(config.spool_dir.glob("*.spool-*.jsonl"))
+        del faults.broken[config.log_path.parent]
+        faults.wait_until(log, "primary")
+        for i in range(30, 40):
+            produced.append(event(i))
+            log.append(produced[-1])
+    assert not list(config.spool_dir.glob("*.spool-*.jsonl"))
+    assert verify_paths([config.log_path]).valid
+    assert ids_in(config.log_path) == [e.event_id for e in produced]
+
+
+def test_stdout_when_spool_fails_too_then_gap_and_recover(tmp_path: Path, faults: Faults) -> None:
+    """Primary and spool both failing: full records on stdout, flush raises naming them,
+    a gap record marks the hole, and recover fills it so verify passes."""
+    config = cfg(tmp_path)
+    out = io.BytesIO()
+    produced = []
+    with AuditLog(config, emergency=EmergencyOutput(stream=out)) as log:
+        log.append(event(0))
+        log.flush()
+        faults.broken[config.log_path.parent] = errno.EIO
+        faults.broken[config.spool_dir] = errno.ENOSPC
+        for i in range(1, 6):
+            produced.append(event(i))
+            log.append(produced[-1])
+        with pytest.raises(AuditDegradedError) as info:
+            log.flush()
+        assert info.value.first_seq == 4 and info.value.last_seq == 8
+        assert log.health().status == "failing"
+        faults.broken.clear()
+        faults.wait_until(log, "primary")
+        log.append(event(6))
+    report = verify_paths([config.log_path.parent])
+    assert [(f.seq, f.kind) for f in report.findings] == [(4, "unrecovered")]
+    gap = next(r for r in records(config.log_path) if r.get("kind") == "gap")
+    assert (gap["first_seq"], gap["last_seq"]) == (4, 8)
+    lines = out.getvalue().splitlines()
+    assert all(line.startswith(b'AUDIT_EMERGENCY {"seq":') for line in lines)
+    stdout_file = tmp_path / "stdout.log"
+    stdout_file.write_bytes(out.getvalue())
+    rep = recover([stdout_file], config.log_path, config)
+    assert rep.filled == [(4, 8, "log.jsonl.recovered-4-8.jsonl")]
+    assert rep.verify is not None and rep.verify.valid, rep.verify.findings
+    again = recover([stdout_file], config.log_path, config)
+    assert again.appended == 0 and again.filled == []
+    assert again.verify is not None and again.verify.valid
+    assert sorted(config.log_path.parent.iterdir()) == sorted(
+        [
+            config.log_path,
+            config.log_path.with_name("log.jsonl.lock"),
+            config.log_path.with_name("log.jsonl.recovered-4-8.jsonl"),
+        ]
+    )
+
+
+def test_overflow_kill_switch_never_waits_others_go_unsequenced(tmp_path: Path) -> None:
+    """Writer stalled, queue full: KILL_SWITCH appends return at once (the reserve);
+    ordinary ones wait the append timeout, then go out as unsequenced lines that
+    recover appends as recovered records."""
+    config = AuditConfig(
+        log_path=tmp_path / "log.jsonl",
+        queue_size=8,
+        reserve=2,
+        backlog_limit=0,
+        append_timeout=0.05,
+    )
+    out = io.BytesIO()
+    with AuditLog(config, emergency=EmergencyOutput(stream=out)) as log:
+        with log.stall_writer():
+            for i in range(6):
+                assert log.append(event(i)) is not None
+            started = time.monotonic()
+            assert log.append(event(99)) is None
+            assert time.monotonic() - started >= 0.045
+            for _ in range(2):
+                started = time.monotonic()
+                ks = RiskEvent(
+                    EventType.KILL_SWITCH, EventPriority.CRITICAL, "t", {"action": "activate"}
+                )
+                assert log.append(ks) is not None
+                assert time.monotonic() - started < 0.01
+            started = time.monotonic()
+            assert log.append(RiskEvent(EventType.KILL_SWITCH)) is None  # reserve full
+            assert time.monotonic() - started < 0.01
+        assert log.unsequenced == 2
+    (tmp_path / "stdout.log").write_bytes(out.getvalue())
+    rep = recover([tmp_path / "stdout.log"], config.log_path, config)
+    assert rep.found_unsequenced == 2 and rep.appended == 2
+    assert rep.verify is not None and rep.verify.valid
+    recovered = [r for r in records(config.log_path) if r.get("kind") == "recovered"]
+    assert {r["event"]["data"].get("i") for r in recovered} == {99, None}
+    assert recover([tmp_path / "stdout.log"], config.log_path, config).appended == 0
+
+
+def test_deleted_file_is_restored_from_the_open_handle(tmp_path: Path) -> None:
+    """rm of the open log: the writer notices and copies it back, losing nothing."""
+    config = cfg(tmp_path)
+    with AuditLog(config) as log:
+        for i in range(50):
+            log.append(event(i))
+        log.flush()
+        config.log_path.unlink()
+        deadline = time.monotonic() + 5
+        while not config.log_path.exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        for i in range(50, 60):
+            log.append(event(i))
+        assert log.counters.rescued == 1
+    assert verify_paths([config.log_path]).valid
+    assert len([r for r in records(config.log_path) if "event_id" in r]) == 60
+
+
+def test_renamed_file_is_reopened_and_the_chain_continues(tmp_path: Path) -> None:
+    """mv of the open log (logrotate without a signal): the path is reopened and the
+    chain continues across the two files."""
+    config = cfg(tmp_path)
+    with AuditLog(config) as log:
+        for i in range(20):
+            log.append(event(i))
+        log.flush()
+        config.log_path.rename(config.log_path.with_name("log.jsonl.1"))
+        deadline = time.monotonic() + 5
+        while not config.log_path.exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        for i in range(20, 30):
+            log.append(event(i))
+        assert log.counters.reopened == 1
+    report = verify_paths([config.log_path.parent])
+    assert report.valid, report.findings
+    assert len(report.files) == 2
+
+
+def test_restart_replays_a_spool_left_behind(tmp_path: Path, faults: Faults) -> None:
+    """A writer that stopped while spooling: the next one replays the spool first."""
+    config = cfg(tmp_path, retry_max=60.0)
+    with AuditLog(config) as log:
+        log.append(event(0))
+        log.flush()
+        faults.broken[config.log_path.parent] = errno.EROFS
+        for i in range(1, 5):
+            log.append(event(i))
+        log.flush()
+    faults.broken.clear()
+    assert list(config.spool_dir.glob("*.spool-*"))
+    with AuditLog(config) as log:
+        log.append(event(5))
+    assert not list(config.spool_dir.glob("*.spool-*"))
+    report = verify_paths([config.log_path])
+    assert report.valid, report.findings
+    kinds = [r.get("kind", "event") for r in records(config.log_path)]
+    assert kinds == ["genesis", "start", "event", *["event"] * 4, "stop", "start", "event", "stop"]
+
+
+def test_partial_write_whose_truncate_fails_is_repaired(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch half-written before ENOSPC, and the truncate back failing too: the torn
+    bytes stay, the batch goes to the spool; when the primary is back, the torn tail is
+    cut aside with a repair record, the spool replayed, and the chain verifies."""
+    from riskaudit.log import _destinations
+
+    config = cfg(tmp_path)
+    real_write = _destinations.write_durably
+    broken = {"on": False}
+
+    def half_then_enospc(fd: int, chunks: list[bytes], offset: int) -> None:
+        if not broken["on"] or "/primary/" not in os.readlink(f"/proc/self/fd/{fd}"):
+            real_write(fd, chunks, offset)
+            return
+        data = b"".join(chunks)
+        os.pwrite(fd, data[: len(data) // 2 + 7], offset)
+        raise OSError(errno.ENOSPC, "injected: disk full mid-batch")
+
+    def no_truncate(fd: int, length: int) -> None:
+        raise OSError(errno.EIO, "injected: truncate failed")
+
+    monkeypatch.setattr(_destinations, "write_durably", half_then_enospc)
+    with AuditLog(config) as log:
+        for i in range(10):
+            log.append(event(i))
+        log.flush()
+        broken["on"] = True
+        with monkeypatch.context() as m:
+            m.setattr(_destinations.os, "ftruncate", no_truncate)
+            for i in range(10, 20):
+                log.append(event(i))
+            log.flush()  # durable in the spool
+            assert not config.log_path.read_bytes().endswith(b"\n")  # torn bytes stayed
+        broken["on"] = False
+        Faults.wait_until(Faults.__new__(Faults), log, "primary")
+        log.append(event(20))
+    recs = records(config.log_path)
+    repair = [r for r in recs if r.get("kind") == "repair"]
+    assert len(repair) == 1
+    assert (config.log_path.parent / repair[0]["kept_at"]).exists()
+    report = verify_paths([config.log_path])
+    assert report.valid, report.findings
+    assert len([r for r in recs if "event_id" in r]) == 21
