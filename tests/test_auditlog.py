@@ -410,3 +410,12 @@ def test_fallback_to_write_and_fsync(log_path: Path, monkeypatch: pytest.MonkeyP
     assert calls == [1] and fsyncs
     assert _files._DSYNC is None
     assert verify_paths([log_path]).valid
+
+
+def test_close_does_not_wait_out_the_flush_window(log_path: Path) -> None:
+    """close() returns promptly even with a long group-commit window."""
+    with AuditLog(AuditConfig(log_path=log_path, flush_interval=2.0)) as log:
+        log.append(event())
+        started = time.monotonic()
+    assert time.monotonic() - started < 1.0
+    assert records(log_path)[-1]["kind"] == "stop"

@@ -96,15 +96,18 @@ def parse_int(setting: str, text: str, *, minimum: int = 0) -> int:
 class AuditConfig:
     """Every knob of the audit log, the bus and the tools, with its default.
 
-    ``flush_interval`` is the group-commit window: the writer fsyncs at most once per
-    interval unless a caller is waiting in ``flush()``; 0 fsyncs every batch as soon as
-    it is taken. ``append_timeout`` bounds how long ``append`` may block on a full
+    ``flush_interval`` is the group-commit window: the writer syncs at most once per
+    interval unless a caller is waiting in ``flush()``. The default, 0, syncs each
+    batch as soon as it is taken; records that arrive during a sync form the next batch
+    (group commit without an added delay). A window trades time-to-durable for fewer
+    syncs, and under a producer that never blocks it costs extra GIL hand-offs: see
+    docs/benchmarks.md. ``append_timeout`` bounds how long ``append`` may block on a full
     queue. ``switch_interval`` is opt-in interpreter tuning (``sys.setswitchinterval``):
     ``None`` leaves the host process's setting alone.
     """
 
     log_path: Path = DEFAULT_LOG_PATH
-    flush_interval: float = 0.01
+    flush_interval: float = 0.0
     queue_size: int = 262_144
     backlog_limit: int = 16_384
     reserve: int = 4_096

@@ -38,6 +38,7 @@ from riskaudit.integrity._sources import Source, expand, line_chunks, order
 from riskaudit.log._codec import ZERO_HASH, split_head
 
 _RING = 1 << 16
+_RING_MASK = _RING - 1
 _RECOVERED = re.compile(r"\.recovered-(\d+)-(\d+)\.jsonl(?:\.gz)?$")
 
 
@@ -202,31 +203,41 @@ class _Verifier:
                     (fidx, lineno),
                 )
                 continue
+            # Locals, not attributes, in the loop that carries the throughput; they are
+            # written back before the slow path runs and after the loop.
+            pseq, phash, pline, ring = self.pseq, self.phash, self.pline, self.ring
+            accepted = 0
+            fast = self.count > 0 and not self.after_bad and not self.held
             for line in lines:
                 lineno += 1
                 cur, cur_at = pending, pending_at
                 pending, pending_at = line, (fidx, lineno)
                 if cur is None:
                     continue
-                if (
-                    not self.after_bad
-                    and cur.startswith(b'{"seq":%d,"prev":"%b"' % (self.pseq + 1, self.phash))
-                    and not self.held
-                ):
-                    h = sha(cur).hexdigest().encode("ascii")
-                    seq = self.pseq + 1
-                    self.ring[seq % _RING] = (seq, h, self.phash, fidx)
-                    self.pseq, self.phash, self.pline = seq, h, cur
-                    self.pchecked = self.suppress = False
-                    self.count += 1
-                    if self.first_seq is None:
-                        self.first_seq, self.first_line = seq, cur
+                if fast and cur.startswith(b'{"seq":%d,"prev":"%b"' % (pseq + 1, phash)):
+                    pseq += 1
+                    h = sha(cur).hexdigest().encode()
+                    ring[pseq & _RING_MASK] = (pseq, h, phash, fidx)
+                    phash, pline = h, cur
+                    accepted += 1
                     continue
+                self._sync(pseq, phash, pline, accepted)
+                accepted = 0
                 self._step(cur, cur_at, line)
+                pseq, phash, pline = self.pseq, self.phash, self.pline
+                fast = self.count > 0 and not self.after_bad and not self.held
+            self._sync(pseq, phash, pline, accepted)
         if pending is not None:
             self._step(pending, pending_at, None)
 
     # -- bookkeeping -------------------------------------------------------------
+
+    def _sync(self, pseq: int, phash: bytes, pline: bytes | None, accepted: int) -> None:
+        """Write the fast path's locals back (a no-op if it accepted nothing)."""
+        if accepted:
+            self.pseq, self.phash, self.pline = pseq, phash, pline
+            self.pchecked = self.suppress = False
+            self.count += accepted
 
     def _add(self, seq: int, kind: str, detail: str, at: tuple[int, int] | None) -> None:
         key = (seq, kind)
@@ -239,7 +250,7 @@ class _Verifier:
             other = self.held.pop(seq)
             kind = "duplicated" if other[1] == h else "inserted"
             self._add(seq, kind, "another record with this seq was stored earlier", None)
-        self.ring[seq % _RING] = (seq, h, prev, at[0])
+        self.ring[seq & _RING_MASK] = (seq, h, prev, at[0])
         self.pseq, self.phash, self.pline = seq, h, line
         self.pchecked = self.suppress = False
         self.count += 1
@@ -260,7 +271,7 @@ class _Verifier:
             self._accept(self.pseq + 1, hprev, hh, hline, (hf, hl))
 
     def _ring_get(self, seq: int) -> tuple[int, bytes, bytes, int] | None:
-        entry = self.ring[seq % _RING]
+        entry = self.ring[seq & _RING_MASK]
         return entry if entry is not None and entry[0] == seq else None
 
     def _take_missing(self, seq: int) -> bool:
@@ -398,7 +409,7 @@ class _Verifier:
             return
         if self._take_missing(seq):
             self._add(seq, "reordered", f"stored after seq {self.pseq}", at)
-            self.ring[seq % _RING] = (seq, h, prev, at[0])
+            self.ring[seq & _RING_MASK] = (seq, h, prev, at[0])
             return
         self._add(seq, "inserted", "a record older than the chain head, not seen before", at)
 

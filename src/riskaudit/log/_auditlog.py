@@ -406,7 +406,9 @@ class AuditLog:
         """Wait for work (group-commit window), then take everything queued."""
         interval = self.config.flush_interval
         self._writer_idle = True  # set before looking, so a producer cannot miss it
-        if interval > 0:
+        if self._state is _CLOSING:
+            pass  # drain and stop without waiting out a window
+        elif interval > 0:
             if len(self._pending) < self._wake_at:
                 self._wake.wait(interval)
         elif not self._pending:
