@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench install clean
+.PHONY: run test lint bench install clean system-deps
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,8 +24,24 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
+# Debian packages the real-fault tests use: unshare/setpriv (util-linux), mount, and a
+# system python3.11 that the unprivileged writer can run (the venv's may live under /root).
+SYSTEM_PACKAGES := util-linux mount python3.11
+
+## As root, install the Debian packages the tests need (only the missing ones).
+system-deps:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  missing=""; \
+	  for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	  if [ -n "$$missing" ]; then \
+	    echo "installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	      apt-get install -y -qq --no-install-recommends $$missing; \
+	  fi; \
+	fi
+
 ## make test: install everything the tests need, lint, then every test.
-test: lint
+test: system-deps lint
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)

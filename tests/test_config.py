@@ -81,3 +81,40 @@ def test_booleans() -> None:
     assert not parse_bool("X", "0") and not parse_bool("X", "FALSE")
     with pytest.raises(AuditConfigError):
         parse_bool("X", "maybe")
+
+
+def test_never_lose_settings() -> None:
+    """Spool, retry, reserve, fail-closed, persistence and watermarks from the environment."""
+    cfg = AuditConfig.from_env(
+        {
+            "RISK_AUDIT_SPOOL_DIR": "/spool",
+            "RISK_AUDIT_RETRY_MAX": "5s",
+            "RISK_AUDIT_RESERVE": "128",
+            "RISK_AUDIT_FAIL_CLOSED": "1",
+            "RISK_AUDIT_REQUIRE_PERSISTENT": "true",
+            "RISK_AUDIT_FREE_WARN_PERCENT": "20%",
+            "RISK_AUDIT_FREE_CRIT_BYTES": "512MiB",
+            "RISK_AUDIT_STORAGE_CHECK_INTERVAL": "2m",
+            "KUBERNETES_SERVICE_HOST": "10.0.0.1",
+        }
+    )
+    assert cfg.spool_dir == Path("/spool") and cfg.retry_max == 5
+    assert cfg.reserve == 128 and cfg.fail_closed and cfg.require_persistent
+    assert cfg.watermarks.warn_percent == 20 and cfg.watermarks.crit_bytes == 512 << 20
+    assert cfg.storage_check_interval == 120 and cfg.in_kubernetes
+
+
+@pytest.mark.parametrize(
+    ("env", "setting"),
+    [
+        ({"RISK_AUDIT_FAIL_CLOSED": "perhaps"}, "RISK_AUDIT_FAIL_CLOSED"),
+        ({"RISK_AUDIT_FREE_WARN_PERCENT": "120"}, "RISK_AUDIT_FREE_WARN_PERCENT"),
+        ({"RISK_AUDIT_FREE_CRIT_BYTES": "lots"}, "RISK_AUDIT_FREE_CRIT_BYTES"),
+        ({"RISK_AUDIT_RETRY_MAX": "0"}, "RISK_AUDIT_RETRY_MAX"),
+    ],
+)
+def test_bad_never_lose_settings_name_the_setting(env: dict[str, str], setting: str) -> None:
+    """A bad value of the new settings names the setting too."""
+    with pytest.raises(AuditConfigError) as info:
+        AuditConfig.from_env(env)
+    assert setting in str(info.value)

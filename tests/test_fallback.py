@@ -299,3 +299,35 @@ def test_partial_write_whose_truncate_fails_is_repaired(
     report = verify_paths([config.log_path])
     assert report.valid, report.findings
     assert len([r for r in recs if "event_id" in r]) == 21
+
+
+def test_recover_command_fills_the_gap_and_exits_0(tmp_path: Path, faults: Faults) -> None:
+    """`riskaudit recover STDOUT --into LOG`: prints what it filled, verifies, exit 0;
+    a missing source is a usage error (exit 2)."""
+    from typer.testing import CliRunner
+
+    from riskaudit.cli import app
+
+    config = cfg(tmp_path)
+    out = io.BytesIO()
+    with AuditLog(config, emergency=EmergencyOutput(stream=out)) as log:
+        log.append(event(0))
+        log.flush()
+        faults.broken[config.log_path.parent] = errno.EIO
+        faults.broken[config.spool_dir] = errno.EIO
+        log.append(event(1))
+        with pytest.raises(AuditDegradedError):
+            log.flush()
+        faults.broken.clear()
+        faults.wait_until(log, "primary")
+    capture = tmp_path / "container.log"
+    capture.write_bytes(out.getvalue())
+    runner = CliRunner()
+    assert runner.invoke(app, ["verify", str(config.log_path.parent)]).exit_code == 1
+    result = runner.invoke(app, ["recover", str(capture), "--into", str(config.log_path)])
+    assert result.exit_code == 0, result.output
+    assert "filled: seq 4-4" in result.output and "verify: VALID" in result.output
+    missing = runner.invoke(
+        app, ["recover", str(tmp_path / "nope"), "--into", str(config.log_path)]
+    )
+    assert missing.exit_code == 2
