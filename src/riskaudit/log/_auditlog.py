@@ -137,7 +137,23 @@ class AuditLog:
             sys.setswitchinterval(cfg.switch_interval)  # opt-in interpreter tuning
 
         self._check_storage_at_start()
+        self._owns_emergency = emergency is None
         self._emergency = emergency if emergency is not None else EmergencyOutput()
+        try:
+            self._open(cfg)
+        except BaseException:
+            if self._owns_emergency:
+                self._emergency.close(timeout=1.0)
+            raise
+        self._state = _OPEN
+        _LIVE.add(self)
+        self._writer.thread.start()
+        logger.info("Audit log file initialized: %s", self.path)
+
+    # -- opening --------------------------------------------------------------------
+
+    def _open(self, cfg: AuditConfig) -> None:
+        """Lock, find the head (primary and spool), replay, write the opening records."""
         with contextlib.suppress(OSError, AuditStorageError):
             ensure_dir(self.path.parent)
         self._file_lock = WriterLock(lock_path_for(self.path), cfg.spool_dir)
@@ -165,12 +181,6 @@ class AuditLog:
         except BaseException:
             self._file_lock.release()
             raise
-        self._state = _OPEN
-        _LIVE.add(self)
-        self._writer.thread.start()
-        logger.info("Audit log file initialized: %s", self.path)
-
-    # -- opening --------------------------------------------------------------------
 
     def _check_storage_at_start(self) -> None:
         cfg = self.config
@@ -564,7 +574,10 @@ class AuditLog:
             self._space.notify_all()
         self._wake.set()
         self._writer.thread.join(timeout)
-        self._emergency.drain(timeout=min(timeout, 5.0))
+        if self._owns_emergency:
+            self._emergency.close(timeout=min(timeout, 5.0))
+        else:
+            self._emergency.drain(timeout=min(timeout, 5.0))
         _LIVE.discard(self)
         if self._writer.thread.is_alive() or self._handled_seq < seq:
             logger.critical(

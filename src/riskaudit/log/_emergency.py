@@ -36,6 +36,7 @@ class EmergencyOutput:
         self._lines: deque[bytes] = deque()
         self._cond = threading.Condition()
         self._busy = False
+        self._closed = False
         self.written = 0
         self.lost = 0
         self._thread = threading.Thread(target=self._run, name="riskaudit-emergency", daemon=True)
@@ -44,6 +45,9 @@ class EmergencyOutput:
     def put(self, line: bytes) -> bool:
         """Queue one record line (without prefix or newline); False if it was lost."""
         with self._cond:
+            if self._closed:
+                self._write_now(line)
+                return True
             if len(self._lines) >= self._capacity:
                 self.lost += 1
                 lost = True
@@ -66,6 +70,13 @@ class EmergencyOutput:
                 self._cond.wait(remaining)
         return True
 
+    def close(self, timeout: float = 5.0) -> None:
+        """Write what is queued (at most ``timeout`` seconds), then stop the thread."""
+        self.drain(timeout)
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
     @property
     def pending(self) -> int:
         return len(self._lines)
@@ -77,25 +88,38 @@ class EmergencyOutput:
         buffer = getattr(out, "buffer", None)
         return buffer if buffer is not None else out.fileno()
 
+    def _write_now(self, line: bytes) -> None:
+        """After close (a late record): write synchronously, there is no thread left."""
+        try:
+            self._emit([line])
+        except Exception as exc:
+            self.lost += 1
+            logger.critical("emergency output failed, a record was LOST: %r", exc)
+
+    def _emit(self, batch: list[bytes]) -> None:
+        data = b"".join(_PREFIX + line + b"\n" for line in batch)
+        target = self._target()
+        if isinstance(target, int):
+            view = memoryview(data)
+            while view:
+                view = view[os.write(target, view) :]
+        else:
+            target.write(data)
+            target.flush()
+        self.written += len(batch)
+
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._lines:
+                while not self._lines and not self._closed:
                     self._cond.wait()
+                if not self._lines:
+                    return
                 batch = list(self._lines)
                 self._lines.clear()
                 self._busy = True
-            data = b"".join(_PREFIX + line + b"\n" for line in batch)
             try:
-                target = self._target()
-                if isinstance(target, int):
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(target, view) :]
-                else:
-                    target.write(data)
-                    target.flush()
-                self.written += len(batch)
+                self._emit(batch)
             except Exception as exc:  # stdout closed or broken: nowhere left to go
                 self.lost += len(batch)
                 logger.critical("emergency output failed, %d records LOST: %r", len(batch), exc)

@@ -39,6 +39,7 @@ from riskaudit.log._codec import chain_batch, control_line
 from riskaudit.log._destinations import AppendFile, Spool, records_after
 from riskaudit.log._emergency import EmergencyOutput
 from riskaudit.log._files import atomic_write
+from riskaudit.storage import probe_write
 
 if TYPE_CHECKING:
     from riskaudit.log._auditlog import AuditLog
@@ -102,6 +103,7 @@ class Writer:
         self._retry_at = 0.0
         self._next_identity = 0.0
         self._stdout_first: int | None = None  # the open stdout-only range, if any
+        self._spool_announce = True  # log the switch to the spool once per episode
         self.counters = WriterCounters()
         #: Test seam: while this event is clear, the writer waits before each turn.
         self.gate = threading.Event()
@@ -153,7 +155,7 @@ class Writer:
                 self.spool.end_episode()
                 self.destination = Destination.STDOUT
             else:
-                if self.counters.spool_records == 0 or self._spool_announce:
+                if self._spool_announce:
                     logger.warning(
                         "audit records now go to the spool %s (primary %s unavailable)",
                         self.spool.directory,
@@ -164,8 +166,6 @@ class Writer:
                 self._done(last, durable=True)
                 return
         self._to_stdout(chunks, first, last)
-
-    _spool_announce = True
 
     def _to_stdout(self, chunks: list[bytes], first: int, last: int) -> None:
         if self._stdout_first is None:
@@ -269,7 +269,10 @@ class Writer:
         )
 
     def _try_spool_again(self) -> None:
+        """From stdout back to the spool, if a probe shows it takes writes again."""
         assert self.spool is not None
+        if probe_write(self.spool.directory) is not None:
+            return
         self.destination = Destination.SPOOL
         self._close_stdout_range()
 
