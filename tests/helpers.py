@@ -59,9 +59,10 @@ def write_lines(path: Path, lines: list[bytes], *, trailing_newline: bool = True
     return path
 
 
-def records(path: Path) -> list[dict[str, Any]]:
-    """Every record of a (valid) log file, parsed."""
-    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
+def records(path: Path, *, checkpoints: bool = False) -> list[dict[str, Any]]:
+    """Every record of a (valid) log file, parsed (checkpoints only if asked for)."""
+    out = [orjson.loads(line) for line in path.read_bytes().splitlines()]
+    return out if checkpoints else [r for r in out if r.get("kind") != "checkpoint"]
 
 
 def event(i: int = 0, **data: Any) -> RiskEvent:

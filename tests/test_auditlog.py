@@ -98,7 +98,7 @@ def test_restart_resumes_the_chain(config: AuditConfig) -> None:
         for i in range(5):
             log.append(event(i))
     with AuditLog(config) as log:
-        assert log.last_seq == 9  # genesis, start, 5 events, stop, start
+        assert log.last_seq == 10  # genesis, start, 5 events, stop, checkpoint, start
         log.append(event(99))
     assert kinds(config.log_path) == [
         "genesis",
@@ -110,7 +110,7 @@ def test_restart_resumes_the_chain(config: AuditConfig) -> None:
         "stop",
     ]
     report = verify_paths([config.log_path])
-    assert report.valid and report.last_seq == 11
+    assert report.valid and report.last_seq == 13  # ..., event, stop, checkpoint
 
 
 def test_restart_after_crash_has_start_without_stop(config: AuditConfig) -> None:
@@ -136,11 +136,11 @@ def _write_then_tear(config: AuditConfig, tear: int) -> tuple[bytes, bytes]:
         log.append(event(1))
         log.append(event(2, note="€uro ünïcödé 東京" * 3))
         log.flush()
-    data = config.log_path.read_bytes()
-    lines = data.splitlines(keepends=True)
-    # Drop the stop record, then cut into the last event line.
-    good = b"".join(lines[:-2])
-    torn = lines[-2][: len(lines[-2]) - tear]
+    lines = config.log_path.read_bytes().splitlines(keepends=True)
+    # Drop the stop and checkpoint records, then cut into the last event line.
+    last = max(i for i, line in enumerate(lines) if b'"event_id"' in line)
+    good = b"".join(lines[:last])
+    torn = lines[last][: len(lines[last]) - tear]
     config.log_path.write_bytes(good + torn)
     return good, torn
 
@@ -166,11 +166,10 @@ def test_torn_tail_inside_a_multibyte_character(config: AuditConfig) -> None:
     """A cut in the middle of a UTF-8 character is repaired like any torn line."""
     with AuditLog(config) as log:
         log.append(event(1, note="東京東京東京"))
-    data = config.log_path.read_bytes()
-    lines = data.splitlines(keepends=True)
-    last_event = lines[-2]
-    cut_at = last_event.index("東".encode()) + 1  # inside the 3-byte character
-    config.log_path.write_bytes(b"".join(lines[:-2]) + last_event[:cut_at])
+    lines = config.log_path.read_bytes().splitlines(keepends=True)
+    last = max(i for i, line in enumerate(lines) if b'"event_id"' in line)
+    cut_at = lines[last].index("東".encode()) + 1  # inside the 3-byte character
+    config.log_path.write_bytes(b"".join(lines[:last]) + lines[last][:cut_at])
     with AuditLog(config) as log:
         assert log.repaired is not None and log.repaired.cut_bytes == cut_at
     assert verify_paths([config.log_path]).valid
@@ -324,7 +323,7 @@ def test_no_newline_inside_a_record(audit_log: AuditLog) -> None:
     audit_log.append(event(1, note="line one\nline two\r\n"))
     audit_log.close()
     raw = audit_log.path.read_bytes()
-    assert raw.count(b"\n") == len(records(audit_log.path))
+    assert raw.count(b"\n") == len(records(audit_log.path, checkpoints=True))
     assert records(audit_log.path)[-2]["data"]["note"] == "line one\nline two\r\n"
 
 
@@ -352,7 +351,11 @@ def test_four_producer_threads_lose_and_duplicate_nothing(log_path: Path) -> Non
     expected = [i for chunk in ids for i in chunk]
     assert len(written) == len(expected) == 200_000
     assert sorted(written) == sorted(expected)
-    assert report.records == 200_000 + 3
+    checkpoints = sum(
+        1 for r in records(log_path, checkpoints=True) if r.get("kind") == "checkpoint"
+    )
+    assert checkpoints >= 1  # every 100,000 records, and at close
+    assert report.records == 200_000 + 3 + checkpoints  # + genesis, start, stop
 
 
 def test_directory_is_created_with_restrictive_modes(tmp_path: Path) -> None:

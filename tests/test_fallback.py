@@ -149,6 +149,7 @@ def test_stdout_when_spool_fails_too_then_gap_and_recover(tmp_path: Path, faults
         [
             config.log_path,
             config.log_path.with_name("log.jsonl.lock"),
+            config.log_path.with_name("log.jsonl.checkpoints"),
             config.log_path.with_name("log.jsonl.recovered-4-8.jsonl"),
         ]
     )

@@ -119,6 +119,10 @@ class AuditConfig:
     watermarks: Watermarks = field(default_factory=Watermarks)
     storage_check_interval: float = 60.0
     in_kubernetes: bool = False
+    signing_key_file: Path | None = None
+    checkpoint_interval: float = 60.0
+    checkpoint_records: int = 100_000
+    checkpoint_path: Path | None = None
     host: str = field(default_factory=socket.gethostname)
     log_level: str = "INFO"
     switch_interval: float | None = None
@@ -132,6 +136,10 @@ class AuditConfig:
             raise AuditConfigError("RISK_AUDIT_FLUSH_INTERVAL", "must not be negative")
         if self.queue_size < 1:
             raise AuditConfigError("RISK_AUDIT_QUEUE_SIZE", "must be at least 1")
+        if self.checkpoint_records < 0:
+            raise AuditConfigError("RISK_AUDIT_CHECKPOINT_RECORDS", "must not be negative")
+        if self.checkpoint_interval < 0:
+            raise AuditConfigError("RISK_AUDIT_CHECKPOINT_INTERVAL", "must not be negative")
         if self.reserve < 0:
             raise AuditConfigError("RISK_AUDIT_RESERVE", "must not be negative")
         if self.retry_max <= 0:
@@ -187,6 +195,14 @@ class AuditConfig:
         if got := get("RISK_AUDIT_STORAGE_CHECK_INTERVAL"):
             kwargs["storage_check_interval"] = parse_duration(*got)
         kwargs["in_kubernetes"] = bool(env.get("KUBERNETES_SERVICE_HOST"))
+        if got := get("RISK_AUDIT_SIGNING_KEY_FILE"):
+            kwargs["signing_key_file"] = Path(got[1].strip())
+        if got := get("RISK_AUDIT_CHECKPOINT_INTERVAL"):
+            kwargs["checkpoint_interval"] = parse_duration(*got)
+        if got := get("RISK_AUDIT_CHECKPOINT_RECORDS"):
+            kwargs["checkpoint_records"] = parse_int(*got, minimum=0)
+        if got := get("RISK_AUDIT_CHECKPOINT_PATH"):
+            kwargs["checkpoint_path"] = Path(got[1].strip())
         marks: dict[str, Any] = {}
         for name, key, parse in (
             ("RISK_AUDIT_FREE_WARN_PERCENT", "warn_percent", parse_percent),

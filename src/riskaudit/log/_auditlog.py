@@ -48,6 +48,8 @@ from riskaudit.errors import (
     AuditStorageError,
 )
 from riskaudit.events import RiskEvent
+from riskaudit.integrity._keys import load_signer
+from riskaudit.log._checkpoint import Checkpointer
 from riskaudit.log._codec import FORMAT, encode_event_body, format_ts
 from riskaudit.log._emergency import EmergencyOutput
 from riskaudit.log._files import ensure_dir
@@ -137,6 +139,8 @@ class AuditLog:
             sys.setswitchinterval(cfg.switch_interval)  # opt-in interpreter tuning
 
         self._check_storage_at_start()
+        # A bad key stops start-up before anything is opened.
+        self._signer = load_signer(cfg.signing_key_file) if cfg.signing_key_file else None
         self._owns_emergency = emergency is None
         self._emergency = emergency if emergency is not None else EmergencyOutput()
         try:
@@ -170,6 +174,14 @@ class AuditLog:
                 opened.last_hash,
                 cfg.retry_max,
             )
+            if cfg.checkpoint_interval > 0:
+                self._writer.checkpointer = Checkpointer(
+                    stream=self.stream,
+                    signer=self._signer,
+                    sidecar=cfg.checkpoint_path or self.path.with_name(self.path.name + ".checkpoints"),
+                    interval=cfg.checkpoint_interval,
+                    every_records=cfg.checkpoint_records,
+                )
             self._next_seq = opened.last_seq + 1
             self._durable_seq = self._handled_seq = self._flush_floor = opened.last_seq
             try:

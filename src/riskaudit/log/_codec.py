@@ -162,7 +162,8 @@ def control_line(seq: int, prev: bytes, kind: str, fields: dict[str, Any], ts_ns
     """A control record line: ``seq``, ``prev``, ``kind``, its fields, then ``ts``."""
     record: dict[str, Any] = {"seq": seq, "prev": prev.decode("ascii"), "kind": kind}
     record.update(fields)
-    record["ts"] = format_ts(ts_ns)
+    if "ts" not in fields:  # a checkpoint places its signed ts itself
+        record["ts"] = format_ts(ts_ns)
     return orjson.dumps(record)
 
 

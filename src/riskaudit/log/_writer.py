@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
+from riskaudit.log._checkpoint import Checkpointer
 from riskaudit.log._codec import chain_batch, control_line
 from riskaudit.log._destinations import AppendFile, Spool, records_after
 from riskaudit.log._emergency import EmergencyOutput
@@ -105,6 +106,7 @@ class Writer:
         self._stdout_first: int | None = None  # the open stdout-only range, if any
         self._spool_announce = True  # log the switch to the spool once per episode
         self.counters = WriterCounters()
+        self.checkpointer: Checkpointer | None = None
         #: Test seam: while this event is clear, the writer waits before each turn.
         self.gate = threading.Event()
         self.gate.set()
@@ -117,6 +119,8 @@ class Writer:
         """Encode and chain queued items into the backlog, in ``seq`` order."""
         if not self._backlog:
             self._backlog_first = items[0][0]
+        if self.checkpointer is not None:
+            self.checkpointer.records += len(items)
         self.prev, chunks = chain_batch(items, self.prev, CHUNK_BYTES)
         self._backlog.extend(chunks)
         self.last_seq = items[-1][0]
@@ -310,6 +314,21 @@ class Writer:
         )
         self.commit()
 
+    # -- checkpoints ----------------------------------------------------------------
+
+    def checkpoint(self) -> None:
+        """Seal the chain head: a checkpoint record right after it (everything queued
+        is chained first), committed, then copied to the sidecar."""
+        cp = self.checkpointer
+        if cp is None:
+            return
+        items, seq = self._log._take_all_and_reserve_seq()
+        if items:
+            self.chain(items)
+        line = self.control(seq, "checkpoint", cp.fields(self.last_seq, self.prev, time.time_ns()))
+        self.commit()
+        cp.written_now(line)
+
     # -- the file under us --------------------------------------------------------
 
     def check_identity(self) -> None:
@@ -407,6 +426,8 @@ class Writer:
                     self._next_identity = now + IDENTITY_EVERY
                     self.check_identity()
                     log._periodic(now)
+                    if self.checkpointer is not None and self.checkpointer.due(now):
+                        self.checkpoint()
                 if self.destination is not Destination.PRIMARY:
                     self.try_restore()
                 items, closing = log._take()
@@ -414,6 +435,7 @@ class Writer:
                     self.chain(items)
                     self.commit()
                 elif closing:
+                    self.checkpoint()  # seals the stop record
                     return
         except BaseException as exc:  # the thread must never die silently
             log._writer_died(exc)
@@ -422,6 +444,8 @@ class Writer:
             self.primary.close()
             if self.spool is not None:
                 self.spool.end_episode()
+            if self.checkpointer is not None:
+                self.checkpointer.close()
 
     def close_files(self) -> None:
         """Close the files when the thread never started (open failed half-way)."""

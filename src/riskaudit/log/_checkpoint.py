@@ -1,0 +1,85 @@
+"""Checkpoints: signed statements of the chain head, in the log and in a sidecar.
+
+A hash chain cannot show that its newest records were cut off, and whoever can write
+the file can rewrite the whole chain. A checkpoint names the newest record (its
+``seq`` and hash) at a moment, signed with a key that is not on the log volume, and is
+written twice: into the chain itself and, synced, into the sidecar
+``<log>.checkpoints`` that operators ship off the host. Checkpoints are written every
+interval even when nothing else happens — silence is evidence too — every N records,
+and at close (after the ``stop`` record, so a clean close is sealed).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from riskaudit.integrity._keys import Signer, signed_text
+from riskaudit.log._codec import format_ts
+from riskaudit.log._destinations import AppendFile
+
+logger = logging.getLogger("riskaudit.checkpoint")
+
+
+class Checkpointer:
+    """When a checkpoint is due, what it says, and the sidecar it is copied to."""
+
+    def __init__(
+        self,
+        *,
+        stream: str,
+        signer: Signer | None,
+        sidecar: Path,
+        interval: float,
+        every_records: int,
+    ) -> None:
+        self.stream = stream
+        self.signer = signer
+        self.sidecar = AppendFile(sidecar)
+        self.interval = interval
+        self.every_records = every_records
+        self.records = 0
+        self.last = time.monotonic()
+        self.written = 0
+        self.sidecar_failures = 0
+        self.clock: dict[str, Any] | None = None
+
+    def due(self, now: float) -> bool:
+        if self.every_records and self.records >= self.every_records:
+            return True
+        return now - self.last >= self.interval
+
+    def fields(self, covers_seq: int, covers_hash: bytes, ts_ns: int) -> dict[str, Any]:
+        """The record's fields in format-v1 order (``ts`` before ``key_id`` and ``sig``)."""
+        ts = format_ts(ts_ns)
+        fields: dict[str, Any] = {
+            "covers_seq": covers_seq,
+            "covers_hash": covers_hash.decode("ascii"),
+            "ts": ts,
+        }
+        if self.signer is not None:
+            text = signed_text(self.stream, covers_seq, fields["covers_hash"], ts)
+            fields["key_id"] = self.signer.key_id
+            fields["sig"] = self.signer.sign(text)
+        if self.clock is not None:
+            fields["clock"] = self.clock
+        return fields
+
+    def written_now(self, line: bytes) -> None:
+        """The checkpoint record was committed: copy it to the sidecar, synced."""
+        self.records = 0
+        self.last = time.monotonic()
+        self.written += 1
+        try:
+            if not self.sidecar.is_open:
+                self.sidecar.open(create=True)
+            self.sidecar.write([line + b"\n"])
+        except OSError as exc:
+            self.sidecar_failures += 1
+            self.sidecar.close()
+            logger.error("cannot append the checkpoint to %s: %s", self.sidecar.path, exc)
+
+    def close(self) -> None:
+        self.sidecar.close()
