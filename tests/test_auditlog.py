@@ -136,6 +136,8 @@ def _write_then_tear(config: AuditConfig, tear: int) -> tuple[bytes, bytes]:
         log.append(event(1))
         log.append(event(2, note="€uro ünïcödé 東京" * 3))
         log.flush()
+    # A crash mid-write: the sealed close never happened, so no sidecar either.
+    config.log_path.with_name(config.log_path.name + ".checkpoints").unlink()
     lines = config.log_path.read_bytes().splitlines(keepends=True)
     # Drop the stop and checkpoint records, then cut into the last event line.
     last = max(i for i, line in enumerate(lines) if b'"event_id"' in line)
@@ -166,6 +168,7 @@ def test_torn_tail_inside_a_multibyte_character(config: AuditConfig) -> None:
     """A cut in the middle of a UTF-8 character is repaired like any torn line."""
     with AuditLog(config) as log:
         log.append(event(1, note="東京東京東京"))
+    config.log_path.with_name(config.log_path.name + ".checkpoints").unlink()
     lines = config.log_path.read_bytes().splitlines(keepends=True)
     last = max(i for i, line in enumerate(lines) if b'"event_id"' in line)
     cut_at = lines[last].index("東".encode()) + 1  # inside the 3-byte character

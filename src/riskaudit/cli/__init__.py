@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from riskaudit.cli import _demo, _recover, _tail, _verify
+from riskaudit.cli import _demo, _keys, _recover, _tail, _verify
 
 app = typer.Typer(
     name="riskaudit",
@@ -21,6 +21,7 @@ app.command("verify")(_verify.verify)
 app.command("tail")(_tail.tail)
 app.command("demo")(_demo.demo)
 app.command("recover")(_recover.recover)
+app.command("keygen")(_keys.keygen)
 
 
 def main() -> None:

@@ -34,6 +34,8 @@ from typing import Any
 
 import orjson
 
+from riskaudit.integrity._keys import PublicKey
+from riskaudit.integrity._seals import Checkpoint, SealInput, check_seals, read_sidecars
 from riskaudit.integrity._sources import Source, expand, line_chunks, order
 from riskaudit.log._codec import ZERO_HASH, split_head
 
@@ -79,6 +81,11 @@ class VerifyReport:
     first_ts: str | None = None
     last_ts: str | None = None
     findings: list[Finding] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    requested_last_seq: int = 0
+    requested_last_ts: str | None = None
+    verified_last_seq: int | None = None
+    checkpoints: int = 0
 
     @property
     def valid(self) -> bool:
@@ -94,15 +101,51 @@ class VerifyReport:
             "last_ts": self.last_ts,
             "files": self.files,
             "problems": [f.to_dict() for f in self.findings],
+            "warnings": self.warnings,
+            "checkpoints": self.checkpoints,
+            "requested": {
+                "first_seq": self.first_seq,
+                "last_seq": self.requested_last_seq,
+                "first_ts": self.first_ts,
+                "last_ts": self.requested_last_ts,
+            },
+            "verified": {"first_seq": self.first_seq, "last_seq": self.verified_last_seq},
         }
 
 
-def verify_paths(paths: Iterable[str | Path]) -> VerifyReport:
-    """Verify the stream made of these files, globs or directories.
+def verify_paths(
+    paths: Iterable[str | Path],
+    *,
+    keys: list[PublicKey] | None = None,
+    checkpoints: list[Path] | None = None,
+    checkpoint_interval: float = 60.0,
+    now_ns: int | None = None,
+) -> VerifyReport:
+    """Verify the stream made of these files, globs or directories, and what its
+    checkpoints prove (the sidecar next to the log unless ``checkpoints`` is given;
+    signatures with ``keys``).
 
     Raises AuditFormatError if an argument names no file.
     """
-    return _Verifier().run(order(expand([str(p) for p in paths])))
+    args = [str(p) for p in paths]
+    sidecars = checkpoints if checkpoints is not None else default_sidecars(args)
+    given = SealInput(keys=keys, sidecars=sidecars, interval=checkpoint_interval, now_ns=now_ns)
+    return _Verifier().run(order(expand(args)), given)
+
+
+def default_sidecars(args: list[str]) -> list[Path]:
+    """``<log>.checkpoints`` next to each named file; every ``*.checkpoints`` of a
+    named directory."""
+    out: list[Path] = []
+    for arg in args:
+        p = Path(arg)
+        if p.is_dir():
+            out.extend(sorted(p.glob("*.checkpoints")))
+        else:
+            side = p.with_name(p.name + ".checkpoints")
+            if side.exists():
+                out.append(side)
+    return out
 
 
 def _gap_range(line: bytes) -> tuple[int, int] | None:
@@ -123,15 +166,19 @@ def _sha(line: bytes) -> bytes:
     return hashlib.sha256(line).hexdigest().encode("ascii")
 
 
-def _ts_of(line: bytes | None) -> str | None:
+def _field_of(line: bytes | None, name: str) -> str | None:
     if line is None:
         return None
     try:
         record = orjson.loads(line)
     except orjson.JSONDecodeError:
         return None
-    ts = record.get("ts") if isinstance(record, dict) else None
-    return ts if isinstance(ts, str) else None
+    value = record.get(name) if isinstance(record, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def _ts_of(line: bytes | None) -> str | None:
+    return _field_of(line, "ts")
 
 
 class _Verifier:
@@ -150,13 +197,19 @@ class _Verifier:
         self.findings: dict[tuple[int, str], Finding] = {}
         self.files: list[str] = []
         self.recovered: dict[tuple[int, int], Path] = {}
+        self.wanted: set[int] = set()  # seqs that a sidecar checkpoint covers
+        self.covered: dict[int, bytes] = {}  # their hashes, as the walk found them
+        self.in_log: list[Checkpoint] = []
         self.count = 0
         self.first_seq: int | None = None
         self.first_line: bytes | None = None
 
     # -- driver ------------------------------------------------------------------
 
-    def run(self, sources: list[Source]) -> VerifyReport:
+    def run(self, sources: list[Source], given: SealInput | None = None) -> VerifyReport:
+        given = given or SealInput()
+        sidecar, problems = read_sidecars(given.sidecars)
+        self.wanted = {cp.covers_seq for cp in sidecar}
         # Recovered segments fill holes: they are spliced in where the chain needs them.
         main = []
         for src in sources:
@@ -170,15 +223,37 @@ class _Verifier:
         for span in sorted(self.recovered):
             self._feed_file(self.recovered.pop(span))
         self._finish()
+        stream = _field_of(self.first_line, "stream")
+        seals = check_seals(
+            stream=stream,
+            in_log=self.in_log,
+            sidecar=sidecar,
+            covered=self.covered,
+            last_seq=self.pseq if self.count else 0,
+            files=self.files,
+            given=given,
+        )
+        for seq, kind, detail in seals.findings:
+            self._add(seq, kind, detail, None)
+        warnings = [*problems, *seals.warnings]
         findings = sorted(self.findings.values(), key=lambda f: (f.seq, f.kind))
+        last = self.pseq if self.count else None
+        bad_from = min((f.seq for f in findings), default=None)
         return VerifyReport(
             files=self.files,
             records=self.count,
             first_seq=self.first_seq,
-            last_seq=self.pseq if self.count else None,
+            last_seq=last,
             first_ts=_ts_of(self.first_line),
             last_ts=_ts_of(self.pline),
             findings=findings,
+            warnings=warnings,
+            requested_last_seq=max(last or 0, seals.newest_seq),
+            requested_last_ts=max(
+                filter(None, [_ts_of(self.pline), seals.newest_ts]), default=None
+            ),
+            verified_last_seq=(bad_from - 1) if bad_from is not None else last,
+            checkpoints=seals.checkpoints,
         )
 
     def _feed_file(self, path: Path) -> None:
@@ -206,6 +281,7 @@ class _Verifier:
             # Locals, not attributes, in the loop that carries the throughput; they are
             # written back before the slow path runs and after the loop.
             pseq, phash, pline, ring = self.pseq, self.phash, self.pline, self.ring
+            wanted = self.wanted
             accepted = 0
             fast = self.count > 0 and not self.after_bad and not self.held
             for line in lines:
@@ -214,13 +290,19 @@ class _Verifier:
                 pending, pending_at = line, (fidx, lineno)
                 if cur is None:
                     continue
-                if fast and cur.startswith(b'{"seq":%d,"prev":"%b"' % (pseq + 1, phash)):
-                    pseq += 1
-                    h = sha(cur).hexdigest().encode()
-                    ring[pseq & _RING_MASK] = (pseq, h, phash, fidx)
-                    phash, pline = h, cur
-                    accepted += 1
-                    continue
+                if fast:
+                    pfx = b'{"seq":%d,"prev":"%b"' % (pseq + 1, phash)
+                    if cur.startswith(pfx):
+                        pseq += 1
+                        h = sha(cur).hexdigest().encode()
+                        ring[pseq & _RING_MASK] = (pseq, h, phash, fidx)
+                        if pseq in wanted:
+                            self.covered[pseq] = h
+                        if cur.startswith(b',"kind":"checkpoint"', len(pfx)):
+                            self._seal_seen(pseq, cur, phash)
+                        phash, pline = h, cur
+                        accepted += 1
+                        continue
                 self._sync(pseq, phash, pline, accepted)
                 accepted = 0
                 self._step(cur, cur_at, line)
@@ -231,6 +313,22 @@ class _Verifier:
             self._step(pending, pending_at, None)
 
     # -- bookkeeping -------------------------------------------------------------
+
+    def _seal_seen(self, seq: int, line: bytes, prev_hash: bytes) -> None:
+        """A checkpoint record in the chain: it covers the record just before it."""
+        cp = Checkpoint.parse(line, "log")
+        if cp is None:
+            return
+        self.in_log.append(cp)
+        if cp.covers_seq == seq - 1:
+            self.covered[seq - 1] = prev_hash
+        else:
+            self._add(
+                seq,
+                "checkpoint mismatch",
+                f"covers seq {cp.covers_seq}, not the record before it",
+                None,
+            )
 
     def _sync(self, pseq: int, phash: bytes, pline: bytes | None, accepted: int) -> None:
         """Write the fast path's locals back (a no-op if it accepted nothing)."""
@@ -251,6 +349,10 @@ class _Verifier:
             kind = "duplicated" if other[1] == h else "inserted"
             self._add(seq, kind, "another record with this seq was stored earlier", None)
         self.ring[seq & _RING_MASK] = (seq, h, prev, at[0])
+        if seq in self.wanted:
+            self.covered[seq] = h
+        if b'"kind":"checkpoint"' in line[:120]:
+            self._seal_seen(seq, line, self.phash)
         self.pseq, self.phash, self.pline = seq, h, line
         self.pchecked = self.suppress = False
         self.count += 1

@@ -178,7 +178,8 @@ class AuditLog:
                 self._writer.checkpointer = Checkpointer(
                     stream=self.stream,
                     signer=self._signer,
-                    sidecar=cfg.checkpoint_path or self.path.with_name(self.path.name + ".checkpoints"),
+                    sidecar=cfg.checkpoint_path
+                    or self.path.with_name(self.path.name + ".checkpoints"),
                     interval=cfg.checkpoint_interval,
                     every_records=cfg.checkpoint_records,
                 )

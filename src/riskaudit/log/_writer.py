@@ -434,6 +434,9 @@ class Writer:
                 if items:
                     self.chain(items)
                     self.commit()
+                    cp = self.checkpointer
+                    if cp is not None and cp.every_records and cp.records >= cp.every_records:
+                        self.checkpoint()
                 elif closing:
                     self.checkpoint()  # seals the stop record
                     return

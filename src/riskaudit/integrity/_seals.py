@@ -1,0 +1,197 @@
+"""What checkpoints prove, checked after the chain walk.
+
+The chain walk (``_verify``) records the hash of every ``seq`` a known checkpoint
+covers, and every checkpoint record it meets in the log. This module then reports,
+CloudTrail-style but without CloudTrail's blind spot (its validator quietly reports a
+shorter range when the newest digests are gone):
+
+* ``truncated``       the log ends before the newest checkpoint known (the sidecar
+  remembers what the log no longer shows);
+* ``checkpoint mismatch``  a checkpoint's hash is not the hash of the record it covers
+  (the history was rewritten and re-chained);
+* ``bad signature``   a signature that does not verify, an unknown key, a key used
+  outside its validity, or an unsigned checkpoint when keys were given;
+* ``WARNING: unsealed tail``  records after the newest checkpoint that are older than
+  two checkpoint intervals (a writer that stopped sealing, or a cut sidecar).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from riskaudit.integrity._keys import PublicKey, check_signature, signed_text
+from riskaudit.integrity._sources import line_chunks
+from riskaudit.log._codec import parse_ts, split_head
+
+
+@dataclass(slots=True)
+class Checkpoint:
+    """One checkpoint, from the log or the sidecar."""
+
+    seq: int
+    covers_seq: int
+    covers_hash: str
+    ts: str
+    key_id: str | None
+    sig: str | None
+    origin: str  # "log" or the sidecar's file name
+
+    @classmethod
+    def parse(cls, line: bytes, origin: str) -> Checkpoint | None:
+        try:
+            rec = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            return None
+        if not isinstance(rec, dict) or rec.get("kind") != "checkpoint":
+            return None
+        try:
+            return cls(
+                seq=int(rec["seq"]),
+                covers_seq=int(rec["covers_seq"]),
+                covers_hash=str(rec["covers_hash"]),
+                ts=str(rec["ts"]),
+                key_id=rec.get("key_id"),
+                sig=rec.get("sig"),
+                origin=origin,
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
+
+
+@dataclass(slots=True)
+class SealInput:
+    """What the verifier is told: keys, sidecars, the interval for the tail warning."""
+
+    keys: list[PublicKey] | None = None
+    sidecars: list[Path] = field(default_factory=list)
+    interval: float = 60.0
+    now_ns: int | None = None
+
+
+def read_sidecars(paths: list[Path]) -> tuple[list[Checkpoint], list[str]]:
+    """Checkpoints of the sidecar files, and complaints about unreadable lines."""
+    out: list[Checkpoint] = []
+    problems: list[str] = []
+    for path in paths:
+        for lines, _complete in line_chunks(path):
+            for n, line in enumerate(lines, start=1):
+                cp = Checkpoint.parse(line, path.name)
+                if cp is None:
+                    problems.append(f"{path.name}:{n}: not a checkpoint record")
+                else:
+                    out.append(cp)
+    return out, problems
+
+
+def first_unsealed_ts(files: list[str], after_seq: int) -> str | None:
+    """The ``ts`` of the first record after ``after_seq`` (read from the newest files)."""
+    for name in reversed(files):
+        for lines, _complete in line_chunks(Path(name)):
+            for line in lines:
+                head = split_head(line)
+                if head is not None and head[0] == after_seq + 1:
+                    try:
+                        ts = orjson.loads(line).get("ts")
+                    except orjson.JSONDecodeError:
+                        return None
+                    return ts if isinstance(ts, str) else None
+    return None
+
+
+@dataclass(slots=True)
+class SealReport:
+    findings: list[tuple[int, str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    newest_seq: int = 0
+    newest_ts: str | None = None
+    checkpoints: int = 0
+
+
+def check_seals(
+    *,
+    stream: str | None,
+    in_log: list[Checkpoint],
+    sidecar: list[Checkpoint],
+    covered: dict[int, bytes],
+    last_seq: int,
+    files: list[str],
+    given: SealInput,
+) -> SealReport:
+    """Everything checkpoints can tell about a walked chain."""
+    rep = SealReport()
+    keys = given.keys
+    seen: set[tuple[Any, ...]] = set()
+    unsigned_note = False
+    for cp in in_log + sidecar:
+        key = (cp.seq, cp.covers_seq, cp.covers_hash, cp.ts, cp.key_id, cp.sig)
+        if key in seen:  # the sidecar's copy of a checkpoint the log holds
+            continue
+        seen.add(key)
+        rep.checkpoints += 1
+        actual = covered.get(cp.covers_seq)
+        if cp.covers_seq > last_seq:
+            rep.findings.append(
+                (
+                    last_seq + 1,
+                    "truncated",
+                    f"the log ends at seq {last_seq} but a checkpoint ({cp.origin}, {cp.ts}) "
+                    f"covers seq {cp.covers_seq}: seq {last_seq + 1}-{cp.covers_seq} cut off",
+                )
+            )
+        elif actual is not None and actual.decode() != cp.covers_hash:
+            rep.findings.append(
+                (
+                    cp.covers_seq,
+                    "checkpoint mismatch",
+                    f"checkpoint seq {cp.seq} ({cp.origin}) says seq {cp.covers_seq} has hash "
+                    f"{cp.covers_hash[:16]}…, the log has {actual.decode()[:16]}…: history "
+                    "rewritten",
+                )
+            )
+        if keys is None:
+            unsigned_note = unsigned_note or bool(cp.sig)
+        elif stream is None:
+            rep.warnings.append(
+                "stream id unknown (no genesis or start record): signatures not checked"
+            )
+            keys = None
+        else:
+            why = check_signature(
+                keys,
+                cp.key_id,
+                cp.sig,
+                signed_text(stream, cp.covers_seq, cp.covers_hash, cp.ts),
+                parse_ts(cp.ts),
+            )
+            if why is not None:
+                rep.findings.append((cp.seq, "bad signature", f"checkpoint ({cp.origin}): {why}"))
+        if cp.covers_seq >= rep.newest_seq:
+            rep.newest_seq, rep.newest_ts = cp.covers_seq, cp.ts
+    if unsigned_note:
+        rep.warnings.append("checkpoint signatures not checked: give --public-key or --keyring")
+    # The unsealed tail: records after the newest checkpoint record in the log.
+    sealed_up_to = max((cp.seq for cp in in_log), default=0)
+    if last_seq > sealed_up_to:
+        ts = first_unsealed_ts(files, sealed_up_to)
+        now = given.now_ns if given.now_ns is not None else time.time_ns()
+        if ts is not None and now - parse_ts(ts) > 2 * given.interval * 1e9:
+            rep.warnings.append(
+                f"WARNING: unsealed tail: seq {sealed_up_to + 1}-{last_seq} "
+                f"({last_seq - sealed_up_to} records since {ts}) are covered by no checkpoint, "
+                f"and the oldest is more than two checkpoint intervals "
+                f"({2 * given.interval:g}s) old"
+            )
+    return rep
+
+
+def summary(rep: SealReport) -> dict[str, Any]:
+    return {
+        "checkpoints": rep.checkpoints,
+        "newest_covers_seq": rep.newest_seq,
+        "newest_ts": rep.newest_ts,
+    }
