@@ -15,6 +15,19 @@ VECTORS = Path(__file__).parent / "vectors" / "format-v1"
 RISKAUDIT = str(Path(sys.executable).with_name("riskaudit"))
 
 
+@pytest.fixture(autouse=True)
+def synchronised_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Logs opened in tests see a synchronised kernel clock unless a test injects its
+    own reader: CI machines often run unsynchronised, which would add `clock` records
+    to every log and make record counts depend on the machine."""
+    from riskaudit.clock import ClockState
+
+    monkeypatch.setattr(
+        "riskaudit.log._auditlog.read_clock",
+        lambda: ClockState(True, 0.0001, 0.00001, "TIME_OK"),
+    )
+
+
 @pytest.fixture
 def log_path(tmp_path: Path) -> Path:
     return tmp_path / "logs" / "risk_audit.jsonl"

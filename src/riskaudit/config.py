@@ -123,6 +123,8 @@ class AuditConfig:
     checkpoint_interval: float = 60.0
     checkpoint_records: int = 100_000
     checkpoint_path: Path | None = None
+    clock_max_error: float = 0.001
+    clock_required: bool = False
     host: str = field(default_factory=socket.gethostname)
     log_level: str = "INFO"
     switch_interval: float | None = None
@@ -201,6 +203,10 @@ class AuditConfig:
             kwargs["checkpoint_interval"] = parse_duration(*got)
         if got := get("RISK_AUDIT_CHECKPOINT_RECORDS"):
             kwargs["checkpoint_records"] = parse_int(*got, minimum=0)
+        if got := get("RISK_AUDIT_CLOCK_MAX_ERROR"):
+            kwargs["clock_max_error"] = parse_duration(*got)
+        if got := get("RISK_AUDIT_CLOCK_REQUIRED"):
+            kwargs["clock_required"] = parse_bool(*got)
         if got := get("RISK_AUDIT_CHECKPOINT_PATH"):
             kwargs["checkpoint_path"] = Path(got[1].strip())
         marks: dict[str, Any] = {}

@@ -36,6 +36,7 @@ from types import TracebackType
 from typing import Any
 
 from riskaudit._version import __version__
+from riskaudit.clock import ClockReader, read_clock
 from riskaudit.config import AuditConfig
 from riskaudit.errors import (
     AuditClosedError,
@@ -63,6 +64,7 @@ logger = logging.getLogger("riskaudit")
 _OPEN, _CLOSING, _CLOSED, _FORKED, _FAILED = range(5)
 _LIVE: weakref.WeakSet[AuditLog] = weakref.WeakSet()
 CLOSE_TIMEOUT = 10.0
+CLOCK_EVERY = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +82,7 @@ class Health:
     stdout_records: int
     unsequenced: int
     lost: int
+    warnings: tuple[str, ...] = ()
 
 
 class AuditLog:
@@ -97,13 +100,15 @@ class AuditLog:
         path: str | Path | None = None,
         on_durable: Callable[[int], None] | None = None,
         emergency: EmergencyOutput | None = None,
+        clock: ClockReader | None = None,
     ) -> None:
         """Open (or create) the log, repair a torn tail, replay the spool, write
         ``start``, and start the writer.
 
         ``on_durable(seq)`` is called on the writer thread after every durable write
         with the new durable watermark (metrics and benchmarks hook in here); keep it
-        quick. ``emergency`` replaces stdout as the last destination (tests).
+        quick. ``emergency`` replaces stdout as the last destination, and ``clock``
+        the kernel clock reader (test seams).
         """
         self._on_durable = on_durable
         cfg = config if config is not None else AuditConfig()
@@ -139,6 +144,10 @@ class AuditLog:
             sys.setswitchinterval(cfg.switch_interval)  # opt-in interpreter tuning
 
         self._check_storage_at_start()
+        self._read_clock = clock if clock is not None else read_clock
+        self.clock = self._read_clock()
+        self._clock_problem = self.clock.problem(cfg.clock_max_error)
+        self._next_clock = 0.0
         # A bad key stops start-up before anything is opened.
         self._signer = load_signer(cfg.signing_key_file) if cfg.signing_key_file else None
         self._owns_emergency = emergency is None
@@ -183,6 +192,7 @@ class AuditLog:
                     interval=cfg.checkpoint_interval,
                     every_records=cfg.checkpoint_records,
                 )
+                self._writer.checkpointer.clock = self.clock.to_record()
             self._next_seq = opened.last_seq + 1
             self._durable_seq = self._handled_seq = self._flush_floor = opened.last_seq
             try:
@@ -242,7 +252,11 @@ class AuditLog:
             fields = {"cut_bytes": r.cut_bytes, "cut_sha256": r.cut_sha256, "kept_at": r.kept_at}
             items.append((seq, now, ("repair", fields)))
         seq += 1
-        items.append((seq, now, ("start", self._identity())))
+        items.append((seq, now, ("start", {**self._identity(), "clock": self.clock.to_record()})))
+        if self._clock_problem is not None:
+            seq += 1
+            items.append((seq, now, ("clock", self._clock_fields())))
+            logger.warning("system clock: %s (%s)", self._clock_problem, self.clock)
         self._next_seq = seq + 1
         self._writer.chain(items)
         self._writer.commit()
@@ -479,6 +493,9 @@ class AuditLog:
         """Housekeeping on the writer thread: the lock, and storage every interval."""
         if self._file_lock.lost():
             self._relock()
+        if now >= self._next_clock:
+            self._next_clock = now + CLOCK_EVERY
+            self._check_clock()
         if now >= self._next_storage:
             self._next_storage = now + self.config.storage_check_interval
             directory = self.path.parent
@@ -493,6 +510,25 @@ class AuditLog:
                 if warning not in old:
                     logger.warning("%s", warning)
             self.storage = report
+
+    def _clock_fields(self) -> dict[str, Any]:
+        return {
+            **self.clock.to_record(),
+            "problem": self._clock_problem or "ok",
+            "limit_s": self.config.clock_max_error,
+        }
+
+    def _check_clock(self) -> None:
+        """Re-read the kernel clock; a ``clock`` record when its verdict changes."""
+        self.clock = self._read_clock()
+        if self._writer.checkpointer is not None:
+            self._writer.checkpointer.clock = self.clock.to_record()
+        problem = self.clock.problem(self.config.clock_max_error)
+        if (problem is None) != (self._clock_problem is None):
+            self._clock_problem = problem
+            self._enqueue_control("clock", self._clock_fields())
+            logger.warning("system clock: %s (%s)", problem or "back within limits", self.clock)
+        self._clock_problem = problem
 
     def _relock(self) -> None:
         """The lock file was deleted or replaced (``rm -r`` of the log directory): take
@@ -552,6 +588,13 @@ class AuditLog:
             if not storage.writable and w.destination is Destination.PRIMARY:
                 status = "degraded" if status == "ok" else status
                 reasons.append(f"write probe failed: {storage.probe_error}")
+        warnings: list[str] = []
+        if self._clock_problem is not None:
+            text = f"clock: {self._clock_problem}"
+            warnings.append(text)
+            if self.config.clock_required:
+                status = "degraded" if status == "ok" else status
+                reasons.append(text)
         lost = self._emergency.lost
         if lost:
             status = "failing"
@@ -566,6 +609,7 @@ class AuditLog:
             stdout_records=w.counters.stdout_records,
             unsequenced=self.unsequenced,
             lost=lost,
+            warnings=tuple(warnings),
         )
 
     @property

@@ -1,0 +1,76 @@
+"""Clock evidence: the kernel's view in start and checkpoints; a clock record on change."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from riskaudit import AuditConfig, AuditLog
+from riskaudit.clock import ClockState, read_clock
+from tests.helpers import records
+
+GOOD = ClockState(True, 0.0002, 0.00001, "TIME_OK")
+UNSYNCED = ClockState(False, 16.0, 16.0, "TIME_ERROR")
+
+
+def test_the_real_kernel_clock_can_be_read() -> None:
+    """adjtimex answers on Linux: a state name and errors in seconds."""
+    state = read_clock()
+    assert state.state.startswith("TIME_") or state.state.startswith("unknown")
+    if state.max_error_s is not None:
+        assert state.max_error_s >= 0
+
+
+def test_clock_state_is_in_start_and_checkpoints(tmp_path: Path) -> None:
+    """start and every checkpoint carry the clock's synchronisation and errors."""
+    cfg = AuditConfig(log_path=tmp_path / "c.jsonl")
+    with AuditLog(cfg, clock=lambda: GOOD):
+        pass
+    recs = records(cfg.log_path, checkpoints=True)
+    start = next(r for r in recs if r.get("kind") == "start")
+    checkpoint = next(r for r in recs if r.get("kind") == "checkpoint")
+    for rec in (start, checkpoint):
+        assert rec["clock"]["synchronised"] is True and rec["clock"]["max_error_s"] == 0.0002
+    assert not [r for r in recs if r.get("kind") == "clock"]
+
+
+def test_unsynchronised_clock_writes_a_warning_record_and_only_warns(tmp_path: Path) -> None:
+    """An unsynchronised clock: a clock record at start and a health warning, but the
+    clock is not a reason for degraded health by default."""
+    cfg = AuditConfig(log_path=tmp_path / "c.jsonl")
+    with AuditLog(cfg, clock=lambda: UNSYNCED) as log:
+        health = log.health()
+        assert health.warnings == ("clock: unsynchronised",)
+        assert not any("clock" in r for r in health.reasons)
+    clock = [r for r in records(cfg.log_path) if r.get("kind") == "clock"]
+    assert len(clock) == 1 and clock[0]["problem"] == "unsynchronised"
+
+
+def test_clock_required_makes_health_degraded(tmp_path: Path) -> None:
+    """RISK_AUDIT_CLOCK_REQUIRED=1 turns the clock warning into degraded health."""
+    cfg = AuditConfig(log_path=tmp_path / "c.jsonl", clock_required=True)
+    with AuditLog(cfg, clock=lambda: UNSYNCED) as log:
+        health = log.health()
+        assert health.status == "degraded" and "clock: unsynchronised" in health.reasons
+
+
+def test_a_clock_record_on_each_change_not_each_event(tmp_path: Path) -> None:
+    """The clock goes bad then good again: exactly two clock records, however many events."""
+    from riskaudit.log import _auditlog
+
+    states = {"now": GOOD}
+    cfg = AuditConfig(log_path=tmp_path / "c.jsonl", clock_max_error=0.001)
+    old_every = _auditlog.CLOCK_EVERY
+    _auditlog.CLOCK_EVERY = 0.1
+    try:
+        with AuditLog(cfg, clock=lambda: states["now"]) as log:
+            time.sleep(0.7)
+            states["now"] = ClockState(True, 0.5, 0.1, "TIME_OK")  # error too large
+            time.sleep(0.7)
+            states["now"] = GOOD
+            time.sleep(0.7)
+            assert log.health().warnings == ()
+    finally:
+        _auditlog.CLOCK_EVERY = old_every
+    clock = [r for r in records(cfg.log_path) if r.get("kind") == "clock"]
+    assert [c["problem"] for c in clock] == ["maximum error 0.5s exceeds 0.001s", "ok"]
