@@ -125,6 +125,8 @@ class AuditConfig:
     checkpoint_path: Path | None = None
     clock_max_error: float = 0.001
     clock_required: bool = False
+    schema_policy: str = "warn"
+    actor_policy: str = "enforce"
     host: str = field(default_factory=socket.gethostname)
     log_level: str = "INFO"
     switch_interval: float | None = None
@@ -138,6 +140,14 @@ class AuditConfig:
             raise AuditConfigError("RISK_AUDIT_FLUSH_INTERVAL", "must not be negative")
         if self.queue_size < 1:
             raise AuditConfigError("RISK_AUDIT_QUEUE_SIZE", "must be at least 1")
+        if self.schema_policy not in ("enforce", "warn", "off"):
+            raise AuditConfigError(
+                "RISK_AUDIT_SCHEMA_POLICY", f"{self.schema_policy!r} is not enforce, warn or off"
+            )
+        if self.actor_policy not in ("enforce", "warn", "off"):
+            raise AuditConfigError(
+                "RISK_AUDIT_ACTOR_POLICY", f"{self.actor_policy!r} is not enforce, warn or off"
+            )
         if self.checkpoint_records < 0:
             raise AuditConfigError("RISK_AUDIT_CHECKPOINT_RECORDS", "must not be negative")
         if self.checkpoint_interval < 0:
@@ -203,6 +213,10 @@ class AuditConfig:
             kwargs["checkpoint_interval"] = parse_duration(*got)
         if got := get("RISK_AUDIT_CHECKPOINT_RECORDS"):
             kwargs["checkpoint_records"] = parse_int(*got, minimum=0)
+        if got := get("RISK_AUDIT_SCHEMA_POLICY"):
+            kwargs["schema_policy"] = got[1].strip().lower()
+        if got := get("RISK_AUDIT_ACTOR_POLICY"):
+            kwargs["actor_policy"] = got[1].strip().lower()
         if got := get("RISK_AUDIT_CLOCK_MAX_ERROR"):
             kwargs["clock_max_error"] = parse_duration(*got)
         if got := get("RISK_AUDIT_CLOCK_REQUIRED"):

@@ -146,15 +146,21 @@ class RiskEngineSimulator:
             EventType.CONFIG_UPDATE,
             EventPriority.HIGH,
             {"limit": "max_position", "old": old, "new": self.max_position},
-            {"actor": "risk-officer", "ticket": "RISK-1042"},
+            {"actor": "risk-officer", "approved_by": "chief-risk-officer", "ticket": "RISK-1042"},
         )
 
     def _kill_switch(self, action: str, reason: str) -> None:
+        # Switching trading back on is a four-eyes decision (RTS 6): actor and approver.
+        meta: dict[str, object] = (
+            {"actor": "risk-engine", "risk_reducing": True}
+            if action == "activate"
+            else {"actor": "risk-officer", "approved_by": "head-of-trading"}
+        )
         self._publish(
             EventType.KILL_SWITCH,
             EventPriority.CRITICAL,
             {"action": action, "scope": "stat-arb-3", "reason": reason},
-            {"actor": "risk-engine", "risk_reducing": action == "activate"},
+            meta,
         )
 
     def run(

@@ -11,6 +11,9 @@ trading process can catch the whole family in one place::
     │   ├── AuditClosedError    ... because it was closed
     │   └── AuditForkedError    ... because this process is a fork of its owner
     ├── AuditEncodingError      an event cannot be written as format v1 (nothing written)
+    │   └── AuditSchemaError    an event lacks a field its type's schema requires
+    ├── AuditPolicyError        an event breaks the actor rules (a policy_violation
+    │                           record keeps the attempt)
     ├── AuditQueueFullError     the writer did not make room within the append timeout
     ├── AuditFlushTimeoutError  ``flush(timeout)`` ran out of time
     ├── AuditDegradedError      records reached only a non-durable destination
@@ -63,6 +66,19 @@ class AuditForkedError(AuditStateError):
 
 class AuditEncodingError(AuditError, TypeError):
     """An event cannot be encoded as a format-v1 record; nothing was written."""
+
+
+class AuditSchemaError(AuditEncodingError):
+    """An event lacks a ``data`` field its type's schema requires; nothing was written."""
+
+
+class AuditPolicyError(AuditError):
+    """An event breaks the actor rules; the attempt is recorded as ``policy_violation``."""
+
+    def __init__(self, message: str, *, rule: str, seq: int) -> None:
+        super().__init__(message)
+        self.rule = rule
+        self.seq = seq
 
 
 class AuditQueueFullError(AuditError):

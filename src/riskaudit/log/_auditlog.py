@@ -35,6 +35,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import orjson
+
 from riskaudit._version import __version__
 from riskaudit.clock import ClockReader, read_clock
 from riskaudit.config import AuditConfig
@@ -44,7 +46,9 @@ from riskaudit.errors import (
     AuditError,
     AuditFlushTimeoutError,
     AuditForkedError,
+    AuditPolicyError,
     AuditQueueFullError,
+    AuditSchemaError,
     AuditStateError,
     AuditStorageError,
 )
@@ -57,6 +61,7 @@ from riskaudit.log._files import ensure_dir
 from riskaudit.log._lock import WriterLock, lock_path_for
 from riskaudit.log._startup import open_log
 from riskaudit.log._writer import Destination, QueueItem, Writer
+from riskaudit.policy import ACTOR_TYPES, actor_problem, schema_problem
 from riskaudit.storage import StorageReport, check_storage
 
 logger = logging.getLogger("riskaudit")
@@ -135,6 +140,10 @@ class AuditLog:
         self._failure: BaseException | None = None
         self._owner_pid = os.getpid()
         self.throttled = 0
+        self.schema_warnings = 0
+        self.policy_violations = 0
+        self._schema_policy = None if cfg.schema_policy == "off" else cfg.schema_policy
+        self._actor_policy = None if cfg.actor_policy == "off" else cfg.actor_policy
         self.unsequenced = 0
         self.refused = 0
         self._lock_lost = False
@@ -278,6 +287,15 @@ class AuditLog:
         ``unsequenced`` emergency line instead (counted; ``recover`` puts it back).
         """
         body = encode_event_body(event)
+        if self._schema_policy and (problem := schema_problem(event)) is not None:
+            self._schema_violation(event, problem)
+        if event.event_type in ACTOR_TYPES and self._actor_policy:
+            rule = actor_problem(event)
+            if rule is not None:
+                return self._actor_violation(event, body, *rule)
+        return self._hand_off(event, body)
+
+    def _hand_off(self, event: RiskEvent, body: bytes) -> int | None:
         with self._lock:
             if self._state is not _OPEN:
                 self._raise_state()
@@ -295,6 +313,42 @@ class AuditLog:
             self._writer_idle = False
             self._wake.set()
         return seq
+
+    def _schema_violation(self, event: RiskEvent, problem: str) -> None:
+        if self._schema_policy == "enforce":
+            raise AuditSchemaError(f"event {event.event_id}: {problem}; nothing was written")
+        self.schema_warnings += 1
+        if self.schema_warnings == 1 or self.schema_warnings % 1000 == 0:
+            logger.warning(
+                "event %s: %s (RISK_AUDIT_SCHEMA_POLICY=warn: written anyway; %d so far)",
+                event.event_id,
+                problem,
+                self.schema_warnings,
+            )
+
+    def _actor_violation(self, event: RiskEvent, body: bytes, rule: str, detail: str) -> int | None:
+        """Record the attempt; refuse it (enforce) or write it flagged (warn)."""
+        self.policy_violations += 1
+        fields: dict[str, Any] = {"rule": rule, "detail": detail, "event_id": event.event_id}
+        if self._actor_policy == "enforce":
+            fields["outcome"] = "refused"
+            fields["event"] = orjson.loads(b"{" + body)
+            seq = self._enqueue_control("policy_violation", fields)
+            logger.error(
+                "event %s refused: %s (policy_violation seq %d)", event.event_id, detail, seq
+            )
+            raise AuditPolicyError(
+                f"event {event.event_id} refused: {detail}; the attempt is recorded as "
+                f"policy_violation seq {seq}",
+                rule=rule,
+                seq=seq,
+            )
+        event_seq = self._hand_off(event, body)
+        fields["outcome"] = "flagged"
+        fields["event_seq"] = event_seq
+        self._enqueue_control("policy_violation", fields)
+        logger.warning("event %s flagged: %s", event.event_id, detail)
+        return event_seq
 
     def _make_room(self, event: RiskEvent, n: int) -> bool:
         """The slow path, with the lock held. True: enqueue; False: emergency line."""

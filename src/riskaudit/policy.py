@@ -1,0 +1,114 @@
+"""What a risk event must say: versioned data schemas and the actor rules.
+
+**Schemas** (version 1) name the ``data`` fields each event type needs so that the
+record is useful evidence — a LIMIT_BREACH names the limit, its value and the observed
+value; a PRE_TRADE_CHECK names the order and the outcome. They are checked at
+``append`` under ``RISK_AUDIT_SCHEMA_POLICY``: ``warn`` (default: write the event, log
+and count), ``enforce`` (refuse it with AuditSchemaError naming the field), ``off``.
+
+**Actor rules** (MiFID II RTS 6 Art. 18, SEC 15c3-5: who changed a limit, who switched
+trading back on). A risk-limit change is a CONFIG_UPDATE with ``data.limit``,
+``data.old`` and ``data.new``; it is an increase when ``new > old``. A KILL_SWITCH has
+``data.action`` = ``activate``, ``deactivate`` or ``reset``. CONFIG_UPDATE events and
+kill-switch deactivations and resets must carry ``metadata.actor``; limit increases
+and kill-switch resets also ``metadata.approved_by``, a different person. Under
+``RISK_AUDIT_ACTOR_POLICY=enforce`` (default) a violation writes a ``policy_violation``
+record — the attempt is evidence — and ``append`` raises AuditPolicyError; under
+``warn`` the event is written and a ``policy_violation`` record flags it.
+
+There is no update or delete: a correction is a new event whose ``metadata.corrects``
+names the original ``event_id``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from riskaudit.events import EventType, RiskEvent
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Schema:
+    """Required ``data`` fields: all of ``required``, and one of ``one_of`` if given."""
+
+    required: frozenset[str]
+    one_of: frozenset[str] = frozenset()
+
+
+SCHEMAS: dict[EventType, Schema] = {
+    EventType.MARKET_DATA: Schema(frozenset({"symbol"})),
+    EventType.POSITION_UPDATE: Schema(frozenset({"symbol", "position"})),
+    EventType.TRADE_REQUEST: Schema(frozenset({"order_id", "symbol", "side", "qty"})),
+    EventType.PRE_TRADE_CHECK: Schema(frozenset({"order_id", "outcome"})),
+    EventType.RISK_CALCULATION: Schema(frozenset({"metric", "value"})),
+    EventType.RULE_EVALUATION: Schema(frozenset({"rule", "result"})),
+    EventType.LIMIT_BREACH: Schema(frozenset({"limit", "limit_value", "observed"})),
+    EventType.KILL_SWITCH: Schema(frozenset({"action", "scope"})),
+    EventType.ALERT: Schema(frozenset({"message"})),
+    EventType.CONFIG_UPDATE: Schema(frozenset({"old", "new"}), frozenset({"limit", "setting"})),
+    EventType.RISK_MONITORING: Schema(frozenset({"metric"})),
+    EventType.POSITION_MANAGEMENT: Schema(frozenset({"action", "symbol"})),
+    EventType.HEARTBEAT: Schema(frozenset()),
+}
+
+KILL_SWITCH_ACTIONS = frozenset({"activate", "deactivate", "reset"})
+ACTOR_TYPES = frozenset({EventType.CONFIG_UPDATE, EventType.KILL_SWITCH})
+
+
+def schema_problem(event: RiskEvent) -> str | None:
+    """The first missing or malformed ``data`` field, named, or None."""
+    schema = SCHEMAS.get(event.event_type)
+    data = event.data
+    if schema is None:
+        return None
+    if not isinstance(data, dict):
+        return "data must be an object"
+    if not data.keys() >= schema.required:
+        missing = sorted(schema.required - data.keys())
+        return f"{event.event_type.name} v{SCHEMA_VERSION} needs data.{missing[0]}"
+    if schema.one_of and not schema.one_of & data.keys():
+        names = " or ".join(f"data.{n}" for n in sorted(schema.one_of))
+        return f"{event.event_type.name} v{SCHEMA_VERSION} needs {names}"
+    if event.event_type is EventType.KILL_SWITCH and data["action"] not in KILL_SWITCH_ACTIONS:
+        return f"KILL_SWITCH data.action must be one of {sorted(KILL_SWITCH_ACTIONS)}"
+    return None
+
+
+def _increase(old: Any, new: Any) -> bool:
+    try:
+        return bool(new > old)
+    except TypeError:
+        return False
+
+
+def actor_problem(event: RiskEvent) -> tuple[str, str] | None:
+    """(rule, detail) of the first actor rule the event breaks, or None."""
+    meta = event.metadata if isinstance(event.metadata, dict) else {}
+    data = event.data if isinstance(event.data, dict) else {}
+    actor = meta.get("actor")
+    approver = meta.get("approved_by")
+    if event.event_type is EventType.CONFIG_UPDATE:
+        if not actor:
+            return "actor_required", "CONFIG_UPDATE needs metadata.actor"
+        if "limit" in data and _increase(data.get("old"), data.get("new")):
+            if not approver:
+                return (
+                    "approval_required",
+                    f"raising limit {data['limit']!r} from {data.get('old')!r} to "
+                    f"{data.get('new')!r} needs metadata.approved_by",
+                )
+            if approver == actor:
+                return "four_eyes", "metadata.approved_by must differ from metadata.actor"
+    elif event.event_type is EventType.KILL_SWITCH:
+        action = data.get("action")
+        if action in ("deactivate", "reset") and not actor:
+            return "actor_required", f"kill-switch {action} needs metadata.actor"
+        if action == "reset":
+            if not approver:
+                return "approval_required", "kill-switch reset needs metadata.approved_by"
+            if approver == actor:
+                return "four_eyes", "metadata.approved_by must differ from metadata.actor"
+    return None
