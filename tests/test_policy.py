@@ -65,9 +65,9 @@ def test_schema_enforce_refuses_naming_the_field(tmp_path: Path) -> None:
     cfg = AuditConfig(log_path=tmp_path / "e.jsonl", schema_policy="enforce")
     with AuditLog(cfg) as log:
         first = log.append(RiskEvent(EventType.ALERT, data={"message": "ok"}))
-        with pytest.raises(AuditSchemaError, match="data.order_id"):
+        with pytest.raises(AuditSchemaError, match=r"data\.order_id"):
             log.append(RiskEvent(EventType.PRE_TRADE_CHECK, data={"outcome": "ACCEPT"}))
-        with pytest.raises(AuditSchemaError, match="data.action must be one of"):
+        with pytest.raises(AuditSchemaError, match=r"data\.action must be one of"):
             log.append(RiskEvent(EventType.KILL_SWITCH, data={"action": "pause", "scope": "x"}))
         assert log.append(RiskEvent(EventType.ALERT, data={"message": "ok"})) == first + 1  # type: ignore[operator]
 
@@ -107,7 +107,7 @@ def test_enforce_records_the_attempt_then_raises(tmp_path: Path) -> None:
     """enforce (default): a policy_violation record keeps the refused event; append raises."""
     with AuditLog(path=tmp_path / "a.jsonl") as log:
         bad = limit_change(100, 500, actor="trader-7")
-        with pytest.raises(AuditPolicyError, match="needs metadata.approved_by") as info:
+        with pytest.raises(AuditPolicyError, match=r"needs metadata\.approved_by") as info:
             log.append(bad)
         assert info.value.rule == "approval_required"
     recs = records(tmp_path / "a.jsonl")
