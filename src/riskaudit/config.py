@@ -126,6 +126,8 @@ class AuditConfig:
     clock_max_error: float = 0.001
     clock_required: bool = False
     schema_policy: str = "warn"
+    redact_fields: tuple[str, ...] = ()
+    hmac_key_file: Path | None = None
     actor_policy: str = "enforce"
     host: str = field(default_factory=socket.gethostname)
     log_level: str = "INFO"
@@ -140,6 +142,10 @@ class AuditConfig:
             raise AuditConfigError("RISK_AUDIT_FLUSH_INTERVAL", "must not be negative")
         if self.queue_size < 1:
             raise AuditConfigError("RISK_AUDIT_QUEUE_SIZE", "must be at least 1")
+        if self.redact_fields and self.hmac_key_file is None:
+            raise AuditConfigError(
+                "RISK_AUDIT_HMAC_KEY_FILE", "required when RISK_AUDIT_REDACT_FIELDS is set"
+            )
         if self.schema_policy not in ("enforce", "warn", "off"):
             raise AuditConfigError(
                 "RISK_AUDIT_SCHEMA_POLICY", f"{self.schema_policy!r} is not enforce, warn or off"
@@ -213,6 +219,10 @@ class AuditConfig:
             kwargs["checkpoint_interval"] = parse_duration(*got)
         if got := get("RISK_AUDIT_CHECKPOINT_RECORDS"):
             kwargs["checkpoint_records"] = parse_int(*got, minimum=0)
+        if got := get("RISK_AUDIT_REDACT_FIELDS"):
+            kwargs["redact_fields"] = tuple(f.strip() for f in got[1].split(",") if f.strip())
+        if got := get("RISK_AUDIT_HMAC_KEY_FILE"):
+            kwargs["hmac_key_file"] = Path(got[1].strip())
         if got := get("RISK_AUDIT_SCHEMA_POLICY"):
             kwargs["schema_policy"] = got[1].strip().lower()
         if got := get("RISK_AUDIT_ACTOR_POLICY"):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from riskaudit.cli import _demo, _keys, _recover, _tail, _verify
+from riskaudit.cli import _demo, _hash, _keys, _recover, _tail, _verify
 
 app = typer.Typer(
     name="riskaudit",
@@ -22,6 +22,7 @@ app.command("tail")(_tail.tail)
 app.command("demo")(_demo.demo)
 app.command("recover")(_recover.recover)
 app.command("keygen")(_keys.keygen)
+app.command("hash-value")(_hash.hash_value_command)
 
 
 def main() -> None:

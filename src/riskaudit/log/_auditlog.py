@@ -62,6 +62,7 @@ from riskaudit.log._lock import WriterLock, lock_path_for
 from riskaudit.log._startup import open_log
 from riskaudit.log._writer import Destination, QueueItem, Writer
 from riskaudit.policy import ACTOR_TYPES, actor_problem, schema_problem
+from riskaudit.redact import Redactor, load_key
 from riskaudit.storage import StorageReport, check_storage
 
 logger = logging.getLogger("riskaudit")
@@ -142,6 +143,11 @@ class AuditLog:
         self.throttled = 0
         self.schema_warnings = 0
         self.policy_violations = 0
+        self._redactor = (
+            Redactor(load_key(cfg.hmac_key_file), cfg.redact_fields)
+            if cfg.redact_fields and cfg.hmac_key_file is not None
+            else None
+        )
         self._schema_policy = None if cfg.schema_policy == "off" else cfg.schema_policy
         self._actor_policy = None if cfg.actor_policy == "off" else cfg.actor_policy
         self.unsequenced = 0
@@ -286,7 +292,7 @@ class AuditLog:
         Returns None when the queue was full and the event went out as an
         ``unsequenced`` emergency line instead (counted; ``recover`` puts it back).
         """
-        body = encode_event_body(event)
+        body = encode_event_body(event, self._redactor)
         if self._schema_policy and (problem := schema_problem(event)) is not None:
             self._schema_violation(event, problem)
         if event.event_type in ACTOR_TYPES and self._actor_policy:

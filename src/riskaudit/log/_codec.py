@@ -29,6 +29,7 @@ import orjson
 
 from riskaudit.errors import AuditEncodingError
 from riskaudit.events import EventPriority, EventType, RiskEvent
+from riskaudit.redact import Redactor
 
 FORMAT = "riskaudit/1"
 ZERO_HASH = b"0" * 64
@@ -65,7 +66,7 @@ def _default(obj: Any) -> Any:
     raise TypeError(f"type {type(obj).__name__} is not JSON serialisable")
 
 
-def encode_event_body(event: RiskEvent) -> bytes:
+def encode_event_body(event: RiskEvent, redactor: Redactor | None = None) -> bytes:
     """The event's fields as JSON without the opening brace: ``"event_id":...}``.
 
     Raises AuditEncodingError, naming the field, when the event cannot be written.
@@ -85,8 +86,12 @@ def encode_event_body(event: RiskEvent) -> bytes:
                 "event_type": event_type._name_,
                 "priority": priority._name_,
                 "source": event.source,
-                "data": event.data,
-                "metadata": event.metadata,
+                "data": event.data if redactor is None else redactor.apply("data", event.data),
+                "metadata": (
+                    event.metadata
+                    if redactor is None
+                    else redactor.apply("metadata", event.metadata)
+                ),
                 "timestamp_ns": event.timestamp_ns,
             },
             default=_default,
