@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from riskaudit.cli import _demo, _hash, _keys, _recover, _tail, _verify
+from riskaudit.cli import _demo, _export, _hash, _keys, _recover, _tail, _verify
 
 app = typer.Typer(
     name="riskaudit",
@@ -23,6 +23,8 @@ app.command("demo")(_demo.demo)
 app.command("recover")(_recover.recover)
 app.command("keygen")(_keys.keygen)
 app.command("hash-value")(_hash.hash_value_command)
+app.command("export")(_export.export_command)
+app.command("verify-export")(_export.verify_export_command)
 
 
 def main() -> None:
