@@ -118,3 +118,29 @@ def test_bad_never_lose_settings_name_the_setting(env: dict[str, str], setting: 
     with pytest.raises(AuditConfigError) as info:
         AuditConfig.from_env(env)
     assert setting in str(info.value)
+
+
+def test_tamper_evidence_settings() -> None:
+    """Signing key, checkpoints, clock, policies and redaction from the environment."""
+    cfg = AuditConfig.from_env(
+        {
+            "RISK_AUDIT_SIGNING_KEY_FILE": "/run/secrets/key.pem",
+            "RISK_AUDIT_CHECKPOINT_INTERVAL": "30s",
+            "RISK_AUDIT_CHECKPOINT_RECORDS": "5000",
+            "RISK_AUDIT_CHECKPOINT_PATH": "/mnt/offhost/log.checkpoints",
+            "RISK_AUDIT_CLOCK_MAX_ERROR": "100us",
+            "RISK_AUDIT_CLOCK_REQUIRED": "1",
+            "RISK_AUDIT_SCHEMA_POLICY": "ENFORCE",
+            "RISK_AUDIT_ACTOR_POLICY": "warn",
+            "RISK_AUDIT_REDACT_FIELDS": "data.api_key, metadata.client.account",
+            "RISK_AUDIT_HMAC_KEY_FILE": "/run/secrets/hmac",
+        }
+    )
+    assert cfg.signing_key_file == Path("/run/secrets/key.pem")
+    assert cfg.checkpoint_interval == 30 and cfg.checkpoint_records == 5000
+    assert cfg.checkpoint_path == Path("/mnt/offhost/log.checkpoints")
+    assert cfg.clock_max_error == pytest.approx(100e-6) and cfg.clock_required
+    assert cfg.schema_policy == "enforce" and cfg.actor_policy == "warn"
+    assert cfg.redact_fields == ("data.api_key", "metadata.client.account")
+    with pytest.raises(AuditConfigError, match="RISK_AUDIT_SCHEMA_POLICY"):
+        AuditConfig.from_env({"RISK_AUDIT_SCHEMA_POLICY": "strict"})

@@ -9,6 +9,8 @@ from pathlib import Path
 import orjson
 import pytest
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from riskaudit import AuditConfig, AuditLog, verify_paths
 from riskaudit.integrity._keys import generate, load_keyring, load_public_key, load_signer
@@ -232,3 +234,52 @@ def test_unsealed_tail_warning(tmp_path: Path, keys: tuple[Path, Path]) -> None:
     report = verify_paths([cfg.log_path], keys=[load_public_key(keys[1])], now_ns=later)
     assert report.valid
     assert any(w.startswith("WARNING: unsealed tail") for w in report.warnings)
+
+
+@settings(deadline=None, max_examples=60)
+@given(st.integers(3, 40), st.data())
+def test_any_cut_before_a_sealed_record_is_found(n: int, data: st.DataObject) -> None:
+    """Property: for a signed log of n events with checkpoints, cutting the file at any
+    record boundary before the newest sealed record is reported as truncated."""
+    import tempfile
+
+    from riskaudit.log._checkpoint import Checkpointer
+    from riskaudit.log._codec import control_line
+    from tests.helpers import build_log
+
+    lines = build_log([{"k": i} for i in range(n)])
+    stream = orjson.loads(lines[0])["stream"]
+    cp = Checkpointer(
+        stream=stream,
+        signer=load_signer(VECTORS / "test-signing-key.pem"),
+        sidecar=Path("/nonexistent"),
+        interval=60,
+        every_records=0,
+    )
+    sealed: list[bytes] = []
+    out: list[bytes] = []
+    every = data.draw(st.integers(2, 10), label="checkpoint every")
+    for original in lines:
+        line = original
+        if out:
+            rec = orjson.loads(original)
+            rec["seq"] = orjson.loads(out[-1])["seq"] + 1
+            rec["prev"] = line_hash(out[-1]).decode()
+            line = orjson.dumps(rec)
+        out.append(line)
+        if len(out) % every == 0:
+            seq = orjson.loads(out[-1])["seq"]
+            fields = cp.fields(seq, line_hash(out[-1]), 1_795_683_600_000_000_000 + seq)
+            out.append(control_line(seq + 1, line_hash(out[-1]), "checkpoint", fields, 0))
+            sealed.append(out[-1])
+    if not sealed:
+        return
+    newest_cover = orjson.loads(sealed[-1])["covers_seq"]
+    cut = data.draw(st.integers(1, newest_cover - 1), label="keep first records")
+    with tempfile.TemporaryDirectory() as tmp:
+        log = Path(tmp) / "log.jsonl"
+        log.write_bytes(b"".join(line + b"\n" for line in out[:cut]))
+        side = Path(tmp) / "log.jsonl.checkpoints"
+        side.write_bytes(b"".join(line + b"\n" for line in sealed))
+        report = verify_paths([log], keys=[load_public_key(VECTORS / "test-signing-key.pub.pem")])
+    assert "truncated" in [f.kind for f in report.findings]
