@@ -58,21 +58,30 @@ KILL_SWITCH_ACTIONS = frozenset({"activate", "deactivate", "reset"})
 ACTOR_TYPES = frozenset({EventType.CONFIG_UPDATE, EventType.KILL_SWITCH})
 
 
+# The checks run on the producer's thread for every append, so they avoid enum hashing
+# (a Python-level __hash__) and build nothing: lookups by the member's name string.
+_REQUIRED: dict[str, tuple[str, ...]] = {
+    t.name: tuple(sorted(schema.required)) for t, schema in SCHEMAS.items()
+}
+_ONE_OF: dict[str, tuple[str, ...]] = {
+    t.name: tuple(sorted(schema.one_of)) for t, schema in SCHEMAS.items() if schema.one_of
+}
+ACTOR_TYPE_NAMES = frozenset(t.name for t in ACTOR_TYPES)
+
+
 def schema_problem(event: RiskEvent) -> str | None:
     """The first missing or malformed ``data`` field, named, or None."""
-    schema = SCHEMAS.get(event.event_type)
+    name = event.event_type._name_
     data = event.data
-    if schema is None:
-        return None
     if not isinstance(data, dict):
         return "data must be an object"
-    if not data.keys() >= schema.required:
-        missing = sorted(schema.required - data.keys())
-        return f"{event.event_type.name} v{SCHEMA_VERSION} needs data.{missing[0]}"
-    if schema.one_of and not schema.one_of & data.keys():
-        names = " or ".join(f"data.{n}" for n in sorted(schema.one_of))
-        return f"{event.event_type.name} v{SCHEMA_VERSION} needs {names}"
-    if event.event_type is EventType.KILL_SWITCH and data["action"] not in KILL_SWITCH_ACTIONS:
+    for field in _REQUIRED.get(name, ()):
+        if field not in data:
+            return f"{name} v{SCHEMA_VERSION} needs data.{field}"
+    one_of = _ONE_OF.get(name)
+    if one_of is not None and not any(f in data for f in one_of):
+        return f"{name} v{SCHEMA_VERSION} needs " + " or ".join(f"data.{f}" for f in one_of)
+    if name == "KILL_SWITCH" and data["action"] not in KILL_SWITCH_ACTIONS:
         return f"KILL_SWITCH data.action must be one of {sorted(KILL_SWITCH_ACTIONS)}"
     return None
 

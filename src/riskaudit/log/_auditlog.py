@@ -61,7 +61,7 @@ from riskaudit.log._files import ensure_dir
 from riskaudit.log._lock import WriterLock, lock_path_for
 from riskaudit.log._startup import open_log
 from riskaudit.log._writer import Destination, QueueItem, Writer
-from riskaudit.policy import ACTOR_TYPES, actor_problem, schema_problem
+from riskaudit.policy import ACTOR_TYPE_NAMES, actor_problem, schema_problem
 from riskaudit.redact import Redactor, load_key
 from riskaudit.storage import StorageReport, check_storage
 
@@ -295,7 +295,7 @@ class AuditLog:
         body = encode_event_body(event, self._redactor)
         if self._schema_policy and (problem := schema_problem(event)) is not None:
             self._schema_violation(event, problem)
-        if event.event_type in ACTOR_TYPES and self._actor_policy:
+        if self._actor_policy and event.event_type._name_ in ACTOR_TYPE_NAMES:
             rule = actor_problem(event)
             if rule is not None:
                 return self._actor_violation(event, body, *rule)
