@@ -24,9 +24,10 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
-# Debian packages the real-fault tests use: unshare/setpriv (util-linux), mount, and a
-# system python3.11 that the unprivileged writer can run (the venv's may live under /root).
-SYSTEM_PACKAGES := util-linux mount python3.11
+# Debian packages the tests use: unshare/setpriv (util-linux), mount, a
+# system python3.11 for the unprivileged writer (the venv may live under /root), prometheus
+# (promtool and a real server for the alert tests) and chromium (the status-page test).
+SYSTEM_PACKAGES := util-linux mount python3.11 prometheus chromium
 
 ## As root, install the Debian packages the tests need (only the missing ones).
 system-deps:

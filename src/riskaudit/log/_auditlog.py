@@ -29,6 +29,7 @@ import sys
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,6 +142,10 @@ class AuditLog:
         self._failure: BaseException | None = None
         self._owner_pid = os.getpid()
         self.throttled = 0
+        self.event_counts: dict[tuple[str, str], int] = {}
+        self.last_by_source: dict[str, int] = {}
+        self.append_samples: deque[float] = deque(maxlen=4096)
+        self._appends = 0
         self.schema_warnings = 0
         self.policy_violations = 0
         self._redactor = (
@@ -292,6 +297,8 @@ class AuditLog:
         Returns None when the queue was full and the event went out as an
         ``unsequenced`` emergency line instead (counted; ``recover`` puts it back).
         """
+        self._appends = n = self._appends + 1
+        started = time.perf_counter() if not n & 63 else 0.0  # time 1 call in 64
         body = encode_event_body(event, self._redactor)
         if self._schema_policy and (problem := schema_problem(event)) is not None:
             self._schema_violation(event, problem)
@@ -299,7 +306,10 @@ class AuditLog:
             rule = actor_problem(event)
             if rule is not None:
                 return self._actor_violation(event, body, *rule)
-        return self._hand_off(event, body)
+        seq = self._hand_off(event, body)
+        if started:
+            self.append_samples.append(time.perf_counter() - started)
+        return seq
 
     def _hand_off(self, event: RiskEvent, body: bytes) -> int | None:
         with self._lock:
@@ -311,10 +321,16 @@ class AuditLog:
             else:
                 seq = self._next_seq
                 self._next_seq = seq + 1
-                self._pending.append((seq, time.time_ns(), body))
+                ts = time.time_ns()
+                self._pending.append((seq, ts, body))
         if seq is None:
             self._unsequenced(body, "audit queue full")
             return None
+        # Plain dict updates here; the metrics collector reads them at scrape time.
+        key = (event.event_type._name_, event.priority._name_)
+        counts = self.event_counts
+        counts[key] = counts.get(key, 0) + 1
+        self.last_by_source[event.source] = ts
         if n >= self._wake_at and self._writer_idle:
             self._writer_idle = False
             self._wake.set()
@@ -671,6 +687,71 @@ class AuditLog:
             lost=lost,
             warnings=tuple(warnings),
         )
+
+    def status(self) -> dict[str, Any]:
+        """One snapshot of everything the service, its status page and the metrics show."""
+        w = self._writer
+        c = w.counters
+        cp = w.checkpointer
+        storage = self.storage
+        health = self.health()
+        return {
+            "path": str(self.path),
+            "stream": self.stream,
+            "health": {
+                "status": health.status,
+                "reasons": list(health.reasons),
+                "warnings": list(health.warnings),
+            },
+            "ready": health.destination != "stdout"
+            and not self._lock_lost
+            and self._state is _OPEN,
+            "writer_alive": self._writer.thread.is_alive(),
+            "last_seq": self.last_seq,
+            "durable_seq": self._durable_seq,
+            "queued": len(self._pending),
+            "queue_capacity": self._maxsize,
+            "destination": w.destination.value,
+            "checkpoint": {
+                "enabled": cp is not None,
+                "signed": cp is not None and cp.signer is not None,
+                "written": cp.written if cp is not None else 0,
+                "age_s": (time.monotonic() - cp.last) if cp is not None else None,
+                "sidecar": str(cp.sidecar.path) if cp is not None else None,
+                "sidecar_failures": cp.sidecar_failures if cp is not None else 0,
+            },
+            "storage": None
+            if storage is None
+            else {
+                "directory": storage.directory,
+                "container": storage.container,
+                "mount": None if storage.mount is None else storage.mount.mount_point,
+                "fstype": None if storage.mount is None else storage.mount.fstype,
+                "persistent": storage.persistent,
+                "free_bytes": storage.free_bytes,
+                "total_bytes": storage.total_bytes,
+                "space": storage.space,
+                "writable": storage.writable,
+            },
+            "clock": {**self.clock.to_record(), "problem": self._clock_problem},
+            "records": {
+                "primary": c.primary_records,
+                "spool": c.spool_records,
+                "spool_pending": c.spool_pending,
+                "stdout": c.stdout_records,
+                "unsequenced": self.unsequenced,
+                "lost": self._emergency.lost,
+                "replayed": c.replayed_records,
+            },
+            "write_failures": {
+                **c.failures_by,
+                "checkpoint_sidecar": cp.sidecar_failures if cp else 0,
+            },
+            "bytes_written": c.bytes_written,
+            "throttled": self.throttled,
+            "schema_warnings": self.schema_warnings,
+            "policy_violations": self.policy_violations,
+        }
 
     @property
     def counters(self) -> Any:

@@ -31,6 +31,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any
@@ -75,6 +76,12 @@ class WriterCounters:
     gaps: int = 0
     last_error: str | None = None
     stdout_ranges: list[tuple[int, int]] = field(default_factory=list)
+    failures_by: dict[str, int] = field(default_factory=lambda: {"primary": 0, "spool": 0})
+    bytes_written: int = 0
+    spool_pending: int = 0  # records in the spool not yet replayed into the primary
+    # Samples for histograms (seconds), drained by the metrics collector.
+    sync_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=4096))
+    durable_latency: deque[float] = field(default_factory=lambda: deque(maxlen=4096))
 
 
 class Writer:
@@ -100,6 +107,7 @@ class Writer:
         self.destination = Destination.PRIMARY
         self._backlog: list[tuple[int, bytes]] = []
         self._backlog_first = 0
+        self._backlog_first_ts = 0
         self._retry_delay = 0.0
         self._retry_at = 0.0
         self._next_identity = 0.0
@@ -119,6 +127,7 @@ class Writer:
         """Encode and chain queued items into the backlog, in ``seq`` order."""
         if not self._backlog:
             self._backlog_first = items[0][0]
+            self._backlog_first_ts = items[0][1]
         if self.checkpointer is not None:
             self.checkpointer.records += len(items)
         self.prev, chunks = chain_batch(items, self.prev, CHUNK_BYTES)
@@ -140,6 +149,8 @@ class Writer:
         chunks = [data for _last, data in self._backlog]
         first, last = self._backlog_first, self._backlog[-1][0]
         count = last - first + 1
+        size = sum(len(c) for c in chunks)
+        started = time.perf_counter()
         if self.destination is Destination.PRIMARY:
             try:
                 self.primary.write(chunks)
@@ -149,6 +160,7 @@ class Writer:
                 self._schedule_retry()
             else:
                 self.counters.primary_records += count
+                self._synced(started, size)
                 self._done(last, durable=True)
                 return
         if self.destination is Destination.SPOOL and self.spool is not None:
@@ -167,6 +179,8 @@ class Writer:
                     )
                     self._spool_announce = False
                 self.counters.spool_records += count
+                self.counters.spool_pending += count
+                self._synced(started, size)
                 self._done(last, durable=True)
                 return
         self._to_stdout(chunks, first, last)
@@ -192,6 +206,13 @@ class Writer:
             del ranges[:-1000]
         self._done(last, durable=False)
 
+    def _synced(self, started: float, size: int) -> None:
+        c = self.counters
+        c.sync_seconds.append(time.perf_counter() - started)
+        c.bytes_written += size
+        if self._backlog_first_ts:
+            c.durable_latency.append((time.time_ns() - self._backlog_first_ts) / 1e9)
+
     def _done(self, last: int, *, durable: bool) -> None:
         self._backlog.clear()
         self.counters.batches += 1
@@ -199,6 +220,7 @@ class Writer:
 
     def _failed(self, what: str, exc: OSError) -> None:
         self.counters.write_failures += 1
+        self.counters.failures_by[what] = self.counters.failures_by.get(what, 0) + 1
         self.counters.last_error = f"{what}: {exc}"
         logger.error("audit %s write failed: %s", what, exc)
 
@@ -265,6 +287,7 @@ class Writer:
             self.primary.write([b"".join(lines)])
         self.counters.replayed_records += len(lines)
         self.spool.delete(files)
+        self.counters.spool_pending = 0
         logger.warning(
             "replayed %d spool records into %s and removed %d spool files",
             len(lines),

@@ -49,6 +49,7 @@ class StorageReport:
     volatile_reason: str | None
     free_bytes: int | None
     free_percent: float | None
+    total_bytes: int | None
     space: str  # ok | warning | critical | unknown
     writable: bool
     probe_error: str | None = None
@@ -193,11 +194,12 @@ def check_storage(
     container = detect_container(in_kubernetes)
     reason = volatile_reason(directory, mount, container)
     warnings = [risk_message(directory, reason)] if reason else []
-    free = percent = None
+    free = percent = total = None
     level = "unknown"
     try:
         st = os.statvfs(directory)
         free = st.f_bavail * st.f_frsize
+        total = st.f_blocks * st.f_frsize
         level, percent = space_level(free, st.f_blocks * st.f_frsize, marks)
         if level != "ok":
             warnings.append(
@@ -216,6 +218,7 @@ def check_storage(
         volatile_reason=reason,
         free_bytes=free,
         free_percent=percent,
+        total_bytes=total,
         space=level,
         writable=error is None,
         probe_error=error,
