@@ -127,6 +127,11 @@ class AuditConfig:
     clock_required: bool = False
     schema_policy: str = "warn"
     redact_fields: tuple[str, ...] = ()
+    tokens_file: Path | None = None
+    open_endpoints: tuple[str, ...] = ("health", "ready", "metrics", "status", "page")
+    max_body_bytes: int = 1 << 20
+    max_batch: int = 1000
+    dedupe_window: float = 300.0
     hmac_key_file: Path | None = None
     actor_policy: str = "enforce"
     host: str = field(default_factory=socket.gethostname)
@@ -223,6 +228,23 @@ class AuditConfig:
             kwargs["redact_fields"] = tuple(f.strip() for f in got[1].split(",") if f.strip())
         if got := get("RISK_AUDIT_HMAC_KEY_FILE"):
             kwargs["hmac_key_file"] = Path(got[1].strip())
+        if got := get("RISK_AUDIT_TOKENS_FILE"):
+            kwargs["tokens_file"] = Path(got[1].strip())
+        if "RISK_AUDIT_OPEN_ENDPOINTS" in env:
+            text = env.get("RISK_AUDIT_OPEN_ENDPOINTS", "")
+            names = tuple(n.strip() for n in text.split(",") if n.strip())
+            bad = set(names) - {"health", "ready", "metrics", "status", "page"}
+            if bad:
+                raise AuditConfigError(
+                    "RISK_AUDIT_OPEN_ENDPOINTS", f"unknown endpoint(s) {sorted(bad)}"
+                )
+            kwargs["open_endpoints"] = names
+        if got := get("RISK_AUDIT_MAX_BODY_BYTES"):
+            kwargs["max_body_bytes"] = parse_bytes(*got)
+        if got := get("RISK_AUDIT_MAX_BATCH"):
+            kwargs["max_batch"] = parse_int(*got, minimum=1)
+        if got := get("RISK_AUDIT_DEDUPE_WINDOW"):
+            kwargs["dedupe_window"] = parse_duration(*got)
         if got := get("RISK_AUDIT_SCHEMA_POLICY"):
             kwargs["schema_policy"] = got[1].strip().lower()
         if got := get("RISK_AUDIT_ACTOR_POLICY"):

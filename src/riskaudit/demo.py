@@ -163,6 +163,15 @@ class RiskEngineSimulator:
             meta,
         )
 
+    def run_forever(
+        self, rate: float, should_stop: Callable[[], bool], cycle: int = 20_000
+    ) -> None:
+        """The simulation in cycles of ``cycle`` events (each with its scripted limit
+        change and kill switch), until ``should_stop()`` — for ``serve --demo``."""
+        while not should_stop():
+            self.stats = DemoStats()
+            self.run(cycle, rate, should_stop)
+
     def run(
         self, events: int, rate: float = 0.0, should_stop: Callable[[], bool] = lambda: False
     ) -> DemoStats:

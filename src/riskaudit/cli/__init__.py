@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from riskaudit.cli import _demo, _export, _hash, _keys, _recover, _tail, _verify
+from riskaudit.cli import _demo, _export, _hash, _keys, _recover, _serve, _tail, _verify
 
 app = typer.Typer(
     name="riskaudit",
@@ -25,6 +25,8 @@ app.command("keygen")(_keys.keygen)
 app.command("hash-value")(_hash.hash_value_command)
 app.command("export")(_export.export_command)
 app.command("verify-export")(_export.verify_export_command)
+app.command("serve")(_serve.serve)
+app.add_typer(_serve.token_app, name="token")
 
 
 def main() -> None:

@@ -421,10 +421,17 @@ class AuditLog:
 
     def append_recovered(self, fields: dict[str, Any]) -> int:
         """Append a ``recovered`` record (what ``riskaudit recover`` puts back)."""
+        return self.append_control("recovered", fields)
+
+    def append_control(self, kind: str, fields: dict[str, Any]) -> int:
+        """Append a control record of a kind tools and the service write themselves:
+        ``recovered`` (by recover) and ``access`` (who read what through the API)."""
+        if kind not in ("recovered", "access"):
+            raise ValueError(f"control records of kind {kind!r} are the writer's own")
         with self._lock:
             if self._state is not _OPEN:
                 self._raise_state()
-        return self._enqueue_control("recovered", fields)
+        return self._enqueue_control(kind, fields)
 
     def _unsequenced(self, body: bytes, reason: str) -> None:
         self.unsequenced += 1

@@ -1,5 +1,18 @@
 """Operations: metrics, health, the HTTP service and the embedded ops endpoints."""
 
+from riskaudit.ops._app import Service, create_app
+from riskaudit.ops._auth import Principal, TokenStore, create_token
+from riskaudit.ops._embedded import OpsServer, start_ops_server
 from riskaudit.ops._metrics import CONTENT_TYPE, AuditMetrics
 
-__all__ = ["CONTENT_TYPE", "AuditMetrics"]
+__all__ = [
+    "CONTENT_TYPE",
+    "AuditMetrics",
+    "OpsServer",
+    "Principal",
+    "Service",
+    "TokenStore",
+    "create_app",
+    "create_token",
+    "start_ops_server",
+]

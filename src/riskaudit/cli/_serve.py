@@ -1,0 +1,80 @@
+"""``riskaudit serve`` and ``riskaudit token create``"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import uvicorn
+
+from riskaudit.bus import RiskEventBus
+from riskaudit.cli._common import EXIT_INVALID, fail, load_config, setup
+from riskaudit.demo import RiskEngineSimulator
+from riskaudit.errors import AuditConfigError, AuditError
+from riskaudit.log import AuditLog
+from riskaudit.ops import Service, TokenStore, create_app, create_token
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "0.0.0.0",  # noqa: S104
+    port: Annotated[int, typer.Option(help="Port.")] = 8080,
+    demo: Annotated[bool, typer.Option(help="Run the simulated risk engine inside.")] = False,
+    demo_rate: Annotated[float, typer.Option(help="Demo events per second.")] = 200.0,
+    ssl_certfile: Annotated[Path | None, typer.Option(help="TLS certificate (PEM).")] = None,
+    ssl_keyfile: Annotated[Path | None, typer.Option(help="TLS private key (PEM).")] = None,
+) -> None:
+    """Serve /health, /ready, /metrics, the event API and the status page."""
+    config = load_config()
+    setup(config)
+    try:
+        tokens = TokenStore.load(config.tokens_file) if config.tokens_file else None
+        log = AuditLog(config)
+    except AuditError as exc:
+        raise fail(str(exc), EXIT_INVALID) from exc
+    bus = RiskEventBus(log)
+    service = Service(log, config, bus=bus, tokens=tokens, owns_log=False)
+    stop = threading.Event()
+    runner = None
+    if demo:
+        sim = RiskEngineSimulator(bus)
+        runner = threading.Thread(
+            target=sim.run_forever, args=(demo_rate, stop.is_set), name="demo", daemon=True
+        )
+        runner.start()
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
+    typer.echo(
+        f"riskaudit serving {log.path} on http{'s' if ssl_certfile else ''}://{shown}:{port}/"
+    )
+    try:
+        uvicorn.run(
+            create_app(service),
+            host=host,
+            port=port,
+            log_level=config.log_level.lower(),
+            ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
+            ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None,
+        )
+    finally:
+        stop.set()
+        if runner is not None:
+            runner.join(timeout=5)
+        log.close()
+
+
+token_app = typer.Typer(help="Bearer tokens for the HTTP API.", no_args_is_help=True)
+
+
+@token_app.command("create")
+def token_create(
+    name: Annotated[str, typer.Option(help="Who the token is for (no spaces).")],
+    role: Annotated[str, typer.Option(help="writer, reader or admin.")],
+) -> None:
+    """Print a new random token (shown once) and the line for RISK_AUDIT_TOKENS_FILE."""
+    try:
+        token, line = create_token(name, role)
+    except AuditConfigError as exc:
+        raise fail(str(exc)) from exc
+    typer.echo(f"token: {token}")
+    typer.echo(f"tokens-file line: {line}")

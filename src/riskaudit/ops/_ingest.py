@@ -1,0 +1,133 @@
+"""From HTTP bodies to RiskEvents: strict parsing, every error naming its field.
+
+A body is one JSON object (``application/json``) or NDJSON, one object per line
+(``application/x-ndjson``). Each object has ``event_type`` and optionally
+``priority`` (default MEDIUM), ``source``, ``data``, ``metadata``, ``event_id`` and
+``timestamp_ns``; any other field is an error (a typo must not pass silently). A
+batch is all-or-nothing: every event is parsed and checked before any is written.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from riskaudit.events import EventPriority, EventType, RiskEvent
+
+_FIELDS = {"event_type", "priority", "source", "data", "metadata", "event_id", "timestamp_ns"}
+
+
+@dataclass(frozen=True, slots=True)
+class Problem(Exception):
+    """A 4xx answer: status, the field at fault (with the line for NDJSON), a message."""
+
+    status: int
+    field: str | None
+    message: str
+
+    def body(self) -> dict[str, Any]:
+        return {"error": self.message, "field": self.field}
+
+
+def parse_body(raw: bytes, content_type: str, max_batch: int) -> list[dict[str, Any]]:
+    """JSON objects from the body, by content type."""
+    ctype = content_type.split(";", 1)[0].strip().lower()
+    if ctype == "application/json":
+        try:
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise Problem(400, None, f"malformed JSON: {exc}") from None
+        objs = obj if isinstance(obj, list) else [obj]
+    elif ctype in ("application/x-ndjson", "application/jsonl", "application/json-seq"):
+        objs = []
+        for n, line in enumerate(raw.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                objs.append(orjson.loads(line))
+            except orjson.JSONDecodeError as exc:
+                raise Problem(400, f"line {n}", f"malformed JSON on line {n}: {exc}") from None
+    else:
+        raise Problem(
+            415, "content-type", "send application/json (one event) or application/x-ndjson"
+        )
+    if not objs:
+        raise Problem(400, None, "no events in the body")
+    if len(objs) > max_batch:
+        raise Problem(413, None, f"{len(objs)} events exceed the batch limit of {max_batch}")
+    return objs
+
+
+def to_event(obj: Any, where: str) -> RiskEvent:
+    """One validated RiskEvent; ``where`` prefixes field names in batches (``[3].data``)."""
+    if not isinstance(obj, dict):
+        raise Problem(422, where or None, "an event is a JSON object")
+    unknown = sorted(set(obj) - _FIELDS)
+    if unknown:
+        raise Problem(422, f"{where}{unknown[0]}", f"unknown field {unknown[0]!r}")
+    try:
+        event_type = EventType[obj["event_type"]]
+    except KeyError:
+        if "event_type" not in obj:
+            raise Problem(422, f"{where}event_type", "event_type is required") from None
+        raise Problem(
+            422, f"{where}event_type", f"unknown event type {obj['event_type']!r}"
+        ) from None
+    except TypeError:
+        raise Problem(422, f"{where}event_type", "event_type must be a string") from None
+    try:
+        priority = EventPriority[obj.get("priority", "MEDIUM")]
+    except (KeyError, TypeError):
+        raise Problem(
+            422, f"{where}priority", f"priority must be one of {[p.name for p in EventPriority]}"
+        ) from None
+    for name, kind in (("source", str), ("event_id", str), ("data", dict), ("metadata", dict)):
+        if name in obj and not isinstance(obj[name], kind):
+            raise Problem(
+                422,
+                f"{where}{name}",
+                f"{name} must be a {'string' if kind is str else 'JSON object'}",
+            )
+    ts = obj.get("timestamp_ns")
+    if ts is not None and (not isinstance(ts, int) or isinstance(ts, bool) or ts < 0):
+        raise Problem(422, f"{where}timestamp_ns", "timestamp_ns must be a non-negative integer")
+    return RiskEvent(
+        event_type,
+        priority,
+        obj.get("source", ""),
+        obj.get("data") or {},
+        obj.get("metadata") or {},
+        event_id=obj.get("event_id"),
+        timestamp_ns=ts,
+    )
+
+
+class Deduplicator:
+    """``event_id`` → ``seq`` for the dedupe window: a retried post is not written twice."""
+
+    def __init__(self, window: float, capacity: int = 1_000_000) -> None:
+        self.window = window
+        self.capacity = capacity
+        self._seen: OrderedDict[str, tuple[int, float]] = OrderedDict()
+
+    def get(self, event_id: str) -> int | None:
+        self._expire()
+        hit = self._seen.get(event_id)
+        return hit[0] if hit is not None else None
+
+    def add(self, event_id: str, seq: int) -> None:
+        self._seen[event_id] = (seq, time.monotonic())
+        while len(self._seen) > self.capacity:
+            self._seen.popitem(last=False)
+
+    def _expire(self) -> None:
+        limit = time.monotonic() - self.window
+        while self._seen:
+            _eid, (_seq, at) = next(iter(self._seen.items()))
+            if at >= limit:
+                break
+            self._seen.popitem(last=False)

@@ -1,0 +1,130 @@
+"""The status page: server-rendered HTML, no front-end build, no event content.
+
+Everything is in the HTML itself — works with JavaScript disabled — and the chart of
+events per second is inline SVG drawn on the server; a ``meta refresh`` keeps it live.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+_CSS = """
+body{font:14px system-ui,sans-serif;margin:2em;color:#1b1f24;background:#f7f8fa}
+h1{font-size:20px;margin:0 0 .2em} .sub{color:#57606a;margin-bottom:1.2em}
+.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(260px,1fr));gap:12px}
+.card{background:#fff;border:1px solid #d0d7de;border-radius:8px;padding:12px 14px}
+.card h2{font-size:13px;text-transform:uppercase;letter-spacing:.04em;color:#57606a;margin:0 0 6px}
+.big{font-size:22px;font-weight:600} .ok{color:#1a7f37} .degraded{color:#9a6700}
+.failing{color:#cf222e} td{padding:2px 10px 2px 0} ul{margin:4px 0 0 18px;padding:0}
+"""
+
+
+def _rows(pairs: list[tuple[str, Any]]) -> str:
+    return "".join(
+        f"<tr><td>{html.escape(k)}</td><td><b>{html.escape(str(v))}</b></td></tr>" for k, v in pairs
+    )
+
+
+def _chart(rates: list[tuple[float, float]]) -> str:
+    """An SVG polyline of (seconds ago, events/s), newest on the right."""
+    w, h = 560, 120
+    if len(rates) < 2:
+        return (
+            f'<svg width="{w}" height="{h}" role="img" aria-label="events per second">'
+            '<text x="8" y="60">collecting samples…</text></svg>'
+        )
+    span = max(1.0, *(a for a, _ in rates))
+    top = max(1.0, *(r for _, r in rates))
+    pts = " ".join(
+        f"{w - (ago / span) * (w - 10) - 5:.1f},{h - 18 - (r / top) * (h - 30):.1f}"
+        for ago, r in rates
+    )
+    return (
+        f'<svg width="{w}" height="{h}" role="img" aria-label="events per second">'
+        f'<polyline fill="none" stroke="#0969da" stroke-width="2" points="{pts}"/>'
+        f'<text x="6" y="12" font-size="11">{top:,.0f}/s</text>'
+        f'<text x="6" y="{h - 4}" font-size="11">{span / 60:.0f} min ago</text>'
+        f'<text x="{w - 30}" y="{h - 4}" font-size="11">now</text></svg>'
+    )
+
+
+def render_page(status: dict[str, Any], rates: list[tuple[float, float]], version: str) -> str:
+    health = status["health"]
+    cls = html.escape(health["status"])
+    reasons = "".join(f"<li>{html.escape(r)}</li>" for r in health["reasons"]) or "<li>none</li>"
+    warnings = "".join(f"<li>{html.escape(r)}</li>" for r in health["warnings"])
+    cp = status["checkpoint"]
+    storage = status["storage"] or {}
+    clock = status["clock"]
+    rec = status["records"]
+    age = "—" if cp["age_s"] is None else f"{cp['age_s']:.0f} s"
+    free = storage.get("free_bytes")
+    total = storage.get("total_bytes")
+    space = (
+        "—" if not free or not total else f"{free / 2**30:.1f} GiB free of {total / 2**30:.1f} GiB"
+    )
+    latest = f"{rates[-1][1]:,.1f}/s" if rates else "—"
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="5">
+<title>riskaudit — {cls}</title><style>{_CSS}</style></head>
+<body>
+<h1>riskaudit <span class="{cls}">{cls}</span></h1>
+<div class="sub">{html.escape(status["path"])} · stream {
+        html.escape(status["stream"])
+    } · riskaudit {html.escape(version)}</div>
+<div class="grid">
+<div class="card"><h2>Health</h2><div class="big {cls}" id="health">{cls}</div>
+<ul>{reasons}</ul>{f"<h2>Warnings</h2><ul>{warnings}</ul>" if warnings else ""}</div>
+<div class="card"><h2>Chain</h2><table>{
+        _rows(
+            [
+                ("chain head (seq)", status["last_seq"]),
+                ("durable watermark", status["durable_seq"]),
+                ("queued", status["queued"]),
+                ("checkpoint age", age),
+                ("checkpoints signed", "yes" if cp["signed"] else "no"),
+            ]
+        )
+    }</table><span id="chain-head" hidden>{status["last_seq"]}</span></div>
+<div class="card"><h2>Destinations</h2><table>{
+        _rows(
+            [
+                ("writing to", status["destination"]),
+                ("records to primary", rec["primary"]),
+                ("to spool / pending", f"{rec['spool']} / {rec['spool_pending']}"),
+                ("stdout only", rec["stdout"]),
+                ("unsequenced", rec["unsequenced"]),
+                ("lost", rec["lost"]),
+            ]
+        )
+    }</table></div>
+<div class="card"><h2>Storage</h2><table>{
+        _rows(
+            [
+                ("volume", f"{storage.get('mount', '—')} ({storage.get('fstype', '—')})"),
+                ("space", space),
+                ("persistent", "yes" if storage.get("persistent") else "NO"),
+                ("container", storage.get("container") or "none"),
+            ]
+        )
+    }</table></div>
+<div class="card"><h2>Clock</h2><table>{
+        _rows(
+            [
+                ("synchronised", "yes" if clock["synchronised"] else "NO"),
+                (
+                    "max error",
+                    "—" if clock["max_error_s"] is None else f"{clock['max_error_s']:g} s",
+                ),
+                ("kernel state", clock["state"]),
+            ]
+        )
+    }</table></div>
+<div class="card" style="grid-column:1/-1"><h2>Events per second ({latest})</h2>{
+        _chart(rates)
+    }</div>
+</div>
+<p class="sub">No event content is shown here. API: <a href="/docs">/docs</a> ·
+<a href="/metrics">/metrics</a> · <a href="/v1/status">/v1/status</a></p>
+</body></html>"""

@@ -1,0 +1,252 @@
+"""The HTTP service: endpoints, the auth matrix, bad input (nothing written), batches."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+from fastapi.testclient import TestClient
+
+from riskaudit import AuditConfig, AuditLog, RiskEventBus, verify_paths
+from riskaudit.ops import Service, TokenStore, create_app, create_token
+from tests.helpers import records
+
+ROLES = ("writer", "reader", "admin")
+
+
+@pytest.fixture
+def tokens(tmp_path: Path) -> dict[str, str]:
+    out = {}
+    lines = []
+    for role in ROLES:
+        token, line = create_token(f"{role}-app", role)
+        out[role] = token
+        lines.append(line)
+    (tmp_path / "tokens").write_text("# name role sha256\n" + "\n".join(lines) + "\n")
+    return out
+
+
+@pytest.fixture
+def client(tmp_path: Path, tokens: dict[str, str]) -> Iterator[TestClient]:
+    cfg = AuditConfig(
+        log_path=tmp_path / "logs" / "log.jsonl",
+        tokens_file=tmp_path / "tokens",
+        max_body_bytes=20_000,
+        max_batch=50,
+    )
+    log = AuditLog(cfg)
+    service = Service(
+        log, cfg, bus=RiskEventBus(log), tokens=TokenStore.load(tmp_path / "tokens"), owns_log=True
+    )
+    with TestClient(create_app(service)) as c:
+        c.log = log  # type: ignore[attr-defined]
+        yield c
+
+
+def auth(tokens: dict[str, str], role: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {tokens[role]}"}
+
+
+def alert(msg: str = "hi", **extra: object) -> dict[str, object]:
+    return {
+        "event_type": "ALERT",
+        "priority": "HIGH",
+        "source": "ui",
+        "data": {"message": msg},
+        **extra,
+    }
+
+
+def event_count(c: TestClient) -> int:
+    c.log.flush()  # type: ignore[attr-defined]
+    return sum(1 for r in records(c.log.path) if "kind" not in r)  # type: ignore[attr-defined]
+
+
+def test_health_ready_metrics_status_page_are_open(client: TestClient) -> None:
+    """The ops endpoints answer without a token and report facts."""
+    h = client.get("/health")
+    assert h.status_code == 200 and h.json()["writer_alive"] is True
+    assert client.get("/ready").json()["ready"] is True
+    m = client.get("/metrics")
+    assert m.status_code == 200 and "audit_durable_seq" in m.text
+    assert 'audit_write_failures_total{reason="primary"} 0.0' in m.text
+    st = client.get("/v1/status").json()
+    assert st["destination"] == "primary" and st["last_seq"] >= 2
+    page = client.get("/")
+    assert page.status_code == 200 and f'id="chain-head" hidden>{st["last_seq"]}' in page.text
+    assert client.get("/docs").status_code == 200
+    assert "/v1/events" in client.get("/openapi.json").json()["paths"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [("post", "/v1/events", {"writer", "admin"}), ("get", "/v1/events", {"reader", "admin"})],
+)
+def test_auth_matrix(
+    client: TestClient, tokens: dict[str, str], method: str, path: str, allowed: set[str]
+) -> None:
+    """401 without or with a wrong token, 403 for the wrong role, 2xx for the right one."""
+    kw = {"json": alert()} if method == "post" else {}
+    assert getattr(client, method)(path, **kw).status_code == 401
+    bad = {"authorization": "Bearer nope"}
+    assert getattr(client, method)(path, headers=bad, **kw).status_code == 401
+    for role in ROLES:
+        code = getattr(client, method)(path, headers=auth(tokens, role), **kw).status_code
+        assert (code < 300) == (role in allowed), (role, code)
+        if role not in allowed:
+            assert code == 403
+
+
+def test_post_one_event_and_durable(client: TestClient, tokens: dict[str, str]) -> None:
+    """202 with the seq; ?durable=true answers 200 after fsync."""
+    r = client.post("/v1/events", json=alert(), headers=auth(tokens, "writer"))
+    assert r.status_code == 202 and r.json()["first_seq"] == r.json()["last_seq"]
+    d = client.post("/v1/events?durable=true", json=alert(), headers=auth(tokens, "writer"))
+    assert d.status_code == 200 and d.json()["durable"] is True
+    assert client.log.durable_seq >= d.json()["last_seq"]  # type: ignore[attr-defined]
+
+
+def test_ndjson_batch_and_retry_dedupe(client: TestClient, tokens: dict[str, str]) -> None:
+    """A batch gets a seq range; the same event_ids posted again are not written twice."""
+    body = b"\n".join(orjson.dumps(alert(str(i), event_id=f"e-{i}")) for i in range(10))
+    h = {**auth(tokens, "writer"), "content-type": "application/x-ndjson"}
+    r = client.post("/v1/events", content=body, headers=h)
+    assert r.status_code == 202 and r.json()["accepted"] == 10
+    again = client.post("/v1/events", content=body, headers=h)
+    assert again.json()["accepted"] == 0
+    assert [d["seq"] for d in again.json()["duplicates"]] == r.json()["seqs"]
+    assert event_count(client) == 10
+
+
+@pytest.mark.parametrize(
+    ("content", "ctype", "status", "field"),
+    [
+        (b"{not json", "application/json", 400, None),
+        (orjson.dumps({"event_type": "NOPE"}), "application/json", 422, "event_type"),
+        (orjson.dumps({"data": {}}), "application/json", 422, "event_type"),
+        (orjson.dumps({**alert(), "colour": "red"}), "application/json", 422, "colour"),
+        (orjson.dumps({**alert(), "priority": "URGENT"}), "application/json", 422, "priority"),
+        (orjson.dumps({**alert(), "data": [1]}), "application/json", 422, "data"),
+        (orjson.dumps(alert()), "text/plain", 415, "content-type"),
+        (
+            b'{"event_type":"ALERT","data":{"message":"' + b"x" * 30_000 + b'"}}',
+            "application/json",
+            413,
+            None,
+        ),
+        (orjson.dumps(alert()) + b"\n{oops", "application/x-ndjson", 400, "line 2"),
+        (
+            orjson.dumps(alert()) + b"\n" + orjson.dumps({"event_type": "X"}),
+            "application/x-ndjson",
+            422,
+            "[1].event_type",
+        ),
+        (b"\n".join([orjson.dumps(alert())] * 51), "application/x-ndjson", 413, None),
+    ],
+)
+def test_bad_input_is_refused_and_nothing_written(
+    client: TestClient,
+    tokens: dict[str, str],
+    content: bytes,
+    ctype: str,
+    status: int,
+    field: str | None,
+) -> None:
+    """Each bad body gets a clear 4xx naming the field, and the log gains no event."""
+    before = event_count(client)
+    r = client.post(
+        "/v1/events", content=content, headers={**auth(tokens, "writer"), "content-type": ctype}
+    )
+    assert r.status_code == status, r.text
+    assert r.json()["field"] == field and r.json()["error"]
+    assert event_count(client) == before
+
+
+def test_actor_rules_refuse_the_whole_batch(client: TestClient, tokens: dict[str, str]) -> None:
+    """A batch with a limit increase lacking approval: 403, nothing of it written, and
+    the attempt recorded as policy_violation."""
+    raise_limit = {
+        "event_type": "CONFIG_UPDATE",
+        "data": {"limit": "max_pos", "old": 1, "new": 9},
+        "metadata": {"actor": "trader-1"},
+    }
+    body = orjson.dumps(alert()) + b"\n" + orjson.dumps(raise_limit)
+    before = event_count(client)
+    r = client.post(
+        "/v1/events",
+        content=body,
+        headers={**auth(tokens, "writer"), "content-type": "application/x-ndjson"},
+    )
+    assert r.status_code == 403 and r.json()["rule"] == "approval_required"
+    assert event_count(client) == before
+    kinds = [x.get("kind") for x in records(client.log.path)]  # type: ignore[attr-defined]
+    assert "policy_violation" in kinds
+
+
+def test_query_filters_pages_and_records_the_access(
+    client: TestClient, tokens: dict[str, str]
+) -> None:
+    """GET /v1/events filters and paginates; each read is an access record naming who."""
+    h = {**auth(tokens, "writer"), "content-type": "application/x-ndjson"}
+    body = b"\n".join(orjson.dumps(alert(str(i), source="a" if i % 2 else "b")) for i in range(30))
+    client.post("/v1/events", content=body, headers=h)
+    client.log.flush()  # type: ignore[attr-defined]
+    r = client.get(
+        "/v1/events", params={"source": "a", "limit": 10}, headers=auth(tokens, "reader")
+    )
+    page1 = r.json()
+    assert len(page1["records"]) == 10 and all(x["source"] == "a" for x in page1["records"])
+    r2 = client.get(
+        "/v1/events",
+        params={"source": "a", "limit": 10, "after": page1["next_after"]},
+        headers=auth(tokens, "reader"),
+    )
+    assert len(r2.json()["records"]) == 5 and r2.json()["next_after"] is None
+    client.log.flush()  # type: ignore[attr-defined]
+    access = [x for x in records(client.log.path) if x.get("kind") == "access"]  # type: ignore[attr-defined]
+    assert access[0]["who"] == "reader-app" and access[0]["count"] == 10
+    assert access[0]["query"]["source"] == ["a"]
+    assert verify_paths([client.log.path]).valid  # type: ignore[attr-defined]
+
+
+def test_without_a_tokens_file_the_event_api_is_closed(tmp_path: Path) -> None:
+    """No RISK_AUDIT_TOKENS_FILE: ops endpoints open, the event API answers 401."""
+    cfg = AuditConfig(log_path=tmp_path / "x.jsonl")
+    with AuditLog(cfg) as log, TestClient(create_app(Service(log, cfg))) as c:
+        assert c.get("/health").status_code == 200
+        r = c.post("/v1/events", json=alert())
+        assert r.status_code == 401 and "RISK_AUDIT_TOKENS_FILE" in r.json()["error"]
+
+
+def test_closed_ops_endpoints_need_a_token(tmp_path: Path, tokens: dict[str, str]) -> None:
+    """RISK_AUDIT_OPEN_ENDPOINTS empty: even /metrics needs a token."""
+    cfg = AuditConfig(
+        log_path=tmp_path / "x.jsonl", tokens_file=tmp_path / "tokens", open_endpoints=()
+    )
+    with (
+        AuditLog(cfg) as log,
+        TestClient(create_app(Service(log, cfg, tokens=TokenStore.load(tmp_path / "tokens")))) as c,
+    ):
+        assert c.get("/metrics").status_code == 401
+        assert c.get("/metrics", headers=auth(tokens, "reader")).status_code == 200
+
+
+def test_embedded_ops_endpoints_start_and_stop(tmp_path: Path) -> None:
+    """One call serves /health, /ready and /metrics for an embedded log; stop() ends it."""
+    import httpx
+
+    from riskaudit.ops import start_ops_server
+
+    with AuditLog(path=tmp_path / "e.jsonl") as log:
+        server = start_ops_server(log, port=0)
+        try:
+            base = f"http://127.0.0.1:{server.port}"
+            assert httpx.get(f"{base}/health").json()["writer_alive"] is True
+            assert httpx.get(f"{base}/ready").status_code == 200
+            assert "audit_chain_seq" in httpx.get(f"{base}/metrics").text
+        finally:
+            server.stop()
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"{base}/health", timeout=1)
