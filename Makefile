@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench install clean system-deps
+.PHONY: run verify test lint bench install clean system-deps
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,10 +14,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## make run: simulated risk engine writing logs/risk_audit.jsonl, then verify it.
+## make run: the service with the simulated risk engine inside, logging to logs/;
+## open http://127.0.0.1:8080/ (Ctrl-C stops it; then `make verify`).
 run: $(STAMP)
-	$(BIN)/riskaudit demo --events 20000 --rate 5000
-	$(BIN)/riskaudit verify logs/risk_audit.jsonl
+	$(BIN)/riskaudit serve --demo --host 127.0.0.1 --port 8080
+
+verify: $(STAMP)
+	$(BIN)/riskaudit verify logs
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
