@@ -30,7 +30,7 @@ def free_port() -> int:
 
 def get(url: str) -> tuple[int, Any]:
     try:
-        with urllib.request.urlopen(url, timeout=5) as r:  # noqa: S310 - loopback only
+        with urllib.request.urlopen(url, timeout=5) as r:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read() or b"null")
@@ -74,8 +74,8 @@ def main() -> None:
                     f"--storage.tsdb.path={work / 'tsdb'}",
                     f"--web.listen-address=127.0.0.1:{pport}",
                 ],
-                stdout=open(work / "prometheus.log", "wb"),
-                stderr=subprocess.STDOUT,  # noqa: SIM115
+                stdout=open(work / "prometheus.log", "wb"),  # noqa: SIM115
+                stderr=subprocess.STDOUT,
             )
         )
         env = {
