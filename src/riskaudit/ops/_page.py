@@ -35,7 +35,7 @@ def _chart(rates: list[tuple[float, float]]) -> str:
             '<text x="8" y="60">collecting samples…</text></svg>'
         )
     span = max(1.0, *(a for a, _ in rates))
-    top = max(1.0, *(r for _, r in rates))
+    top = max(1.0, *(r for _, r in rates)) * 1.25  # headroom above the peak
     pts = " ".join(
         f"{w - (ago / span) * (w - 10) - 5:.1f},{h - 18 - (r / top) * (h - 30):.1f}"
         for ago, r in rates
