@@ -425,3 +425,26 @@ def test_close_does_not_wait_out_the_flush_window(log_path: Path) -> None:
         started = time.monotonic()
     assert time.monotonic() - started < 1.0
     assert records(log_path)[-1]["kind"] == "stop"
+
+
+def test_a_lone_event_is_durable_at_once_with_the_default_window(log_path: Path) -> None:
+    """With flush interval 0, one event into an idle log is synced within milliseconds,
+    not after the writer's idle timeout."""
+    with AuditLog(AuditConfig(log_path=log_path)) as log:
+        time.sleep(0.6)  # the writer is idle, waiting
+        seq = log.append(event())
+        started = time.monotonic()
+        while log.durable_seq < seq:  # type: ignore[operator]
+            time.sleep(0.001)
+        assert time.monotonic() - started < 0.1
+
+
+def test_a_control_record_that_cannot_be_encoded_fails_in_the_caller(audit_log: AuditLog) -> None:
+    """An access record with a value JSON cannot hold raises at the caller; the writer
+    thread lives on and later events are written."""
+    with pytest.raises(AuditEncodingError, match="access record"):
+        audit_log.append_control("access", {"after": 2**64})
+    seq = audit_log.append(event())
+    audit_log.flush(timeout=5)
+    assert audit_log.durable_seq >= seq  # type: ignore[operator]
+    assert audit_log.health().status != "failing"

@@ -44,6 +44,7 @@ from riskaudit.config import AuditConfig
 from riskaudit.errors import (
     AuditClosedError,
     AuditDegradedError,
+    AuditEncodingError,
     AuditError,
     AuditFlushTimeoutError,
     AuditForkedError,
@@ -331,7 +332,7 @@ class AuditLog:
         counts = self.event_counts
         counts[key] = counts.get(key, 0) + 1
         self.last_by_source[event.source] = ts
-        if n >= self._wake_at and self._writer_idle:
+        if n + 1 >= self._wake_at and self._writer_idle:  # n was the length before
             self._writer_idle = False
             self._wake.set()
         return seq
@@ -556,7 +557,14 @@ class AuditLog:
         return items, seq
 
     def _enqueue_control(self, kind: str, fields: dict[str, Any]) -> int:
-        """Queue a control record of the writer's own (it takes the next ``seq``)."""
+        """Queue a control record of the writer's own (it takes the next ``seq``).
+
+        The fields are encoded here first, so a value JSON cannot hold fails in the
+        caller, never in the writer thread."""
+        try:
+            orjson.dumps(fields)
+        except (TypeError, orjson.JSONEncodeError) as exc:
+            raise AuditEncodingError(f"{kind} record cannot be encoded: {exc}") from exc
         with self._lock:
             seq = self._next_seq
             self._next_seq = seq + 1

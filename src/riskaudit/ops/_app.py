@@ -36,6 +36,7 @@ from riskaudit.ops._query import run_query
 from riskaudit.policy import actor_problem, schema_problem
 
 SAMPLE_EVERY = 5.0
+_MAX_SEQ = 2**63 - 1  # seq is a signed 64-bit integer on disk (orjson's limit)
 
 _EVENT_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -255,12 +256,12 @@ def create_app(service: Service) -> FastAPI:
         who: Annotated[Principal | None, Depends(guard("events", "reader"))],
         since: str | None = None,
         until: str | None = None,
-        seq_from: Annotated[int | None, Query(ge=1)] = None,
-        seq_to: Annotated[int | None, Query(ge=1)] = None,
+        seq_from: Annotated[int | None, Query(ge=1, le=_MAX_SEQ)] = None,
+        seq_to: Annotated[int | None, Query(ge=1, le=_MAX_SEQ)] = None,
         event_type: Annotated[list[str] | None, Query(alias="type")] = None,
         source: Annotated[list[str] | None, Query()] = None,
         priority: Annotated[list[str] | None, Query()] = None,
-        after: Annotated[int, Query(ge=0)] = 0,
+        after: Annotated[int, Query(ge=0, le=_MAX_SEQ)] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> JSONResponse:
         try:

@@ -26,6 +26,10 @@ def _rows(pairs: list[tuple[str, Any]]) -> str:
     )
 
 
+def _ago(seconds: float) -> str:
+    return f"{seconds:.0f} s ago" if seconds < 120 else f"{seconds / 60:.0f} min ago"
+
+
 def _chart(rates: list[tuple[float, float]]) -> str:
     """An SVG polyline of (seconds ago, events/s), newest on the right."""
     w, h = 560, 120
@@ -44,7 +48,7 @@ def _chart(rates: list[tuple[float, float]]) -> str:
         f'<svg width="{w}" height="{h}" role="img" aria-label="events per second">'
         f'<polyline fill="none" stroke="#0969da" stroke-width="2" points="{pts}"/>'
         f'<text x="6" y="12" font-size="11">{top:,.0f}/s</text>'
-        f'<text x="6" y="{h - 4}" font-size="11">{span / 60:.0f} min ago</text>'
+        f'<text x="6" y="{h - 4}" font-size="11">{_ago(span)}</text>'
         f'<text x="{w - 30}" y="{h - 4}" font-size="11">now</text></svg>'
     )
 

@@ -1,0 +1,151 @@
+"""Schemathesis against the in-process ASGI app: no 5xx, responses as the OpenAPI says."""
+
+from __future__ import annotations
+
+import atexit
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import schemathesis
+from hypothesis import reject, settings
+from schemathesis.specs.openapi.checks import (
+    allow_header_conformance,
+    negative_data_rejection,
+    positive_data_acceptance,
+)
+
+from riskaudit import AuditConfig, AuditLog, RiskEventBus, verify_paths
+from riskaudit.errors import AuditError
+from riskaudit.ops import Service, TokenStore, create_app, create_token
+
+pytestmark = pytest.mark.slow
+
+# Checks left out, each for documented, intentional behaviour rather than a defect; everything
+# else schemathesis has (not_a_server_error, status code, content type, headers and response
+# schema conformance, unsupported methods) runs on every response:
+EXCLUDED_CHECKS = [
+    # `since`/`until` are plain strings in the schema, but the app answers 422 for text that is
+    # not a UTC time (ST202 on `?since=t`). The 422 is documented; the format is not declared.
+    positive_data_acceptance,
+    # The app is lenient where the wire allows it: `?type=false` is the string "false" to the
+    # app, and `"timestamp_ns": null` means "not given" (ST201). Neither writes bad data.
+    negative_data_rejection,
+    # GET and POST /v1/events are separate routes, so Starlette's 405 answer to OPTIONS lists
+    # only one of them in `Allow` (ST205): framework behaviour, not the app's.
+    allow_header_conformance,
+]
+
+# BUG (reported, not fixed here): an integer query parameter of 2**64 or more on GET /v1/events
+# (`after`, `seq_from`, `seq_to`) is answered 200, but the `access` control record that logs the
+# query cannot be serialised (orjson: "Integer exceeds 64-bit range"), the writer thread dies,
+# and every later write fails: 500 on POST/GET /v1/events, 503 on /health and /ready, and events
+# already acknowledged with 202 are lost. The fuzz run below steers around such input so it can
+# keep testing the rest; test_huge_query_integer_keeps_the_writer_alive holds the case.
+HUGE = 2**64
+SEQ_PARAMS = ("after", "seq_from", "seq_to")
+HUGE_REASON = (
+    "BUG: GET /v1/events?after=18446744073709551616 kills the audit writer thread "
+    "(orjson cannot serialise the access record's query); later requests answer 500"
+)
+
+# The app is built at import time because schema.parametrize() needs the schema at collection
+# (schemathesis.pytest.from_fixture fails under pytest 9: it sets request.node._nodeid).
+_TMP = Path(tempfile.mkdtemp(prefix="riskaudit-fuzz-"))
+
+
+def build_app(root: Path) -> tuple[Any, AuditLog, dict[str, str]]:
+    """The service with an admin (writer + reader) token; the caller closes the log."""
+    token, line = create_token("fuzz-admin", "admin")
+    (root / "tokens").write_text(line + "\n")
+    cfg = AuditConfig(log_path=root / "logs" / "log.jsonl", tokens_file=root / "tokens")
+    log = AuditLog(cfg)
+    # owns_log=False: schemathesis ends the ASGI lifespan after every test item and starts it
+    # again on the next request, so the lifespan must not close the log.
+    service = Service(
+        log, cfg, bus=RiskEventBus(log), tokens=TokenStore.load(root / "tokens"), owns_log=False
+    )
+    return create_app(service), log, {"authorization": f"Bearer {token}"}
+
+
+APP, LOG, AUTH = build_app(_TMP)
+
+
+@atexit.register
+def _remove_tmp() -> None:
+    LOG.close()  # idempotent; the module fixture closes it first unless its tests were deselected
+    shutil.rmtree(_TMP, ignore_errors=True)
+
+
+schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
+
+
+@schemathesis.serializer("application/x-ndjson")
+def ndjson_serializer(ctx: schemathesis.SerializationContext, value: Any) -> dict[str, Any]:
+    """The NDJSON body is a string in the schema: send it as it is (schemathesis has none)."""
+    if isinstance(value, bytes):
+        return {"data": value}
+    text = value if isinstance(value, str) else json.dumps(value)
+    return {"data": text.encode("utf-8", "surrogatepass")}
+
+
+def has_huge_seq(query: dict[str, Any] | None) -> bool:
+    """Whether the app would parse an `after`/`seq_*` parameter to an integer >= 2**64."""
+    for name in SEQ_PARAMS:
+        raw = (query or {}).get(name)
+        for value in raw if isinstance(raw, list) else [raw]:
+            try:
+                if abs(float(str(value).strip())) >= HUGE:
+                    return True
+            except ValueError:
+                continue
+    return False
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fuzzed_log() -> Iterator[None]:
+    """After the fuzzing the writer is alive and the hash chain still verifies."""
+    yield
+    status = LOG.status()
+    LOG.close()
+    assert status["writer_alive"], status["health"]
+    assert status["records"]["lost"] == 0, status["records"]
+    report = verify_paths([LOG.path])
+    assert report.valid, report
+
+
+@schema.parametrize()
+@settings(max_examples=30, deadline=None)
+def test_api_conforms_and_never_answers_5xx(case: schemathesis.Case) -> None:
+    """Every operation, fuzzed with an admin token: no 5xx, responses match the schema."""
+    if case.path == "/v1/events" and case.method.upper() == "GET" and has_huge_seq(case.query):
+        reject()  # the known writer-killing input, see HUGE_REASON
+    case.call_and_validate(headers=AUTH, excluded_checks=EXCLUDED_CHECKS)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_huge_query_integer_keeps_the_writer_alive(tmp_path: Path) -> None:
+    """The input schemathesis found: a reader's after=2**64 must not stop the audit writer."""
+    app, log, auth = build_app(tmp_path)
+    try:
+        get = schemathesis.openapi.from_asgi("/openapi.json", app)["/v1/events"]["GET"]
+        first = get.Case(query={"after": HUGE}).call(headers=auth)
+        assert first.status_code in (200, 422), first.text
+        deadline = time.monotonic() + 10
+        while log.status()["writer_alive"] and log.durable_seq < log.last_seq:
+            assert time.monotonic() < deadline, "the access record never became durable"
+            time.sleep(0.02)
+        try:
+            later = get.Case(query={"after": 0}).call(headers=auth)
+        except AuditError as exc:  # in-process, the app's 500 reaches us as the exception
+            pytest.xfail(f"{HUGE_REASON}: then 500 {exc!r}")
+        if not log.status()["writer_alive"] or later.status_code >= 500:
+            pytest.xfail(f"{HUGE_REASON}: then {later.status_code} {later.text[:160]}")
+        assert later.status_code == 200, later.text
+    finally:
+        log.close()
