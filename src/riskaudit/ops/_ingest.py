@@ -93,7 +93,7 @@ def to_event(obj: Any, where: str) -> RiskEvent:
                 f"{name} must be a {'string' if kind is str else 'JSON object'}",
             )
     ts = obj.get("timestamp_ns")
-    if ts is not None and (not isinstance(ts, int) or isinstance(ts, bool) or ts < 0):
+    if "timestamp_ns" in obj and (not isinstance(ts, int) or isinstance(ts, bool) or ts < 0):
         raise Problem(422, f"{where}timestamp_ns", "timestamp_ns must be a non-negative integer")
     return RiskEvent(
         event_type,
