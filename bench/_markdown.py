@@ -19,14 +19,18 @@ from _report import (
     TIMES,
     _construct_rows,
     _gil_rows,
+    _http_rows,
     _k,
     _med,
+    _ops_rows,
     _paced_rows,
+    _rng,
     _stall_rows,
     _table,
     _target_rows,
     _throughput_rows,
 )
+from _stats import spread
 from _variants import QUEUE_SIZE
 
 
@@ -69,7 +73,9 @@ def render(raw: dict[str, Any], chart_name: str) -> str:
     w(
         "Options: `--rounds` (default 4), `--events` (default 100,000), `--pace-rate`, "
         "`--pace-seconds` (at least 2), `--gil-seconds`, `--stall-seconds`, "
-        "`--stall-appends`, `--stall-queue`, `--no-docs`, `--out`, `--from-json`. A full "
+        "`--stall-appends`, `--stall-queue`, `--http-seconds` (default 4), `--ops-events` "
+        "(default 500,000), `--scrape-every` (default 1), `--no-http` (skip the HTTP and "
+        "ops workloads), `--no-docs`, `--out`, `--from-json`. A full "
         f"run takes about {m['duration_s'] / 60:.1f} minutes here. Outputs: the table on "
         "stdout, `bench/out/results.json` (every round's raw figures, gitignored), "
         f"`docs/{chart_name}` and this page.\n"
@@ -99,6 +105,15 @@ def render(raw: dict[str, Any], chart_name: str) -> str:
         f"{DASH}{spreads[-1] * 100:.0f}% (max{DASH}min over median) across rounds; read "
         "smaller differences as noise. The paired per-round ratios to (a) are steadier than "
         "the absolute rates."
+        + (
+            f" The 1-minute load average, sampled as each job started, had a median of "
+            f"{s['loadavg_1m']['median']:.2f} (range {_rng(s['loadavg_1m'], '.2f')}); the "
+            "benchmark itself "
+            "accounts for one to two of that, so values well above 2 mean something else "
+            "(for example a test run) shared the two vCPUs during that job."
+            if "loadavg_1m" in s
+            else ""
+        )
     )
     w(
         "* **Isolation:** every workload of every round runs in a fresh subprocess "
@@ -107,7 +122,9 @@ def render(raw: dict[str, Any], chart_name: str) -> str:
         "and removes it before it exits."
     )
     w(
-        "* **Same input, interleaved:** rounds run a b c d e, then the other workloads, "
+        "* **Same input, interleaved:** rounds run a b c d e, then the other workloads"
+        + (", then the HTTP and embedded-ops workloads" if "http" in s else "")
+        + ", "
         "then the next round, so slow drift of the machine hits every variant alike. All "
         "variants get the same pre-built events (same ids, timestamps and payloads, "
         f"fingerprint `{m['events_digest']}`, checked by the parent), built before any clock "
@@ -489,6 +506,12 @@ def render(raw: dict[str, Any], chart_name: str) -> str:
         "chained by the writer: bounded, but not small.\n"
     )
 
+    # -- HTTP ingest --------------------------------------------------------------------
+    if "http" in s:
+        out.extend(_http_section(s, args, rounds))
+    if "ops" in s:
+        out.extend(_ops_section(s))
+
     # -- targets ------------------------------------------------------------------------
     w("## Targets\n")
     w(_table(*_target_rows(s, markdown=True), markdown=True))
@@ -540,3 +563,205 @@ def render(raw: dict[str, Any], chart_name: str) -> str:
         "machine; the table says so where that happens.\n"
     )
     return "\n".join(out)
+
+
+def _http_section(s: dict[str, Any], args: dict[str, Any], rounds: int) -> list[str]:
+    out: list[str] = []
+    w = out.append
+    h = s["http"]
+    single, batch, dur = h.get("http:single"), h.get("http:batch"), h.get("http:durable")
+    any_h = next(iter(h.values()))
+    startup = spread(x["server_startup_s"]["median"] for x in h.values())
+    w("## HTTP ingest\n")
+    w(
+        "Each workload runs in its own `run.py --one http:...` subprocess, the load "
+        "generator, which starts a server of its own: `riskaudit serve --host 127.0.0.1 "
+        "--port PORT` (the console script, a second process) with `RISK_AUDIT_LOG_PATH` in "
+        "a fresh temporary directory, `RISK_AUDIT_TOKENS_FILE` holding the line printed by "
+        "`riskaudit token create --name bench --role writer`, `LOG_LEVEL=WARNING`, "
+        "`RISK_AUDIT_SCHEMA_POLICY=off`, and every other setting at its default (no "
+        "`RISK_AUDIT_*` variable is inherited). It waits for `GET /health` to answer 200 "
+        f"(about {startup['median']:.1f} s after the start), then posts to `POST /v1/events` "
+        "with `Authorization: Bearer <token>` over loopback from **one thread with one "
+        "keep-alive `httpx.Client`, so one request is in flight at a time**: the rates are "
+        "what one sequential client gets, bounded by the round trip, not what the server "
+        "takes from many clients at once.\n"
+    )
+    w(
+        '* **Single events:** one `{"event_type":"ALERT","priority":"HIGH","source":"bench",'
+        '"data":{"message":"m"}}` per request as `application/json` '
+        f"({single['body_bytes'] if single else 80} bytes); requests/s = events/s."
+    )
+    w(
+        f"* **NDJSON batches:** {any_h['events_per_request'] if not single else 1000:,} such "
+        "events per request, one per line, as `application/x-ndjson` "
+        f"({batch['body_bytes'] if batch else 0:,} bytes); **durable** adds `?durable=true`, "
+        "so each answer waits until its batch is fsynced."
+    )
+    w(
+        f"* **Timing:** after an unmeasured warm-up (200 single posts or 3 batches), "
+        f"{args['http_seconds']:g} s of posting; latency is per request as the client sees "
+        "it (`perf_counter_ns` around `client.post`, so it includes httpx's own work), "
+        "server CPU is read from `/proc/<pid>/stat` of the server process over the same "
+        f"window. The HTTP workloads run after the other workloads in each of the {rounds} "
+        "rounds, each against a fresh server and log."
+    )
+    w(
+        "* **Checks:** every answer must be 202 (with `?durable=true`: 200 and "
+        '`"durable": true`), its `accepted` and `seqs` as many as the events posted and no '
+        "duplicates; afterwards the server is stopped with SIGINT (it closes the log), "
+        "`riskaudit verify <dir>` must exit 0, and every accepted seq must be in the written "
+        "log as one of the posted events. A failed check stops the benchmark.\n"
+    )
+    w(_table(*_http_rows(s), markdown=True))
+    w("")
+    if single:
+        srv = single["server_cpu_us_per_request"]["median"]
+        cli = single["client_cpu_us_per_request"]["median"]
+        rtt = 1e6 / single["requests_per_s"]["median"]
+        w(
+            f"* **Single events:** {_med(single['events_per_s'], ',.0f')} events/s, request "
+            f"p50 {single['p50_ms']['median']:.2f} ms and p99 {single['p99_ms']['median']:.2f}"
+            f" ms. Per request the server spent {srv:,.0f} µs of CPU and the client (httpx) "
+            f"{cli:,.0f} µs, against {rtt:,.0f} µs per request of wall time: with one request "
+            "in flight the two sides mostly take turns. By its CPU alone one server process "
+            f"would top out near {1e6 / srv:,.0f} single-event requests/s however many "
+            "clients post."
+            + (
+                f" A batched event costs the server "
+                f"{batch['server_cpu_us_per_event']['median']:.1f} µs, so about "
+                f"{srv - batch['server_cpu_us_per_event']['median']:,.0f} µs of each "
+                "single-event request is per-request work (HTTP, routing, the token check, "
+                "the JSON answer), not the audit log."
+                if batch
+                else ""
+            )
+        )
+    if batch:
+        line = (
+            f"* **NDJSON batches of {batch['events_per_request']:,}:** "
+            f"{_med(batch['events_per_s'], ',.0f')} events/s, "
+        )
+        if single:
+            line += (
+                f"{batch['events_per_s']['median'] / single['events_per_s']['median']:.0f}"
+                f"{TIMES} the single-event rate, "
+            )
+        line += (
+            f"{batch['p50_ms']['median']:.1f} ms per request at p50 "
+            f"({batch['p99_ms']['median']:.1f} ms at p99). The server spends "
+            f"{batch['server_cpu_us_per_event']['median']:.1f} µs of CPU per event "
+            f"(parsing, validation, dedupe, `append`) and kept "
+            f"{batch['server_cores_busy']['median']:.2f} cores busy: it, not the client, is "
+            "the bottleneck here."
+        )
+        w(line)
+    if batch and dur:
+        change = dur["events_per_s"]["median"] / batch["events_per_s"]["median"] - 1
+        overlap = (
+            dur["events_per_s"]["min"] <= batch["events_per_s"]["max"]
+            and batch["events_per_s"]["min"] <= dur["events_per_s"]["max"]
+        )
+        w(
+            f"* **Durable batches:** {_med(dur['events_per_s'], ',.0f')} events/s, "
+            f"{change * 100:+.0f}% against the same batches without `?durable=true`"
+            + (f" (the min{DASH}max ranges overlap: within the noise)" if overlap else "")
+            + f"; request p50 {dur['p50_ms']['median']:.1f} ms against "
+            f"{batch['p50_ms']['median']:.1f} ms without."
+            + (
+                " With the default `flush_interval` of 0 the writer syncs each batch as soon "
+                "as it takes it, so waiting for the fsync adds little to a request that "
+                "spends most of its time in parsing and `append`."
+                if overlap or abs(change) < 0.1
+                else ""
+            )
+        )
+    runs = sum(x["runs"] for x in h.values())
+    verified = sum(x["verified"] for x in h.values())
+    codes: dict[str, int] = {}
+    for x in h.values():
+        for code, n in x["statuses"].items():
+            codes[code] = codes.get(code, 0) + n
+    answered = ", ".join(f"{n:,}{TIMES} HTTP {code}" for code, n in sorted(codes.items()))
+    w(
+        f"* **Verified:** {verified} of {runs} runs passed every check. The servers "
+        f"answered {answered} (warm-up included) and nothing else; "
+        f"{sum(x['accepted_seqs'] for x in h.values()):,} accepted seqs, every one found in "
+        f"its log; `riskaudit verify` exited 0 (VALID) on every log "
+        f"({sum(x['records_verified'] for x in h.values()):,} records in all, control "
+        "records included)."
+    )
+    rss = spread(x["server_rss_peak_mib"]["median"] for x in h.values())
+    w(
+        f"* The server process peaked at {rss['min']:.0f}{DASH}{rss['max']:.0f} MiB RSS "
+        "(median per workload).\n"
+    )
+    return out
+
+
+def _ops_section(s: dict[str, Any]) -> list[str]:
+    out: list[str] = []
+    w = out.append
+    o = s["ops"]
+    w("### What the ops endpoints cost an embedded producer\n")
+    w(
+        f"One thread appends {o['events']:,} events (cycling through {o['pool']:,} "
+        "pre-built ones) flat out to an `AuditLog` with the library's default configuration "
+        f"(`AuditConfig(log_path=...)`, so `flush_interval` {o['flush_interval']:g}), then "
+        "`flush()`: (d) with the default window. *With ops*, the same process also runs "
+        "`riskaudit.ops.start_ops_server(log, port=0)` (uvicorn on a daemon thread serving "
+        "`/health`, `/ready`, `/metrics` and the status page), and a separate process "
+        f"(`run.py --one scrape`) fetches `/metrics` and then `/health` every "
+        f"{o['scrape_every_s']:g} s, like a Prometheus scrape and a liveness probe, from "
+        "before the first append until after the flush. Both run in every round (without, "
+        "then with), each in a fresh subprocess. *Other threads' CPU* is the process's CPU "
+        "time minus the producer's and the writer's: the ops server's share.\n"
+    )
+    w(_table(*_ops_rows(s), markdown=True))
+    w("")
+    r = o["ratio_eps"]
+    if r["min"] <= 1.0 <= r["max"]:
+        verdict = (
+            f"the per-round ratio ranges over {_rng(r, '.2f')}, across 1.0: no cost this "
+            "machine can tell from its noise"
+        )
+    elif r["median"] < 1:
+        verdict = f"{(1 - r['median']) * 100:.0f}% fewer events/s in every round ({_rng(r, '.2f')})"
+    else:
+        verdict = f"no slower in any round ({_rng(r, '.2f')})"
+    p = o["ratio_p99"]
+    w(
+        f"* **Throughput:** with the endpoints running and scraped, the producer kept "
+        f"{r['median']:.2f}{TIMES} its events/s: {verdict}. Producer call p99 "
+        f"{o['on']['p99_us']['median']:.2f} µs against {o['off']['p99_us']['median']:.2f} "
+        f"µs ({p['median']:.2f}{TIMES}, {_rng(p, '.2f')}); p99.9 "
+        f"{o['ratio_p999']['median']:.2f}{TIMES}."
+    )
+    other = o["on"]["other_cpu_ms"]["median"]
+    secs = o["on"]["elapsed_s"]["median"]
+    w(
+        f"* **CPU:** the ops server's threads used {other:.0f} ms of CPU over the "
+        f"{secs:.1f} s run ({other / 1e3 / secs * 100:.1f}% of one core; without it, "
+        f"{o['off']['other_cpu_ms']['median']:.0f} ms)."
+    )
+    codes = ", ".join(f"{k}: {n}" for k, n in sorted(o["scrape_statuses"].items()))
+    mp50 = o["metrics_p50_ms"]["median"]
+    w(
+        f"* **Scrapes:** {o['scrapes']} scrape pairs over all rounds ({codes}). A "
+        f"`/metrics` answer ({o['metrics_bytes']:,} bytes) took {mp50:.1f} ms at p50 "
+        f"(worst {o['metrics_max_ms']['max']:.0f} ms) and `/health` "
+        f"{o['health_p50_ms']['median']:.1f} ms while the producer ran flat out"
+        + (
+            ": the endpoint thread waits for the GIL like the writer does, so a busy "
+            "process answers its scrapes late."
+            if mp50 > 10
+            else "."
+        )
+    )
+    w(
+        f"* Time to durable in this flat-out setting (p99 "
+        f"{o['off']['durable_p99_ms']['median']:.0f} ms without, "
+        f"{o['on']['durable_p99_ms']['median']:.0f} ms with) is the GIL-starvation regime "
+        "described above, not the paced one the target is judged on.\n"
+    )
+    return out

@@ -181,7 +181,116 @@ def summarize(raw: dict[str, Any]) -> Summary:
             "calls_with_switch": _sp(att, "calls_with_switch"),
             "events": att[0]["call"]["n"],
         }
+    http = _http_summary(raw)
+    if http:
+        out["http"] = http
+    ops = _ops_summary(raw)
+    if ops:
+        out["ops"] = ops
+    loads = [
+        run["job"]["loadavg_1m_before"]
+        for rnd in rounds
+        for run in rnd["runs"].values()
+        if "job" in run
+    ]
+    if loads:
+        out["loadavg_1m"] = spread(loads)
     out["targets"] = _targets(out)
+    return out
+
+
+HTTP_KEYS = ("http:single", "http:batch", "http:durable")
+
+
+def _http_summary(raw: dict[str, Any]) -> Summary:
+    out: Summary = {}
+    for key in HTTP_KEYS:
+        runs = _runs(raw, key)
+        if not runs:
+            continue
+        statuses: dict[str, int] = {}
+        for r in runs:
+            for code, count in r["statuses"].items():
+                statuses[code] = statuses.get(code, 0) + count
+        out[key] = {
+            "label": runs[0]["label"],
+            "events_per_request": runs[0]["events_per_request"],
+            "body_bytes": runs[0]["body_bytes"],
+            "seconds": runs[0]["seconds"],
+            "events_per_s": _sp(runs, "events_per_s"),
+            "requests_per_s": _sp(runs, "requests_per_s"),
+            "p50_ms": _sp(runs, "latency", "p50_us", scale=1e-3),
+            "p99_ms": _sp(runs, "latency", "p99_us", scale=1e-3),
+            "max_ms": _sp(runs, "latency", "max_us", scale=1e-3),
+            "requests": _sp(runs, "requests"),
+            "server_cpu_us_per_event": _sp(runs, "server_cpu_us_per_event"),
+            "server_cpu_us_per_request": _sp(runs, "server_cpu_us_per_request"),
+            "server_cores_busy": _sp(runs, "server_cores_busy"),
+            "client_cpu_us_per_request": _sp(runs, "client_cpu_us_per_request"),
+            "server_rss_peak_mib": _sp(runs, "server_rss_peak_mib"),
+            "server_startup_s": _sp(runs, "server_startup_s"),
+            "statuses": statuses,
+            "runs": len(runs),
+            "verified": sum(
+                1
+                for r in runs
+                if r["verify"]["exit_code"] == 0
+                and r["verify"]["valid"]
+                and r["verify"]["all_accepted_in_log"]
+            ),
+            "accepted_seqs": sum(r["verify"]["accepted_seqs"] for r in runs),
+            "records_verified": sum(r["verify"]["records"] for r in runs),
+        }
+    return out
+
+
+def _ops_summary(raw: dict[str, Any]) -> Summary:
+    off, on = _runs(raw, "ops:off"), _runs(raw, "ops:on")
+    if not off or not on:
+        return {}
+    out: Summary = {}
+    for key, runs in (("off", off), ("on", on)):
+        out[key] = {
+            "events_per_s": _sp(runs, "events_per_s"),
+            "p50_us": _sp(runs, "call", "p50_us"),
+            "p99_us": _sp(runs, "call", "p99_us"),
+            "p999_us": _sp(runs, "call", "p999_us"),
+            "max_ms": _sp(runs, "call", "max_us", scale=1e-3),
+            "durable_p99_ms": _sp(runs, "durable", "p99_us", scale=1e-3),
+            "other_cpu_ms": _sp(runs, "other_threads_cpu_s", scale=1e3),
+            "elapsed_s": _sp(runs, "elapsed_s"),
+            "rss_peak_mib": _sp(runs, "rss_peak_mib"),
+        }
+    ratio_eps, ratio_p99, ratio_p999 = [], [], []
+    for rnd in raw["rounds"]:
+        a, b = rnd["runs"].get("ops:off"), rnd["runs"].get("ops:on")
+        if a is None or b is None:
+            continue
+        ratio_eps.append(b["events_per_s"] / a["events_per_s"])
+        ratio_p99.append(b["call"]["p99_us"] / a["call"]["p99_us"])
+        ratio_p999.append(b["call"]["p999_us"] / a["call"]["p999_us"])
+    scrapes = [r["scrape"] for r in on]
+    statuses: dict[str, int] = {}
+    for sc in scrapes:
+        for code, count in sc["statuses"].items():
+            statuses[code] = statuses.get(code, 0) + count
+    out.update(
+        {
+            "events": on[0]["events"],
+            "pool": on[0]["pool"],
+            "flush_interval": on[0]["flush_interval"],
+            "ratio_eps": spread(ratio_eps),
+            "ratio_p99": spread(ratio_p99),
+            "ratio_p999": spread(ratio_p999),
+            "scrape_every_s": scrapes[0]["every_s"],
+            "scrapes": sum(sc["scrapes"] for sc in scrapes),
+            "scrape_statuses": statuses,
+            "metrics_bytes": scrapes[0]["metrics_bytes"],
+            "metrics_p50_ms": spread(sc["metrics"]["p50_us"] / 1e3 for sc in scrapes),
+            "metrics_max_ms": spread(sc["metrics"]["max_us"] / 1e3 for sc in scrapes),
+            "health_p50_ms": spread(sc["health"]["p50_us"] / 1e3 for sc in scrapes),
+        }
+    )
     return out
 
 
@@ -433,6 +542,83 @@ def _stall_rows(s: Summary) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def _http_rows(s: Summary) -> tuple[list[str], list[list[str]]]:
+    header = [
+        "workload",
+        "events/s",
+        "requests/s",
+        "request p50 ms",
+        "request p99 ms",
+        "server CPU µs/event",
+        "server cores busy",
+        "verified",
+    ]
+    rows = []
+    for h in s["http"].values():
+        per_event = h["server_cpu_us_per_event"]
+        rows.append(
+            [
+                h["label"],
+                _med(h["events_per_s"], ",.0f"),
+                _med(h["requests_per_s"], ",.0f"),
+                _med(h["p50_ms"], ".2f"),
+                _med(h["p99_ms"], ".2f"),
+                f"{per_event['median']:,.0f}"
+                if per_event["median"] >= 100
+                else f"{per_event['median']:.1f}",
+                f"{h['server_cores_busy']['median']:.2f}",
+                f"{h['verified']}/{h['runs']} runs",
+            ]
+        )
+    return header, rows
+
+
+def _ops_rows(s: Summary) -> tuple[list[str], list[list[str]]]:
+    o = s["ops"]
+    header = [
+        "embedded producer",
+        "events/s",
+        "call p50 µs",
+        "call p99 µs",
+        "call p99.9 µs",
+        "worst call ms",
+        "durable p99 ms",
+        "other threads' CPU ms",
+    ]
+    names = {
+        "off": "AuditLog alone",
+        "on": f"+ start_ops_server, scraped every {o['scrape_every_s']:g} s",
+    }
+    rows = []
+    for key in ("off", "on"):
+        x = o[key]
+        rows.append(
+            [
+                names[key],
+                _k(x["events_per_s"]),
+                _med(x["p50_us"], ".2f"),
+                _med(x["p99_us"], ".2f"),
+                _med(x["p999_us"], ".0f"),
+                _med(x["max_ms"], ".1f"),
+                _med(x["durable_p99_ms"], ".0f"),
+                f"{x['other_cpu_ms']['median']:.0f}",
+            ]
+        )
+    rows.append(
+        [
+            "ratio with / without (per round)",
+            f"{o['ratio_eps']['median']:.2f}{TIMES} ({_rng(o['ratio_eps'], '.2f')})",
+            "",
+            f"{o['ratio_p99']['median']:.2f}{TIMES} ({_rng(o['ratio_p99'], '.2f')})",
+            f"{o['ratio_p999']['median']:.2f}{TIMES}",
+            "",
+            "",
+            "",
+        ]
+    )
+    return header, rows
+
+
 def _target_rows(s: Summary, *, markdown: bool) -> tuple[list[str], list[list[str]]]:
     header = ["target", "wanted", f"measured (median, min{DASH}max)", "met?", "by how much"]
     no = "**no**" if markdown else "NO"
@@ -463,9 +649,19 @@ def text_tables(raw: dict[str, Any]) -> str:
         _table(*_construct_rows(s), markdown=False),
         "\nmemory while the disk stalls:",
         _table(*_stall_rows(s), markdown=False),
-        "\ntargets:",
-        _table(*_target_rows(s, markdown=False), markdown=False),
     ]
+    if "http" in s:
+        parts += [
+            "\nHTTP ingest (riskaudit serve on loopback, one keep-alive httpx client):",
+            _table(*_http_rows(s), markdown=False),
+        ]
+    if "ops" in s:
+        parts += [
+            f"\nembedded producer, {s['ops']['events']:,} appends, with and without the ops "
+            "endpoints:",
+            _table(*_ops_rows(s), markdown=False),
+        ]
+    parts += ["\ntargets:", _table(*_target_rows(s, markdown=False), markdown=False)]
     return "\n".join(parts)
 
 
@@ -489,7 +685,15 @@ def chart(raw: dict[str, Any], path: Path) -> None:
     }
     labels = [f"({v}) {short[v]}" for v in VARIANTS]
     colors = ["#9e9e9e", "#7e57c2", "#42a5f5", "#e65100", "#66bb6a"]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5.2))
+    http = raw["summary"].get("http")
+    ops = raw["summary"].get("ops")
+    if http:
+        fig, axes = plt.subplots(
+            1, 3, figsize=(19, 5.4), gridspec_kw={"width_ratios": [1.15, 1.15, 1]}
+        )
+        ax1, ax2, ax3 = axes
+    else:
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5.2))
     x = range(len(VARIANTS))
 
     def bars(ax: Any, key: str, scale: float) -> None:
@@ -529,6 +733,8 @@ def chart(raw: dict[str, Any], path: Path) -> None:
     ax2.text(-0.4, TARGET_P99_US, " target: 5 µs", va="bottom", fontsize=8)
     ax2.set_ylabel("producer call p99, µs (log scale; lower is better)")
     ax2.set_title("Producer call latency p99")
+    if http:
+        _http_panel(ax3, http, ops)
     m = raw["meta"]
     fig.suptitle(
         f"riskaudit benchmarks, {m['args']['events']:,} events per run, "
@@ -539,6 +745,54 @@ def chart(raw: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _http_panel(ax: Any, http: Summary, ops: Summary | None) -> None:
+    """events/s over HTTP (three ways) next to the embedded producer, log scale."""
+    import matplotlib.ticker
+
+    short = {
+        "http:single": "HTTP\nsingle events",
+        "http:batch": "HTTP\nNDJSON batches\nof 1,000",
+        "http:durable": "HTTP NDJSON\nbatches, durable",
+    }
+    items: list[tuple[str, dict[str, float], str]] = [
+        (short[k], h["events_per_s"], "#26a69a") for k, h in http.items()
+    ]
+    if ops:
+        items.append(("embedded\nAuditLog", ops["off"]["events_per_s"], "#e65100"))
+        items.append(("embedded\n+ ops, scraped", ops["on"]["events_per_s"], "#ff9800"))
+    xs = range(len(items))
+    med = [sp["median"] for _, sp, _ in items]
+    lo = [m - sp["min"] for m, (_, sp, _) in zip(med, items, strict=True)]
+    hi = [sp["max"] - m for m, (_, sp, _) in zip(med, items, strict=True)]
+    ax.bar(
+        xs,
+        med,
+        color=[c for _, _, c in items],
+        yerr=[lo, hi],
+        capsize=5,
+        edgecolor="black",
+        lw=0.5,
+    )
+    for i, (m_, h) in enumerate(zip(med, hi, strict=True)):
+        text = f"{m_ / 1e3:.3g}k" if m_ >= 1e3 else f"{m_:.0f}"
+        ax.annotate(
+            text, (i, m_ + h), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=9
+        )
+    ax.set_yscale("log")
+    ax.set_ylim(
+        min(sp["min"] for _, sp, _ in items) * 0.5, max(sp["max"] for _, sp, _ in items) * 3
+    )
+    nice = [100, 300, 1000, 3000, 10_000, 30_000, 100_000, 300_000, 1_000_000]
+    ax.yaxis.set_major_locator(matplotlib.ticker.FixedLocator(nice))
+    ax.yaxis.set_major_formatter(
+        matplotlib.ticker.FuncFormatter(lambda y, _: f"{y / 1e3:g}k" if y >= 1e3 else f"{y:g}")
+    )
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xticks(list(xs), [label for label, _, _ in items], fontsize=8)
+    ax.set_ylabel("events/s (log scale; higher is better)")
+    ax.set_title("HTTP ingest (one keep-alive client) vs embedded")
 
 
 # -- markdown -------------------------------------------------------------------------

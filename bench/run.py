@@ -4,8 +4,10 @@ One run measures, in interleaved rounds (round 1: a b c d e ..., round 2: a b c 
 every workload in a fresh subprocess (``run.py --one NAME``) over the same pre-built
 events, then prints a table, writes ``bench/out/results.json``, draws
 ``docs/benchmarks.png`` and rewrites ``docs/benchmarks.md`` from the numbers of this run.
+Each round ends with HTTP ingest (``riskaudit serve`` and a load generator, see
+``_http.py``) and the embedded ops endpoints' cost; ``--no-http`` skips them.
 
-    .venv/bin/python bench/run.py                  # the full run (about 3 minutes)
+    .venv/bin/python bench/run.py                  # the full run (about 5 minutes)
     .venv/bin/python bench/run.py --rounds 3 --events 50000
     .venv/bin/python bench/run.py --one d --events 100000   # one variant, JSON to stdout
     .venv/bin/python bench/run.py --from-json bench/out/results.json  # re-render only
@@ -47,6 +49,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--stall-seconds", type=float, default=1.0, help="simulated fsync stall")
     p.add_argument("--stall-appends", type=int, default=150_000, help="appends during stall")
     p.add_argument("--stall-queue", type=int, default=16_384, help="queue_size, bounded run")
+    p.add_argument(
+        "--http-seconds", type=float, default=4.0, help="measured posting per HTTP run, s"
+    )
+    p.add_argument("--ops-events", type=int, default=500_000, help="appends per embedded-ops run")
+    p.add_argument("--scrape-every", type=float, default=1.0, help="ops scrape interval, s")
+    p.add_argument("--no-http", action="store_true", help="skip the HTTP / ops workloads")
     p.add_argument("--no-docs", action="store_true", help="skip docs/benchmarks.{md,png}")
     p.add_argument("--out", type=Path, default=OUT_DIR / "results.json")
     p.add_argument(
@@ -61,6 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--pacing", default="spin", help=argparse.SUPPRESS)
     p.add_argument("--switch-interval", type=float, default=None, help=argparse.SUPPRESS)
     p.add_argument("--queue-size", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--url", default=None, help=argparse.SUPPRESS)
     return p
 
 
@@ -93,6 +102,14 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
         return v.run_stall(small, args.stall_appends, args.queue_size, args.stall_seconds)
     if name == "attrib":
         return v.run_attrib(args.events)
+    if name.startswith(("http:", "ops:")) or name == "scrape":
+        import _http
+
+        if name.startswith("http:"):
+            return _http.run_http(name, args.http_seconds)
+        if name in ("ops:off", "ops:on"):
+            return _http.run_ops(name == "ops:on", small, args.ops_events, args.scrape_every)
+        return _http.run_scrape(args.url, args.scrape_every)
     raise SystemExit(f"unknown workload {name!r}")
 
 
@@ -120,6 +137,10 @@ def _jobs(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
     jobs.append(("stall:bounded", ["--one", "stall", "--queue-size", str(args.stall_queue)]))
     jobs.append(("stall:unbounded", ["--one", "stall", "--queue-size", str(UNBOUNDED)]))
     jobs.append(("attrib", ["--one", "attrib"]))
+    if not args.no_http:
+        # HTTP ingest and the embedded ops endpoints, after the rest of each round.
+        jobs += [(k, ["--one", k]) for k in ("http:single", "http:batch", "http:durable")]
+        jobs += [(k, ["--one", k]) for k in ("ops:off", "ops:on")]
     return jobs
 
 
@@ -139,6 +160,12 @@ def _common_argv(args: argparse.Namespace) -> list[str]:
         str(args.stall_seconds),
         "--stall-appends",
         str(args.stall_appends),
+        "--http-seconds",
+        str(args.http_seconds),
+        "--ops-events",
+        str(args.ops_events),
+        "--scrape-every",
+        str(args.scrape_every),
     ]
 
 
@@ -214,6 +241,8 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
         print("note: fewer than 3 rounds; medians are weak", file=sys.stderr)
     if args.pace_seconds < 2:
         raise SystemExit("--pace-seconds must be at least 2")
+    from _variants import THROUGHPUT
+
     jobs = _jobs(args)
     common = _common_argv(args)
     started = datetime.now(UTC)
@@ -224,7 +253,13 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
         runs: dict[str, Any] = {}
         for key, argv in jobs:
             t_job = time.perf_counter()
+            load = os.getloadavg()[0]
             runs[key] = _spawn([*argv, *common])
+            runs[key]["job"] = {
+                "loadavg_1m_before": load,
+                "loadavg_1m_after": os.getloadavg()[0],
+                "wall_s": time.perf_counter() - t_job,
+            }
             print(
                 f"  round {r}/{args.rounds}  {key:<18} {time.perf_counter() - t_job:5.1f}s"
                 f"  (total {time.perf_counter() - t0:5.0f}s)",
@@ -232,7 +267,7 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
                 flush=True,
             )
         rounds.append({"round": r, "runs": runs})
-    digests = {run["digest"] for rnd in rounds for k, run in rnd["runs"].items() if k in "abcde"}
+    digests = {run["digest"] for rnd in rounds for k, run in rnd["runs"].items() if k in THROUGHPUT}
     if len(digests) != 1:
         raise SystemExit(f"the variants did not see the same events: {digests}")
     return {
