@@ -250,3 +250,23 @@ def test_embedded_ops_endpoints_start_and_stop(tmp_path: Path) -> None:
             server.stop()
         with pytest.raises(httpx.ConnectError):
             httpx.get(f"{base}/health", timeout=1)
+
+
+def test_concurrent_batches_stay_contiguous(client: TestClient, tokens: dict[str, str]) -> None:
+    """Batches posted from several threads at once: all 200 OK-ish, each batch's seqs are
+    consecutive, nothing duplicated."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    h = {**auth(tokens, "writer"), "content-type": "application/x-ndjson"}
+
+    def post(k: int) -> list[int]:
+        body = b"\n".join(orjson.dumps(alert(f"{k}-{i}", event_id=f"c{k}-{i}")) for i in range(20))
+        r = client.post("/v1/events", content=body, headers=h)
+        assert r.status_code == 202, r.text
+        return list(r.json()["seqs"])
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(post, range(12)))
+    for seqs in results:
+        assert seqs == list(range(seqs[0], seqs[0] + 20))
+    assert len({s for seqs in results for s in seqs}) == 240

@@ -7,15 +7,16 @@ service must not accept or hand out records anonymously by default. Every read o
 audit records is itself recorded as an ``access`` control record.
 """
 
-
 import asyncio
 import contextlib
 import itertools
+import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
+import orjson
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -23,7 +24,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from riskaudit._version import __version__
 from riskaudit.bus import RiskEventBus
 from riskaudit.config import AuditConfig
-from riskaudit.errors import AuditDegradedError, AuditError, AuditPolicyError
+from riskaudit.errors import AuditError, AuditPolicyError
 from riskaudit.events import EventPriority, EventType, RiskEvent
 from riskaudit.integrity._export import parse_time
 from riskaudit.log import AuditLog
@@ -77,6 +78,9 @@ class Service:
         self.tokens = tokens
         self.owns_log = owns_log
         self.dedupe = Deduplicator(config.dedupe_window)
+        # Batches run in a thread pool: one at a time keeps each batch contiguous and
+        # all-or-nothing, and the deduplicator consistent.
+        self.ingest_lock = threading.Lock()
         self.samples: deque[tuple[float, int]] = deque(maxlen=int(900 / SAMPLE_EVERY) + 1)
         self.sample()
 
@@ -249,7 +253,7 @@ def create_app(service: Service) -> FastAPI:
                         raise Problem(422, f"[{i}].{field}" if batch else field, problem)
         except Problem as p:
             return _problem(p)
-        return await run_in_threadpool(_append_batch, service, events, durable)
+        return await run_in_threadpool(_locked_append, service, events, durable)
 
     @app.get("/v1/events", summary="Query records; every read is itself recorded")
     def get_events(
@@ -316,7 +320,29 @@ class _HTTPProblem(Exception):
         self.problem = problem
 
 
-def _append_batch(service: Service, events: list[RiskEvent], durable: bool) -> JSONResponse:
+def _locked_append(service: Service, events: list[RiskEvent], durable: bool) -> JSONResponse:
+    if not durable:
+        with service.ingest_lock:
+            return _append_batch(service, events)
+    with service.ingest_lock:
+        response = _append_batch(service, events)
+    if response.status_code != 202:
+        return response
+    return _make_durable(service, response)
+
+
+def _make_durable(service: Service, response: JSONResponse) -> JSONResponse:
+    """Wait for the batch's fsync outside the ingest lock (other batches go on)."""
+    body = orjson.loads(bytes(response.body))
+    target = max([body["last_seq"] or 0, *(int(d["seq"]) for d in body["duplicates"])])
+    try:
+        service.log.wait_durable(target, timeout=30)
+    except AuditError as exc:
+        return JSONResponse({**body, "error": str(exc), "durable": False}, status_code=503)
+    return JSONResponse({**body, "durable": True}, status_code=200)
+
+
+def _append_batch(service: Service, events: list[RiskEvent]) -> JSONResponse:
     log = service.log
     for i, ev in enumerate(events):  # the actor rules refuse the whole batch
         if actor_problem(ev) is not None and log.config.actor_policy == "enforce":
@@ -360,13 +386,4 @@ def _append_batch(service: Service, events: list[RiskEvent], durable: bool) -> J
         "seqs": seqs,
         "duplicates": duplicates,
     }
-    if durable:
-        target = max([*seqs, *(int(d["seq"]) for d in duplicates)])
-        try:
-            log.wait_durable(target, timeout=30)
-        except AuditDegradedError as exc:
-            return JSONResponse({**body, "error": str(exc), "durable": False}, status_code=503)
-        except AuditError as exc:
-            return JSONResponse({**body, "error": str(exc), "durable": False}, status_code=503)
-        return JSONResponse({**body, "durable": True}, status_code=200)
     return JSONResponse(body, status_code=202)
