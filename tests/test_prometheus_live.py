@@ -12,15 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import require
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def require(ok: bool, reason: str) -> None:
-    if ok:
-        return
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"required under CI: {reason}")
-    pytest.skip(reason)
 
 
 @pytest.mark.slow

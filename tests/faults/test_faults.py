@@ -24,16 +24,9 @@ import pytest
 from riskaudit import AuditConfig, verify_paths
 from riskaudit.recovery import recover
 from tests.faults._orchestrate import ROOT, SRC
+from tests.helpers import require
 
 TABLE: list[tuple[str, int, int, int, int, int]] = []
-
-
-def require(condition: bool, reason: str) -> None:
-    if condition:
-        return
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"required under CI: {reason}")
-    pytest.skip(reason)
 
 
 def run_scenario(name: str, work: Path) -> dict[str, Any]:
