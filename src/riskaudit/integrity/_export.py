@@ -35,7 +35,7 @@ import orjson
 from riskaudit.errors import AuditFormatError
 from riskaudit.integrity._keys import PublicKey, check_signature, signed_text
 from riskaudit.integrity._sources import expand, line_chunks, order
-from riskaudit.log._codec import format_ts, line_hash, parse_ts, split_head
+from riskaudit.log._codec import format_ts, line_hash, parse_ts, parse_utc, split_head
 from riskaudit.log._files import atomic_write
 
 EXPORT_FORMAT = "riskaudit-export/1"
@@ -77,16 +77,8 @@ class Selection:
 
 def parse_time(text: str) -> int:
     """``2026-11-26``, ``2026-11-26T09:30:00Z`` or a full format-v1 ``ts``, to ns."""
-    t = text.strip()
-    if len(t) == 10:
-        t += "T00:00:00Z"
-    if t.endswith("Z") and "." not in t:
-        t = t[:-1] + ".000000000Z"
-    elif t.endswith("Z"):
-        whole, frac = t[:-1].split(".", 1)
-        t = f"{whole}.{(frac + '0' * 9)[:9]}Z"
     try:
-        return parse_ts(t)
+        return parse_utc(text)
     except ValueError as exc:
         raise AuditFormatError(f"{text!r} is not a UTC time like 2026-11-26T09:30:00Z") from exc
 

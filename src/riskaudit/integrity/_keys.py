@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from riskaudit.errors import AuditConfigError, AuditFormatError
-from riskaudit.log._codec import parse_ts
+from riskaudit.log._codec import parse_utc
 from riskaudit.log._files import atomic_write
 
 SIGNED_TEXT_HEADER = "riskaudit-checkpoint/1"
@@ -158,14 +158,8 @@ def _time(text: str | None, where: str) -> int | None:
     """RFC 3339 UTC (``Z``), with or without a fraction, to ns since the epoch."""
     if text is None:
         return None
-    t = str(text)
-    if t.endswith("Z") and len(t) == 20:  # no fraction
-        t = t[:-1] + ".000000000Z"
-    elif t.endswith("Z") and "." in t:
-        whole, frac = t[:-1].split(".", 1)
-        t = f"{whole}.{(frac + '000000000')[:9]}Z"
     try:
-        return parse_ts(t)
+        return parse_utc(str(text))
     except ValueError as exc:
         raise AuditFormatError(f"{where}: bad time {text!r}: {exc}") from exc
 

@@ -57,6 +57,20 @@ def parse_ts(text: str) -> int:
     return calendar.timegm(whole) * 1_000_000_000 + int(text[20:29])
 
 
+def parse_utc(text: str) -> int:
+    """Nanoseconds from a UTC time a person types: ``2026-11-26``,
+    ``2026-11-26T09:30:00Z``, or with any fraction up to nine digits. ValueError if not."""
+    t = text.strip()
+    if len(t) == 10:
+        t += "T00:00:00Z"
+    if t.endswith("Z") and "." not in t:
+        t = t[:-1] + ".000000000Z"
+    elif t.endswith("Z"):
+        whole, frac = t[:-1].split(".", 1)
+        t = f"{whole}.{(frac + '0' * 9)[:9]}Z"
+    return parse_ts(t)
+
+
 def _default(obj: Any) -> Any:
     """Documented conversions for values orjson does not encode natively."""
     if isinstance(obj, Decimal):
