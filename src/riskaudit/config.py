@@ -21,6 +21,7 @@ from typing import Any
 from riskaudit.errors import AuditConfigError
 from riskaudit.events import EventPriority
 from riskaudit.storage import Watermarks
+from riskaudit.storage._settings import BackupSettings, RetentionPolicy, Rotation
 
 DEFAULT_LOG_PATH = Path("logs/risk_audit.jsonl")
 
@@ -141,6 +142,14 @@ class AuditConfig:
         default_factory=lambda: dict(DEFAULT_SLO_SECONDS)
     )
     handler_failure_threshold: int = 5
+    pid_file: Path | None = None
+    rotation: Rotation = field(default_factory=Rotation)
+    truncate_ring: int = 10_000
+    compression: str = "gzip"
+    retention: RetentionPolicy = field(default_factory=RetentionPolicy)
+    retention_interval: float = 3600.0
+    holds_file: Path | None = None
+    backup: BackupSettings = field(default_factory=BackupSettings)
 
     def __post_init__(self) -> None:
         if self.flush_interval < 0:
@@ -177,6 +186,16 @@ class AuditConfig:
             raise AuditConfigError("LOG_LEVEL", f"{self.log_level!r} is not one of {_LEVELS}")
         if self.switch_interval is not None and self.switch_interval <= 0:
             raise AuditConfigError("RISK_AUDIT_SWITCH_INTERVAL", "must be positive")
+        if self.compression not in ("gzip", "zstd"):
+            raise AuditConfigError(
+                "RISK_AUDIT_COMPRESSION", f"{self.compression!r} is not gzip or zstd"
+            )
+        if self.backup.enabled and not self.backup.target:
+            raise AuditConfigError(
+                "RISK_AUDIT_BACKUP_TARGET", "required when AUDIT_BACKUP_ENABLED is set"
+            )
+        if self.backup.interval <= 0:
+            raise AuditConfigError("AUDIT_BACKUP_INTERVAL", "must be positive")
         if self.handler_failure_threshold < 1:
             raise AuditConfigError("RISK_AUDIT_HANDLER_FAILURE_THRESHOLD", "must be >= 1")
 
@@ -275,9 +294,81 @@ class AuditConfig:
             kwargs["switch_interval"] = parse_duration(*got)
         if got := get("RISK_AUDIT_HANDLER_FAILURE_THRESHOLD"):
             kwargs["handler_failure_threshold"] = parse_int(*got, minimum=1)
+        _storage_from_env(get, kwargs)
         slo = dict(DEFAULT_SLO_SECONDS)
         for priority in EventPriority:
             if got := get(f"RISK_AUDIT_SLO_{priority.name}"):
                 slo[priority] = parse_duration(*got)
         kwargs["slo_seconds"] = slo
         return cls(**kwargs)
+
+
+_NAMED_INTERVALS = {"hourly": 3600.0, "daily": 86400.0, "weekly": 7 * 86400.0}
+
+
+def parse_interval(setting: str, text: str) -> float:
+    """A rotation interval: ``daily`` (00:00 UTC), ``hourly``, ``weekly``, a duration,
+    or ``0``/``off``."""
+    value = text.strip().lower()
+    if value in ("off", "none", "0"):
+        return 0.0
+    if value in _NAMED_INTERVALS:
+        return _NAMED_INTERVALS[value]
+    return parse_duration(setting, text)
+
+
+def parse_minimums(setting: str, text: str) -> dict[str, float]:
+    """``KILL_SWITCH=2557d,LIMIT_BREACH=1827d``."""
+    out: dict[str, float] = {}
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        name, sep, value = part.partition("=")
+        if not sep or not name.strip():
+            raise AuditConfigError(setting, f"{part!r} is not EVENT_TYPE=duration")
+        out[name.strip().upper()] = parse_duration(setting, value)
+    return out
+
+
+def _storage_from_env(get: Any, kwargs: dict[str, Any]) -> None:
+    """Rotation, retention and backup settings (the backup ones under both prefixes)."""
+    if got := get("RISK_AUDIT_PID_FILE"):
+        kwargs["pid_file"] = Path(got[1].strip())
+    rot: dict[str, Any] = {}
+    if got := get("RISK_AUDIT_ROTATE_BYTES"):
+        rot["max_bytes"] = parse_bytes(*got)
+    if got := get("RISK_AUDIT_ROTATE_INTERVAL"):
+        rot["interval"] = parse_interval(*got)
+    kwargs["rotation"] = Rotation(**rot)
+    if got := get("RISK_AUDIT_TRUNCATE_RING"):
+        kwargs["truncate_ring"] = parse_int(*got, minimum=0)
+    if got := get("RISK_AUDIT_COMPRESSION"):
+        kwargs["compression"] = got[1].strip().lower()
+    pol: dict[str, Any] = {}
+    for name, key in (
+        ("RISK_AUDIT_RETENTION_HOT", "hot"),
+        ("RISK_AUDIT_RETENTION_WARM", "warm"),
+        ("RISK_AUDIT_RETENTION_COLD", "cold"),
+        ("RISK_AUDIT_RETENTION_MIN", "minimum"),
+    ):
+        if got := get(name):
+            pol[key] = parse_duration(*got)
+    if got := get("RISK_AUDIT_RETENTION_MIN_BY_TYPE"):
+        pol["minimum_by_type"] = parse_minimums(*got)
+    kwargs["retention"] = RetentionPolicy(**pol)
+    if got := get("RISK_AUDIT_RETENTION_INTERVAL"):
+        kwargs["retention_interval"] = parse_interval(*got)
+    if got := get("RISK_AUDIT_HOLDS_FILE"):
+        kwargs["holds_file"] = Path(got[1].strip())
+    bk: dict[str, Any] = {}
+    if got := get("AUDIT_BACKUP_ENABLED", "RISK_AUDIT_BACKUP_ENABLED"):
+        bk["enabled"] = parse_bool(*got)
+    if got := get("AUDIT_BACKUP_INTERVAL", "RISK_AUDIT_BACKUP_INTERVAL"):
+        bk["interval"] = parse_duration(*got)
+    if got := get("RISK_AUDIT_BACKUP_TARGET", "AUDIT_BACKUP_TARGET"):
+        bk["target"] = got[1].strip()
+    if got := get("RISK_AUDIT_BACKUP_S3_ENDPOINT", "AUDIT_BACKUP_S3_ENDPOINT"):
+        bk["s3_endpoint"] = got[1].strip()
+    if got := get("RISK_AUDIT_BACKUP_OBJECT_LOCK", "AUDIT_BACKUP_OBJECT_LOCK"):
+        bk["object_lock"] = parse_bool(*got)
+    kwargs["backup"] = BackupSettings(**bk)

@@ -17,6 +17,7 @@ trading process can catch the whole family in one place::
     ├── AuditQueueFullError     the writer did not make room within the append timeout
     ├── AuditFlushTimeoutError  ``flush(timeout)`` ran out of time
     ├── AuditDegradedError      records reached only a non-durable destination
+    ├── AuditBackupError        a backup target refused a copy, or a copy did not verify
     └── AuditFormatError        a file given to a reader is not a riskaudit log
 
 Low-level ``OSError`` is translated at the storage boundary with ``raise ... from exc``
@@ -101,6 +102,11 @@ class AuditDegradedError(AuditError):
         super().__init__(message)
         self.first_seq = first_seq
         self.last_seq = last_seq
+
+
+class AuditBackupError(AuditError):
+    """A backup target refused a copy, lacks Object Lock, or holds a copy whose SHA-256
+    does not match."""
 
 
 class AuditFormatError(AuditError, ValueError):

@@ -1,27 +1,28 @@
 """Which files make up a stream, and how to read them (plain or gzip).
 
 Given a directory, a stream is its log segments: the active ``*.jsonl``, files rotated
-by logrotate (``*.jsonl.1``, ``*.jsonl.2.gz``, ``*.jsonl-20261126``), sealed and
-recovered segments. Lock files, torn tails (``.torn-*``), the checkpoint sidecar and
-sub-directories such as the spool are not segments and are skipped unless named.
+by logrotate (``*.jsonl.1``, ``*.jsonl.2.gz``, ``*.jsonl-20261126``), sealed segments
+(``*.seg-*.jsonl``, plain, ``.gz`` or ``.zst``) and recovered segments. Lock files,
+torn tails (``.torn-*``), the checkpoint sidecar and sub-directories such as the spool
+are not segments and are skipped unless named.
 Files are ordered by the ``seq`` of their first record, so names do not matter.
 """
 
 from __future__ import annotations
 
 import glob
-import gzip
 import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, cast
+from typing import IO
 
 from riskaudit.errors import AuditFormatError
 from riskaudit.log._codec import split_head
+from riskaudit.storage._segments import open_segment
 
-_SEGMENT = re.compile(r"\.jsonl(\.\d+|-\d{8,})?(\.gz)?$|\.jsonl\.gz$")
+_SEGMENT = re.compile(r"\.jsonl(\.\d+|-\d{8,})?(\.gz|\.zst)?$")
 _NOT_SEGMENT = re.compile(r"\.lock$|\.torn-|\.checkpoints$|\.tmp|^\.")
 _READ = 8 << 20
 
@@ -35,10 +36,8 @@ class Source:
 
 
 def open_binary(path: Path) -> IO[bytes]:
-    """Open a segment for reading, decompressing ``.gz`` transparently."""
-    if path.suffix == ".gz":
-        return cast(IO[bytes], gzip.open(path, "rb"))
-    return open(path, "rb")
+    """Open a segment for reading, decompressing ``.gz`` and ``.zst`` transparently."""
+    return open_segment(path)
 
 
 def expand(paths: list[str]) -> list[Path]:

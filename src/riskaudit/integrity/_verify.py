@@ -145,6 +145,11 @@ def default_sidecars(args: list[str]) -> list[Path]:
             side = p.with_name(p.name + ".checkpoints")
             if side.exists():
                 out.append(side)
+            else:  # a rotated or sealed segment: the sidecar of the log it came from
+                for cand in sorted(p.parent.glob("*.checkpoints")):
+                    stem = cand.name.removesuffix(".checkpoints").removesuffix(".jsonl")
+                    if p.name.startswith(stem + ".") and cand not in out:
+                        out.append(cand)
     return out
 
 
@@ -218,6 +223,7 @@ class _Verifier:
                 self.recovered[(int(m.group(1)), int(m.group(2)))] = src.path
             else:
                 main.append(src)
+        anchored = self._anchor(main, sidecar)
         for src in main:
             self._feed_file(src.path)
         for span in sorted(self.recovered):
@@ -235,7 +241,7 @@ class _Verifier:
         )
         for seq, kind, detail in seals.findings:
             self._add(seq, kind, detail, None)
-        warnings = [*problems, *seals.warnings]
+        warnings = [*problems, *anchored, *seals.warnings]
         findings = sorted(self.findings.values(), key=lambda f: (f.seq, f.kind))
         last = self.pseq if self.count else None
         bad_from = min((f.seq for f in findings), default=None)
@@ -255,6 +261,22 @@ class _Verifier:
             verified_last_seq=(bad_from - 1) if bad_from is not None else last,
             checkpoints=seals.checkpoints,
         )
+
+    def _anchor(self, main: list[Source], sidecar: list[Checkpoint]) -> list[str]:
+        """Files that start after seq 1 (older segments removed by retention) begin at
+        the checkpoint that sealed the segment before them, if one is known: its hash
+        is the first record's ``prev``, and its signature is checked with the rest."""
+        first = main[0].first_seq if main else None
+        if first is None or first <= 1:
+            return []
+        anchor = next((cp for cp in sidecar if cp.covers_seq == first - 1), None)
+        if anchor is None:
+            return []
+        self.pseq, self.phash = first - 1, anchor.covers_hash.encode("ascii")
+        return [
+            f"the files start at seq {first}: anchored by checkpoint seq {anchor.seq} "
+            f"({anchor.origin}, {anchor.ts}), which sealed seq {first - 1}"
+        ]
 
     def _feed_file(self, path: Path) -> None:
         """Walk one file's lines (the fast path is inlined: this loop is the verifier's
@@ -476,7 +498,7 @@ class _Verifier:
         if pk is not None and pk[0] < seq:
             self.held[seq] = (prev, h, at[0], at[1], exp, line)
             return
-        kind = "seq gap" if at[1] == 1 and at[0] > 0 else "deleted"
+        kind = "seq gap" if at[1] == 1 and (at[0] > 0 or self.count == 0) else "deleted"
         self.missing.append([exp, seq - 1, kind, at[0], at[1]])
         self._accept(seq, prev, h, line, at)
 

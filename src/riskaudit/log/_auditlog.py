@@ -214,6 +214,9 @@ class AuditLog:
                     every_records=cfg.checkpoint_records,
                 )
                 self._writer.checkpointer.clock = self.clock.to_record()
+            self._writer.stream = self.stream
+            self._writer.ring.limit = cfg.truncate_ring
+            self._writer.rotation = cfg.rotation
             self._next_seq = opened.last_seq + 1
             self._durable_seq = self._handled_seq = self._flush_floor = opened.last_seq
             try:
@@ -545,13 +548,14 @@ class AuditLog:
             closing = self._state is _CLOSING
         return items, closing
 
-    def _take_all_and_reserve_seq(self) -> tuple[list[QueueItem], int]:
-        """Everything queued plus the next ``seq``, atomically (for a ``gap`` record)."""
+    def _take_all_and_reserve_seq(self, n: int = 1) -> tuple[list[QueueItem], int]:
+        """Everything queued plus the next ``n`` seqs (the first is returned),
+        atomically: the writer's own records then follow everything queued before."""
         with self._lock:
             items = self._pending
             self._pending = []
             seq = self._next_seq
-            self._next_seq = seq + 1
+            self._next_seq = seq + n
             if self._space_waiters:
                 self._space.notify_all()
         return items, seq
@@ -767,6 +771,18 @@ class AuditLog:
             "schema_warnings": self.schema_warnings,
             "policy_violations": self.policy_violations,
         }
+
+    def reopen(self) -> None:
+        """Ask the writer to reopen the path (SIGUSR1/SIGHUP after logrotate): if the
+        file was rotated away it is sealed and the chain continues in the new file.
+        Safe to call from a signal handler (it only sets a flag)."""
+        self._writer.reopen_requested = True
+        self._wake.set()
+
+    def rotate(self) -> None:
+        """Ask the writer to rotate now (built-in rotation): seal, rename, start anew."""
+        self._writer.rotate_requested = True
+        self._wake.set()
 
     @property
     def counters(self) -> Any:

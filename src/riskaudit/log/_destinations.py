@@ -90,18 +90,45 @@ class AppendFile:
             raise
         self.offset += sum(len(c) for c in chunks)
 
+    def reset(self) -> None:
+        """Empty the file (after its content was saved or is held elsewhere)."""
+        assert self.fd is not None
+        os.ftruncate(self.fd, 0)
+        os.fsync(self.fd)
+        self.offset = 0
+
     def read_all(self) -> bytes:
         """Everything written so far, through the open descriptor (even if unlinked)."""
+        return self.read_range(0, self.offset)
+
+    def shrunk(self) -> int | None:
+        """The file's size if it is smaller than what we wrote (``copytruncate`` or a
+        cut), else None: the next append would land at its new end."""
+        if self.fd is None:
+            return None
+        size = os.fstat(self.fd).st_size
+        return size if size < self.offset else None
+
+    def read_range(self, start: int, end: int) -> bytes:
+        """Bytes ``start..end`` through the open descriptor."""
         assert self.fd is not None
         parts = []
-        pos = 0
-        while pos < self.offset:
-            block = os.pread(self.fd, min(1 << 22, self.offset - pos), pos)
+        pos = start
+        while pos < end:
+            block = os.pread(self.fd, min(1 << 22, end - pos), pos)
             if not block:
                 break
             parts.append(block)
             pos += len(block)
         return b"".join(parts)
+
+    def first_record(self) -> tuple[int, bytes] | None:
+        """(seq, line) of the file's first record, or None for an empty file."""
+        if self.fd is None:
+            return None
+        line = os.pread(self.fd, 1 << 16, 0).split(b"\n", 1)[0]
+        head = split_head(line)
+        return None if head is None else (head[0], line)
 
     def identity(self) -> str:
         """``ok``, ``deleted`` (no links left) or ``replaced`` (the path names another

@@ -23,6 +23,7 @@ from riskaudit.log._codec import ZERO_HASH, line_hash, split_head
 from riskaudit.log._files import atomic_write
 
 _BLOCK = 1 << 16
+_STREAM_SCAN = 64 << 20  # how far into a file to look for the record naming the stream
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,13 +96,30 @@ def find_head(fd: int) -> ChainHead:
 
 
 def _stream_of(fd: int, last: dict[str, object]) -> str | None:
-    """The stream id: from the file's genesis line, else from the newest ``start``."""
-    if last.get("kind") in ("genesis", "start") and isinstance(last.get("stream"), str):
+    """The stream id: from the last record if it names it (checkpoints, start, ...),
+    else from the first records of the file."""
+    if last.get("kind") is not None and isinstance(last.get("stream"), str):
         return str(last["stream"])
-    first = os.pread(fd, 4096, 0).split(b"\n", 1)[0]
-    record = _parse_record(first)
-    if record is not None and isinstance(record.get("stream"), str):
-        return str(record["stream"])
+    # Every file begins with a record naming the stream (genesis, start, segment), or,
+    # after a copytruncate, with the rewritten records and then a ``truncated`` record.
+    pos = 0
+    carry = b""
+    while pos < _STREAM_SCAN:
+        block = os.pread(fd, 1 << 20, pos)
+        if not block:
+            break
+        pos += len(block)
+        data = carry + block
+        complete = data.rfind(b"\n") + 1
+        at = data.find(b'"stream":"', 0, complete)
+        while at >= 0:
+            start = data.rfind(b"\n", 0, at) + 1
+            end = data.find(b"\n", at)
+            record = _parse_record(data[start:end])
+            if record is not None and isinstance(record.get("stream"), str):
+                return str(record["stream"])
+            at = data.find(b'"stream":"', end, complete)
+        carry = data[complete:]
     return None
 
 

@@ -24,10 +24,13 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
+
 from riskaudit.errors import AuditFormatError, AuditStorageError
-from riskaudit.log._codec import ZERO_HASH
+from riskaudit.log._codec import ZERO_HASH, line_hash, split_head
 from riskaudit.log._destinations import AppendFile, Spool
 from riskaudit.log._resume import Repair, cut_torn_tail, find_head
+from riskaudit.storage._segments import last_line, list_segments, rotated_files
 
 logger = logging.getLogger("riskaudit")
 
@@ -85,6 +88,29 @@ def _repair_spool(spool: Spool) -> tuple[int, bytes, str | None]:
     return best
 
 
+def sibling_head(path: Path) -> tuple[int, bytes, str | None]:
+    """The newest record among the log's rotated files (built-in segments and
+    logrotate's ``.1``, ``.2.gz``): the chain continues from there when the active file
+    is new or empty (a crash between a rotation's rename and the new file's first
+    record, or logrotate's create mode while the writer was down)."""
+    best: tuple[int, bytes, str | None] = (0, ZERO_HASH, None)
+    for seg_path in [s.path for s in list_segments(path)] + rotated_files(path):
+        try:
+            line = last_line(seg_path)
+        except (OSError, EOFError):
+            continue
+        head = split_head(line)
+        if head is None or head[0] <= best[0]:
+            continue
+        try:
+            rec = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        stream = rec.get("stream") if isinstance(rec, dict) else None
+        best = (head[0], line_hash(line), stream if isinstance(stream, str) else None)
+    return best
+
+
 def open_log(path: Path, spool_dir: Path | None) -> Opened:
     """Open the primary and the spool and find the head (steps 1-3 above)."""
     primary = AppendFile(path)
@@ -122,6 +148,17 @@ def open_log(path: Path, spool_dir: Path | None) -> Opened:
                 ) from exc
             p_seq, p_hash, stream = 0, ZERO_HASH, None
     s_seq, s_hash, s_stream = _repair_spool(spool) if spool is not None else (0, ZERO_HASH, None)
+    if p_seq == 0 or stream is None:
+        r_seq, r_hash, r_stream = sibling_head(path)
+        if p_seq == 0 and r_seq:
+            logger.warning(
+                "audit log %s is new or empty: continuing the chain of its rotated files "
+                "from seq %d",
+                path,
+                r_seq,
+            )
+            p_seq, p_hash = r_seq, r_hash
+        stream = stream or r_stream
     if s_seq > p_seq:
         last_seq, last_hash = s_seq, s_hash
     else:

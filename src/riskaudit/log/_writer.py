@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
+import os
 import threading
 import time
 from collections import deque
@@ -36,12 +38,16 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from riskaudit.log._checkpoint import Checkpointer
-from riskaudit.log._codec import chain_batch, control_line
+from riskaudit.log._codec import chain_batch, control_line, format_ts, parse_ts, split_head
 from riskaudit.log._destinations import AppendFile, Spool, records_after
 from riskaudit.log._emergency import EmergencyOutput
-from riskaudit.log._files import atomic_write
+from riskaudit.log._files import atomic_write, fsync_dir
+from riskaudit.log._rotation import RecentRecords, Rotation
 from riskaudit.storage import probe_write
+from riskaudit.storage._segments import log_stem, segment_name
 
 if TYPE_CHECKING:
     from riskaudit.log._auditlog import AuditLog
@@ -74,6 +80,8 @@ class WriterCounters:
     reopened: int = 0
     rescued: int = 0
     gaps: int = 0
+    rotations: int = 0
+    truncations: int = 0
     last_error: str | None = None
     stdout_ranges: list[tuple[int, int]] = field(default_factory=list)
     failures_by: dict[str, int] = field(default_factory=lambda: {"primary": 0, "spool": 0})
@@ -115,6 +123,18 @@ class Writer:
         self._spool_announce = True  # log the switch to the spool once per episode
         self.counters = WriterCounters()
         self.checkpointer: Checkpointer | None = None
+        self.stream = ""
+        self.ring = RecentRecords(0)
+        self.rotation = Rotation()
+        #: Test seam: the wall clock that time-based rotation follows.
+        self.wall = time.time
+        self._next_rotation = math.inf
+        self._rotate_pending = False
+        self.reopen_requested = False
+        self.rotate_requested = False
+        #: (seq, ts_ns) of the active file's first record, for the segment's name.
+        self.file_first: tuple[int, int] | None = None
+        self.note_file_start()
         #: Test seam: while this event is clear, the writer waits before each turn.
         self.gate = threading.Event()
         self.gate.set()
@@ -136,8 +156,9 @@ class Writer:
 
     def control(self, seq: int, kind: str, fields: dict[str, Any]) -> bytes:
         """Chain one control record now (the writer's own records); return its line."""
-        line = control_line(seq, self.prev, kind, fields, time.time_ns())
-        self.chain([(seq, time.time_ns(), (kind, fields))])
+        now = time.time_ns()
+        line = control_line(seq, self.prev, kind, fields, now)
+        self.chain([(seq, now, (kind, fields))])
         return line
 
     # -- committing ---------------------------------------------------------------
@@ -153,6 +174,10 @@ class Writer:
         started = time.perf_counter()
         if self.destination is Destination.PRIMARY:
             try:
+                if self.primary.shrunk() is not None:
+                    self._rewrite_after_truncation()
+                if self.primary.offset == 0:
+                    self.file_first = (first, self._backlog_first_ts or time.time_ns())
                 self.primary.write(chunks)
             except OSError as exc:
                 self._failed("primary", exc)
@@ -160,8 +185,12 @@ class Writer:
                 self._schedule_retry()
             else:
                 self.counters.primary_records += count
+                self.ring.add(first, self._backlog)
                 self._synced(started, size)
                 self._done(last, durable=True)
+                rot = self.rotation
+                if rot.max_bytes and self.primary.offset >= rot.max_bytes:
+                    self._rotate_pending = True
                 return
         if self.destination is Destination.SPOOL and self.spool is not None:
             try:
@@ -284,7 +313,13 @@ class Writer:
         for f in files:
             lines.extend(records_after(f.path, primary_last))
         if lines:
-            self.primary.write([b"".join(lines)])
+            data = b"".join(lines)
+            if self.primary.offset == 0:
+                self.file_first = (split_head(lines[0])[0], time.time_ns())  # type: ignore[index]
+            self.primary.write([data])
+            last_replayed = split_head(lines[-1].rstrip(b"\n"))
+            if last_replayed is not None:
+                self.ring.add(last_replayed[0] - len(lines) + 1, [(last_replayed[0], data)])
         self.counters.replayed_records += len(lines)
         self.spool.delete(files)
         self.counters.spool_pending = 0
@@ -352,6 +387,149 @@ class Writer:
         self.commit()
         cp.written_now(line)
 
+    def _seal_fields(self) -> dict[str, Any]:
+        now = time.time_ns()
+        if self.checkpointer is not None:
+            return self.checkpointer.fields(self.last_seq, self.prev, now)
+        return {
+            "covers_seq": self.last_seq,
+            "covers_hash": self.prev.decode("ascii"),
+            "ts": format_ts(now),
+        }
+
+    # -- new files: rotation, reopen, copytruncate (see _rotation.py) ------------------
+
+    def note_file_start(self) -> None:
+        """Learn (seq, ts) of the open primary's first record (None when empty)."""
+        try:
+            found = self.primary.first_record()
+        except OSError:
+            found = None
+        if found is None:
+            self.file_first = None
+            return
+        seq, line = found
+        try:
+            ts_ns = parse_ts(orjson.loads(line)["ts"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            ts_ns = time.time_ns()
+        self.file_first = (seq, ts_ns)
+
+    def switch_file(self, reason: str, *, seal_as_segment: bool) -> None:
+        """Seal the active file with a checkpoint, rename it to a sealed segment name
+        (built-in rotation) or leave it where it is (renamed by logrotate), open the
+        path anew and begin the new file with a ``segment`` record."""
+        items, seq = self._log._take_all_and_reserve_seq(2)
+        if items:
+            self.chain(items)
+        line = self.control(seq, "checkpoint", self._seal_fields())
+        self.commit()
+        if self.checkpointer is not None:
+            self.checkpointer.written_now(line)
+        previous: str | None = None
+        if self.destination is Destination.PRIMARY and self.primary.is_open:
+            previous = self.primary.path.name
+            try:
+                if seal_as_segment and self.file_first is not None:
+                    target = self.primary.path.with_name(
+                        segment_name(self.primary.path, self.file_first[0], seq, self.file_first[1])
+                    )
+                    os.rename(self.primary.path, target)
+                    fsync_dir(target.parent)
+                    with contextlib.suppress(OSError):
+                        os.chmod(target, 0o440)
+                    previous = target.name
+                    self.counters.rotations += 1
+                    logger.info("audit log rotated: %s sealed at seq %d", target.name, seq)
+                self.primary.open(create=True)
+                self.note_file_start()
+                self.ring.clear()
+                if self.primary.offset:
+                    head = self.primary.head()
+                    if head.last_seq and head.last_seq != self.last_seq:
+                        logger.error(
+                            "the file now at %s ends at seq %d, not %d: not ours; continuing in it",
+                            self.primary.path,
+                            head.last_seq,
+                            self.last_seq,
+                        )
+            except OSError as exc:
+                self._failed("primary", exc)
+                self.primary.close()
+                self.destination = Destination.SPOOL if self.spool else Destination.STDOUT
+                self._schedule_retry()
+        self.control(
+            seq + 1,
+            "segment",
+            {"stream": self.stream, "reason": reason, "previous": previous},
+        )
+        self.commit()
+
+    def reopen(self) -> None:
+        """SIGUSR1/SIGHUP: if the path now names another file (logrotate's create
+        mode), seal the old one and continue in the new one; otherwise nothing to do."""
+        if self.destination is not Destination.PRIMARY or not self.primary.is_open:
+            return  # the retry loop reopens the path anyway
+        try:
+            state = self.primary.identity()
+        except OSError:
+            return
+        if state == "ok":
+            logger.info("reopen requested: %s is still the same file", self.primary.path)
+        elif state == "deleted":
+            self._rescue_deleted()
+        else:
+            self.counters.reopened += 1
+            logger.warning("audit log %s was rotated away; reopening the path", self.primary.path)
+            self.switch_file("reopen", seal_as_segment=False)
+
+    def _rewrite_after_truncation(self) -> None:
+        """The file shrank under us (copytruncate): write the recent records back.
+
+        Whatever the file still holds is cut, but kept aside first unless the ring
+        holds it too (records written since the truncation always are)."""
+        primary = self.primary
+        size = primary.shrunk() or 0
+        expected = primary.offset
+        found = primary.read_range(0, size) if size else b""
+        kept = self.ring.data()
+        span = self.ring.span()
+        aside: str | None = None
+        if found and found not in kept:
+            stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "Z"
+            target = primary.path.with_name(
+                f"{log_stem(primary.path)}.truncated-{stamp}-{time.time_ns() % 10**9:09d}.jsonl"
+            )
+            atomic_write(target, found)
+            aside = target.name
+        primary.reset()
+        self.counters.truncations += 1
+        if kept:
+            primary.write([kept])
+        self.file_first = None if span is None else (span[0], time.time_ns())
+        if span is not None:
+            self.note_file_start()
+        logger.critical(
+            "audit log %s shrank under the writer (%d bytes, expected %d): copytruncate "
+            "or a cut. Records written between a copy and a truncate exist nowhere else: "
+            "rewrote %s at the start of the file. Use logrotate's create mode instead.",
+            primary.path,
+            size,
+            expected,
+            f"seq {span[0]}-{span[1]}" if span else "nothing (RISK_AUDIT_TRUNCATE_RING=0)",
+        )
+        self._log._enqueue_control(
+            "truncated",
+            {
+                "stream": self.stream,
+                "found_bytes": size,
+                "expected_bytes": expected,
+                "rewritten_first_seq": span[0] if span else None,
+                "rewritten_last_seq": span[1] if span else None,
+                "kept_at": aside,
+            },
+        )
+
     # -- the file under us --------------------------------------------------------
 
     def check_identity(self) -> None:
@@ -363,6 +541,9 @@ class Writer:
         except OSError:
             return
         if state == "ok":
+            with contextlib.suppress(OSError):
+                if self.primary.shrunk() is not None:
+                    self._rewrite_after_truncation()
             return
         if state == "deleted":
             self._rescue_deleted()
@@ -371,21 +552,7 @@ class Writer:
             logger.warning(
                 "audit log %s was renamed or replaced; reopening the path", self.primary.path
             )
-            try:
-                self.primary.open(create=True)
-                head = self.primary.head()
-                if head.last_seq and head.last_seq != self.last_seq:
-                    logger.error(
-                        "the new file at %s ends at seq %d, not %d: not ours; continuing in it",
-                        self.primary.path,
-                        head.last_seq,
-                        self.last_seq,
-                    )
-            except OSError as exc:
-                self._failed("primary", exc)
-                self.primary.close()
-                self.destination = Destination.SPOOL if self.spool else Destination.STDOUT
-                self._schedule_retry()
+            self.switch_file("reopen", seal_as_segment=False)
 
     def _rescue_deleted(self) -> None:
         self.counters.rescued += 1
@@ -445,12 +612,27 @@ class Writer:
                     self.gate.wait()
                     self.parked.clear()
                 now = time.monotonic()
+                if self.reopen_requested:
+                    self.reopen_requested = False
+                    self.reopen()
                 if now >= self._next_identity:
                     self._next_identity = now + IDENTITY_EVERY
                     self.check_identity()
                     log._periodic(now)
                     if self.checkpointer is not None and self.checkpointer.due(now):
                         self.checkpoint()
+                    if self.rotation.interval:
+                        wall = self.wall()
+                        if self._next_rotation == math.inf:
+                            self._next_rotation = self.rotation.next_boundary(wall)
+                        elif wall >= self._next_rotation:
+                            self._next_rotation = self.rotation.next_boundary(wall)
+                            self._rotate_pending = True
+                if (self._rotate_pending or self.rotate_requested) and (
+                    self.destination is Destination.PRIMARY
+                ):
+                    self._rotate_pending = self.rotate_requested = False
+                    self.switch_file("rotate", seal_as_segment=True)
                 if self.destination is not Destination.PRIMARY:
                     self.try_restore()
                 items, closing = log._take()

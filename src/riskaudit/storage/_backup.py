@@ -1,0 +1,440 @@
+"""Backups: sealed segments and every checkpoint, copied off the host and verified.
+
+What is copied, and when:
+
+* **sealed segments** — built-in rotation's ``*.seg-*.jsonl[.gz]`` and files rotated by
+  logrotate (``risk_audit.jsonl.1``, ``...2.gz``) once their last record is the sealing
+  checkpoint. A segment is stored under its canonical sealed name, whatever its local
+  name, so logrotate's shifting numbers do not make copies of copies. Copies are
+  idempotent (a segment whose object exists with the same content SHA-256 is skipped)
+  and resumable (each object is put whole; the next run does what the last did not);
+* **checkpoints** — each new line of the sidecar becomes its own small object within
+  seconds (the service looks every ``SHIP_EVERY`` seconds): a checkpoint off the host is
+  what makes a cut-off tail detectable, so it cannot wait for the next interval.
+
+Every copy is read back and its SHA-256 compared before it counts. On S3 each object
+carries Object Lock retention (COMPLIANCE) until the segment's end plus its compliance
+minimum (``RetentionPolicy.minimum_for``). The local state file
+``<log>.backup.json`` remembers what was copied, so a run looks only at what is new.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from riskaudit.errors import AuditBackupError, AuditFormatError
+from riskaudit.log._codec import parse_ts, split_head
+from riskaudit.log._files import atomic_write
+from riskaudit.storage._segments import (
+    SUFFIXES,
+    content_sha256,
+    event_types,
+    iter_bytes,
+    last_line,
+    list_segments,
+    log_stem,
+    rotated_files,
+    segment_name,
+)
+from riskaudit.storage._settings import BackupSettings, RetentionPolicy
+from riskaudit.storage._targets import (
+    BackupTarget,
+    ObjectInfo,
+    open_target,
+    sha256_file,
+    sha256_stream,
+)
+
+logger = logging.getLogger("riskaudit.backup")
+
+SHIP_EVERY = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A sealed local file and the canonical name it is stored under."""
+
+    path: Path
+    first_seq: int
+    last_seq: int
+    start_ns: int
+    end_ns: int
+    name: str  # canonical sealed-segment name, with the local compression suffix
+
+
+@dataclass(slots=True)
+class BackupReport:
+    copied: list[str] = field(default_factory=list)
+    skipped: int = 0
+    checkpoints: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "copied": self.copied,
+            "skipped": self.skipped,
+            "checkpoints": self.checkpoints,
+            "errors": self.errors,
+        }
+
+
+def state_path(log_path: Path) -> Path:
+    return log_path.with_name(log_path.name + ".backup.json")
+
+
+def _record(line: bytes) -> dict[str, Any] | None:
+    try:
+        rec = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    return rec if isinstance(rec, dict) else None
+
+
+def _first_record(path: Path) -> dict[str, Any] | None:
+    it = iter_bytes(path)
+    head = b""
+    for block in it:
+        head += block
+        if b"\n" in head:
+            break
+    return _record(head.split(b"\n", 1)[0])
+
+
+def find_stream(log_path: Path) -> str | None:
+    """The stream id, from the active file or a segment (every new file begins with a
+    record naming it; checkpoints name it too)."""
+    files = [log_path] + [s.path for s in reversed(list_segments(log_path))]
+    for path in files:
+        if not path.exists() or path.stat().st_size == 0:
+            continue
+        for rec in (_first_record(path), _record(last_line(path))):
+            if rec is not None and isinstance(rec.get("stream"), str):
+                return str(rec["stream"])
+    return None
+
+
+class Backup:
+    """Copies a log's sealed segments and checkpoints to a target."""
+
+    def __init__(
+        self,
+        log_path: Path,
+        target: BackupTarget,
+        policy: RetentionPolicy,
+        *,
+        sidecar: Path | None = None,
+        progress: Callable[[int, int, str], None] | None = None,
+    ) -> None:
+        self.log_path = log_path
+        self.target = target
+        self.policy = policy
+        self.sidecar = sidecar or log_path.with_name(log_path.name + ".checkpoints")
+        self.state_file = state_path(log_path)
+        self.progress = progress
+        self.state = self._load_state()
+
+    @classmethod
+    def from_settings(
+        cls, log_path: Path, settings: BackupSettings, policy: RetentionPolicy, **kw: Any
+    ) -> Backup:
+        if not settings.target:
+            raise AuditBackupError("no backup target: set RISK_AUDIT_BACKUP_TARGET")
+        target = open_target(
+            settings.target, endpoint_url=settings.s3_endpoint, object_lock=settings.object_lock
+        )
+        return cls(log_path, target, policy, **kw)
+
+    # -- state ------------------------------------------------------------------------
+
+    def _load_state(self) -> dict[str, Any]:
+        try:
+            state: dict[str, Any] = orjson.loads(self.state_file.read_bytes())
+        except FileNotFoundError:
+            state = {}
+        except orjson.JSONDecodeError:
+            logger.error("backup state %s unreadable: starting afresh", self.state_file)
+            state = {}
+        state.setdefault("objects", {})
+        state.setdefault("sources", {})
+        state.setdefault("checkpoints_offset", 0)
+        state.setdefault("failures", 0)
+        return state
+
+    def _save_state(self) -> None:
+        atomic_write(self.state_file, orjson.dumps(self.state, option=orjson.OPT_INDENT_2))
+
+    @property
+    def last_success_ns(self) -> int | None:
+        value = self.state.get("last_success_ns")
+        return int(value) if value else None
+
+    @property
+    def failures(self) -> int:
+        return int(self.state.get("failures", 0))
+
+    # -- what to copy -----------------------------------------------------------------
+
+    def candidates(self) -> list[Candidate]:
+        """Sealed local files, oldest first."""
+        out: list[Candidate] = []
+        cache = self.state["sources"]
+        paths = [s.path for s in list_segments(self.log_path)] + rotated_files(self.log_path)
+        for path in paths:
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                continue
+            sig = [st.st_size, st.st_mtime_ns]
+            hit = cache.get(path.name)
+            if hit is not None and hit["sig"] == sig:
+                if hit["sealed"]:
+                    f_seq, l_seq, start, end = hit["span"]
+                    out.append(Candidate(path, f_seq, l_seq, start, end, hit["name"]))
+                continue
+            cand = self._inspect(path)
+            cache[path.name] = {
+                "sig": sig,
+                "sealed": cand is not None,
+                "span": [cand.first_seq, cand.last_seq, cand.start_ns, cand.end_ns]
+                if cand
+                else None,
+                "name": cand.name if cand else None,
+            }
+            if cand is not None:
+                out.append(cand)
+        return sorted(out, key=lambda c: c.first_seq)
+
+    def _inspect(self, path: Path) -> Candidate | None:
+        try:
+            first = _first_record(path)
+            last = _record(last_line(path))
+        except (OSError, EOFError, AuditFormatError) as exc:
+            logger.warning("backup: cannot read %s: %s", path, exc)
+            return None
+        if first is None or last is None or last.get("kind") != "checkpoint":
+            return None  # not sealed (yet): the writer may still append to it
+        try:
+            start, end = parse_ts(first["ts"]), parse_ts(last["ts"])
+            f_seq, l_seq = int(first["seq"]), int(last["seq"])
+        except (KeyError, TypeError, ValueError):
+            return None
+        name = segment_name(self.log_path, f_seq, l_seq, start)
+        for suffix in SUFFIXES.values():
+            if path.name.endswith(suffix):
+                name += suffix
+        return Candidate(path, f_seq, l_seq, start, end, name)
+
+    def _retain_until(self, end_ns: int, minimum: float) -> dt.datetime:
+        return dt.datetime.fromtimestamp(end_ns / 1e9 + minimum, dt.UTC).replace(microsecond=0)
+
+    # -- copying ----------------------------------------------------------------------
+
+    def stream(self) -> str:
+        stream = self.state.get("stream") or find_stream(self.log_path)
+        if not stream:
+            raise AuditBackupError(f"{self.log_path}: no stream found to back up")
+        self.state["stream"] = stream
+        return str(stream)
+
+    def segment_key(self, name: str) -> str:
+        return f"{self.stream()}/segments/{name}"
+
+    def run(self) -> BackupReport:
+        """Copy what is new (segments, then checkpoints); record success or failure."""
+        report = BackupReport()
+        try:
+            cands = self.candidates()
+            for i, cand in enumerate(cands):
+                if self.progress is not None:
+                    self.progress(i, len(cands), cand.name)
+                try:
+                    if self._copy_segment(cand):
+                        report.copied.append(cand.name)
+                    else:
+                        report.skipped += 1
+                except AuditBackupError as exc:
+                    report.errors.append(str(exc))
+            report.checkpoints = self.ship_checkpoints()
+        except AuditBackupError as exc:
+            report.errors.append(str(exc))
+        if report.errors:
+            self.state["failures"] = self.failures + 1
+            self.state["last_error"] = report.errors[-1]
+            logger.error("backup to %s failed: %s", self.target.description, report.errors[-1])
+        else:
+            self.state["last_success_ns"] = time.time_ns()
+            self.state["last_error"] = None
+        self._save_state()
+        return report
+
+    def _copy_segment(self, cand: Candidate) -> bool:
+        base = cand.name
+        for suffix in SUFFIXES.values():
+            base = base.removesuffix(suffix)
+        done = self.state["objects"].get(base)
+        if done is not None:
+            return False  # this segment (plain or compressed) is archived and verified
+        content = content_sha256(cand.path)
+        existing = [self.target.head(self.segment_key(base + s)) for s in ("", *SUFFIXES.values())]
+        for info in existing:
+            if info is not None and info.content_sha256 == content:
+                self._remember(base, info)
+                return False
+        types = event_types(cand.path, list(self.policy.minimum_by_type))
+        minimum = self.policy.minimum_for(types)
+        info = ObjectInfo(
+            key=self.segment_key(cand.name),
+            sha256=sha256_file(cand.path),
+            content_sha256=content,
+            retain_until=self._retain_until(cand.end_ns, minimum),
+            size=cand.path.stat().st_size,
+        )
+        self.target.put(info.key, cand.path, info)
+        self.verify_object(info)
+        self._remember(base, info)
+        logger.info("backed up %s to %s", cand.name, self.target.description)
+        return True
+
+    def _remember(self, base: str, info: ObjectInfo) -> None:
+        self.state["objects"][base] = {
+            "key": info.key,
+            "sha256": info.sha256,
+            "content_sha256": info.content_sha256,
+            "retain_until": info.retain_until.isoformat() if info.retain_until else None,
+            "verified_ns": time.time_ns(),
+        }
+
+    def verify_object(self, info: ObjectInfo) -> None:
+        """Read the object back; its SHA-256 must be what we wrote."""
+        got = sha256_stream(self.target.read(info.key))
+        if got != info.sha256:
+            raise AuditBackupError(
+                f"{info.key} on {self.target.description}: SHA-256 {got[:16]}… read back, "
+                f"{info.sha256[:16]}… written"
+            )
+
+    def ship_checkpoints(self) -> int:
+        """Each sidecar line not yet shipped becomes an object; returns how many."""
+        try:
+            size = self.sidecar.stat().st_size
+        except FileNotFoundError:
+            return 0
+        offset = int(self.state["checkpoints_offset"])
+        if size < offset:
+            logger.error("checkpoint sidecar %s shrank: shipping it again", self.sidecar)
+            offset = 0
+        if size == offset:
+            return 0
+        with open(self.sidecar, "rb") as fh:
+            fh.seek(offset)
+            data = fh.read(size - offset)
+        end = data.rfind(b"\n") + 1
+        shipped = 0
+        stream = self.stream()
+        for line in data[:end].split(b"\n")[:-1]:
+            rec = _record(line)
+            head = split_head(line)
+            if rec is None or head is None or "covers_seq" not in rec:
+                logger.error("checkpoint sidecar: skipping a line that is no checkpoint")
+                continue
+            key = f"{stream}/checkpoints/{int(rec['covers_seq']):020d}-{head[0]:020d}.json"
+            body = line + b"\n"
+            info = ObjectInfo(
+                key=key,
+                sha256=sha256_stream(iter([body])),
+                content_sha256=sha256_stream(iter([body])),
+                retain_until=self._retain_until(parse_ts(rec["ts"]), self.policy.minimum),
+                size=len(body),
+            )
+            existing = self.target.head(key)
+            if existing is None or existing.sha256 != info.sha256:
+                self.target.put(key, body, info)
+                self.verify_object(info)
+            shipped += 1
+            self.state["checkpoints_offset"] = offset + len(line) + 1
+            offset += len(line) + 1
+        self._save_state()
+        return shipped
+
+    # -- reading back -----------------------------------------------------------------
+
+    def archived(self) -> dict[str, ObjectInfo]:
+        """Archived segments by base name (without compression suffix)."""
+        out: dict[str, ObjectInfo] = {}
+        prefix = f"{self.stream()}/segments/"
+        for key in self.target.keys(prefix):
+            info = self.target.head(key)
+            if info is None:
+                continue
+            base = key[len(prefix) :]
+            for suffix in SUFFIXES.values():
+                base = base.removesuffix(suffix)
+            out[base] = info
+        return out
+
+    def restore(self, out_dir: Path, *, only: list[str] | None = None) -> list[Path]:
+        """Download segments (all, or those whose name contains one of ``only``) and
+        every checkpoint into ``out_dir``, each checked against its SHA-256; the
+        checkpoints are joined into the sidecar ``verify`` reads."""
+        out_dir.mkdir(parents=True, exist_ok=True)
+        stream = self.stream()
+        written: list[Path] = []
+        keys = self.target.keys(f"{stream}/segments/")
+        if only:
+            keys = [k for k in keys if any(o in k for o in only)]
+        for i, key in enumerate(keys):
+            if self.progress is not None:
+                self.progress(i, len(keys), key)
+            info = self.target.head(key)
+            if info is None:
+                continue
+            dest = out_dir / Path(key).name
+            tmp = dest.with_name(f".{dest.name}.tmp")
+            with open(tmp, "wb") as fh:
+                for block in self.target.read(key):
+                    fh.write(block)
+            if sha256_file(tmp) != info.sha256:
+                tmp.unlink()
+                raise AuditBackupError(f"{key}: restored copy does not match its SHA-256")
+            os.replace(tmp, dest)
+            written.append(dest)
+        lines = [b"".join(self.target.read(k)) for k in self.target.keys(f"{stream}/checkpoints/")]
+        side = out_dir / f"{log_stem(self.log_path)}.jsonl.checkpoints"
+        side.write_bytes(b"".join(lines))
+        written.append(side)
+        return written
+
+    def verify(self, work_dir: Path) -> tuple[list[str], Any]:
+        """Every archived object against its SHA-256, then the archived chain with its
+        checkpoints (restored into ``work_dir``). Returns (problems, VerifyReport)."""
+        from riskaudit.integrity import verify_paths  # noqa: PLC0415 (integrity imports storage)
+
+        problems: list[str] = []
+        stream = self.stream()
+        keys = self.target.keys(f"{stream}/")
+        for i, key in enumerate(keys):
+            if self.progress is not None:
+                self.progress(i, len(keys), key)
+            info = self.target.head(key)
+            if info is None:
+                problems.append(f"{key}: no SHA-256 recorded")
+                continue
+            got = sha256_stream(self.target.read(key))
+            if got != info.sha256:
+                problems.append(f"{key}: SHA-256 {got[:16]}… does not match {info.sha256[:16]}…")
+        shutil.rmtree(work_dir, ignore_errors=True)
+        restored = self.restore(work_dir)
+        segs = [p for p in restored if not p.name.endswith(".checkpoints")]
+        sides = [p for p in restored if p.name.endswith(".checkpoints")]
+        report = verify_paths([str(p) for p in segs], checkpoints=sides) if segs else None
+        return problems, report

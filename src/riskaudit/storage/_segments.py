@@ -1,0 +1,263 @@
+"""Sealed segments: the files built-in rotation leaves behind, and how to read them.
+
+A sealed segment is a closed piece of one stream. Its last record is the checkpoint that
+sealed it, and its name says what it holds, so that a directory listing sorts segments
+in ``seq`` order and retention and backups can decide without opening them::
+
+    <log stem>.seg-<first seq, 20 digits>-<last seq, 20 digits>-<UTC start>.jsonl[.gz|.zst]
+
+for example ``risk_audit.seg-00000000000000000001-00000000000000120000-20261126T000000Z.jsonl``
+(``<log stem>`` is the log's file name without ``.jsonl``; the UTC start is the ``ts``
+of the segment's first record, to the second). Compression (when a segment leaves the
+hot tier) keeps the name and adds ``.gz`` or ``.zst``; the bytes inside do not change,
+so every hash and checkpoint still holds.
+"""
+
+from __future__ import annotations
+
+import calendar
+import contextlib
+import gzip
+import hashlib
+import os
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, cast
+
+import orjson
+
+from riskaudit.errors import AuditConfigError, AuditFormatError
+
+#: Compression methods and their file suffixes.
+SUFFIXES = {"gzip": ".gz", "zstd": ".zst"}
+_READ = 8 << 20
+
+
+def log_stem(log_path: Path) -> str:
+    """``risk_audit`` for ``risk_audit.jsonl``."""
+    name = log_path.name
+    return name[: -len(".jsonl")] if name.endswith(".jsonl") else name
+
+
+def segment_name(log_path: Path, first: int, last: int, start_ns: int) -> str:
+    """The sealed segment's file name (in the log's directory)."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(start_ns // 1_000_000_000))
+    return f"{log_stem(log_path)}.seg-{first:020d}-{last:020d}-{stamp}.jsonl"
+
+
+def _pattern(log_path: Path) -> re.Pattern[str]:
+    return re.compile(
+        re.escape(log_stem(log_path))
+        + r"\.seg-(\d{20})-(\d{20})-(\d{8}T\d{6}Z)\.jsonl(\.gz|\.zst)?$"
+    )
+
+
+_ANY = re.compile(r"\.seg-(\d{20})-(\d{20})-(\d{8}T\d{6}Z)\.jsonl")
+
+
+def parse_segment_name(name: str) -> tuple[int, int, int] | None:
+    """(first, last, start_ns) from any sealed segment name."""
+    m = _ANY.search(name)
+    if m is None:
+        return None
+    start = calendar.timegm(time.strptime(m.group(3), "%Y%m%dT%H%M%SZ")) * 1_000_000_000
+    return int(m.group(1)), int(m.group(2)), start
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """One sealed segment on disk."""
+
+    path: Path
+    first_seq: int
+    last_seq: int
+    start_ns: int
+    compression: str | None  # None, "gzip" or "zstd"
+
+    @property
+    def key(self) -> str:
+        """The name without a compression suffix: what the segment is, however stored."""
+        name = self.path.name
+        for suffix in SUFFIXES.values():
+            if name.endswith(suffix):
+                return name[: -len(suffix)]
+        return name
+
+
+def parse_segment(log_path: Path, path: Path) -> Segment | None:
+    m = _pattern(log_path).match(path.name)
+    if m is None:
+        return None
+    start = time.strptime(m.group(3), "%Y%m%dT%H%M%SZ")
+    compression = {".gz": "gzip", ".zst": "zstd"}.get(m.group(4) or "")
+    return Segment(
+        path=path,
+        first_seq=int(m.group(1)),
+        last_seq=int(m.group(2)),
+        start_ns=calendar.timegm(start) * 1_000_000_000,
+        compression=compression,
+    )
+
+
+def list_segments(log_path: Path) -> list[Segment]:
+    """The log's sealed segments, in ``seq`` order (a plain and a compressed copy of
+    the same segment, left by an interrupted compression, are both listed)."""
+    try:
+        names = os.listdir(log_path.parent)
+    except FileNotFoundError:
+        return []
+    out = []
+    for name in names:
+        seg = parse_segment(log_path, log_path.parent / name)
+        if seg is not None:
+            out.append(seg)
+    return sorted(out, key=lambda s: (s.first_seq, s.compression or ""))
+
+
+def rotated_files(log_path: Path) -> list[Path]:
+    """``risk_audit.jsonl.1``, ``risk_audit.jsonl.2.gz``, ``risk_audit.jsonl-20261126``."""
+    out = []
+    prefix = log_path.name
+    for name in os.listdir(log_path.parent):
+        if not name.startswith(prefix) or name == prefix:
+            continue
+        rest = name[len(prefix) :]
+        for suffix in SUFFIXES.values():
+            rest = rest.removesuffix(suffix)
+        if (rest.startswith(".") and rest[1:].isdigit()) or (
+            rest.startswith("-") and rest[1:].isdigit()
+        ):
+            out.append(log_path.parent / name)
+    return out
+
+
+def open_segment(path: Path) -> IO[bytes]:
+    """Read a segment (or any log file), decompressing ``.gz`` and ``.zst``."""
+    if path.name.endswith(".gz"):
+        return cast(IO[bytes], gzip.open(path, "rb"))
+    if path.name.endswith(".zst"):
+        zstd = _zstandard()
+        return cast(IO[bytes], zstd.ZstdDecompressor().stream_reader(open(path, "rb")))
+    return open(path, "rb")
+
+
+def _zstandard() -> Any:
+    try:
+        import zstandard  # noqa: PLC0415 (optional: only for RISK_AUDIT_COMPRESSION=zstd)
+    except ImportError as exc:
+        raise AuditConfigError(
+            "RISK_AUDIT_COMPRESSION",
+            "zstd needs the zstandard package: pip install 'riskaudit[zstd]'",
+        ) from exc
+    return zstandard
+
+
+def iter_bytes(path: Path) -> Iterator[bytes]:
+    """The segment's record bytes (decompressed), in blocks."""
+    with open_segment(path) as fh:
+        while block := fh.read(_READ):
+            yield block
+
+
+def content_sha256(path: Path) -> str:
+    """SHA-256 of the records (the uncompressed bytes): a segment's identity however
+    it is stored."""
+    h = hashlib.sha256()
+    for block in iter_bytes(path):
+        h.update(block)
+    return h.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of the file's bytes as stored."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(_READ):
+            h.update(block)
+    return h.hexdigest()
+
+
+def last_line(path: Path) -> bytes:
+    """The last complete line of a segment (plain: read from the end)."""
+    if not path.name.endswith((".gz", ".zst")):
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            want = min(size, 1 << 16)
+            fh.seek(size - want)
+            tail = fh.read(want)
+        lines = tail.rstrip(b"\n").rsplit(b"\n", 1)
+        return lines[-1]
+    carry = b""
+    for piece in iter_bytes(path):
+        data = carry + piece
+        cut = data.rstrip(b"\n").rfind(b"\n")
+        carry = data[cut + 1 :] if cut >= 0 else data
+    return carry.rstrip(b"\n")
+
+
+def segment_end_ns(seg: Segment) -> int:
+    """The ``ts`` of the segment's last record (its sealing checkpoint)."""
+    # The engine imports this module: importing it back at the top would be a cycle.
+    from riskaudit.log._codec import parse_ts  # noqa: PLC0415
+
+    line = last_line(seg.path)
+    try:
+        return parse_ts(orjson.loads(line)["ts"])
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise AuditFormatError(f"{seg.path.name}: its last line has no readable ts") from exc
+
+
+def event_types(path: Path, names: list[str]) -> set[str]:
+    """Which of these event types occur in the segment (a byte search, no parsing)."""
+    wanted = {n: b'"event_type":"%b"' % n.encode() for n in names}
+    found: set[str] = set()
+    carry = b""
+    for block in iter_bytes(path):
+        data = carry + block
+        for name, needle in wanted.items():
+            if name not in found and needle in data:
+                found.add(name)
+        if len(found) == len(wanted):
+            break
+        carry = data[-256:]
+    return found
+
+
+def compress(seg: Segment, method: str) -> Segment:
+    """Write the compressed copy (temp file, fsync, rename, fsync the directory), check
+    it decompresses to the same bytes, then remove the plain file."""
+    from riskaudit.log._files import fsync_dir  # noqa: PLC0415 (see segment_end_ns)
+
+    if seg.compression is not None:
+        return seg
+    suffix = SUFFIXES[method]
+    target = seg.path.with_name(seg.path.name + suffix)
+    tmp = target.with_name(f".{target.name}.tmp")
+    plain_sha = hashlib.sha256()
+    with open(seg.path, "rb") as src, open(tmp, "wb") as raw:
+        if method == "gzip":
+            out: Any = gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0)
+        else:
+            out = _zstandard().ZstdCompressor(level=3).stream_writer(raw, closefd=False)
+        with out:
+            while block := src.read(_READ):
+                plain_sha.update(block)
+                out.write(block)
+        raw.flush()
+        os.fsync(raw.fileno())
+    try:
+        if content_sha256(tmp) != plain_sha.hexdigest():
+            raise AuditFormatError(f"compressed copy of {seg.path.name} does not read back")
+        os.chmod(tmp, 0o440)
+        os.replace(tmp, target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    fsync_dir(seg.path.parent)
+    os.unlink(seg.path)
+    fsync_dir(seg.path.parent)
+    return Segment(target, seg.first_seq, seg.last_seq, seg.start_ns, method)

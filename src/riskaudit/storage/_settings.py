@@ -1,0 +1,68 @@
+"""The storage settings as small value objects: rotation, retention and backup.
+
+They live apart from the code that acts on them so that ``AuditConfig`` can hold them
+without importing the engine.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from riskaudit.errors import AuditConfigError
+
+DAY = 86400.0
+
+
+@dataclass(frozen=True, slots=True)
+class Rotation:
+    """Built-in rotation: by size, by time (aligned to UTC: ``86400`` rotates at 00:00
+    UTC), both, or neither (0)."""
+
+    max_bytes: int = 0
+    interval: float = 0.0
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_bytes > 0 or self.interval > 0
+
+    def next_boundary(self, now: float) -> float:
+        """The next multiple of the interval after ``now`` (UNIX time, so UTC-aligned)."""
+        if self.interval <= 0:
+            return math.inf
+        return (math.floor(now / self.interval) + 1) * self.interval
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionPolicy:
+    """Ages in seconds from a segment's end. ``minimum_by_type`` lengthens the minimum
+    for segments holding those event types (e.g. ``{"KILL_SWITCH": 7 * 365 * DAY}``)."""
+
+    hot: float = 90 * DAY
+    warm: float = 365 * DAY
+    cold: float = 1827 * DAY
+    minimum: float = 1827 * DAY
+    minimum_by_type: Mapping[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.hot <= self.warm <= self.cold:
+            raise AuditConfigError(
+                "RISK_AUDIT_RETENTION_HOT/WARM/COLD", "need 0 <= hot <= warm <= cold"
+            )
+        if self.minimum < 0 or any(v < 0 for v in self.minimum_by_type.values()):
+            raise AuditConfigError("RISK_AUDIT_RETENTION_MIN", "must not be negative")
+
+    def minimum_for(self, types: set[str]) -> float:
+        return max([self.minimum, *(self.minimum_by_type[t] for t in types)])
+
+
+@dataclass(frozen=True, slots=True)
+class BackupSettings:
+    """``AUDIT_BACKUP_ENABLED``, ``AUDIT_BACKUP_INTERVAL`` and the target."""
+
+    enabled: bool = False
+    interval: float = 3600.0
+    target: str | None = None
+    s3_endpoint: str | None = None
+    object_lock: bool = True
