@@ -8,7 +8,19 @@ from __future__ import annotations
 
 import typer
 
-from riskaudit.cli import _demo, _export, _hash, _keys, _recover, _serve, _tail, _verify
+from riskaudit.cli import (
+    _backup,
+    _demo,
+    _export,
+    _hash,
+    _keys,
+    _recover,
+    _retention,
+    _serve,
+    _signal,
+    _tail,
+    _verify,
+)
 
 app = typer.Typer(
     name="riskaudit",
@@ -27,6 +39,10 @@ app.command("export")(_export.export_command)
 app.command("verify-export")(_export.verify_export_command)
 app.command("serve")(_serve.serve)
 app.add_typer(_serve.token_app, name="token")
+app.add_typer(_signal.signal_app, name="signal")
+app.add_typer(_retention.retention_app, name="retention")
+app.add_typer(_retention.hold_app, name="hold")
+app.add_typer(_backup.backup_app, name="backup")
 
 
 def main() -> None:

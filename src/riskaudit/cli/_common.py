@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import sys
+from collections.abc import Callable, Iterator
 from types import FrameType
 
 import typer
@@ -33,6 +35,23 @@ def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
     """Print an error to stderr and return the Exit to raise."""
     typer.echo(f"riskaudit: {message}", err=True)
     return typer.Exit(code)
+
+
+@contextlib.contextmanager
+def progress(label: str, *, quiet: bool) -> Iterator[Callable[[int, int, str], None] | None]:
+    """A rich progress bar on a terminal; nothing in pipes or with ``--json``."""
+    if quiet or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.progress import Progress  # noqa: PLC0415 (only on a terminal)
+
+    with Progress(transient=True) as bar:
+        task = bar.add_task(label, total=None)
+
+        def step(done: int, total: int, name: str) -> None:
+            bar.update(task, completed=done, total=total, description=f"{label} {name}")
+
+        yield step
 
 
 def load_config() -> AuditConfig:

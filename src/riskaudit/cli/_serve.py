@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 from pathlib import Path
 from typing import Annotated
@@ -15,6 +17,7 @@ from riskaudit.demo import RiskEngineSimulator
 from riskaudit.errors import AuditConfigError, AuditError
 from riskaudit.log import AuditLog
 from riskaudit.ops import Service, TokenStore, create_app, create_token
+from riskaudit.storage._housekeeping import Housekeeper
 
 
 def serve(
@@ -35,6 +38,12 @@ def serve(
         raise fail(str(exc), EXIT_INVALID) from exc
     bus = RiskEventBus(log)
     service = Service(log, config, bus=bus, tokens=tokens, owns_log=False)
+    _install_signals(log)
+    if config.pid_file is not None:
+        config.pid_file.write_text(f"{os.getpid()}\n")
+    housekeeper = Housekeeper(log, config)
+    service.metrics.watch_housekeeping(housekeeper)
+    housekeeper.start()
     stop = threading.Event()
     runner = None
     if demo:
@@ -58,9 +67,20 @@ def serve(
         )
     finally:
         stop.set()
+        housekeeper.stop()
         if runner is not None:
             runner.join(timeout=5)
         log.close()
+        if config.pid_file is not None:
+            config.pid_file.unlink(missing_ok=True)
+
+
+def _install_signals(log: AuditLog) -> None:
+    """SIGUSR1 and SIGHUP reopen the log's path (logrotate's postrotate); SIGUSR2
+    rotates now. The handlers only set a flag for the writer thread."""
+    signal.signal(signal.SIGUSR1, lambda _s, _f: log.reopen())
+    signal.signal(signal.SIGHUP, lambda _s, _f: log.reopen())
+    signal.signal(signal.SIGUSR2, lambda _s, _f: log.rotate())
 
 
 token_app = typer.Typer(help="Bearer tokens for the HTTP API.", no_args_is_help=True)

@@ -498,7 +498,7 @@ class _Verifier:
         if pk is not None and pk[0] < seq:
             self.held[seq] = (prev, h, at[0], at[1], exp, line)
             return
-        kind = "seq gap" if at[1] == 1 and (at[0] > 0 or self.count == 0) else "deleted"
+        kind = "seq gap" if at[1] == 1 and at[0] > 0 else "deleted"
         self.missing.append([exp, seq - 1, kind, at[0], at[1]])
         self._accept(seq, prev, h, line, at)
 

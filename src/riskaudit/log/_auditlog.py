@@ -429,8 +429,9 @@ class AuditLog:
 
     def append_control(self, kind: str, fields: dict[str, Any]) -> int:
         """Append a control record of a kind tools and the service write themselves:
-        ``recovered`` (by recover) and ``access`` (who read what through the API)."""
-        if kind not in ("recovered", "access"):
+        ``recovered`` (by recover), ``access`` (who read what through the API) and
+        ``retention`` (what retention compressed, archived or deleted)."""
+        if kind not in ("recovered", "access", "retention"):
             raise ValueError(f"control records of kind {kind!r} are the writer's own")
         with self._lock:
             if self._state is not _OPEN:

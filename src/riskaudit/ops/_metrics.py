@@ -24,6 +24,7 @@ from riskaudit.events import EventPriority, EventType
 if TYPE_CHECKING:
     from riskaudit.bus import RiskEventBus
     from riskaudit.log import AuditLog
+    from riskaudit.storage._housekeeping import Housekeeper
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -34,6 +35,7 @@ class _AuditCollector(Collector):
     def __init__(self, log: AuditLog, bus: RiskEventBus | None) -> None:
         self.log = log
         self.bus = bus
+        self.housekeeper: Housekeeper | None = None
 
     def collect(self) -> Iterator[Any]:
         log = self.log
@@ -143,6 +145,29 @@ class _AuditCollector(Collector):
             yield lat
             yield slo
 
+        c = log.counters
+        yield CounterMetricFamily(
+            "audit_rotations", "Files sealed and renamed by built-in rotation", value=c.rotations
+        )
+        yield CounterMetricFamily(
+            "audit_reopens", "Files reopened after logrotate renamed them", value=c.reopened
+        )
+        yield CounterMetricFamily(
+            "audit_truncations",
+            "Times the file shrank under the writer (copytruncate): must stay 0",
+            value=c.truncations,
+        )
+        hk = self.housekeeper
+        if hk is not None and hk.backup is not None:
+            yield CounterMetricFamily(
+                "audit_backup_failures", "Backup runs that failed", value=hk.backup_failures
+            )
+            yield GaugeMetricFamily(
+                "audit_backup_last_success_timestamp_seconds",
+                "When the last backup run succeeded (0: never)",
+                value=(hk.last_backup_ns or 0) / 1e9,
+            )
+
 
 class AuditMetrics:
     """The metrics of one log (and optionally its bus), in a registry of their own."""
@@ -173,8 +198,13 @@ class AuditMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
-        self.registry.register(_AuditCollector(log, bus))
+        self._collector = _AuditCollector(log, bus)
+        self.registry.register(self._collector)
         self.scraped_at = 0.0
+
+    def watch_housekeeping(self, housekeeper: Housekeeper) -> None:
+        """Export the backup metrics of this housekeeper."""
+        self._collector.housekeeper = housekeeper
 
     def _drain(self) -> None:
         counters = self.log.counters
