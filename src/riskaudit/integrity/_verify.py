@@ -41,6 +41,8 @@ from riskaudit.log._codec import ZERO_HASH, split_head
 
 _RING = 1 << 16
 _RING_MASK = _RING - 1
+#: Names of files that are closed pieces of a stream, never its growing end.
+_SEALED = re.compile(r"\.seg-\d{20}-\d{20}-|\.jsonl\.\d+(\.gz|\.zst)?$|\.jsonl-\d{8,}")
 _RECOVERED = re.compile(r"\.recovered-(\d+)-(\d+)\.jsonl(?:\.gz)?$")
 
 
@@ -129,8 +131,12 @@ def verify_paths(
     """
     args = [str(p) for p in paths]
     sidecars = checkpoints if checkpoints is not None else default_sidecars(args)
-    given = SealInput(keys=keys, sidecars=sidecars, interval=checkpoint_interval, now_ns=now_ns)
-    return _Verifier().run(order(expand(args)), given)
+    files = expand(args)
+    subset = not any(Path(a).is_dir() for a in args) and all(_SEALED.search(f.name) for f in files)
+    given = SealInput(
+        keys=keys, sidecars=sidecars, interval=checkpoint_interval, now_ns=now_ns, subset=subset
+    )
+    return _Verifier().run(order(files), given)
 
 
 def default_sidecars(args: list[str]) -> list[Path]:
@@ -263,19 +269,20 @@ class _Verifier:
         )
 
     def _anchor(self, main: list[Source], sidecar: list[Checkpoint]) -> list[str]:
-        """Files that start after seq 1 (older segments removed by retention) begin at
-        the checkpoint that sealed the segment before them, if one is known: its hash
-        is the first record's ``prev``, and its signature is checked with the rest."""
+        """Files that start after seq 1 (older segments removed by retention) begin
+        right after the checkpoint that sealed the segment before them. The sidecar
+        keeps that checkpoint's exact line, so its hash is the first record's ``prev``;
+        its signature is checked with the others."""
         first = main[0].first_seq if main else None
         if first is None or first <= 1:
             return []
-        anchor = next((cp for cp in sidecar if cp.covers_seq == first - 1), None)
+        anchor = next((cp for cp in sidecar if cp.seq == first - 1 and cp.line), None)
         if anchor is None:
             return []
-        self.pseq, self.phash = first - 1, anchor.covers_hash.encode("ascii")
+        self.pseq, self.phash = first - 1, _sha(anchor.line)
         return [
             f"the files start at seq {first}: anchored by checkpoint seq {anchor.seq} "
-            f"({anchor.origin}, {anchor.ts}), which sealed seq {first - 1}"
+            f"({anchor.origin}, {anchor.ts}), the seal of the segment before"
         ]
 
     def _feed_file(self, path: Path) -> None:

@@ -444,6 +444,7 @@ class Writer:
                 self.primary.open(create=True)
                 self.note_file_start()
                 self.ring.clear()
+                self._rotate_pending = False  # the seal itself may have crossed the size
                 if self.primary.offset:
                     head = self.primary.head()
                     if head.last_seq and head.last_seq != self.last_seq:

@@ -19,6 +19,7 @@ import calendar
 import contextlib
 import gzip
 import hashlib
+import io
 import os
 import re
 import time
@@ -140,7 +141,9 @@ def open_segment(path: Path) -> IO[bytes]:
         return cast(IO[bytes], gzip.open(path, "rb"))
     if path.name.endswith(".zst"):
         zstd = _zstandard()
-        return cast(IO[bytes], zstd.ZstdDecompressor().stream_reader(open(path, "rb")))
+        fh = open(path, "rb")  # noqa: SIM115 (the reader owns it and closes it)
+        raw = zstd.ZstdDecompressor().stream_reader(fh, read_across_frames=True)
+        return io.BufferedReader(raw, buffer_size=1 << 20)
     return open(path, "rb")
 
 
@@ -236,7 +239,7 @@ def compress(seg: Segment, method: str) -> Segment:
         return seg
     suffix = SUFFIXES[method]
     target = seg.path.with_name(seg.path.name + suffix)
-    tmp = target.with_name(f".{target.name}.tmp")
+    tmp = target.with_name(f".{seg.path.name}.tmp{suffix}")  # the suffix says how to read it
     plain_sha = hashlib.sha256()
     with open(seg.path, "rb") as src, open(tmp, "wb") as raw:
         if method == "gzip":
