@@ -78,9 +78,26 @@ def first_seq(path: Path) -> int | None:
 
 
 def order(paths: list[Path]) -> list[Source]:
-    """Sources sorted by first ``seq`` (unreadable heads last, in name order)."""
+    """Sources sorted by first ``seq`` (unreadable heads last, in name order).
+
+    Files that start at the same ``seq`` (a copytruncate copy and the rewritten file)
+    go shorter first, so the longer one's overlap ends exactly at the chain head."""
     sources = [Source(p, first_seq(p)) for p in paths]
-    return sorted(sources, key=lambda s: (s.first_seq is None, s.first_seq or 0, str(s.path)))
+    firsts = [s.first_seq for s in sources if s.first_seq is not None]
+    tied = {f for f in firsts if firsts.count(f) > 1}
+    ends = {s.path: last_seq(s.path) for s in sources if s.first_seq in tied}
+    return sorted(
+        sources,
+        key=lambda s: (s.first_seq is None, s.first_seq or 0, ends.get(s.path, 0), str(s.path)),
+    )
+
+
+def last_seq(path: Path) -> int:
+    """The ``seq`` of the file's last complete record (0 if none)."""
+    from riskaudit.storage._segments import last_line  # noqa: PLC0415
+
+    head = split_head(last_line(path))
+    return 0 if head is None else head[0]
 
 
 def line_chunks(path: Path) -> Iterator[tuple[list[bytes], bool]]:

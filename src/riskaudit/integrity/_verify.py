@@ -202,6 +202,9 @@ class _Verifier:
         self.pchecked = True
         self.suppress = False  # the head was reported modified: its successor won't link
         self.after_bad = False  # unreadable lines were reported: resync on the next record
+        # A file that starts at or before the chain head repeats records (a rotated copy):
+        # (file index, hash of its previous line, seqs taken on its own chain unchecked).
+        self.overlap: tuple[int, bytes | None, list[int]] | None = None
         self.ring: list[tuple[int, bytes, bytes, int] | None] = [None] * _RING
         self.held: dict[int, tuple[bytes, bytes, int, int, int, bytes]] = {}
         self.missing: list[list[Any]] = []  # [first, last, kind, file, line]
@@ -211,6 +214,7 @@ class _Verifier:
         self.wanted: set[int] = set()  # seqs that a sidecar checkpoint covers
         self.covered: dict[int, bytes] = {}  # their hashes, as the walk found them
         self.in_log: list[Checkpoint] = []
+        self.warnings: list[str] = []
         self.count = 0
         self.first_seq: int | None = None
         self.first_line: bytes | None = None
@@ -231,7 +235,10 @@ class _Verifier:
                 main.append(src)
         anchored = self._anchor(main, sidecar)
         for src in main:
+            if self.count and src.first_seq is not None and src.first_seq <= self.pseq:
+                self.overlap = (len(self.files), None, [])
             self._feed_file(src.path)
+            self._end_overlap()
         for span in sorted(self.recovered):
             self._feed_file(self.recovered.pop(span))
         self._finish()
@@ -247,7 +254,7 @@ class _Verifier:
         )
         for seq, kind, detail in seals.findings:
             self._add(seq, kind, detail, None)
-        warnings = [*problems, *anchored, *seals.warnings]
+        warnings = [*problems, *anchored, *self.warnings, *seals.warnings]
         findings = sorted(self.findings.values(), key=lambda f: (f.seq, f.kind))
         last = self.pseq if self.count else None
         bad_from = min((f.seq for f in findings), default=None)
@@ -442,6 +449,42 @@ class _Verifier:
 
     # -- the slow path -----------------------------------------------------------
 
+    def _copy_of_seen(self, seq: int, prev: bytes, h: bytes, at: tuple[int, int]) -> bool:
+        """In a file that repeats records: is this one the same record seen before?
+
+        Records within the verifier's window are compared directly; older ones are
+        accepted when they link to the file's previous line, because the copy's record
+        at the chain head (or in the window) is compared and its hash vouches for the
+        whole linked run before it."""
+        ov = self.overlap
+        if ov is None or ov[0] != at[0] or seq > self.pseq:
+            return False
+        fidx, last_h, unchecked = ov
+        if last_h is not None and prev != last_h:
+            return False
+        entry = self._ring_get(seq)
+        if seq == self.pseq:
+            if h != self.phash:
+                return False
+            unchecked.clear()
+        elif entry is not None:
+            if entry[1] != h:
+                return False
+            unchecked.clear()
+        else:
+            unchecked.append(seq)
+        self.overlap = (fidx, h, unchecked)
+        return True
+
+    def _end_overlap(self) -> None:
+        ov, self.overlap = self.overlap, None
+        if ov is not None and ov[2]:
+            self.warnings.append(
+                f"{Path(self.files[ov[0]]).name} repeats seq {ov[2][0]}-{ov[2][-1]}, older than "
+                "the verifier's window and not followed by a record it could compare: "
+                "checked only as a linked chain"
+            )
+
     def _step(self, line: bytes, at: tuple[int, int], peek_line: bytes | None) -> None:
         if self._head_is_bad_json():
             self.after_bad = True
@@ -481,6 +524,9 @@ class _Verifier:
             self.suppress = True
             return
         if seq <= self.pseq:
+            if self._copy_of_seen(seq, prev, h, at):
+                return
+            self.overlap = None
             self._older(seq, prev, h, line, at, peek_line)
             return
         span = next((r for r in sorted(self.recovered) if r[0] <= exp <= r[1]), None)
