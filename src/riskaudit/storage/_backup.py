@@ -382,10 +382,13 @@ class Backup:
             out[base] = info
         return out
 
-    def restore(self, out_dir: Path, *, only: list[str] | None = None) -> list[Path]:
+    def restore(
+        self, out_dir: Path, *, only: list[str] | None = None, mismatches: list[str] | None = None
+    ) -> list[Path]:
         """Download segments (all, or those whose name contains one of ``only``) and
         every checkpoint into ``out_dir``, each checked against its SHA-256; the
-        checkpoints are joined into the sidecar ``verify`` reads."""
+        checkpoints are joined into the sidecar ``verify`` reads. A copy that does not
+        match raises, unless ``mismatches`` is given (the caller has named them)."""
         out_dir.mkdir(parents=True, exist_ok=True)
         stream = self.stream()
         written: list[Path] = []
@@ -405,7 +408,10 @@ class Backup:
                     fh.write(block)
             if sha256_file(tmp) != info.sha256:
                 tmp.unlink()
-                raise AuditBackupError(f"{key}: restored copy does not match its SHA-256")
+                if mismatches is None:
+                    raise AuditBackupError(f"{key}: restored copy does not match its SHA-256")
+                continue  # already reported by the caller
+
             os.replace(tmp, dest)
             written.append(dest)
         lines = [b"".join(self.target.read(k)) for k in self.target.keys(f"{stream}/checkpoints/")]
@@ -433,7 +439,7 @@ class Backup:
             if got != info.sha256:
                 problems.append(f"{key}: SHA-256 {got[:16]}… does not match {info.sha256[:16]}…")
         shutil.rmtree(work_dir, ignore_errors=True)
-        restored = self.restore(work_dir)
+        restored = self.restore(work_dir, mismatches=problems)
         segs = [p for p in restored if not p.name.endswith(".checkpoints")]
         sides = [p for p in restored if p.name.endswith(".checkpoints")]
         report = verify_paths([str(p) for p in segs], checkpoints=sides) if segs else None

@@ -196,11 +196,14 @@ class S3Target:
         """Refuse a bucket without Object Lock (unless told it may lack it)."""
         if self._checked or not self.object_lock:
             return
-        conf = self._call(
-            "get_object_lock_configuration",
-            self.client.get_object_lock_configuration,
-            Bucket=self.bucket,
-        )
+        from botocore.exceptions import ClientError  # noqa: PLC0415
+
+        try:
+            conf = self.client.get_object_lock_configuration(Bucket=self.bucket)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ObjectLockConfigurationNotFoundError":
+                raise AuditBackupError(f"{self.description}: {exc}") from exc
+            conf = {}
         enabled = conf.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled")
         if enabled != "Enabled":
             raise AuditBackupError(

@@ -1,0 +1,208 @@
+"""Backups to a directory and to a real S3 server with Object Lock (Ceph RGW)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from riskaudit import AuditConfig, AuditLog, EventType, verify_paths
+from riskaudit.errors import AuditBackupError
+from riskaudit.integrity._keys import generate
+from riskaudit.storage._backup import Backup
+from riskaudit.storage._housekeeping import Housekeeper
+from riskaudit.storage._segments import parse_segment_name
+from riskaudit.storage._settings import DAY, BackupSettings, RetentionPolicy
+from riskaudit.storage._targets import DirectoryTarget, S3Target, make_s3_client
+from tests import _ceph
+from tests._segments import DAY_NS, Span, synthetic_stream
+from tests.helpers import event, require
+
+
+@pytest.fixture
+def history(tmp_path: Path) -> tuple[Path, list[Path]]:
+    private, _public, _ = generate(tmp_path / "keys")
+    log_path = tmp_path / "logs" / "risk_audit.jsonl"
+    now = time.time_ns()
+    _stream, paths = synthetic_stream(
+        log_path, private, [Span(now - d * DAY_NS) for d in (30, 20, 10)]
+    )
+    return log_path, paths
+
+
+def test_directory_backup_is_verified_idempotent_and_restorable(
+    history: tuple[Path, list[Path]], tmp_path: Path
+) -> None:
+    """Every segment and checkpoint copied and read back; a second run copies nothing;
+    a restore verifies; a tampered archive copy is named by `verify`."""
+    log_path, paths = history
+    target = DirectoryTarget(tmp_path / "archive")
+    backup = Backup(log_path, target, RetentionPolicy())
+    first = backup.run()
+    assert not first.errors
+    assert sorted(first.copied) == sorted(p.name for p in paths)
+    assert first.checkpoints == 3
+    again = Backup(log_path, target, RetentionPolicy()).run()
+    assert again.copied == [] and again.skipped == 3 and again.checkpoints == 0
+    problems, report = backup.verify(tmp_path / "drill")
+    assert problems == [] and report is not None and report.valid
+    restored = tmp_path / "restored"
+    files = backup.restore(restored, only=[paths[1].name])
+    alone = verify_paths([str(f) for f in files if f.name.endswith(".jsonl")])
+    assert alone.valid, alone.findings
+    victim = next(p for p in (tmp_path / "archive").rglob("*.jsonl"))
+    os.chmod(victim, 0o644)
+    victim.write_bytes(victim.read_bytes() + b"\n")
+    problems, _ = backup.verify(tmp_path / "drill2")
+    assert problems and "does not match" in problems[0]
+
+
+def test_interrupted_backup_resumes_where_it_stopped(
+    history: tuple[Path, list[Path]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A target failing half-way: the run reports it, and the next run copies the rest."""
+    log_path, paths = history
+    target = DirectoryTarget(tmp_path / "archive")
+    real_put = target.put
+    calls = []
+
+    def flaky(key: str, source: Path | bytes, info: object) -> None:
+        calls.append(key)
+        if len(calls) == 2:
+            raise AuditBackupError("network down")
+        real_put(key, source, info)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(target, "put", flaky)
+    backup = Backup(log_path, target, RetentionPolicy())
+    report = backup.run()
+    assert report.errors == ["network down"] and len(report.copied) == 2
+    assert backup.failures == 1
+    monkeypatch.setattr(target, "put", real_put)
+    report = Backup(log_path, target, RetentionPolicy()).run()
+    assert report.copied == [paths[1].name] and not report.errors
+
+
+def test_logrotate_files_are_archived_under_their_sealed_name(
+    log_path: Path, tmp_path: Path
+) -> None:
+    """`risk_audit.jsonl.1` is stored as its canonical seg- name, so renumbering by
+    logrotate never makes a second copy."""
+    with AuditLog(AuditConfig(log_path=log_path)) as log:
+        log.append(event(1))
+        log.flush(5)
+        os.rename(log_path, log_path.with_name("risk_audit.jsonl.1"))
+        log.reopen()
+        log.append(event(2))
+        log.flush(5)
+        time.sleep(0.2)
+        report = Backup(log_path, DirectoryTarget(tmp_path / "a"), RetentionPolicy()).run()
+    assert len(report.copied) == 1 and parse_segment_name(report.copied[0]) is not None
+    os.rename(log_path.with_name("risk_audit.jsonl.1"), log_path.with_name("risk_audit.jsonl.2"))
+    again = Backup(log_path, DirectoryTarget(tmp_path / "a"), RetentionPolicy()).run()
+    assert again.copied == [] and again.skipped == 1
+
+
+def test_each_checkpoint_leaves_the_host_within_seconds(log_path: Path, tmp_path: Path) -> None:
+    """The service's schedule ships a new checkpoint in seconds, not at the hourly run."""
+    archive = tmp_path / "archive"
+    cfg = AuditConfig(
+        log_path=log_path,
+        checkpoint_interval=0.5,
+        backup=BackupSettings(enabled=True, target=str(archive), interval=3600),
+        retention_interval=0,
+    )
+    with AuditLog(cfg) as log:
+        keeper = Housekeeper(log, cfg)
+        keeper.start()
+        try:
+            log.append(event(1))
+            deadline = time.monotonic() + 8
+            shipped: list[Path] = []
+            while time.monotonic() < deadline and len(shipped) < 4:
+                time.sleep(0.1)
+                shipped = list(archive.rglob("checkpoints/*.json"))
+        finally:
+            keeper.stop()
+    assert len(shipped) >= 4
+    assert keeper.last_backup_ns is not None
+
+
+# -- real S3 with Object Lock ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_ceph.S3Server]:
+    require(_ceph.available(), "needs Debian's ceph-mon, ceph-osd and radosgw")
+    with _ceph.ceph_rgw(tmp_path_factory.mktemp("ceph")) as server:
+        yield server
+
+
+@pytest.fixture
+def s3_client(s3: _ceph.S3Server, monkeypatch: pytest.MonkeyPatch) -> object:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3.secret_key)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    return make_s3_client(s3.endpoint)
+
+
+def test_s3_objects_are_locked_in_compliance_mode_until_end_plus_minimum(
+    tmp_path: Path, s3_client: object
+) -> None:
+    """Backed-up versions cannot be deleted or have their retention shortened."""
+    client: object = s3_client
+    c = client  # boto3 client (untyped)
+    c.create_bucket(Bucket="audit-lock", ObjectLockEnabledForBucket=True)  # type: ignore[attr-defined]
+    private, _pub, _ = generate(tmp_path / "keys")
+    log_path = tmp_path / "logs" / "risk_audit.jsonl"
+    now = time.time_ns()
+    synthetic_stream(
+        log_path,
+        private,
+        [Span(now - 3 * DAY_NS), Span(now - 2 * DAY_NS, event_type=EventType.KILL_SWITCH)],
+    )
+    policy = RetentionPolicy(minimum=5 * DAY, minimum_by_type={"KILL_SWITCH": 12 * DAY})
+    backup = Backup(log_path, S3Target(c, "audit-lock", "prod"), policy)
+    report = backup.run()
+    assert not report.errors and len(report.copied) == 2 and report.checkpoints == 2
+    keys = backup.target.keys("")
+    seg_keys = [k for k in keys if "/segments/" in k]
+    until = {}
+    for key in seg_keys:
+        head = c.head_object(Bucket="audit-lock", Key=f"prod/{key}")  # type: ignore[attr-defined]
+        assert head["ObjectLockMode"] == "COMPLIANCE"
+        until[key] = head["ObjectLockRetainUntilDate"]
+    plain, kill = sorted(seg_keys)
+    assert until[kill] - until[plain] > dt.timedelta(days=6)  # the kill switch's longer minimum
+    for key in seg_keys:
+        versions = c.list_object_versions(Bucket="audit-lock", Prefix=f"prod/{key}")  # type: ignore[attr-defined]
+        vid = versions["Versions"][0]["VersionId"]
+        with pytest.raises(Exception, match=r"AccessDenied|forbidden"):
+            c.delete_object(Bucket="audit-lock", Key=f"prod/{key}", VersionId=vid)  # type: ignore[attr-defined]
+        with pytest.raises(Exception, match=r"AccessDenied|forbidden|Invalid"):
+            c.put_object_retention(  # type: ignore[attr-defined]
+                Bucket="audit-lock",
+                Key=f"prod/{key}",
+                VersionId=vid,
+                Retention={
+                    "Mode": "COMPLIANCE",
+                    "RetainUntilDate": dt.datetime.now(dt.UTC) + dt.timedelta(hours=1),
+                },
+            )
+        with pytest.raises(AuditBackupError):
+            backup.target.delete(key)
+    problems, verified = backup.verify(tmp_path / "drill")
+    assert problems == [] and verified is not None and verified.valid
+
+
+def test_s3_bucket_without_object_lock_is_refused(tmp_path: Path, s3_client: object) -> None:
+    """A bucket that cannot hold COMPLIANCE retention is refused with the fix named."""
+    c = s3_client
+    c.create_bucket(Bucket="audit-nolock")  # type: ignore[attr-defined]
+    log_path = tmp_path / "logs" / "risk_audit.jsonl"
+    synthetic_stream(log_path, None, [Span(time.time_ns() - DAY_NS)])
+    report = Backup(log_path, S3Target(c, "audit-nolock", ""), RetentionPolicy()).run()
+    assert report.errors and "Object Lock" in report.errors[0]
