@@ -26,6 +26,10 @@ COUNTERS = {
     "audit_events_dropped_total",
     "audit_bytes_written_total",
     "audit_bus_slo_violations_total",
+    "audit_rotations_total",
+    "audit_reopens_total",
+    "audit_truncations_total",
+    "audit_backup_failures_total",
 }
 GAUGES = {
     "audit_fallback_active",
@@ -42,6 +46,7 @@ GAUGES = {
     "audit_last_event_timestamp_seconds",
     "audit_ready",
     "audit_bus_latency_seconds",
+    "audit_backup_last_success_timestamp_seconds",
 }
 HISTOGRAMS = {"audit_append_seconds", "audit_durable_latency_seconds", "audit_fsync_seconds"}
 # Series from elsewhere that the rules and the dashboard may use.
@@ -67,6 +72,8 @@ REQUIRED_ALERTS = {
     "AuditQueueSaturated",
     "AuditDurableLatencyHigh",
     "AuditProducerSilent",
+    "AuditLogTruncated",
+    "AuditBackupStale",
 }
 
 # Grafana's own variables, replaced by values of the right kind; any other variable
