@@ -29,8 +29,11 @@ lint: $(STAMP)
 
 # Debian packages the tests use: unshare/setpriv (util-linux), mount, a
 # system python3.11 for the unprivileged writer (the venv may live under /root), prometheus
-# (promtool and a real server for the alert tests) and chromium (the status-page test).
-SYSTEM_PACKAGES := util-linux mount python3.11 prometheus chromium
+# (promtool and a real server for the alert tests), chromium (the status-page test),
+# logrotate (the shipped policy, run for real) and Ceph's monitor, OSD and RADOS gateway
+# (a real S3 server with Object Lock for the backup tests).
+SYSTEM_PACKAGES := util-linux mount python3.11 prometheus chromium logrotate \
+	ceph-mon ceph-osd radosgw
 
 ## As root, install the Debian packages the tests need (only the missing ones).
 system-deps:
