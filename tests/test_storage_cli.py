@@ -203,3 +203,40 @@ def test_backup_metrics_are_exported(log_path: Path, tmp_path: Path) -> None:
     assert abs(float(line.split()[-1]) - time.time()) < 60
     assert "audit_backup_failures_total 0.0" in text
     assert "audit_truncations_total 0.0" in text
+
+
+def test_progress_bar_on_a_terminal_and_quiet_in_a_pipe(tmp_path: Path) -> None:
+    """verify of many segments draws a progress bar on a terminal, nothing in a pipe."""
+    import pty
+
+    log_path = tmp_path / "logs" / "risk_audit.jsonl"
+    now = time.time_ns()
+    synthetic_stream(
+        log_path, None, [Span(now - d * DAY_NS, events=2000) for d in range(30, 0, -1)]
+    )
+    piped = subprocess.run(
+        [RISKAUDIT, "verify", str(log_path.parent)], capture_output=True, text=True, check=False
+    )
+    assert piped.returncode == 0 and "\x1b" not in piped.stderr + piped.stdout
+    main, child = pty.openpty()
+    proc = subprocess.Popen(
+        [RISKAUDIT, "verify", str(log_path.parent)],
+        stdin=child,
+        stdout=subprocess.DEVNULL,
+        stderr=child,
+        env={**os.environ, "TERM": "xterm"},
+    )
+    os.close(child)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(main, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    proc.wait(timeout=60)
+    os.close(main)
+    assert proc.returncode == 0
+    assert b"verify" in seen and b"\x1b[" in seen

@@ -43,9 +43,10 @@ def progress(label: str, *, quiet: bool) -> Iterator[Callable[[int, int, str], N
     if quiet or not sys.stderr.isatty():
         yield None
         return
-    from rich.progress import Progress  # noqa: PLC0415 (only on a terminal)
+    from rich.console import Console  # noqa: PLC0415 (only on a terminal)
+    from rich.progress import Progress  # noqa: PLC0415
 
-    with Progress(transient=True) as bar:
+    with Progress(console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task(label, total=None)
 
         def step(done: int, total: int, name: str) -> None:

@@ -10,7 +10,7 @@ from typing import Annotated
 import orjson
 import typer
 
-from riskaudit.cli._common import EXIT_INVALID, EXIT_OK, fail
+from riskaudit.cli._common import EXIT_INVALID, EXIT_OK, fail, progress
 from riskaudit.errors import AuditFormatError
 from riskaudit.integrity import verify_paths
 from riskaudit.integrity._keys import load_keyring, load_public_key
@@ -43,9 +43,14 @@ def verify(
             keys = [load_public_key(public_key)]
         if keyring is not None:
             keys = [*(keys or []), *load_keyring(keyring)]
-        report = verify_paths(
-            paths, keys=keys, checkpoints=checkpoints, checkpoint_interval=checkpoint_interval
-        )
+        with progress("verify", quiet=as_json) as step:
+            report = verify_paths(
+                paths,
+                keys=keys,
+                checkpoints=checkpoints,
+                checkpoint_interval=checkpoint_interval,
+                progress=step,
+            )
     except AuditFormatError as exc:
         raise fail(str(exc)) from exc
     except OSError as exc:

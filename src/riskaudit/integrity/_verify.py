@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -122,6 +122,7 @@ def verify_paths(
     checkpoints: list[Path] | None = None,
     checkpoint_interval: float = 60.0,
     now_ns: int | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
 ) -> VerifyReport:
     """Verify the stream made of these files, globs or directories, and what its
     checkpoints prove (the sidecar next to the log unless ``checkpoints`` is given;
@@ -136,7 +137,7 @@ def verify_paths(
     given = SealInput(
         keys=keys, sidecars=sidecars, interval=checkpoint_interval, now_ns=now_ns, subset=subset
     )
-    return _Verifier().run(order(files), given)
+    return _Verifier(progress).run(order(files), given)
 
 
 def default_sidecars(args: list[str]) -> list[Path]:
@@ -195,7 +196,8 @@ def _ts_of(line: bytes | None) -> str | None:
 class _Verifier:
     """The chain walk. ``p*`` attributes describe the last accepted record."""
 
-    def __init__(self) -> None:
+    def __init__(self, progress: Callable[[int, int, str], None] | None = None) -> None:
+        self.progress = progress
         self.pseq = 0
         self.phash = ZERO_HASH
         self.pline: bytes | None = None
@@ -234,7 +236,9 @@ class _Verifier:
             else:
                 main.append(src)
         anchored = self._anchor(main, sidecar)
-        for src in main:
+        for i, src in enumerate(main):
+            if self.progress is not None:
+                self.progress(i, len(main), src.path.name)
             if self.count and src.first_seq is not None and src.first_seq <= self.pseq:
                 self.overlap = (len(self.files), None, [])
             self._feed_file(src.path)
