@@ -246,3 +246,32 @@ def test_compressed_segments_verify_with_plain_ones(
     alone = verify_paths([later.path], keys=pub)
     assert alone.valid, alone.findings
     assert any("anchored by checkpoint" in w for w in alone.warnings)
+
+
+def test_export_and_query_read_compressed_segments(log_path: Path, tmp_path: Path) -> None:
+    """export (and the query API's reader) see every event across .gz, .zst and plain."""
+    from typer.testing import CliRunner
+
+    from riskaudit.cli import app
+    from riskaudit.ops._query import Query, run_query
+
+    with AuditLog(AuditConfig(log_path=log_path, rotation=Rotation(max_bytes=8_000))) as log:
+        for i in range(200):
+            log.append(event(i))
+            if i % 20 == 19:
+                log.flush(5)
+    segs = list_segments(log_path)
+    compress(segs[0], "gzip")
+    compress(segs[1], "zstd")
+    out = tmp_path / "bundle"
+    runner = CliRunner()
+    result = runner.invoke(app, ["export", "--out", str(out), str(log_path.parent)])
+    assert result.exit_code == 0, result.output
+    checked = runner.invoke(app, ["verify-export", str(out)])
+    assert checked.exit_code == 0, checked.output
+    exported = (out / "records.jsonl").read_bytes().splitlines()
+    assert sum(1 for x in exported if b'"event_id"' in x) == 200
+    records, _next = run_query(
+        str(log_path.parent), Query(limit=1000, types=frozenset({"PRE_TRADE_CHECK"}))
+    )
+    assert len(records) == 200
