@@ -150,6 +150,9 @@ class AuditConfig:
     retention_interval: float = 3600.0
     holds_file: Path | None = None
     backup: BackupSettings = field(default_factory=BackupSettings)
+    min_free_bytes: int = 50 << 30
+    runtime_log_bytes: int | None = None
+    logrotate_file: Path | None = None
 
     def __post_init__(self) -> None:
         if self.flush_interval < 0:
@@ -372,3 +375,9 @@ def _storage_from_env(get: Any, kwargs: dict[str, Any]) -> None:
     if got := get("RISK_AUDIT_BACKUP_OBJECT_LOCK", "AUDIT_BACKUP_OBJECT_LOCK"):
         bk["object_lock"] = parse_bool(*got)
     kwargs["backup"] = BackupSettings(**bk)
+    if got := get("RISK_AUDIT_MIN_FREE_BYTES"):
+        kwargs["min_free_bytes"] = parse_bytes(*got)
+    if got := get("RISK_AUDIT_RUNTIME_LOG_BYTES"):
+        kwargs["runtime_log_bytes"] = parse_bytes(*got)
+    if got := get("RISK_AUDIT_LOGROTATE_FILE"):
+        kwargs["logrotate_file"] = Path(got[1].strip())

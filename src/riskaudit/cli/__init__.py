@@ -10,6 +10,7 @@ import typer
 
 from riskaudit.cli import (
     _backup,
+    _check,
     _demo,
     _export,
     _hash,
@@ -38,6 +39,7 @@ app.command("hash-value")(_hash.hash_value_command)
 app.command("export")(_export.export_command)
 app.command("verify-export")(_export.verify_export_command)
 app.command("serve")(_serve.serve)
+app.command("check")(_check.check)
 app.add_typer(_serve.token_app, name="token")
 app.add_typer(_signal.signal_app, name="signal")
 app.add_typer(_retention.retention_app, name="retention")
