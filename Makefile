@@ -31,9 +31,10 @@ lint: $(STAMP)
 # system python3.11 for the unprivileged writer (the venv may live under /root), prometheus
 # (promtool and a real server for the alert tests), chromium (the status-page test),
 # logrotate (the shipped policy, run for real) and Ceph's monitor, OSD and RADOS gateway
-# (a real S3 server with Object Lock for the backup tests).
-SYSTEM_PACKAGES := util-linux mount python3.11 prometheus chromium logrotate \
-	ceph-mon ceph-osd radosgw
+# (a real S3 server with Object Lock for the backup tests), docker-compose (`config`
+# needs no engine) and python3.11-venv (the image's install steps, run as uid 1000).
+SYSTEM_PACKAGES := util-linux mount python3.11 python3.11-venv prometheus chromium logrotate \
+	ceph-mon ceph-osd radosgw docker-compose
 
 ## As root, install the Debian packages the tests need (only the missing ones).
 system-deps:
