@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 from riskaudit import AuditConfig, AuditLog, EventPriority, EventType, RiskEvent
@@ -37,6 +39,22 @@ def main() -> None:
         n += 1
     log.close()
     print(n, flush=True)
+
+
+def start(pid_file: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    """Start this writer in a child process; return once it has written its pid file."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests._full_speed_writer", str(pid_file)],
+        env={"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parent.parent,
+    )
+    deadline = time.monotonic() + 10
+    while not pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return proc
 
 
 if __name__ == "__main__":

@@ -6,13 +6,13 @@ import gzip
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import orjson
 
 from riskaudit import verify_paths
+from tests import _full_speed_writer as full_speed_writer
 from tests.conftest import RISKAUDIT
 from tests.helpers import require
 
@@ -83,19 +83,9 @@ def test_forced_rotations_at_full_speed_lose_and_duplicate_nothing(tmp_path: Pat
     env = {
         "RISK_AUDIT_LOG_PATH": str(log),
         "RISK_AUDIT_CHECKPOINT_INTERVAL": "1",
-        "PATH": "/usr/bin:/bin:/usr/sbin:/sbin",
     }
-    writer = subprocess.Popen(
-        [sys.executable, "-m", "tests._full_speed_writer", str(pid_file)],
-        env=env,
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=Path(__file__).parent.parent,
-    )
+    writer = full_speed_writer.start(pid_file, env)
     try:
-        deadline = time.monotonic() + 10
-        while not pid_file.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
         for _ in range(3):
             time.sleep(0.8)
             out = subprocess.run(
@@ -108,7 +98,7 @@ def test_forced_rotations_at_full_speed_lose_and_duplicate_nothing(tmp_path: Pat
         time.sleep(0.8)
     finally:
         writer.send_signal(signal.SIGTERM)
-        stdout, _ = writer.communicate(timeout=60)
+        stdout, _stderr = writer.communicate(timeout=60)
     appended = int(stdout.strip())
     assert appended > 10_000  # it really was writing at speed
     names = sorted(p.name for p in logs.iterdir())
@@ -136,20 +126,9 @@ def test_logrotate_copytruncate_is_detected_and_recovered(tmp_path: Path) -> Non
     env = {
         "RISK_AUDIT_LOG_PATH": str(log),
         "RISK_AUDIT_TRUNCATE_RING": "200000",
-        "PATH": "/usr/bin:/bin:/usr/sbin:/sbin",
     }
-    writer = subprocess.Popen(
-        [sys.executable, "-m", "tests._full_speed_writer", str(pid_file)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=Path(__file__).parent.parent,
-    )
+    writer = full_speed_writer.start(pid_file, env)
     try:
-        deadline = time.monotonic() + 10
-        while not pid_file.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
         time.sleep(0.5)
         out = subprocess.run(
             ["logrotate", "-f", "-s", str(tmp_path / "state"), str(conf)],

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from riskaudit.errors import AuditConfigError
 from riskaudit.ops import AuditMetrics
 from riskaudit.storage._housekeeping import Housekeeper
 from riskaudit.storage._settings import DAY, BackupSettings
+from tests import _full_speed_writer as full_speed_writer
 from tests._segments import DAY_NS, Span, synthetic_stream
 from tests.conftest import RISKAUDIT
 from tests.helpers import event
@@ -76,18 +76,8 @@ def test_signal_reopen_reaches_the_writer_through_its_pid_file(
 ) -> None:
     """`riskaudit signal reopen` sends SIGUSR1 to the pid in the pid file (or lock file)."""
     pid_file = tmp_path / "w.pid"
-    writer = subprocess.Popen(
-        [sys.executable, "-m", "tests._full_speed_writer", str(pid_file)],
-        env={**os.environ, "RISK_AUDIT_LOG_PATH": str(log_path)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        cwd=Path(__file__).parent.parent,
-    )
+    writer = full_speed_writer.start(pid_file, {"RISK_AUDIT_LOG_PATH": str(log_path)})
     try:
-        deadline = time.monotonic() + 10
-        while not pid_file.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
         time.sleep(0.3)
         os.rename(log_path, log_path.with_name("risk_audit.jsonl.1"))
         out = subprocess.run(

@@ -39,6 +39,7 @@ from riskaudit.storage._segments import (
     SUFFIXES,
     content_sha256,
     event_types,
+    file_sha256,
     iter_bytes,
     last_line,
     list_segments,
@@ -51,7 +52,6 @@ from riskaudit.storage._targets import (
     BackupTarget,
     ObjectInfo,
     open_target,
-    sha256_file,
     sha256_stream,
 )
 
@@ -294,7 +294,7 @@ class Backup:
         minimum = self.policy.minimum_for(types)
         info = ObjectInfo(
             key=self.segment_key(cand.name),
-            sha256=sha256_file(cand.path),
+            sha256=file_sha256(cand.path),
             content_sha256=content,
             retain_until=self._retain_until(cand.end_ns, minimum),
             size=cand.path.stat().st_size,
@@ -406,7 +406,7 @@ class Backup:
             with open(tmp, "wb") as fh:
                 for block in self.target.read(key):
                     fh.write(block)
-            if sha256_file(tmp) != info.sha256:
+            if file_sha256(tmp) != info.sha256:
                 tmp.unlink()
                 if mismatches is None:
                     raise AuditBackupError(f"{key}: restored copy does not match its SHA-256")

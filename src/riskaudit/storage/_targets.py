@@ -59,14 +59,6 @@ class BackupTarget(Protocol):
     def delete(self, key: str) -> None: ...
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(_READ):
-            h.update(block)
-    return h.hexdigest()
-
-
 def sha256_stream(blocks: Iterator[bytes]) -> str:
     h = hashlib.sha256()
     for block in blocks:
