@@ -70,23 +70,22 @@ def test_logrotate_debug_accepts_the_shipped_file(tmp_path: Path) -> None:
     assert "error" not in out.stderr.lower()
 
 
-def test_forced_rotations_at_full_speed_lose_and_duplicate_nothing(tmp_path: Path) -> None:
-    """Three forced rotations while a writer appends flat out: every event exactly once
-    across the current, .1 and .gz files, and the chain verifies across them."""
+def rotate_while_writing(
+    tmp_path: Path, policy: str, env: dict[str, str], rotations: int
+) -> tuple[Path, int, str]:
+    """Run the real logrotate `rotations` times (forced) on the policy while a writer
+    appends flat out; return the log directory, how many events the writer appended,
+    and its stderr. ``policy`` is the config with @LOG@ and @PIDFILE@ placeholders."""
     require(shutil.which("logrotate") is not None, "needs Debian's logrotate")
     logs = tmp_path / "logs"
     logs.mkdir(mode=0o750)
     log = logs / "risk_audit.jsonl"
     pid_file = tmp_path / "writer.pid"
     conf = tmp_path / "riskaudit.conf"
-    conf.write_text(adapted_config(log, pid_file))
-    env = {
-        "RISK_AUDIT_LOG_PATH": str(log),
-        "RISK_AUDIT_CHECKPOINT_INTERVAL": "1",
-    }
-    writer = full_speed_writer.start(pid_file, env)
+    conf.write_text(policy.replace("@LOG@", str(log)).replace("@PIDFILE@", str(pid_file)))
+    writer = full_speed_writer.start(pid_file, {"RISK_AUDIT_LOG_PATH": str(log), **env})
     try:
-        for _ in range(3):
+        for _ in range(rotations):
             time.sleep(0.8)
             out = subprocess.run(
                 ["logrotate", "-f", "-s", str(tmp_path / "state"), str(conf)],
@@ -98,8 +97,17 @@ def test_forced_rotations_at_full_speed_lose_and_duplicate_nothing(tmp_path: Pat
         time.sleep(0.8)
     finally:
         writer.send_signal(signal.SIGTERM)
-        stdout, _stderr = writer.communicate(timeout=60)
-    appended = int(stdout.strip())
+        stdout, stderr = writer.communicate(timeout=60)
+    return logs, int(stdout.strip()), stderr
+
+
+def test_forced_rotations_at_full_speed_lose_and_duplicate_nothing(tmp_path: Path) -> None:
+    """Three forced rotations while a writer appends flat out: every event exactly once
+    across the current, .1 and .gz files, and the chain verifies across them."""
+    policy = adapted_config(Path("@LOG@"), Path("@PIDFILE@"))
+    logs, appended, _ = rotate_while_writing(
+        tmp_path, policy, {"RISK_AUDIT_CHECKPOINT_INTERVAL": "1"}, 3
+    )
     assert appended > 10_000  # it really was writing at speed
     names = sorted(p.name for p in logs.iterdir())
     assert "risk_audit.jsonl.1" in names and "risk_audit.jsonl.2.gz" in names
@@ -116,32 +124,10 @@ def test_forced_rotations_at_full_speed_lose_and_duplicate_nothing(tmp_path: Pat
 def test_logrotate_copytruncate_is_detected_and_recovered(tmp_path: Path) -> None:
     """A copytruncate policy (the unsafe one) run by the real logrotate: the writer
     notices, rewrites its ring, counts it, and verify across both files passes."""
-    require(shutil.which("logrotate") is not None, "needs Debian's logrotate")
-    logs = tmp_path / "logs"
-    logs.mkdir(mode=0o750)
-    log = logs / "risk_audit.jsonl"
-    pid_file = tmp_path / "writer.pid"
-    conf = tmp_path / "bad.conf"
-    conf.write_text(f"{log} {{\n  rotate 5\n  copytruncate\n  nocompress\n}}\n")
-    env = {
-        "RISK_AUDIT_LOG_PATH": str(log),
-        "RISK_AUDIT_TRUNCATE_RING": "200000",
-    }
-    writer = full_speed_writer.start(pid_file, env)
-    try:
-        time.sleep(0.5)
-        out = subprocess.run(
-            ["logrotate", "-f", "-s", str(tmp_path / "state"), str(conf)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        assert out.returncode == 0, out.stderr
-        time.sleep(0.5)
-    finally:
-        writer.send_signal(signal.SIGTERM)
-        stdout, stderr = writer.communicate(timeout=60)
-    appended = int(stdout.strip())
+    policy = "@LOG@ {\n  rotate 5\n  copytruncate\n  nocompress\n}\n"
+    logs, appended, stderr = rotate_while_writing(
+        tmp_path, policy, {"RISK_AUDIT_TRUNCATE_RING": "200000"}, 1
+    )
     assert "copytruncate" in stderr, stderr[-2000:]
     records = read_all(logs)
     assert any(r.get("kind") == "truncated" for r in records)
