@@ -21,7 +21,12 @@ from typing import Any
 from riskaudit.errors import AuditConfigError
 from riskaudit.events import EventPriority
 from riskaudit.storage import Watermarks
-from riskaudit.storage._settings import BackupSettings, RetentionPolicy, Rotation
+from riskaudit.storage._settings import (
+    BackupSettings,
+    ReplicationSettings,
+    RetentionPolicy,
+    Rotation,
+)
 
 DEFAULT_LOG_PATH = Path("logs/risk_audit.jsonl")
 
@@ -153,6 +158,7 @@ class AuditConfig:
     min_free_bytes: int = 50 << 30
     runtime_log_bytes: int | None = None
     logrotate_file: Path | None = None
+    replication: ReplicationSettings = field(default_factory=ReplicationSettings)
 
     def __post_init__(self) -> None:
         if self.flush_interval < 0:
@@ -381,3 +387,25 @@ def _storage_from_env(get: Any, kwargs: dict[str, Any]) -> None:
         kwargs["runtime_log_bytes"] = parse_bytes(*got)
     if got := get("RISK_AUDIT_LOGROTATE_FILE"):
         kwargs["logrotate_file"] = Path(got[1].strip())
+    rep: dict[str, Any] = {}
+    if got := get("RISK_AUDIT_NATS_URL"):
+        rep["urls"] = tuple(u.strip() for u in got[1].split(",") if u.strip())
+    if got := get("RISK_AUDIT_NATS_STREAM"):
+        rep["stream"] = got[1].strip()
+    if got := get("RISK_AUDIT_NATS_SUBJECT_PREFIX"):
+        rep["subject_prefix"] = got[1].strip()
+    if got := get("RISK_AUDIT_NATS_REPLICAS"):
+        rep["replicas"] = parse_int(*got, minimum=1)
+    if got := get("RISK_AUDIT_NATS_MAX_AGE"):
+        rep["max_age"] = parse_duration(*got)
+    if got := get("RISK_AUDIT_NATS_DUPLICATE_WINDOW"):
+        rep["duplicate_window"] = parse_duration(*got)
+    if got := get("RISK_AUDIT_FORWARD_CHUNK_RECORDS"):
+        rep["chunk_records"] = parse_int(*got, minimum=1)
+    if got := get("RISK_AUDIT_FORWARD_CHUNK_BYTES"):
+        rep["chunk_bytes"] = parse_bytes(*got)
+    if got := get("RISK_AUDIT_FORWARD_WINDOW"):
+        rep["window"] = parse_int(*got, minimum=1)
+    if got := get("RISK_AUDIT_NATS_CREDS"):
+        rep["creds_file"] = got[1].strip()
+    kwargs["replication"] = ReplicationSettings(**rep)

@@ -66,3 +66,35 @@ class BackupSettings:
     target: str | None = None
     s3_endpoint: str | None = None
     object_lock: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicationSettings:
+    """Where the forwarder publishes and the collector reads: a NATS JetStream stream.
+
+    ``duplicate_window`` must outlast the forwarder's retry horizon, so that a chunk
+    re-sent after a lost acknowledgement is dropped by the server (``Nats-Msg-Id``)."""
+
+    urls: tuple[str, ...] = ("nats://127.0.0.1:4222",)
+    stream: str = "AUDIT"
+    subject_prefix: str = "audit"
+    replicas: int = 3
+    max_age: float = 1827 * DAY
+    duplicate_window: float = 600.0
+    chunk_records: int = 1000
+    chunk_bytes: int = 512 << 10
+    window: int = 16
+    creds_file: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.urls:
+            raise AuditConfigError("RISK_AUDIT_NATS_URL", "needs at least one server")
+        if self.replicas not in (1, 3, 5):
+            raise AuditConfigError("RISK_AUDIT_NATS_REPLICAS", "use 1, 3 or 5")
+        if not 1 <= self.chunk_records <= 100_000:
+            raise AuditConfigError("RISK_AUDIT_FORWARD_CHUNK_RECORDS", "1 to 100000")
+        if not 1 <= self.window <= 1024:
+            raise AuditConfigError("RISK_AUDIT_FORWARD_WINDOW", "1 to 1024")
+
+    def subject(self, stream_id: str) -> str:
+        return f"{self.subject_prefix}.{stream_id}"

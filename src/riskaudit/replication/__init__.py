@@ -1,0 +1,36 @@
+"""Replication through NATS JetStream: forward the local log, collect it centrally.
+
+The local log stays the system of record; replication is asynchronous and verifiable:
+the central copy holds the same bytes, so ``riskaudit verify`` checks it with the same
+hashes and checkpoints.
+"""
+
+from riskaudit.replication._collect import CentralLog, Collector, CollectStats, partition_of
+from riskaudit.replication._follow import Chunk, LogFollower
+from riskaudit.replication._forward import (
+    Cursor,
+    Forwarder,
+    ForwardStats,
+    connect_jetstream,
+    cursor_path,
+    jetstream_publisher,
+)
+from riskaudit.replication._setup import ensure_stream, wanted_config, weaknesses
+
+__all__ = [
+    "CentralLog",
+    "Chunk",
+    "CollectStats",
+    "Collector",
+    "Cursor",
+    "ForwardStats",
+    "Forwarder",
+    "LogFollower",
+    "connect_jetstream",
+    "cursor_path",
+    "ensure_stream",
+    "jetstream_publisher",
+    "partition_of",
+    "wanted_config",
+    "weaknesses",
+]

@@ -1,0 +1,247 @@
+"""The collector: every source stream written into its own central log, byte for byte.
+
+For each stream id found on the JetStream stream (subjects ``<prefix>.<stream id>``) it
+keeps a durable pull consumer ``<durable>-<stream id>`` and a central directory
+``<out>/<stream id>/`` holding ``audit.jsonl`` (the records, exactly the bytes the
+source wrote, so every hash and checkpoint verifies) and ``audit.jsonl.checkpoints``.
+
+A message is acknowledged only after its records are fsynced centrally; a collector
+killed in between gets the message again and drops what it already has, by ``seq``.
+Chunks that arrive ahead of a missing one (a retried publish stored late) wait in
+memory, unacknowledged, until the missing one arrives; if it never does within
+``GAP_WAIT`` seconds the gap is reported (log, counter) and writing goes on, so
+``verify`` names the hole instead of the collector stalling forever.
+
+Several collectors share the work by partition: ``--partition I/N`` takes the streams
+whose id hashes to I modulo N, so each stream has exactly one collector and its order
+is kept. Each central directory is locked (``flock``) by the collector writing it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import hashlib
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from riskaudit.errors import AuditLockedError
+from riskaudit.log._codec import ZERO_HASH, line_hash, split_head
+from riskaudit.log._destinations import AppendFile
+from riskaudit.storage._settings import ReplicationSettings
+
+logger = logging.getLogger("riskaudit.collect")
+
+GAP_WAIT = 30.0
+CENTRAL_NAME = "audit.jsonl"
+
+
+@dataclass(slots=True)
+class CollectStats:
+    records: int = 0
+    duplicates: int = 0
+    gaps: list[tuple[str, int, int]] = field(default_factory=list)
+    chain_breaks: list[tuple[str, int]] = field(default_factory=list)
+    checkpoints: int = 0
+
+
+class CentralLog:
+    """One stream's central copy: append records in ``seq`` order, durably."""
+
+    def __init__(self, directory: Path, stream: str, stats: CollectStats) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.stream = stream
+        self.stats = stats
+        self.lock_fd = os.open(directory / ".collector.lock", os.O_RDWR | os.O_CREAT, 0o640)
+        try:
+            fcntl.flock(self.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            os.close(self.lock_fd)
+            raise AuditLockedError(str(directory / ".collector.lock"), None) from exc
+        self.log = AppendFile(directory / CENTRAL_NAME)
+        self.log.open(create=True)
+        head = self.log.head()
+        if head.torn:
+            self.log.repair(head)
+        self.last_seq, self.last_hash = head.last_seq, head.last_hash or ZERO_HASH
+        self.sidecar = AppendFile(directory / (CENTRAL_NAME + ".checkpoints"))
+        self.sidecar.open(create=True)
+        side = self.sidecar.head() if self.sidecar.offset else None
+        if side is not None and side.torn:
+            self.sidecar.repair(side)
+        self.last_checkpoint = side.last_seq if side is not None else 0
+        self.waiting: dict[int, tuple[bytes, list[Any], float]] = {}
+
+    def take_records(self, data: bytes) -> bytes:
+        """The lines of ``data`` that extend this log (duplicates dropped), as bytes."""
+        out: list[bytes] = []
+        for line in data.split(b"\n")[:-1]:
+            head = split_head(line)
+            if head is None:
+                logger.error("stream %s: a line that is no record; dropped", self.stream)
+                continue
+            seq, prev = head
+            if seq <= self.last_seq:
+                self.stats.duplicates += 1
+                continue
+            if seq != self.last_seq + 1:
+                self.stats.gaps.append((self.stream, self.last_seq + 1, seq - 1))
+                logger.error(
+                    "stream %s: seq %d-%d never arrived; continuing at %d",
+                    self.stream,
+                    self.last_seq + 1,
+                    seq - 1,
+                    seq,
+                )
+            elif self.last_seq and prev != self.last_hash:
+                self.stats.chain_breaks.append((self.stream, seq))
+                logger.error("stream %s: seq %d does not link to its predecessor", self.stream, seq)
+            out.append(line + b"\n")
+            self.last_seq, self.last_hash = seq, line_hash(line)
+        self.stats.records += len(out)
+        return b"".join(out)
+
+    def take_checkpoints(self, data: bytes) -> bytes:
+        out: list[bytes] = []
+        for line in data.split(b"\n")[:-1]:
+            head = split_head(line)
+            if head is None or head[0] <= self.last_checkpoint:
+                continue
+            out.append(line + b"\n")
+            self.last_checkpoint = head[0]
+        self.stats.checkpoints += len(out)
+        return b"".join(out)
+
+    def close(self) -> None:
+        self.log.close()
+        self.sidecar.close()
+        with contextlib.suppress(OSError):
+            os.close(self.lock_fd)
+
+
+def partition_of(stream_id: str, parts: int) -> int:
+    return int.from_bytes(hashlib.sha256(stream_id.encode()).digest()[:4], "big") % parts
+
+
+class Collector:
+    """Consumes the JetStream stream into ``out_dir``; ``js`` is a JetStream context."""
+
+    def __init__(
+        self,
+        out_dir: Path,
+        settings: ReplicationSettings,
+        js: Any,
+        *,
+        partition: tuple[int, int] = (0, 1),
+        durable: str = "riskaudit-collect",
+        batch: int = 64,
+    ) -> None:
+        self.out_dir = out_dir
+        self.settings = settings
+        self.js = js
+        self.partition = partition
+        self.durable = durable
+        self.batch = batch
+        self.stats = CollectStats()
+        self.logs: dict[str, CentralLog] = {}
+        self.subs: dict[str, Any] = {}
+        self._next_discovery = 0.0
+
+    async def discover(self) -> None:
+        """Subscribe to every stream id of our partition (new ones appear over time)."""
+        prefix = self.settings.subject_prefix + "."
+        info = await self.js.stream_info(
+            self.settings.stream, subjects_filter=self.settings.subject_prefix + ".*"
+        )
+        subjects = (info.state.subjects or {}) if info.state else {}
+        for subject in subjects:
+            stream_id = subject[len(prefix) :]
+            if stream_id in self.subs:
+                continue
+            if partition_of(stream_id, self.partition[1]) != self.partition[0]:
+                continue
+            from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy  # noqa: PLC0415
+
+            config = ConsumerConfig(
+                ack_policy=AckPolicy.EXPLICIT,
+                deliver_policy=DeliverPolicy.ALL,
+                ack_wait=30,
+                max_ack_pending=4096,
+            )
+            self.logs[stream_id] = CentralLog(self.out_dir / stream_id, stream_id, self.stats)
+            self.subs[stream_id] = await self.js.pull_subscribe(
+                subject,
+                durable=f"{self.durable}-{stream_id}",
+                stream=self.settings.stream,
+                config=config,
+            )
+            logger.info("collecting stream %s into %s", stream_id, self.out_dir / stream_id)
+
+    async def poll(self, timeout: float = 0.2) -> int:
+        """Fetch, write, sync and acknowledge one round; the number of messages."""
+        if time.monotonic() >= self._next_discovery:
+            self._next_discovery = time.monotonic() + 2.0
+            await self.discover()
+        total = 0
+        for stream_id, sub in list(self.subs.items()):
+            try:
+                msgs = await sub.fetch(self.batch, timeout=timeout)
+            except TimeoutError:
+                msgs = []
+            except Exception as exc:  # the cluster electing a leader, a reconnect
+                logger.warning("fetch for %s failed: %s", stream_id, exc)
+                continue
+            total += len(msgs)
+            await self._handle(self.logs[stream_id], msgs)
+        return total
+
+    async def _handle(self, central: CentralLog, msgs: list[Any]) -> None:
+        records: list[bytes] = []
+        checkpoints: list[bytes] = []
+        acks: list[Any] = []
+        now = time.monotonic()
+        for msg in msgs:
+            headers = msg.headers or {}
+            if headers.get("Riskaudit-Kind") == "checkpoints":
+                checkpoints.append(central.take_checkpoints(msg.data))
+                acks.append(msg)
+                continue
+            first = int(headers.get("Riskaudit-First-Seq", "0"))
+            central.waiting[first] = (msg.data, [msg], now)
+        # Take waiting chunks in seq order while they connect (or have waited too long).
+        while central.waiting:
+            first = min(central.waiting)
+            data, chunk_msgs, since = central.waiting[first]
+            if first > central.last_seq + 1 and now - since < GAP_WAIT:
+                break
+            del central.waiting[first]
+            records.append(central.take_records(data))
+            acks.extend(chunk_msgs)
+        data = b"".join(records)
+        if data:
+            central.log.write([data])
+        side = b"".join(checkpoints)
+        if side:
+            central.sidecar.write([side])
+        for msg in acks:
+            await msg.ack()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                got = await self.poll()
+            except Exception as exc:
+                logger.warning("collector round failed: %s", exc)
+                got = 0
+            if not got:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 0.05)
+
+    def close(self) -> None:
+        for central in self.logs.values():
+            central.close()

@@ -1,0 +1,259 @@
+"""The forwarder: the local log, replicated through NATS JetStream, resumable exactly.
+
+Each message carries consecutive records (their exact lines) of one stream, on subject
+``<prefix>.<stream id>``, with headers ``Riskaudit-Stream``, ``Riskaudit-First-Seq``,
+``Riskaudit-Last-Seq`` and ``Nats-Msg-Id: <stream id>:<first>-<last>``, so a chunk
+published twice (an acknowledgement lost, the forwarder killed after publishing but
+before saving its cursor) is dropped by the server within its duplicate window; the
+collector drops anything older by ``seq``. Checkpoint sidecar lines travel on the same
+subject (``Riskaudit-Kind: checkpoints``), so a central copy can detect a cut tail too.
+
+A window of chunks is published at once and the acknowledgements awaited together
+(JetStream keeps per-subject order for one publisher); each chunk is retried with
+capped exponential backoff until the server acknowledges it. Only then does the cursor
+move: ``<log>.forward.json``, written to a temp file, fsynced and renamed, so a restart
+resumes exactly where the acknowledged data ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from riskaudit.errors import AuditConfigError
+from riskaudit.log._codec import split_head
+from riskaudit.log._files import atomic_write
+from riskaudit.replication._follow import Chunk, LogFollower
+from riskaudit.storage._backup import find_stream
+from riskaudit.storage._segments import last_line
+from riskaudit.storage._settings import ReplicationSettings
+
+logger = logging.getLogger("riskaudit.forward")
+
+POLL = 0.05
+RETRY_MIN, RETRY_MAX = 0.05, 5.0
+
+Publish = Callable[[str, bytes, dict[str, str]], Awaitable[Any]]
+
+
+def cursor_path(log_path: Path) -> Path:
+    return log_path.with_name(log_path.name + ".forward.json")
+
+
+@dataclass(slots=True)
+class Cursor:
+    """What the server has acknowledged: the last record and the sidecar offset."""
+
+    stream: str
+    seq: int = 0
+    hash: str | None = None
+    sidecar_offset: int = 0
+
+    @classmethod
+    def load(cls, path: Path, stream: str) -> Cursor:
+        try:
+            raw = orjson.loads(path.read_bytes())
+        except FileNotFoundError:
+            return cls(stream)
+        if raw.get("stream") != stream:
+            raise AuditConfigError(
+                "RISK_AUDIT_LOG_PATH",
+                f"{path} belongs to stream {raw.get('stream')}, the log is {stream}",
+            )
+        return cls(stream, int(raw["seq"]), raw.get("hash"), int(raw.get("sidecar_offset", 0)))
+
+    def save(self, path: Path) -> None:
+        data = {
+            "stream": self.stream,
+            "seq": self.seq,
+            "hash": self.hash,
+            "sidecar_offset": self.sidecar_offset,
+            "saved": time.time(),
+        }
+        atomic_write(path, orjson.dumps(data))
+
+
+@dataclass(slots=True)
+class ForwardStats:
+    published_messages: int = 0
+    published_records: int = 0
+    errors: int = 0
+    checkpoints: int = 0
+    last_error: str | None = None
+
+
+class Forwarder:
+    """Follows one local log and publishes it; ``publish`` is injected (a JetStream
+    publish that returns once acknowledged), so tests and benchmarks can swap it."""
+
+    def __init__(
+        self,
+        log_path: Path,
+        settings: ReplicationSettings,
+        publish: Publish,
+        *,
+        sidecar: Path | None = None,
+    ) -> None:
+        self.log_path = log_path
+        self.settings = settings
+        self.publish = publish
+        self.sidecar = sidecar or log_path.with_name(log_path.name + ".checkpoints")
+        self.follower = LogFollower(
+            log_path, max_records=settings.chunk_records, max_bytes=settings.chunk_bytes
+        )
+        self.stats = ForwardStats()
+        self.cursor_file = cursor_path(log_path)
+        self.cursor: Cursor | None = None
+
+    def _ensure_cursor(self) -> Cursor | None:
+        if self.cursor is None:
+            stream = find_stream(self.log_path)
+            if stream is None:
+                return None  # no log yet
+            self.cursor = Cursor.load(self.cursor_file, stream)
+        return self.cursor
+
+    def local_seq(self) -> int:
+        """The newest record in the active file (for the lag metric)."""
+        try:
+            head = split_head(last_line(self.log_path))
+        except (OSError, IndexError):
+            return self.cursor.seq if self.cursor else 0
+        return head[0] if head else (self.cursor.seq if self.cursor else 0)
+
+    def lag(self) -> int:
+        return max(0, self.local_seq() - (self.cursor.seq if self.cursor else 0))
+
+    async def _publish_acked(self, data: bytes, headers: dict[str, str]) -> None:
+        subject = self.settings.subject(headers["Riskaudit-Stream"])
+        delay = RETRY_MIN
+        while True:
+            try:
+                await self.publish(subject, data, headers)
+                return
+            except Exception as exc:  # any transport failure: retry, never skip
+                self.stats.errors += 1
+                self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                logger.warning(
+                    "publish of %s failed (%s); retrying in %.2fs",
+                    headers["Nats-Msg-Id"],
+                    self.stats.last_error,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(RETRY_MAX, delay * 2)
+
+    def _headers(self, stream: str, chunk: Chunk) -> dict[str, str]:
+        return {
+            "Riskaudit-Stream": stream,
+            "Riskaudit-Kind": "records",
+            "Riskaudit-First-Seq": str(chunk.first_seq),
+            "Riskaudit-Last-Seq": str(chunk.last_seq),
+            "Nats-Msg-Id": f"{stream}:{chunk.first_seq}-{chunk.last_seq}",
+        }
+
+    async def step(self) -> bool:
+        """Publish what is new (a window of chunks, then the sidecar); True if any."""
+        cursor = self._ensure_cursor()
+        if cursor is None:
+            return False
+        chunks: list[Chunk] = []
+        seq = cursor.seq
+        prev = cursor.hash.encode() if cursor.hash else None
+        for _ in range(self.settings.window):
+            chunk = self.follower.next_chunk(seq, prev)
+            if chunk is None:
+                break
+            chunks.append(chunk)
+            seq, prev = chunk.last_seq, chunk.last_hash
+        if chunks:
+            await asyncio.gather(
+                *(self._publish_acked(c.data, self._headers(cursor.stream, c)) for c in chunks)
+            )
+            cursor.seq = chunks[-1].last_seq
+            cursor.hash = chunks[-1].last_hash.decode()
+            self.stats.published_messages += len(chunks)
+            self.stats.published_records += sum(c.records for c in chunks)
+        shipped = await self._ship_checkpoints(cursor)
+        if chunks or shipped:
+            cursor.save(self.cursor_file)
+        return bool(chunks)
+
+    async def _ship_checkpoints(self, cursor: Cursor) -> bool:
+        try:
+            size = self.sidecar.stat().st_size
+        except FileNotFoundError:
+            return False
+        if size <= cursor.sidecar_offset:
+            return False
+        with open(self.sidecar, "rb") as fh:
+            fh.seek(cursor.sidecar_offset)
+            data = fh.read(min(size - cursor.sidecar_offset, self.settings.chunk_bytes))
+        end = data.rfind(b"\n") + 1
+        if end == 0:
+            return False
+        lines = data[:end].split(b"\n")[:-1]
+        first, last = split_head(lines[0]), split_head(lines[-1])
+        if first is None or last is None:
+            logger.error("checkpoint sidecar %s holds a line that is no record", self.sidecar)
+            cursor.sidecar_offset += end
+            return True
+        headers = {
+            "Riskaudit-Stream": cursor.stream,
+            "Riskaudit-Kind": "checkpoints",
+            "Riskaudit-First-Seq": str(first[0]),
+            "Riskaudit-Last-Seq": str(last[0]),
+            "Nats-Msg-Id": f"{cursor.stream}:checkpoints:{first[0]}-{last[0]}",
+        }
+        await self._publish_acked(data[:end], headers)
+        cursor.sidecar_offset += end
+        self.stats.checkpoints += len(lines)
+        return True
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Forward until ``stop`` is set (then finish what was read, and return)."""
+        while not stop.is_set():
+            try:
+                busy = await self.step()
+            except AuditConfigError:
+                raise
+            except Exception as exc:
+                self.stats.errors += 1
+                self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                logger.exception("forwarding stopped for a moment")
+                busy = False
+            if not busy:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), POLL)
+
+
+async def connect_jetstream(settings: ReplicationSettings) -> tuple[Any, Any]:
+    """A NATS connection that reconnects forever, and its JetStream context."""
+    import nats  # noqa: PLC0415 (only the replication commands need it)
+
+    kwargs: dict[str, Any] = {
+        "servers": list(settings.urls),
+        "max_reconnect_attempts": -1,
+        "reconnect_time_wait": 0.25,
+        "connect_timeout": 2,
+        "allow_reconnect": True,
+    }
+    if settings.creds_file:
+        kwargs["user_credentials"] = settings.creds_file
+    nc = await nats.connect(**kwargs)
+    return nc, nc.jetstream()
+
+
+def jetstream_publisher(js: Any, timeout: float = 5.0) -> Publish:
+    async def publish(subject: str, data: bytes, headers: dict[str, str]) -> Any:
+        return await js.publish(subject, data, timeout=timeout, headers=headers)
+
+    return publish
