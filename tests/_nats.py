@@ -73,7 +73,7 @@ class Node:
 
     def jsz(self) -> dict[str, object]:
         url = f"http://127.0.0.1:{self.monitor}/jsz?streams=true"
-        with urllib.request.urlopen(url, timeout=2) as r:  # noqa: S310
+        with urllib.request.urlopen(url, timeout=2) as r:
             return json.loads(r.read())  # type: ignore[no-any-return]
 
 

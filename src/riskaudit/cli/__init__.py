@@ -16,6 +16,7 @@ from riskaudit.cli import (
     _hash,
     _keys,
     _recover,
+    _replication,
     _retention,
     _serve,
     _signal,
@@ -40,6 +41,9 @@ app.command("export")(_export.export_command)
 app.command("verify-export")(_export.verify_export_command)
 app.command("serve")(_serve.serve)
 app.command("check")(_check.check)
+app.command("forward")(_replication.forward)
+app.command("collect")(_replication.collect)
+app.add_typer(_replication.nats_app, name="nats")
 app.add_typer(_serve.token_app, name="token")
 app.add_typer(_signal.signal_app, name="signal")
 app.add_typer(_retention.retention_app, name="retention")

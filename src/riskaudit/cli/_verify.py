@@ -12,8 +12,8 @@ import typer
 
 from riskaudit.cli._common import EXIT_INVALID, EXIT_OK, fail, progress
 from riskaudit.errors import AuditFormatError
-from riskaudit.integrity import verify_paths
-from riskaudit.integrity._keys import load_keyring, load_public_key
+from riskaudit.integrity import VerifyReport, stream_directories, verify_paths
+from riskaudit.integrity._keys import PublicKey, load_keyring, load_public_key
 
 
 def verify(
@@ -43,6 +43,9 @@ def verify(
             keys = [load_public_key(public_key)]
         if keyring is not None:
             keys = [*(keys or []), *load_keyring(keyring)]
+        streams = stream_directories(paths[0]) if len(paths) == 1 else None
+        if streams is not None:
+            _verify_streams(streams, keys, checkpoint_interval, as_json)
         with progress("verify", quiet=as_json) as step:
             report = verify_paths(
                 paths,
@@ -83,3 +86,32 @@ def verify(
         rate = report.records / elapsed if elapsed > 0 else 0.0
         typer.echo(f"{verdict} in {elapsed:.3f}s ({rate:,.0f} records/s)")
     raise typer.Exit(EXIT_OK if report.valid else EXIT_INVALID)
+
+
+def _verify_streams(
+    streams: list[Path], keys: list[PublicKey] | None, interval: float, as_json: bool
+) -> None:
+    """A central directory: each stream verified on its own, with its checkpoints."""
+    reports: dict[str, VerifyReport] = {}
+    with progress("verify", quiet=as_json) as step:
+        for i, directory in enumerate(streams):
+            if step is not None:
+                step(i, len(streams), directory.name)
+            reports[directory.name] = verify_paths(
+                [directory], keys=keys, checkpoint_interval=interval
+            )
+    valid = all(r.valid for r in reports.values())
+    if as_json:
+        out = {"valid": valid, "streams": {k: r.to_dict() for k, r in reports.items()}}
+        sys.stdout.write(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        for name, r in reports.items():
+            verdict = "VALID" if r.valid else f"INVALID ({len(r.findings)} problems)"
+            typer.echo(
+                f"stream {name}: {r.records} records (seq {r.first_seq}-{r.last_seq}), "
+                f"{r.checkpoints} checkpoints: {verdict}"
+            )
+            for finding in r.findings:
+                typer.echo(f"  {finding}")
+        typer.echo(f"{len(reports)} streams: {'VALID' if valid else 'INVALID'}")
+    raise typer.Exit(EXIT_OK if valid else EXIT_INVALID)

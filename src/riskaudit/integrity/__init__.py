@@ -1,7 +1,7 @@
 """Integrity: verify a stream of files against the format-v1 hash chain."""
 
 from riskaudit.integrity._sources import Source, expand, first_seq, line_chunks, open_binary, order
-from riskaudit.integrity._verify import Finding, VerifyReport, verify_paths
+from riskaudit.integrity._verify import Finding, VerifyReport, stream_directories, verify_paths
 
 __all__ = [
     "Finding",
@@ -12,5 +12,6 @@ __all__ = [
     "line_chunks",
     "open_binary",
     "order",
+    "stream_directories",
     "verify_paths",
 ]

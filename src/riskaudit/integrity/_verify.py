@@ -34,6 +34,7 @@ from typing import Any
 
 import orjson
 
+from riskaudit.errors import AuditFormatError
 from riskaudit.integrity._keys import PublicKey
 from riskaudit.integrity._seals import Checkpoint, SealInput, check_seals, read_sidecars
 from riskaudit.integrity._sources import Source, expand, line_chunks, order
@@ -138,6 +139,20 @@ def verify_paths(
         keys=keys, sidecars=sidecars, interval=checkpoint_interval, now_ns=now_ns, subset=subset
     )
     return _Verifier(progress).run(order(files), given)
+
+
+def stream_directories(path: str | Path) -> list[Path] | None:
+    """A central directory (``riskaudit collect --out``) holds one sub-directory per
+    stream and no log of its own: those sub-directories, or None for anything else."""
+    p = Path(path)
+    if not p.is_dir():
+        return None
+    try:
+        expand([str(p)])
+    except AuditFormatError:
+        subs = sorted(d for d in p.iterdir() if d.is_dir() and any(d.glob("*.jsonl")))
+        return subs or None
+    return None
 
 
 def default_sidecars(args: list[str]) -> list[Path]:

@@ -78,7 +78,7 @@ async def ensure_stream(
     try:
         info = await js.stream_info(settings.stream)
     except NotFoundError:
-        await js.add_stream(wanted_config(settings), timeout=15)
+        await js.add_stream(wanted_config(settings))
         return "created", []
     problems = weaknesses(info.config, settings)
     if problems and not allow_weaker:

@@ -1,0 +1,144 @@
+"""``riskaudit forward``, ``riskaudit collect`` and ``riskaudit nats init``."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from riskaudit.cli._common import EXIT_INVALID, fail, load_config, setup
+from riskaudit.errors import AuditError
+from riskaudit.replication import (
+    Collector,
+    Forwarder,
+    connect_jetstream,
+    ensure_stream,
+    jetstream_publisher,
+)
+
+nats_app = typer.Typer(help="The NATS JetStream stream riskaudit replicates into.")
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+
+def forward(
+    once: Annotated[bool, typer.Option(help="Forward what is there now, then exit.")] = False,
+) -> None:
+    """Publish the local log (fsynced records only, across rotations) and its checkpoints
+    to NATS JetStream; resumes from <log>.forward.json. Stops on SIGTERM."""
+    config = load_config()
+    setup(config)
+
+    async def main() -> None:
+        nc, js = await connect_jetstream(config.replication)
+        forwarder = Forwarder(
+            config.log_path.absolute(),
+            config.replication,
+            jetstream_publisher(js),
+            sidecar=config.checkpoint_path,
+        )
+        stop = asyncio.Event()
+        _stop_on_signals(stop)
+        try:
+            if once:
+                while await forwarder.step():
+                    pass
+            else:
+                await forwarder.run(stop)
+        finally:
+            await nc.close()  # every publish was acknowledged before the cursor moved
+        s = forwarder.stats
+        typer.echo(
+            f"forwarded {s.published_records} records in {s.published_messages} messages "
+            f"and {s.checkpoints} checkpoints; up to seq "
+            f"{forwarder.cursor.seq if forwarder.cursor else 0}; {s.errors} errors"
+        )
+
+    try:
+        asyncio.run(main())
+    except (AuditError, OSError) as exc:
+        raise fail(str(exc), EXIT_INVALID) from exc
+
+
+def collect(
+    out: Annotated[
+        Path, typer.Option("--out", help="Central directory (one sub-directory per stream).")
+    ],
+    partition: Annotated[
+        str, typer.Option(help="I/N: this collector takes the streams that hash to I of N.")
+    ] = "0/1",
+) -> None:
+    """Consume the JetStream stream into central logs, byte for byte; acknowledge only
+    after fsync. Stops on SIGTERM."""
+    config = load_config()
+    setup(config)
+    try:
+        index, parts = (int(x) for x in partition.split("/"))
+        if not 0 <= index < parts:
+            raise ValueError
+    except ValueError as exc:
+        raise fail(f"--partition {partition!r}: use I/N with 0 <= I < N") from exc
+
+    async def main() -> None:
+        nc, js = await connect_jetstream(config.replication)
+        collector = Collector(out, config.replication, js, partition=(index, parts))
+        stop = asyncio.Event()
+        _stop_on_signals(stop)
+        try:
+            await collector.run(stop)
+        finally:
+            collector.close()
+            await nc.close()  # every message was acknowledged already: nothing to drain
+        st = collector.stats
+        typer.echo(
+            f"collected {st.records} records ({st.duplicates} duplicates dropped, "
+            f"{len(st.gaps)} gaps) and {st.checkpoints} checkpoints into {out}"
+        )
+
+    try:
+        asyncio.run(main())
+    except (AuditError, OSError) as exc:
+        raise fail(str(exc), EXIT_INVALID) from exc
+
+
+@nats_app.command("init")
+def nats_init(
+    replicas: Annotated[
+        int | None, typer.Option(help="Default: RISK_AUDIT_NATS_REPLICAS (3).")
+    ] = None,
+    allow_weaker: Annotated[
+        bool, typer.Option(help="Accept an existing stream weaker than recommended.")
+    ] = False,
+) -> None:
+    """Create the JetStream stream (file storage, replicas, max_age >= the retention
+    minimum, deny delete/purge, duplicate window), or check an existing one."""
+    config = load_config()
+    settings = config.replication
+    if replicas is not None:
+        from dataclasses import replace  # noqa: PLC0415
+
+        settings = replace(settings, replicas=replicas)
+
+    async def main() -> tuple[str, list[str]]:
+        nc, js = await connect_jetstream(settings)
+        try:
+            return await ensure_stream(js, settings, allow_weaker=allow_weaker)
+        finally:
+            await nc.drain()
+
+    try:
+        state, problems = asyncio.run(main())
+    except ValueError as exc:
+        raise fail(f"{exc} (--allow-weaker to accept it)", EXIT_INVALID) from exc
+    except (AuditError, OSError) as exc:
+        raise fail(str(exc), EXIT_INVALID) from exc
+    for p in problems:
+        typer.echo(f"WARNING: {p}")
+    typer.echo(f"stream {settings.stream}: {state}")

@@ -1,0 +1,314 @@
+"""Replication through a real 3-node NATS JetStream cluster on loopback, with failures."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from riskaudit import AuditConfig, AuditLog, verify_paths
+from riskaudit.integrity._keys import generate, load_public_key
+from riskaudit.log._codec import split_head
+from riskaudit.replication import (
+    Forwarder,
+    LogFollower,
+    connect_jetstream,
+    ensure_stream,
+)
+from riskaudit.replication._follow import ChainBreak
+from riskaudit.storage._segments import compress, list_segments, rotated_files
+from riskaudit.storage._settings import ReplicationSettings, Rotation
+from tests import _nats
+from tests.conftest import RISKAUDIT
+from tests.helpers import event, require
+
+ROOT = Path(__file__).parent.parent
+
+
+def local_bytes(log_path: Path) -> bytes:
+    """Every record of a local log, each once, in seq order, as the bytes on disk."""
+    from riskaudit.storage._segments import iter_bytes
+
+    files = [s.path for s in list_segments(log_path)] + rotated_files(log_path) + [log_path]
+    out: dict[int, bytes] = {}
+    for path in files:
+        data = b"".join(iter_bytes(path))
+        for line in data.split(b"\n")[:-1]:
+            head = split_head(line)
+            assert head is not None
+            out.setdefault(head[0], line + b"\n")
+    return b"".join(out[k] for k in sorted(out))
+
+
+# -- without a cluster: the follower and the forwarder's bookkeeping --------------------
+
+
+def test_follower_reads_across_rotated_and_compressed_files(log_path: Path) -> None:
+    """Chunks come in seq order from sealed, compressed and active files, linked."""
+    cfg = AuditConfig(log_path=log_path, rotation=Rotation(max_bytes=6_000))
+    with AuditLog(cfg) as log:
+        for i in range(300):
+            log.append(event(i))
+            if i % 25 == 24:
+                log.flush(5)
+        log.flush(5)
+        follower = LogFollower(log_path, max_records=40, max_bytes=1 << 20)
+        compress(list_segments(log_path)[0], "gzip")
+        seq, prev, got = 0, None, b""
+        while (chunk := follower.next_chunk(seq, prev)) is not None:
+            assert chunk.first_seq == seq + 1 and chunk.records <= 40
+            got += chunk.data
+            seq, prev = chunk.last_seq, chunk.last_hash
+    assert got == local_bytes(log_path)[: len(got)]
+    assert seq >= 300
+
+
+def test_follower_refuses_a_rewritten_history(log_path: Path) -> None:
+    """If the next local record does not link to the last one forwarded, it stops."""
+    with AuditLog(AuditConfig(log_path=log_path)) as log:
+        log.append(event(1))
+    follower = LogFollower(log_path, max_records=10, max_bytes=1 << 20)
+    with pytest.raises(ChainBreak):
+        follower.next_chunk(1, b"f" * 64)
+
+
+def test_forwarder_retries_until_acknowledged_and_resumes_from_its_cursor(
+    log_path: Path,
+) -> None:
+    """A publish that fails is retried (never skipped); a new forwarder continues after
+    the cursor, so each record is sent once more at most."""
+    sent: list[tuple[str, bytes, dict[str, str]]] = []
+    failures = [3]
+
+    async def flaky(subject: str, data: bytes, headers: dict[str, str]) -> None:
+        if failures[0]:
+            failures[0] -= 1
+            raise ConnectionError("no responders")
+        sent.append((subject, data, headers))
+
+    settings = ReplicationSettings(chunk_records=50, window=4)
+    with AuditLog(AuditConfig(log_path=log_path, checkpoint_interval=60)) as log:
+        for i in range(120):
+            log.append(event(i))
+        log.flush(5)
+        fwd = Forwarder(log_path, settings, flaky)
+        while asyncio.run(fwd.step()):
+            pass
+        assert fwd.stats.errors == 3
+        first_run = b"".join(d for _s, d, h in sent if h["Riskaudit-Kind"] == "records")
+        for i in range(120, 150):
+            log.append(event(i))
+        log.flush(5)
+        again = Forwarder(log_path, settings, flaky)
+        while asyncio.run(again.step()):
+            pass
+    records = b"".join(d for _s, d, h in sent if h["Riskaudit-Kind"] == "records")
+    assert records == local_bytes(log_path)[: len(records)]
+    assert len(records) > len(first_run)
+    ids = [h["Nats-Msg-Id"] for _s, _d, h in sent]
+    assert len(ids) == len(set(ids))
+    assert all(s == f"audit.{fwd.cursor.stream}" for s, _d, _h in sent)  # type: ignore[union-attr]
+
+
+# -- a real cluster ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_nats.Cluster]:
+    require(_nats.available(), "needs Debian's nats-server")
+    with _nats.nats_cluster(tmp_path_factory.mktemp("nats")) as c:
+        yield c
+
+
+def settings_for(cluster: _nats.Cluster, **kw: object) -> ReplicationSettings:
+    return ReplicationSettings(urls=tuple(cluster.urls), **kw)  # type: ignore[arg-type]
+
+
+def test_nats_init_creates_a_strict_stream_and_refuses_a_weaker_one(
+    cluster: _nats.Cluster,
+) -> None:
+    """File storage, 3 replicas, deny delete/purge; an existing weaker stream is refused."""
+
+    async def main() -> None:
+        nc, js = await connect_jetstream(settings_for(cluster))
+        try:
+            strict = settings_for(cluster, stream="STRICT", subject_prefix="strict")
+            assert (await ensure_stream(js, strict))[0] == "created"
+            assert (await ensure_stream(js, strict))[0] == "ok"
+            info = await js.stream_info("STRICT")
+            assert info.config.num_replicas == 3 and info.config.deny_delete
+            from nats.js.api import StreamConfig
+
+            await js.add_stream(StreamConfig(name="WEAK", subjects=["weak.>"], num_replicas=1))
+            weak = settings_for(cluster, stream="WEAK", subject_prefix="weak")
+            with pytest.raises(ValueError, match="deny_delete"):
+                await ensure_stream(js, weak)
+            state, problems = await ensure_stream(js, weak, allow_weaker=True)
+            assert state == "weaker" and any("replicas" in p for p in problems)
+        finally:
+            await nc.drain()
+
+    asyncio.run(main())
+
+
+def test_sample_nats_config_loads_on_this_server() -> None:
+    """deploy/nats/nats-server.conf is accepted by the nats-server the tests use."""
+    require(_nats.available(), "needs Debian's nats-server")
+    conf = ROOT / "deploy" / "nats" / "nats-server.conf"
+    out = subprocess.run(
+        ["nats-server", "-c", str(conf), "-t"], capture_output=True, text=True, check=False
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+class Host:
+    """One trading host: a log written at a steady pace, and its forwarder process."""
+
+    def __init__(self, base: Path, name: str, key: Path, env: dict[str, str]) -> None:
+        self.log_path = base / name / "risk_audit.jsonl"
+        self.cfg = AuditConfig(
+            log_path=self.log_path,
+            signing_key_file=key,
+            checkpoint_interval=0.5,
+            rotation=Rotation(max_bytes=150_000),
+        )
+        self.env = {**env, "RISK_AUDIT_LOG_PATH": str(self.log_path)}
+        self.log = AuditLog(self.cfg)
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._write, daemon=True)
+        self.forwarder: subprocess.Popen[bytes] | None = None
+        self.stderr = base / f"{name}.forward.stderr"
+
+    def _write(self) -> None:
+        for i in range(12_000):
+            self.log.append(event(i))
+            if i % 200 == 199:
+                self.log.flush(5)
+                time.sleep(0.02)
+        self.log.close()
+        self.done.set()
+
+    def start_forwarder(self) -> None:
+        self.forwarder = subprocess.Popen(
+            [RISKAUDIT, "forward"],
+            env=self.env,
+            stderr=open(self.stderr, "ab"),  # noqa: SIM115
+        )
+
+
+def start_collector(env: dict[str, str], out: Path, log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [RISKAUDIT, "collect", "--out", str(out)], env=env, stderr=open(log, "ab")
+    )
+
+
+def stream_leader(cluster: _nats.Cluster, stream: str) -> str:
+    async def main() -> str:
+        nc, js = await connect_jetstream(settings_for(cluster))
+        try:
+            info = await js.stream_info(stream)
+            return str(info.cluster.leader)
+        finally:
+            await nc.close()
+
+    return asyncio.run(main())
+
+
+@pytest.mark.slow
+def test_two_hosts_survive_leader_forwarder_and_collector_kills(
+    cluster: _nats.Cluster, tmp_path: Path
+) -> None:
+    """Two hosts forward at once; the stream leader, a forwarder and the collector are
+    each killed with SIGKILL and restarted. At the end each central log equals its local
+    log byte for byte, with every checkpoint, and verifies: no gap, no duplicate."""
+    settings = settings_for(cluster, stream="AUDIT_E2E", subject_prefix="e2e")
+
+    async def init() -> None:
+        nc, js = await connect_jetstream(settings)
+        try:
+            await ensure_stream(js, settings)
+        finally:
+            await nc.drain()
+
+    asyncio.run(init())
+    private, public, _ = generate(tmp_path / "keys")
+    env = {
+        "PATH": os.environ["PATH"],
+        "RISK_AUDIT_NATS_URL": ",".join(cluster.urls),
+        "RISK_AUDIT_NATS_STREAM": "AUDIT_E2E",
+        "RISK_AUDIT_NATS_SUBJECT_PREFIX": "e2e",
+        "RISK_AUDIT_FORWARD_CHUNK_RECORDS": "100",
+        "RISK_AUDIT_FORWARD_WINDOW": "8",
+    }
+    hosts = [Host(tmp_path, name, private, env) for name in ("host-a", "host-b")]
+    central = tmp_path / "central"
+    collector = start_collector(env, central, tmp_path / "collector.stderr")
+    for host in hosts:
+        host.thread.start()
+        host.start_forwarder()
+    try:
+        time.sleep(1.5)
+        leader = stream_leader(cluster, "AUDIT_E2E")
+        cluster.node(leader).kill()  # SIGKILL the stream leader mid-forwarding
+        time.sleep(1.0)
+        victim = hosts[0].forwarder
+        assert victim is not None
+        victim.send_signal(signal.SIGKILL)  # the forwarder, mid-chunk
+        victim.wait(10)
+        hosts[0].start_forwarder()
+        time.sleep(1.0)
+        collector.send_signal(signal.SIGKILL)
+        collector.wait(10)
+        collector = start_collector(env, central, tmp_path / "collector.stderr")
+        time.sleep(1.0)
+        cluster.node(leader).start()  # the old leader comes back with its store
+        for host in hosts:
+            assert host.done.wait(120)
+        deadline = time.monotonic() + 90
+        pending = list(hosts)
+        while pending and time.monotonic() < deadline:
+            time.sleep(0.5)
+            pending = [
+                h
+                for h in pending
+                if not (
+                    (central / h.log.stream / "audit.jsonl").exists()
+                    and (central / h.log.stream / "audit.jsonl").read_bytes()
+                    == local_bytes(h.log_path)
+                    and (central / h.log.stream / "audit.jsonl.checkpoints").read_bytes()
+                    == h.log_path.with_name("risk_audit.jsonl.checkpoints").read_bytes()
+                )
+            ]
+        assert not pending, "central logs did not catch up"
+    finally:
+        for proc in [collector, *(h.forwarder for h in hosts)]:
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    raise
+        cluster.wait_healthy()
+    keys = [load_public_key(public)]
+    for host in hosts:
+        stream_dir = central / host.log.stream
+        report = verify_paths([stream_dir], keys=keys)
+        assert report.valid, report.findings
+        assert report.checkpoints > 5
+        assert not [f for f in report.findings if f.kind in ("seq gap", "duplicated")]
+    out = subprocess.run(
+        [RISKAUDIT, "verify", str(central), "--public-key", str(public)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode == 0, out.stdout
+    assert "2 streams: VALID" in out.stdout
