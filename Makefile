@@ -32,9 +32,10 @@ lint: $(STAMP)
 # (promtool and a real server for the alert tests), chromium (the status-page test),
 # logrotate (the shipped policy, run for real) and Ceph's monitor, OSD and RADOS gateway
 # (a real S3 server with Object Lock for the backup tests), docker-compose (`config`
-# needs no engine) and python3.11-venv (the image's install steps, run as uid 1000).
+# needs no engine), python3.11-venv (the image's install steps, run as uid 1000) and
+# nats-server (a real 3-node JetStream cluster for the replication tests).
 SYSTEM_PACKAGES := util-linux mount python3.11 python3.11-venv prometheus chromium logrotate \
-	ceph-mon ceph-osd radosgw docker-compose
+	ceph-mon ceph-osd radosgw docker-compose nats-server
 
 ## As root, install the Debian packages the tests need (only the missing ones).
 system-deps:

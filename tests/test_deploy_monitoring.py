@@ -30,6 +30,8 @@ COUNTERS = {
     "audit_reopens_total",
     "audit_truncations_total",
     "audit_backup_failures_total",
+    "audit_forward_errors_total",
+    "audit_forward_records_total",
 }
 GAUGES = {
     "audit_fallback_active",
@@ -47,6 +49,7 @@ GAUGES = {
     "audit_ready",
     "audit_bus_latency_seconds",
     "audit_backup_last_success_timestamp_seconds",
+    "audit_forward_lag_records",
 }
 HISTOGRAMS = {"audit_append_seconds", "audit_durable_latency_seconds", "audit_fsync_seconds"}
 # Series from elsewhere that the rules and the dashboard may use.
@@ -74,6 +77,7 @@ REQUIRED_ALERTS = {
     "AuditProducerSilent",
     "AuditLogTruncated",
     "AuditBackupStale",
+    "AuditForwardLagHigh",
 }
 
 # Grafana's own variables, replaced by values of the right kind; any other variable

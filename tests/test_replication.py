@@ -312,3 +312,79 @@ def test_two_hosts_survive_leader_forwarder_and_collector_kills(
     )
     assert out.returncode == 0, out.stdout
     assert "2 streams: VALID" in out.stdout
+
+
+def test_serve_forward_replicates_and_exports_the_lag(
+    cluster: _nats.Cluster, tmp_path: Path
+) -> None:
+    """`riskaudit serve --forward` forwards beside the service; /metrics shows the
+    forwarder's records and lag."""
+    import urllib.request
+
+    from tests.test_deploy import free_port
+
+    settings = settings_for(cluster, stream="AUDIT_SERVE", subject_prefix="served")
+
+    async def init() -> None:
+        nc, js = await connect_jetstream(settings)
+        try:
+            await ensure_stream(js, settings)
+        finally:
+            await nc.drain()
+
+    asyncio.run(init())
+    port = free_port()
+    env = {
+        "PATH": os.environ["PATH"],
+        "RISK_AUDIT_LOG_PATH": str(tmp_path / "logs" / "risk_audit.jsonl"),
+        "RISK_AUDIT_NATS_URL": ",".join(cluster.urls),
+        "RISK_AUDIT_NATS_STREAM": "AUDIT_SERVE",
+        "RISK_AUDIT_NATS_SUBJECT_PREFIX": "served",
+    }
+    proc = subprocess.Popen(
+        [
+            RISKAUDIT,
+            "serve",
+            "--forward",
+            "--demo",
+            "--demo-rate",
+            "300",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        forwarded = 0.0
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and forwarded < 200:
+            time.sleep(0.5)
+            try:
+                url = f"http://127.0.0.1:{port}/metrics"
+                with urllib.request.urlopen(url, timeout=2) as r:
+                    text = r.read().decode()
+            except OSError:
+                continue
+            for line in text.splitlines():
+                if line.startswith("audit_forward_records_total "):
+                    forwarded = float(line.split()[1])
+        assert forwarded >= 200
+        assert "audit_forward_lag_records " in text
+        assert "audit_forward_errors_total " in text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+
+    async def count() -> int:
+        nc, js = await connect_jetstream(settings)
+        try:
+            info = await js.stream_info("AUDIT_SERVE")
+            return int(info.state.messages)
+        finally:
+            await nc.close()
+
+    assert asyncio.run(count()) > 0

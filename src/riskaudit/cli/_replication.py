@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from prometheus_client import CollectorRegistry, start_http_server
 
 from riskaudit.cli._common import EXIT_INVALID, fail, load_config, setup
 from riskaudit.errors import AuditError
+from riskaudit.ops import ForwardCollector
 from riskaudit.replication import (
     Collector,
     Forwarder,
@@ -30,6 +32,10 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
 
 def forward(
     once: Annotated[bool, typer.Option(help="Forward what is there now, then exit.")] = False,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="Serve audit_forward_* metrics on this port (127.0.0.1)."),
+    ] = None,
 ) -> None:
     """Publish the local log (fsynced records only, across rotations) and its checkpoints
     to NATS JetStream; resumes from <log>.forward.json. Stops on SIGTERM."""
@@ -44,6 +50,10 @@ def forward(
             jetstream_publisher(js),
             sidecar=config.checkpoint_path,
         )
+        if metrics_port is not None:
+            registry = CollectorRegistry()
+            registry.register(ForwardCollector(forwarder))
+            start_http_server(metrics_port, addr="127.0.0.1", registry=registry)
         stop = asyncio.Event()
         _stop_on_signals(stop)
         try:

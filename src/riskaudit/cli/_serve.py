@@ -17,6 +17,7 @@ from riskaudit.demo import RiskEngineSimulator
 from riskaudit.errors import AuditConfigError, AuditError
 from riskaudit.log import AuditLog
 from riskaudit.ops import Service, TokenStore, create_app, create_token
+from riskaudit.replication import ForwarderThread
 from riskaudit.storage._housekeeping import Housekeeper
 
 
@@ -27,6 +28,9 @@ def serve(
     demo_rate: Annotated[float, typer.Option(help="Demo events per second.")] = 200.0,
     ssl_certfile: Annotated[Path | None, typer.Option(help="TLS certificate (PEM).")] = None,
     ssl_keyfile: Annotated[Path | None, typer.Option(help="TLS private key (PEM).")] = None,
+    forward: Annotated[
+        bool, typer.Option(help="Also forward the log to NATS JetStream (RISK_AUDIT_NATS_*).")
+    ] = False,
 ) -> None:
     """Serve /health, /ready, /metrics, the event API and the status page."""
     config = load_config()
@@ -44,6 +48,11 @@ def serve(
     housekeeper = Housekeeper(log, config)
     service.metrics.watch_housekeeping(housekeeper)
     housekeeper.start()
+    forwarder = None
+    if forward:
+        forwarder = ForwarderThread(log.path, config.replication, sidecar=config.checkpoint_path)
+        service.metrics.watch_forwarder(forwarder.forwarder)
+        forwarder.start()
     stop = threading.Event()
     runner = None
     if demo:
@@ -67,6 +76,8 @@ def serve(
         )
     finally:
         stop.set()
+        if forwarder is not None:
+            forwarder.stop()
         housekeeper.stop()
         if runner is not None:
             runner.join(timeout=5)

@@ -3,11 +3,12 @@
 from riskaudit.ops._app import Service, create_app
 from riskaudit.ops._auth import Principal, TokenStore, create_token
 from riskaudit.ops._embedded import OpsServer, start_ops_server
-from riskaudit.ops._metrics import CONTENT_TYPE, AuditMetrics
+from riskaudit.ops._metrics import CONTENT_TYPE, AuditMetrics, ForwardCollector
 
 __all__ = [
     "CONTENT_TYPE",
     "AuditMetrics",
+    "ForwardCollector",
     "OpsServer",
     "Principal",
     "Service",

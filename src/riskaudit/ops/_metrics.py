@@ -24,6 +24,7 @@ from riskaudit.events import EventPriority, EventType
 if TYPE_CHECKING:
     from riskaudit.bus import RiskEventBus
     from riskaudit.log import AuditLog
+    from riskaudit.replication import Forwarder
     from riskaudit.storage._housekeeping import Housekeeper
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -169,6 +170,31 @@ class _AuditCollector(Collector):
             )
 
 
+class ForwardCollector(Collector):
+    """The forwarder's metrics: how far behind the local log it is, and its errors."""
+
+    def __init__(self, forwarder: Forwarder) -> None:
+        self.forwarder = forwarder
+
+    def collect(self) -> Iterator[Any]:
+        fwd = self.forwarder
+        yield GaugeMetricFamily(
+            "audit_forward_lag_records",
+            "Records in the local log not yet acknowledged by NATS JetStream",
+            value=fwd.lag(),
+        )
+        yield CounterMetricFamily(
+            "audit_forward_errors",
+            "Failed publishes or reads (each retried)",
+            value=fwd.stats.errors,
+        )
+        yield CounterMetricFamily(
+            "audit_forward_records",
+            "Records acknowledged by NATS JetStream",
+            value=fwd.stats.published_records,
+        )
+
+
 class AuditMetrics:
     """The metrics of one log (and optionally its bus), in a registry of their own."""
 
@@ -201,6 +227,10 @@ class AuditMetrics:
         self._collector = _AuditCollector(log, bus)
         self.registry.register(self._collector)
         self.scraped_at = 0.0
+
+    def watch_forwarder(self, forwarder: Forwarder) -> None:
+        """Export the forwarder's lag and errors too."""
+        self.registry.register(ForwardCollector(forwarder))
 
     def watch_housekeeping(self, housekeeper: Housekeeper) -> None:
         """Export the backup metrics of this housekeeper."""

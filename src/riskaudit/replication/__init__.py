@@ -10,6 +10,7 @@ from riskaudit.replication._follow import Chunk, LogFollower
 from riskaudit.replication._forward import (
     Cursor,
     Forwarder,
+    ForwarderThread,
     ForwardStats,
     connect_jetstream,
     cursor_path,
@@ -25,6 +26,7 @@ __all__ = [
     "Cursor",
     "ForwardStats",
     "Forwarder",
+    "ForwarderThread",
     "LogFollower",
     "connect_jetstream",
     "cursor_path",

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -257,3 +258,55 @@ def jetstream_publisher(js: Any, timeout: float = 5.0) -> Publish:
         return await js.publish(subject, data, timeout=timeout, headers=headers)
 
     return publish
+
+
+class ForwarderThread:
+    """The forwarder beside a running service (``riskaudit serve --forward``): its own
+    thread and event loop, connecting (and reconnecting) in the background, so a NATS
+    outage never touches the writer or the HTTP service."""
+
+    def __init__(
+        self, log_path: Path, settings: ReplicationSettings, *, sidecar: Path | None = None
+    ) -> None:
+        self.settings = settings
+        self._js: Any = None
+        self.forwarder = Forwarder(log_path, settings, self._publish, sidecar=sidecar)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self.thread = threading.Thread(target=self._main, name="riskaudit-forward", daemon=True)
+
+    async def _publish(self, subject: str, data: bytes, headers: dict[str, str]) -> Any:
+        if self._js is None:
+            raise ConnectionError("not connected to NATS yet")
+        return await self._js.publish(subject, data, timeout=5.0, headers=headers)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _main(self) -> None:
+        asyncio.run(self._run())
+
+    async def _run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        nc = None
+        delay = RETRY_MIN
+        while nc is None and not self._stop.is_set():
+            try:
+                nc, self._js = await connect_jetstream(self.settings)
+            except Exception as exc:
+                self.forwarder.stats.errors += 1
+                self.forwarder.stats.last_error = f"connect: {exc}"
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), delay)
+                delay = min(RETRY_MAX, delay * 2)
+        try:
+            await self.forwarder.run(self._stop)
+        finally:
+            if nc is not None:
+                await nc.close()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self.thread.join(timeout)
