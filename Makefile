@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run verify test lint bench install clean system-deps
+.PHONY: run verify test lint bench bench-nats install clean system-deps
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -56,6 +56,10 @@ test: system-deps lint
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/run.py
+
+## make bench-nats: raw nats-py against `riskaudit forward` on a real 3-node cluster.
+bench-nats: $(STAMP)
+	$(BIN)/python bench/nats_forward.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -31,6 +31,20 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 OUT_DIR = HERE / "out"
 DOC = ROOT / "docs" / "benchmarks.md"
+REPLICATION_BEGIN, REPLICATION_END = "<!-- replication:begin -->", "<!-- replication:end -->"
+
+
+def keep_replication_section(text: str) -> str:
+    """The replication section comes from bench/nats_forward.py: keep the last one."""
+    if not DOC.exists():
+        return text
+    old = DOC.read_text()
+    if REPLICATION_BEGIN not in old:
+        return text
+    block = old[old.index(REPLICATION_BEGIN) : old.index(REPLICATION_END) + len(REPLICATION_END)]
+    return text.rstrip("\n") + "\n\n" + block + "\n"
+
+
 CHART = ROOT / "docs" / "benchmarks.png"
 MARK = "BENCH-RESULT "
 SMALL_POOL = 20_000
@@ -307,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nwrote {args.out}")
     if not args.no_docs:
         _report.chart(raw, CHART)
-        DOC.write_text(_report.markdown(raw, CHART.name))
+        DOC.write_text(keep_replication_section(_report.markdown(raw, CHART.name)))
         print(f"wrote {CHART}\nwrote {DOC}")
     return 0
 

@@ -15,7 +15,7 @@ cursor is skipped by name (segments) or by a cached (first, last) read once.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from riskaudit.errors import AuditFormatError
@@ -51,6 +51,35 @@ class _Span:
     last: int
 
 
+class _Reader:
+    """An open closed file (plain or compressed) and its complete lines not yet used."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fh = open_segment(path)
+        self.lines: list[bytes] = []
+        self.carry = b""
+        self.eof = False
+        self.seq_there: int | None = None
+
+    def fill(self) -> None:
+        block = self.fh.read(_READ)
+        if not block:
+            self.eof = True
+            self.fh.close()
+            return
+        data = self.carry + block
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            self.carry = data
+            return
+        self.carry = data[cut + 1 :]
+        self.lines.extend(data[:cut].split(b"\n"))
+
+    def close(self) -> None:
+        self.fh.close()
+
+
 class LogFollower:
     """Reads records after a cursor, in chunks of at most ``max_records``/``max_bytes``."""
 
@@ -59,8 +88,10 @@ class LogFollower:
         self.max_records = max_records
         self.max_bytes = max_bytes
         self._spans: dict[tuple[str, int, int], _Span | None] = {}
-        # The active file: where the last read stopped (inode, offset, seq there).
-        self._active: tuple[int, int, int] | None = None
+        # The active file: read up to ``offset``, lines not yet forwarded.
+        self._active: _ActiveBuffer | None = None
+        self._reader: _Reader | None = None
+        self._synced: tuple[int, int] | None = None
 
     # -- which file holds seq N ----------------------------------------------------------
 
@@ -112,110 +143,137 @@ class LogFollower:
     ) -> tuple[Chunk | None, int]:
         """Take consecutive records after ``after_seq`` from complete lines; return the
         chunk and how many of the given lines were consumed (records at or below the
-        cursor included)."""
-        out: list[bytes] = []
-        size = 0
-        first = last = 0
-        prev_hash = after_hash
-        used = 0
-        for line in lines:
-            head = split_head(line)
-            if head is None:
-                raise AuditFormatError(f"{self.log_path}: a line that is not a record")
-            seq, prev = head
-            if seq <= after_seq and not out:
-                used += 1
-                continue
-            expected = (last or after_seq) + 1
-            if seq != expected and out:
-                break  # a hole (records that reached only stdout): a chunk of its own next
-            if not out and prev_hash is not None and seq == after_seq + 1 and prev != prev_hash:
-                raise ChainBreak(
-                    f"seq {seq} does not link to seq {after_seq} already forwarded: "
-                    "the local log was rewritten, or belongs to another stream"
-                )
-            if out and (len(out) >= self.max_records or size + len(line) + 1 > self.max_bytes):
-                break
-            out.append(line + b"\n")
-            size += len(line) + 1
-            first = first or seq
-            last = seq
-            prev_hash = line_hash(line)
-            used += 1
-        if not out:
-            return None, used
-        assert prev_hash is not None
-        return Chunk(first, last, b"".join(out), prev_hash, len(out)), used
+        cursor included).
+
+        The work is per chunk, not per record: within a file ``seq`` rises by one per
+        line, so the first and last heads of a slice tell whether it is consecutive;
+        only a slice that is not (a hole left by stdout-only records) is walked."""
+        if not lines:
+            return None, 0
+        start = self._start_index(lines, after_seq)
+        if start >= len(lines):
+            return None, len(lines)
+        stop = min(len(lines), start + self.max_records)
+        if sum(map(len, lines[start:stop])) + (stop - start) > self.max_bytes:
+            size = 0
+            for i in range(start, stop):  # the slow way, only for a chunk over the limit
+                size += len(lines[i]) + 1
+                if size > self.max_bytes and i > start:
+                    stop = i
+                    break
+        first = self._head(lines[start])
+        last = self._head(lines[stop - 1])
+        if last[0] - first[0] != stop - 1 - start:
+            stop = self._consecutive_end(lines, start, stop)
+            last = self._head(lines[stop - 1])
+        if after_hash is not None and first[0] == after_seq + 1 and first[1] != after_hash:
+            raise ChainBreak(
+                f"seq {first[0]} does not link to seq {after_seq} already forwarded: "
+                "the local log was rewritten, or belongs to another stream"
+            )
+        taken = lines[start:stop]
+        data = b"\n".join(taken) + b"\n"
+        return Chunk(first[0], last[0], data, line_hash(taken[-1]), len(taken)), stop
+
+    def _head(self, line: bytes) -> tuple[int, bytes]:
+        head = split_head(line)
+        if head is None:
+            raise AuditFormatError(f"{self.log_path}: a line that is not a record")
+        return head
+
+    def _start_index(self, lines: list[bytes], after_seq: int) -> int:
+        """Index of the first line with seq > after_seq (arithmetic, then a walk)."""
+        first = self._head(lines[0])[0]
+        if first > after_seq:
+            return 0
+        guess = after_seq + 1 - first
+        if guess >= len(lines):
+            if self._head(lines[-1])[0] <= after_seq:
+                return len(lines)
+        elif self._head(lines[guess])[0] == after_seq + 1 and (
+            guess == 0 or self._head(lines[guess - 1])[0] == after_seq
+        ):
+            return guess
+        for i, line in enumerate(lines):
+            if self._head(line)[0] > after_seq:
+                return i
+        return len(lines)
+
+    def _consecutive_end(self, lines: list[bytes], start: int, stop: int) -> int:
+        seq = self._head(lines[start])[0]
+        for i in range(start + 1, stop):
+            seq += 1
+            if self._head(lines[i])[0] != seq:
+                return i
+        return stop
 
     def _read_closed(self, path: Path, after_seq: int, after_hash: bytes | None) -> Chunk | None:
-        carry = b""
-        with open_segment(path) as fh:
-            while block := fh.read(_READ):
-                data = carry + block
-                cut = data.rfind(b"\n")
-                if cut < 0:
-                    carry = data
-                    continue
-                carry = data[cut + 1 :]
-                lines = data[:cut].split(b"\n")
-                chunk, _used = self._collect(lines, after_seq, after_hash)
-                if chunk is not None:
-                    # Fill up to the chunk limits from what follows in the same file.
-                    return self._extend(fh, chunk, lines, carry, after_seq, after_hash)
-        return None
-
-    def _extend(
-        self,
-        fh: object,
-        chunk: Chunk,
-        lines: list[bytes],
-        carry: bytes,
-        after_seq: int,
-        after_hash: bytes | None,
-    ) -> Chunk:
-        """The first block had fewer records than a chunk may hold: read on."""
-        while chunk.records < self.max_records and len(chunk.data) < self.max_bytes:
-            block = fh.read(_READ)  # type: ignore[attr-defined]
-            if not block:
-                break
-            data = carry + block
-            cut = data.rfind(b"\n")
-            if cut < 0:
-                carry = data
+        """Read on from where the last chunk of this file ended (the reader stays open),
+        or open the file anew when asked for another place."""
+        reader = self._reader
+        if reader is None or reader.path != path or reader.seq_there != after_seq:
+            if reader is not None:
+                reader.close()
+            reader = self._reader = _Reader(path)
+        while True:
+            if len(reader.lines) < self.max_records and not reader.eof:
+                reader.fill()
                 continue
-            carry = data[cut + 1 :]
-            lines = lines + data[:cut].split(b"\n")
-            chunk, _used = self._collect(lines, after_seq, after_hash)  # type: ignore[assignment]
-        return chunk
+            chunk, used = self._collect(reader.lines, after_seq, after_hash)
+            del reader.lines[:used]
+            if chunk is not None:
+                reader.seq_there = chunk.last_seq
+                return chunk
+            if reader.eof:
+                return None
+            reader.seq_there = after_seq
 
     def _read_active(self, after_seq: int, after_hash: bytes | None) -> Chunk | None:
+        """The growing file: read in large blocks (pread from where the last block
+        ended), keep the complete lines not yet used, sync before reading new bytes."""
         try:
             fd = os.open(self.log_path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             return None
         try:
             st = os.fstat(fd)
-            os.fsync(fd)  # what we can see is now durable: never forward what a crash takes back
-            start = 0
-            if self._active is not None:
-                ino, offset, seq_there = self._active
-                if ino == st.st_ino and offset <= st.st_size and seq_there <= after_seq:
-                    start = offset
-            while start < st.st_size:
-                want = min(st.st_size - start, self.max_bytes + (1 << 16))
-                data = os.pread(fd, want, start)
-                cut = data.rfind(b"\n")
-                if cut < 0:
-                    return None  # one incomplete line: the writer is still writing it
-                lines = data[:cut].split(b"\n")
-                chunk, used = self._collect(lines, after_seq, after_hash)
-                start += sum(len(x) + 1 for x in lines[:used])
+            buf = self._active
+            if (
+                buf is None
+                or buf.ino != st.st_ino
+                or buf.seq_there != after_seq
+                or (buf.offset > st.st_size)
+            ):
+                buf = self._active = _ActiveBuffer(st.st_ino, after_seq)
+            while True:
+                if len(buf.lines) < self.max_records and buf.offset < st.st_size:
+                    if self._synced != (st.st_ino, st.st_size):
+                        # What we can see is now durable: never forward what a crash
+                        # takes back.
+                        os.fsync(fd)
+                        self._synced = (st.st_ino, st.st_size)
+                    block = os.pread(fd, min(_READ, st.st_size - buf.offset), buf.offset)
+                    cut = block.rfind(b"\n")
+                    if cut >= 0:
+                        buf.lines.extend(block[:cut].split(b"\n"))
+                        buf.offset += cut + 1
+                        continue
+                    if len(block) == st.st_size - buf.offset:
+                        pass  # one incomplete line: the writer is still writing it
+                chunk, used = self._collect(buf.lines, after_seq, after_hash)
+                del buf.lines[:used]
                 if chunk is not None:
-                    self._active = (st.st_ino, start, chunk.last_seq)
+                    buf.seq_there = chunk.last_seq
                     return chunk
-                self._active = (st.st_ino, start, after_seq)
-                if not used:
+                if buf.offset >= st.st_size or not used:
                     return None
-            return None
         finally:
             os.close(fd)
+
+
+@dataclass(slots=True)
+class _ActiveBuffer:
+    ino: int
+    seq_there: int
+    offset: int = 0
+    lines: list[bytes] = field(default_factory=list)

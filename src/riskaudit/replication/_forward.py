@@ -40,6 +40,7 @@ from riskaudit.storage._settings import ReplicationSettings
 logger = logging.getLogger("riskaudit.forward")
 
 POLL = 0.05
+CURSOR_EVERY = 0.2
 RETRY_MIN, RETRY_MAX = 0.05, 5.0
 
 Publish = Callable[[str, bytes, dict[str, str]], Awaitable[Any]]
@@ -113,6 +114,9 @@ class Forwarder:
         self.stats = ForwardStats()
         self.cursor_file = cursor_path(log_path)
         self.cursor: Cursor | None = None
+        self._ahead: list[Chunk] = []
+        self._saved_at = 0.0
+        self._dirty = False
 
     def _ensure_cursor(self) -> Cursor | None:
         if self.cursor is None:
@@ -161,32 +165,59 @@ class Forwarder:
             "Nats-Msg-Id": f"{stream}:{chunk.first_seq}-{chunk.last_seq}",
         }
 
-    async def step(self) -> bool:
-        """Publish what is new (a window of chunks, then the sidecar); True if any."""
-        cursor = self._ensure_cursor()
-        if cursor is None:
-            return False
+    def _read_window(self, seq: int, prev: bytes | None) -> list[Chunk]:
         chunks: list[Chunk] = []
-        seq = cursor.seq
-        prev = cursor.hash.encode() if cursor.hash else None
         for _ in range(self.settings.window):
             chunk = self.follower.next_chunk(seq, prev)
             if chunk is None:
                 break
             chunks.append(chunk)
             seq, prev = chunk.last_seq, chunk.last_hash
+        return chunks
+
+    async def step(self) -> bool:
+        """Publish what is new (a window of chunks, then the sidecar); True if any.
+
+        While a window's acknowledgements are awaited, the next window is read, so
+        reading the disk and waiting for the cluster overlap."""
+        cursor = self._ensure_cursor()
+        if cursor is None:
+            return False
+        chunks = self._ahead
+        self._ahead = []
+        if not chunks or chunks[0].first_seq <= cursor.seq:
+            chunks = self._read_window(cursor.seq, cursor.hash.encode() if cursor.hash else None)
         if chunks:
-            await asyncio.gather(
-                *(self._publish_acked(c.data, self._headers(cursor.stream, c)) for c in chunks)
-            )
+            sends = [
+                asyncio.ensure_future(self._publish_acked(c.data, self._headers(cursor.stream, c)))
+                for c in chunks
+            ]
+            await asyncio.sleep(0)  # let the publishes go out before reading on
+            try:
+                self._ahead = self._read_window(chunks[-1].last_seq, chunks[-1].last_hash)
+            finally:
+                await asyncio.gather(*sends)
             cursor.seq = chunks[-1].last_seq
             cursor.hash = chunks[-1].last_hash.decode()
             self.stats.published_messages += len(chunks)
             self.stats.published_records += sum(c.records for c in chunks)
         shipped = await self._ship_checkpoints(cursor)
-        if chunks or shipped:
-            cursor.save(self.cursor_file)
+        if shipped or (chunks and time.monotonic() - self._saved_at >= CURSOR_EVERY):
+            self.save_cursor()
+        elif chunks:
+            self._dirty = True
+        elif self._dirty:
+            self.save_cursor()  # idle: make the cursor exact
         return bool(chunks)
+
+    def save_cursor(self) -> None:
+        """Write the cursor (temp file, fsync, rename). Between saves a restart re-sends
+        at most ``CURSOR_EVERY`` seconds of chunks, which the server's duplicate window
+        and the collector drop."""
+        if self.cursor is not None:
+            self.cursor.save(self.cursor_file)
+        self._saved_at = time.monotonic()
+        self._dirty = False
 
     async def _ship_checkpoints(self, cursor: Cursor) -> bool:
         try:
@@ -220,7 +251,14 @@ class Forwarder:
         return True
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Forward until ``stop`` is set (then finish what was read, and return)."""
+        """Forward until ``stop`` is set (then save the cursor, and return)."""
+        try:
+            await self._loop(stop)
+        finally:
+            if self._dirty:
+                self.save_cursor()
+
+    async def _loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
                 busy = await self.step()
