@@ -388,3 +388,52 @@ def test_serve_forward_replicates_and_exports_the_lag(
             await nc.close()
 
     assert asyncio.run(count()) > 0
+
+
+class FakeMsg:
+    """A JetStream message as the collector sees it: headers, data, ack()."""
+
+    def __init__(self, kind: str, data: bytes) -> None:
+        first = split_head(data.split(b"\n", 1)[0])
+        assert first is not None
+        self.headers = {"Riskaudit-Kind": kind, "Riskaudit-First-Seq": str(first[0])}
+        self.data = data
+        self.acked = False
+
+    async def ack(self) -> None:
+        self.acked = True
+
+
+def test_collector_orders_early_chunks_drops_duplicates_and_reports_gaps(
+    log_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chunk stored ahead of its predecessor waits (unacknowledged) and is written in
+    order; a repeated chunk is dropped by seq; a hole that stays is reported."""
+    from riskaudit.replication import Collector
+    from riskaudit.replication import _collect as collect_module
+
+    with AuditLog(AuditConfig(log_path=log_path, checkpoint_interval=0)) as log:
+        for i in range(30):
+            log.append(event(i))
+    lines = [x + b"\n" for x in log_path.read_bytes().split(b"\n")[:-1]]
+    c1, c2 = b"".join(lines[:10]), b"".join(lines[10:20])
+    collector = Collector(tmp_path / "central", ReplicationSettings(), js=None)
+    central = collect_module.CentralLog(tmp_path / "central" / "s", "s", collector.stats)
+
+    async def feed(*msgs: FakeMsg) -> None:
+        await collector._handle(central, list(msgs))
+
+    early = FakeMsg("records", c2)
+    asyncio.run(feed(early))
+    assert not early.acked and central.log.offset == 0  # waits for seq 1-10
+    first = FakeMsg("records", c1)
+    asyncio.run(feed(first, FakeMsg("records", c1)))  # with a duplicate of itself
+    assert first.acked and early.acked
+    assert (tmp_path / "central" / "s" / "audit.jsonl").read_bytes() == c1 + c2
+    asyncio.run(feed(FakeMsg("records", c1)))  # redelivered after it was written
+    assert collector.stats.duplicates == 10
+    monkeypatch.setattr(collect_module, "GAP_WAIT", 0.0)
+    late = b"".join(lines[25:])
+    asyncio.run(feed(FakeMsg("records", late)))
+    assert collector.stats.gaps == [("s", 21, 25)]
+    central.close()

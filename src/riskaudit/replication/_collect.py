@@ -212,7 +212,11 @@ class Collector:
                 acks.append(msg)
                 continue
             first = int(headers.get("Riskaudit-First-Seq", "0"))
-            central.waiting[first] = (msg.data, [msg], now)
+            held = central.waiting.get(first)
+            if held is not None:  # the same chunk again (a redelivery): ack both at once
+                central.waiting[first] = (held[0], [*held[1], msg], held[2])
+            else:
+                central.waiting[first] = (msg.data, [msg], now)
         # Take waiting chunks in seq order while they connect (or have waited too long).
         while central.waiting:
             first = min(central.waiting)
