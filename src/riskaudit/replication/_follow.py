@@ -15,7 +15,7 @@ cursor is skipped by name (segments) or by a cached (first, last) read once.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from riskaudit.errors import AuditFormatError
@@ -28,6 +28,7 @@ from riskaudit.storage._segments import (
 )
 
 _READ = 4 << 20
+_HEAD = 128  # enough bytes for a record's head: {"seq":N,"prev":"<64 hex>"
 
 
 @dataclass(slots=True)
@@ -51,13 +52,29 @@ class _Span:
     last: int
 
 
-class _Reader:
+class _Buffer:
+    """Complete lines read from a file and not yet forwarded: ``data[pos:]``."""
+
+    def __init__(self) -> None:
+        self.data = b""
+        self.pos = 0
+
+    @property
+    def left(self) -> int:
+        return len(self.data) - self.pos
+
+    def add(self, complete: bytes) -> None:
+        self.data = self.data[self.pos :] + complete if self.pos < len(self.data) else complete
+        self.pos = 0
+
+
+class _Reader(_Buffer):
     """An open closed file (plain or compressed) and its complete lines not yet used."""
 
     def __init__(self, path: Path) -> None:
+        super().__init__()
         self.path = path
         self.fh = open_segment(path)
-        self.lines: list[bytes] = []
         self.carry = b""
         self.eof = False
         self.seq_there: int | None = None
@@ -74,7 +91,7 @@ class _Reader:
             self.carry = data
             return
         self.carry = data[cut + 1 :]
-        self.lines.extend(data[:cut].split(b"\n"))
+        self.add(data[: cut + 1])
 
     def close(self) -> None:
         self.fh.close()
@@ -175,6 +192,58 @@ class LogFollower:
         data = b"\n".join(taken) + b"\n"
         return Chunk(first[0], last[0], data, line_hash(taken[-1]), len(taken)), stop
 
+    def _take(self, buf: _Buffer, after_seq: int, after_hash: bytes | None) -> Chunk | None:
+        """The next chunk from a buffer of complete lines, found with a few searches
+        over the bytes (the line that starts ``seq`` N is ``\\n{"seq":N,``), counted
+        with ``bytes.count`` and sliced once: no per-record Python work. Anything
+        irregular (a hole in ``seq``, a line over the size limit) takes the line-by-line
+        path."""
+        data, pos, end = buf.data, buf.pos, len(buf.data)
+        if pos >= end:
+            return None
+        first = self._head(data[pos : pos + _HEAD])
+        if first[0] > after_seq:
+            start = pos
+        else:
+            i = data.find(b'\n{"seq":%d,"prev":"' % (after_seq + 1), pos, end)
+            if i < 0:
+                last = data.rfind(b"\n", pos, end - 1) + 1
+                if self._head(data[last : last + _HEAD])[0] <= after_seq:
+                    buf.pos = end  # everything here is already forwarded
+                    return None
+                return self._take_slow(buf, after_seq, after_hash)
+            start = i + 1
+            first = self._head(data[start : start + _HEAD])
+        limit = min(end, start + self.max_bytes)
+        j = data.find(b'\n{"seq":%d,"prev":"' % (first[0] + self.max_records), start, limit)
+        if j >= 0:
+            stop = j + 1
+        elif limit == end:
+            stop = end
+        else:
+            stop = data.rfind(b"\n", start, limit) + 1
+        if stop <= start:
+            return self._take_slow(buf, after_seq, after_hash)
+        count = data.count(b"\n", start, stop)
+        last_start = data.rfind(b"\n", start, stop - 1) + 1
+        last_line = data[last_start : stop - 1]
+        last_seq = self._head(last_line)[0]
+        if last_seq - first[0] != count - 1:
+            return self._take_slow(buf, after_seq, after_hash)
+        if after_hash is not None and first[0] == after_seq + 1 and first[1] != after_hash:
+            raise ChainBreak(
+                f"seq {first[0]} does not link to seq {after_seq} already forwarded: "
+                "the local log was rewritten, or belongs to another stream"
+            )
+        buf.pos = stop
+        return Chunk(first[0], last_seq, data[start:stop], line_hash(last_line), count)
+
+    def _take_slow(self, buf: _Buffer, after_seq: int, after_hash: bytes | None) -> Chunk | None:
+        lines = buf.data[buf.pos : len(buf.data) - 1].split(b"\n")
+        chunk, used = self._collect(lines, after_seq, after_hash)
+        buf.pos += sum(len(x) + 1 for x in lines[:used])
+        return chunk
+
     def _head(self, line: bytes) -> tuple[int, bytes]:
         head = split_head(line)
         if head is None:
@@ -216,17 +285,20 @@ class LogFollower:
                 reader.close()
             reader = self._reader = _Reader(path)
         while True:
-            if len(reader.lines) < self.max_records and not reader.eof:
+            if reader.left < 2 * self.max_bytes and not reader.eof:
                 reader.fill()
                 continue
-            chunk, used = self._collect(reader.lines, after_seq, after_hash)
-            del reader.lines[:used]
+            before = reader.pos
+            chunk = self._take(reader, after_seq, after_hash)
             if chunk is not None:
                 reader.seq_there = chunk.last_seq
                 return chunk
             if reader.eof:
                 return None
             reader.seq_there = after_seq
+            if reader.pos == before and reader.left:
+                reader.add(b"")  # keep what is left, read on
+                reader.fill()
 
     def _read_active(self, after_seq: int, after_hash: bytes | None) -> Chunk | None:
         """The growing file: read in large blocks (pread from where the last block
@@ -246,7 +318,7 @@ class LogFollower:
             ):
                 buf = self._active = _ActiveBuffer(st.st_ino, after_seq)
             while True:
-                if len(buf.lines) < self.max_records and buf.offset < st.st_size:
+                if buf.left < 2 * self.max_bytes and buf.offset < st.st_size:
                     if self._synced != (st.st_ino, st.st_size):
                         # What we can see is now durable: never forward what a crash
                         # takes back.
@@ -255,25 +327,23 @@ class LogFollower:
                     block = os.pread(fd, min(_READ, st.st_size - buf.offset), buf.offset)
                     cut = block.rfind(b"\n")
                     if cut >= 0:
-                        buf.lines.extend(block[:cut].split(b"\n"))
+                        buf.add(block[: cut + 1])
                         buf.offset += cut + 1
                         continue
-                    if len(block) == st.st_size - buf.offset:
-                        pass  # one incomplete line: the writer is still writing it
-                chunk, used = self._collect(buf.lines, after_seq, after_hash)
-                del buf.lines[:used]
+                before = buf.pos
+                chunk = self._take(buf, after_seq, after_hash)
                 if chunk is not None:
                     buf.seq_there = chunk.last_seq
                     return chunk
-                if buf.offset >= st.st_size or not used:
+                if buf.offset >= st.st_size or buf.pos == before:
                     return None
         finally:
             os.close(fd)
 
 
-@dataclass(slots=True)
-class _ActiveBuffer:
-    ino: int
-    seq_there: int
-    offset: int = 0
-    lines: list[bytes] = field(default_factory=list)
+class _ActiveBuffer(_Buffer):
+    def __init__(self, ino: int, seq_there: int) -> None:
+        super().__init__()
+        self.ino = ino
+        self.seq_there = seq_there
+        self.offset = 0
