@@ -127,6 +127,19 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_nats.Cluster]
         yield c
 
 
+def create_stream(settings: ReplicationSettings) -> None:
+    """`riskaudit nats init`, through the library."""
+
+    async def init() -> None:
+        nc, js = await connect_jetstream(settings)
+        try:
+            await ensure_stream(js, settings)
+        finally:
+            await nc.drain()
+
+    asyncio.run(init())
+
+
 def settings_for(cluster: _nats.Cluster, **kw: object) -> ReplicationSettings:
     return ReplicationSettings(urls=tuple(cluster.urls), **kw)  # type: ignore[arg-type]
 
@@ -229,15 +242,7 @@ def test_two_hosts_survive_leader_forwarder_and_collector_kills(
     each killed with SIGKILL and restarted. At the end each central log equals its local
     log byte for byte, with every checkpoint, and verifies: no gap, no duplicate."""
     settings = settings_for(cluster, stream="AUDIT_E2E", subject_prefix="e2e")
-
-    async def init() -> None:
-        nc, js = await connect_jetstream(settings)
-        try:
-            await ensure_stream(js, settings)
-        finally:
-            await nc.drain()
-
-    asyncio.run(init())
+    create_stream(settings)
     private, public, _ = generate(tmp_path / "keys")
     env = {
         "PATH": os.environ["PATH"],
@@ -324,15 +329,7 @@ def test_serve_forward_replicates_and_exports_the_lag(
     from tests.test_deploy import free_port
 
     settings = settings_for(cluster, stream="AUDIT_SERVE", subject_prefix="served")
-
-    async def init() -> None:
-        nc, js = await connect_jetstream(settings)
-        try:
-            await ensure_stream(js, settings)
-        finally:
-            await nc.drain()
-
-    asyncio.run(init())
+    create_stream(settings)
     port = free_port()
     env = {
         "PATH": os.environ["PATH"],
