@@ -53,19 +53,23 @@ class _Span:
 
 
 class _Buffer:
-    """Complete lines read from a file and not yet forwarded: ``data[pos:]``."""
+    """Complete lines read from a file and not yet forwarded: ``data[pos:end]``."""
 
     def __init__(self) -> None:
         self.data = b""
         self.pos = 0
+        self.end = 0
 
     @property
     def left(self) -> int:
-        return len(self.data) - self.pos
+        return self.end - self.pos
 
     def add(self, complete: bytes) -> None:
-        self.data = self.data[self.pos :] + complete if self.pos < len(self.data) else complete
-        self.pos = 0
+        if self.pos < self.end:
+            self.data = self.data[self.pos : self.end] + complete
+        else:
+            self.data = complete
+        self.pos, self.end = 0, len(self.data)
 
 
 class _Reader(_Buffer):
@@ -198,7 +202,7 @@ class LogFollower:
         with ``bytes.count`` and sliced once: no per-record Python work. Anything
         irregular (a hole in ``seq``, a line over the size limit) takes the line-by-line
         path."""
-        data, pos, end = buf.data, buf.pos, len(buf.data)
+        data, pos, end = buf.data, buf.pos, buf.end
         if pos >= end:
             return None
         first = self._head(data[pos : pos + _HEAD])
@@ -224,10 +228,15 @@ class LogFollower:
             stop = data.rfind(b"\n", start, limit) + 1
         if stop <= start:
             return self._take_slow(buf, after_seq, after_hash)
-        count = data.count(b"\n", start, stop)
         last_start = data.rfind(b"\n", start, stop - 1) + 1
         last_line = data[last_start : stop - 1]
         last_seq = self._head(last_line)[0]
+        # Where the line that starts the next chunk was found, the lines before it are
+        # taken as ``max_records`` consecutive records without counting them: a hole
+        # inside (stdout-only records) would only overstate ``records``, a statistic;
+        # the bytes and the seq range are exact and the collector names the hole.
+        # A chunk cut by the end of the buffer or the size limit is counted.
+        count = self.max_records if j >= 0 else data.count(b"\n", start, stop)
         if last_seq - first[0] != count - 1:
             return self._take_slow(buf, after_seq, after_hash)
         if after_hash is not None and first[0] == after_seq + 1 and first[1] != after_hash:
@@ -239,7 +248,7 @@ class LogFollower:
         return Chunk(first[0], last_seq, data[start:stop], line_hash(last_line), count)
 
     def _take_slow(self, buf: _Buffer, after_seq: int, after_hash: bytes | None) -> Chunk | None:
-        lines = buf.data[buf.pos : len(buf.data) - 1].split(b"\n")
+        lines = buf.data[buf.pos : buf.end - 1].split(b"\n")
         chunk, used = self._collect(lines, after_seq, after_hash)
         buf.pos += sum(len(x) + 1 for x in lines[:used])
         return chunk
@@ -324,11 +333,14 @@ class LogFollower:
                         # takes back.
                         os.fsync(fd)
                         self._synced = (st.st_ino, st.st_size)
-                    block = os.pread(fd, min(_READ, st.st_size - buf.offset), buf.offset)
+                    # Read again from the first unused byte (the page cache makes it a
+                    # copy): one buffer, no joining of old and new bytes.
+                    start = buf.offset - buf.left
+                    block = os.pread(fd, min(_READ, st.st_size - start), start)
                     cut = block.rfind(b"\n")
-                    if cut >= 0:
-                        buf.add(block[: cut + 1])
-                        buf.offset += cut + 1
+                    if cut + 1 > buf.left:
+                        buf.data, buf.pos, buf.end = block, 0, cut + 1
+                        buf.offset = start + cut + 1
                         continue
                 before = buf.pos
                 chunk = self._take(buf, after_seq, after_hash)

@@ -192,9 +192,12 @@ class Forwarder:
                 asyncio.ensure_future(self._publish_acked(c.data, self._headers(cursor.stream, c)))
                 for c in chunks
             ]
-            await asyncio.sleep(0)  # let the publishes go out before reading on
             try:
-                self._ahead = self._read_window(chunks[-1].last_seq, chunks[-1].last_hash)
+                # Read the next window on a worker thread while this one's
+                # acknowledgements come in on the event loop.
+                self._ahead = await asyncio.to_thread(
+                    self._read_window, chunks[-1].last_seq, chunks[-1].last_hash
+                )
             finally:
                 await asyncio.gather(*sends)
             cursor.seq = chunks[-1].last_seq
