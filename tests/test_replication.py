@@ -434,3 +434,68 @@ def test_collector_orders_early_chunks_drops_duplicates_and_reports_gaps(
     asyncio.run(feed(FakeMsg("records", late)))
     assert collector.stats.gaps == [("s", 21, 25)]
     central.close()
+
+
+def test_recovered_segments_travel_and_fill_the_central_hole(tmp_path: Path) -> None:
+    """Records that reached only stdout and were put back by `recover` (a recovered
+    segment) are forwarded too, kept centrally as a recovered segment, and the central
+    copy verifies; without them it would be `unrecovered`."""
+    from riskaudit.log import ZERO_HASH, line_hash
+    from riskaudit.log._codec import control_line, encode_event_body, event_line
+    from riskaudit.replication import Collector
+    from riskaudit.replication import _collect as collect_module
+
+    log_path = tmp_path / "logs" / "risk_audit.jsonl"
+    log_path.parent.mkdir(parents=True)
+    ts = 1_795_683_600_000_000_000
+    lines: list[bytes] = []
+    prev = ZERO_HASH
+    for seq in range(1, 9):
+        if seq == 1:
+            line = control_line(
+                1, prev, "genesis", {"stream": "s-1", "format": "riskaudit/1", "host": "h"}, ts
+            )
+        elif seq == 6:
+            line = control_line(
+                6,
+                prev,
+                "gap",
+                {"first_seq": 4, "last_seq": 5, "records": 2, "destination": "stdout"},
+                ts,
+            )
+        else:
+            line = event_line(seq, prev, ts + seq, encode_event_body(event(seq)))
+        lines.append(line)
+        prev = line_hash(line)
+    main = [x for i, x in enumerate(lines, start=1) if i not in (4, 5)]
+    log_path.write_bytes(b"\n".join(main) + b"\n")
+    sent: list[tuple[bytes, dict[str, str]]] = []
+
+    async def publish(subject: str, data: bytes, headers: dict[str, str]) -> None:
+        sent.append((data, headers))
+
+    fwd = Forwarder(log_path, ReplicationSettings(), publish)
+    while asyncio.run(fwd.step()):
+        pass
+    recovered = log_path.with_name("risk_audit.jsonl.recovered-4-5.jsonl")
+    recovered.write_bytes(lines[3] + b"\n" + lines[4] + b"\n")  # what `recover` writes
+    while asyncio.run(fwd.step()):
+        pass
+    asyncio.run(fwd.step())
+    assert [h["Riskaudit-Kind"] for _d, h in sent].count("recovered") == 1
+
+    class Msg:
+        def __init__(self, data: bytes, headers: dict[str, str]) -> None:
+            self.data, self.headers = data, headers
+
+        async def ack(self) -> None:
+            pass
+
+    collector = Collector(tmp_path / "central", ReplicationSettings(), js=None)
+    central = collect_module.CentralLog(tmp_path / "central" / "s-1", "s-1", collector.stats)
+    asyncio.run(collector._handle(central, [Msg(d, h) for d, h in sent]))
+    central.close()
+    assert collector.stats.gaps == [("s-1", 4, 5)]  # the hole, seen in the main chunk
+    report = verify_paths([tmp_path / "central" / "s-1"])
+    assert report.valid, report.findings
+    assert report.records == 8

@@ -25,10 +25,13 @@ import fcntl
 import hashlib
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from riskaudit.errors import AuditLockedError
 from riskaudit.log._codec import ZERO_HASH, line_hash, split_head
@@ -38,6 +41,7 @@ from riskaudit.storage._settings import ReplicationSettings
 logger = logging.getLogger("riskaudit.collect")
 
 GAP_WAIT = 30.0
+_RECOVERED_NAME = re.compile(r"\.recovered-(\d+)-(\d+)\.jsonl$")
 CENTRAL_NAME = "audit.jsonl"
 
 
@@ -117,11 +121,50 @@ class CentralLog:
         self.stats.checkpoints += len(out)
         return b"".join(out)
 
+    def add_recovered(self, name: str, data: bytes) -> None:
+        """A recovered segment's records, kept as ``audit.jsonl.recovered-<a>-<b>.jsonl``
+        (``verify`` splices it into the hole its ``gap`` record names)."""
+        m = _RECOVERED_NAME.search(name)
+        if m is None:
+            logger.error(
+                "stream %s: recovered records from %r dropped: bad name", self.stream, name
+            )
+            return
+        target = AppendFile(
+            self.log.path.with_name(f"{CENTRAL_NAME}.recovered-{m[1]}-{m[2]}.jsonl")
+        )
+        target.open(create=True)
+        try:
+            have = target.head().last_seq if target.offset else 0
+            fresh = [
+                line + b"\n"
+                for line in data.split(b"\n")[:-1]
+                if (h := split_head(line)) is not None and h[0] > have
+            ]
+            if fresh:
+                target.write([b"".join(fresh)])
+        finally:
+            target.close()
+
     def close(self) -> None:
         self.log.close()
         self.sidecar.close()
         with contextlib.suppress(OSError):
             os.close(self.lock_fd)
+
+
+def _names_hole(data: bytes, first: int, last: int) -> bool:
+    """Whether the chunk starts with the ``gap`` record that names exactly this hole
+    (records that reached only stdout on the host): nothing more will arrive for it
+    on this subject, only a recovered segment later."""
+    line = data.split(b"\n", 1)[0]
+    if b'"kind":"gap"' not in line:
+        return False
+    try:
+        rec = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return False
+    return bool(rec.get("first_seq") == first and rec.get("last_seq") == last)
 
 
 def partition_of(stream_id: str, parts: int) -> int:
@@ -211,6 +254,10 @@ class Collector:
                 checkpoints.append(central.take_checkpoints(msg.data))
                 acks.append(msg)
                 continue
+            if headers.get("Riskaudit-Kind") == "recovered":
+                central.add_recovered(headers.get("Riskaudit-File", ""), msg.data)
+                acks.append(msg)
+                continue
             first = int(headers.get("Riskaudit-First-Seq", "0"))
             held = central.waiting.get(first)
             if held is not None:  # the same chunk again (a redelivery): ack both at once
@@ -221,7 +268,11 @@ class Collector:
         while central.waiting:
             first = min(central.waiting)
             data, chunk_msgs, since = central.waiting[first]
-            if first > central.last_seq + 1 and now - since < GAP_WAIT:
+            if (
+                first > central.last_seq + 1
+                and now - since < GAP_WAIT
+                and not _names_hole(data, central.last_seq + 1, first - 1)
+            ):
                 break
             del central.waiting[first]
             records.append(central.take_records(data))

@@ -23,7 +23,7 @@ import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,7 @@ class Cursor:
     seq: int = 0
     hash: str | None = None
     sidecar_offset: int = 0
+    recovered: list[str] = field(default_factory=list)
 
     @classmethod
     def load(cls, path: Path, stream: str) -> Cursor:
@@ -70,7 +71,13 @@ class Cursor:
                 "RISK_AUDIT_LOG_PATH",
                 f"{path} belongs to stream {raw.get('stream')}, the log is {stream}",
             )
-        return cls(stream, int(raw["seq"]), raw.get("hash"), int(raw.get("sidecar_offset", 0)))
+        return cls(
+            stream,
+            int(raw["seq"]),
+            raw.get("hash"),
+            int(raw.get("sidecar_offset", 0)),
+            list(raw.get("recovered", [])),
+        )
 
     def save(self, path: Path) -> None:
         data = {
@@ -78,6 +85,7 @@ class Cursor:
             "seq": self.seq,
             "hash": self.hash,
             "sidecar_offset": self.sidecar_offset,
+            "recovered": self.recovered,
             "saved": time.time(),
         }
         atomic_write(path, orjson.dumps(data))
@@ -205,6 +213,7 @@ class Forwarder:
             self.stats.published_messages += len(chunks)
             self.stats.published_records += sum(c.records for c in chunks)
         shipped = await self._ship_checkpoints(cursor)
+        shipped = await self._ship_recovered(cursor) or shipped
         if shipped or (chunks and time.monotonic() - self._saved_at >= CURSOR_EVERY):
             self.save_cursor()
         elif chunks:
@@ -252,6 +261,40 @@ class Forwarder:
         cursor.sidecar_offset += end
         self.stats.checkpoints += len(lines)
         return True
+
+    async def _ship_recovered(self, cursor: Cursor) -> bool:
+        """Recovered segments (``riskaudit recover`` puts stdout-only records back into
+        ``<log>.recovered-<first>-<last>.jsonl``) fill holes the forwarder has passed:
+        each is sent once, whole, in chunks, for the collector to keep as a recovered
+        segment of its own beside the central log."""
+        done = set(cursor.recovered)
+        names = sorted(
+            p.name
+            for p in self.log_path.parent.glob(f"{self.log_path.name}.recovered-*.jsonl")
+            if p.name not in done
+        )
+        for name in names:
+            data = (self.log_path.parent / name).read_bytes()
+            lines = data.split(b"\n")[:-1]
+            step = self.settings.chunk_records
+            for i in range(0, len(lines), step):
+                part = lines[i : i + step]
+                first, last = split_head(part[0]), split_head(part[-1])
+                if first is None or last is None:
+                    raise AuditConfigError(
+                        "RISK_AUDIT_LOG_PATH", f"{name} holds a line that is no record"
+                    )
+                headers = {
+                    "Riskaudit-Stream": cursor.stream,
+                    "Riskaudit-Kind": "recovered",
+                    "Riskaudit-File": name,
+                    "Riskaudit-First-Seq": str(first[0]),
+                    "Riskaudit-Last-Seq": str(last[0]),
+                    "Nats-Msg-Id": f"{cursor.stream}:recovered:{first[0]}-{last[0]}",
+                }
+                await self._publish_acked(b"\n".join(part) + b"\n", headers)
+            cursor.recovered.append(name)
+        return bool(names)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Forward until ``stop`` is set (then save the cursor, and return)."""
