@@ -405,7 +405,8 @@ def test_collector_orders_early_chunks_drops_duplicates_and_reports_gaps(
     log_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A chunk stored ahead of its predecessor waits (unacknowledged) and is written in
-    order; a repeated chunk is dropped by seq; a hole that stays is reported."""
+    order; a repeated chunk is dropped by seq; a hole that stays is reported, and what
+    fills it later is kept, not dropped."""
     from riskaudit.replication import Collector
     from riskaudit.replication import _collect as collect_module
 
@@ -433,7 +434,14 @@ def test_collector_orders_early_chunks_drops_duplicates_and_reports_gaps(
     late = b"".join(lines[25:])
     asyncio.run(feed(FakeMsg("records", late)))
     assert collector.stats.gaps == [("s", 21, 25)]
+    # The missing records turn up after all (a collector's redelivery, say): kept in
+    # a recovered segment, never dropped, and the central copy verifies.
+    asyncio.run(feed(FakeMsg("records", b"".join(lines[20:25]))))
     central.close()
+    assert (tmp_path / "central" / "s" / "audit.jsonl.recovered-21-25.jsonl").exists()
+    report = verify_paths([tmp_path / "central" / "s"])
+    assert report.valid, report.findings
+    assert report.records == len(lines)
 
 
 def test_recovered_segments_travel_and_fill_the_central_hole(tmp_path: Path) -> None:

@@ -9,8 +9,11 @@ A message is acknowledged only after its records are fsynced centrally; a collec
 killed in between gets the message again and drops what it already has, by ``seq``.
 Chunks that arrive ahead of a missing one (a retried publish stored late) wait in
 memory, unacknowledged, until the missing one arrives; if it never does within
-``GAP_WAIT`` seconds the gap is reported (log, counter) and writing goes on, so
-``verify`` names the hole instead of the collector stalling forever.
+``GAP_WAIT`` seconds (longer than a killed collector's messages take to come back) the
+gap is reported (log, counter) and writing goes on, so ``verify`` names the hole
+instead of the collector stalling forever. Records of a called gap that still arrive
+later go into ``audit.jsonl.recovered-<first>-<last>.jsonl``, which ``verify`` splices
+into the hole: late is never dropped.
 
 Several collectors share the work by partition: ``--partition I/N`` takes the streams
 whose id hashes to I modulo N, so each stream has exactly one collector and its order
@@ -40,7 +43,10 @@ from riskaudit.storage._settings import ReplicationSettings
 
 logger = logging.getLogger("riskaudit.collect")
 
-GAP_WAIT = 30.0
+#: A collector killed with messages in hand gets them back only after ``ACK_WAIT``:
+#: chunks that arrive ahead of them must wait longer than that before a gap is called.
+ACK_WAIT = 10.0
+GAP_WAIT = 60.0
 _RECOVERED_NAME = re.compile(r"\.recovered-(\d+)-(\d+)\.jsonl$")
 CENTRAL_NAME = "audit.jsonl"
 
@@ -80,10 +86,12 @@ class CentralLog:
             self.sidecar.repair(side)
         self.last_checkpoint = side.last_seq if side is not None else 0
         self.waiting: dict[int, tuple[bytes, list[Any], float]] = {}
+        self.holes: list[tuple[int, int]] = []  # gaps called in this run
 
     def take_records(self, data: bytes) -> bytes:
         """The lines of ``data`` that extend this log (duplicates dropped), as bytes."""
         out: list[bytes] = []
+        late: dict[tuple[int, int], list[bytes]] = {}
         for line in data.split(b"\n")[:-1]:
             head = split_head(line)
             if head is None:
@@ -91,9 +99,14 @@ class CentralLog:
                 continue
             seq, prev = head
             if seq <= self.last_seq:
-                self.stats.duplicates += 1
+                hole = next((h for h in self.holes if h[0] <= seq <= h[1]), None)
+                if hole is not None:
+                    late.setdefault(hole, []).append(line + b"\n")
+                else:
+                    self.stats.duplicates += 1
                 continue
             if seq != self.last_seq + 1:
+                self.holes.append((self.last_seq + 1, seq - 1))
                 self.stats.gaps.append((self.stream, self.last_seq + 1, seq - 1))
                 logger.error(
                     "stream %s: seq %d-%d never arrived; continuing at %d",
@@ -107,6 +120,17 @@ class CentralLog:
                 logger.error("stream %s: seq %d does not link to its predecessor", self.stream, seq)
             out.append(line + b"\n")
             self.last_seq, self.last_hash = seq, line_hash(line)
+        for (first, last), lines in late.items():
+            # Records of a hole already called a gap arrived after all: kept as a
+            # recovered segment, which ``verify`` splices into the hole.
+            self._write_recovered(first, last, b"".join(lines))
+            logger.warning(
+                "stream %s: %d records of the gap %d-%d arrived late; kept in a recovered segment",
+                self.stream,
+                len(lines),
+                first,
+                last,
+            )
         self.stats.records += len(out)
         return b"".join(out)
 
@@ -126,12 +150,13 @@ class CentralLog:
         (``verify`` splices it into the hole its ``gap`` record names)."""
         m = _RECOVERED_NAME.search(name)
         if m is None:
-            logger.error(
-                "stream %s: recovered records from %r dropped: bad name", self.stream, name
-            )
+            logger.error("stream %s: recovered records from %r: bad name", self.stream, name)
             return
+        self._write_recovered(int(m[1]), int(m[2]), data)
+
+    def _write_recovered(self, first: int, last: int, data: bytes) -> None:
         target = AppendFile(
-            self.log.path.with_name(f"{CENTRAL_NAME}.recovered-{m[1]}-{m[2]}.jsonl")
+            self.log.path.with_name(f"{CENTRAL_NAME}.recovered-{first}-{last}.jsonl")
         )
         target.open(create=True)
         try:
@@ -213,7 +238,7 @@ class Collector:
             config = ConsumerConfig(
                 ack_policy=AckPolicy.EXPLICIT,
                 deliver_policy=DeliverPolicy.ALL,
-                ack_wait=30,
+                ack_wait=ACK_WAIT,
                 max_ack_pending=4096,
             )
             self.logs[stream_id] = CentralLog(self.out_dir / stream_id, stream_id, self.stats)
