@@ -34,7 +34,8 @@ def read_all(directory: Path) -> list[dict[str, object]]:
         if not name.startswith("risk_audit.jsonl") or name.endswith((".lock", ".checkpoints")):
             continue
         data = gzip.decompress(path.read_bytes()) if name.endswith(".gz") else path.read_bytes()
-        out.extend(orjson.loads(line) for line in data.splitlines())
+        # Complete lines only: a copy taken mid-write may end inside a record.
+        out.extend(orjson.loads(line) for line in data.split(b"\n")[:-1])
     return out
 
 

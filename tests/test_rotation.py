@@ -275,3 +275,28 @@ def test_export_and_query_read_compressed_segments(log_path: Path, tmp_path: Pat
         str(log_path.parent), Query(limit=1000, types=frozenset({"PRE_TRADE_CHECK"}))
     )
     assert len(records) == 200
+
+
+def test_a_rotated_copy_cut_mid_record_is_fine_when_the_record_is_elsewhere(
+    log_path: Path,
+) -> None:
+    """copytruncate can copy half a record; when the whole record is in the newer file,
+    verify notes it, and a cut the stream cannot explain is still `torn`."""
+    with AuditLog(AuditConfig(log_path=log_path, truncate_ring=1000)) as log:
+        for i in range(50):
+            log.append(event(i))
+        log.flush(5)
+        copy = log_path.with_name(log_path.name + ".1")
+        data = log_path.read_bytes()
+        cut = data.rfind(b"\n", 0, len(data) - 1) + 1 + 60  # 60 bytes into the last record
+        copy.write_bytes(data[:cut])
+        with open(log_path, "r+b") as fh:
+            fh.truncate(0)
+        log.append(event(50))
+        log.flush(5)
+    report = verify_paths([log_path.parent])
+    assert report.valid, report.findings
+    assert any("taken mid-write" in w for w in report.warnings)
+    log_path.write_bytes(b"")  # now nothing holds the whole record
+    broken = verify_paths([copy])
+    assert [f.kind for f in broken.findings] == ["torn"]

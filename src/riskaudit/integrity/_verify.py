@@ -232,6 +232,8 @@ class _Verifier:
         self.covered: dict[int, bytes] = {}  # their hashes, as the walk found them
         self.in_log: list[Checkpoint] = []
         self.warnings: list[str] = []
+        self.torn_wanted: dict[int, tuple[bytes, str, tuple[int, int]]] = {}
+        self.last_main = 0  # files before this index are not the last (newest) one
         self.count = 0
         self.first_seq: int | None = None
         self.first_line: bytes | None = None
@@ -251,6 +253,7 @@ class _Verifier:
             else:
                 main.append(src)
         anchored = self._anchor(main, sidecar)
+        self.last_main = len(main) - 1
         for i, src in enumerate(main):
             if self.progress is not None:
                 self.progress(i, len(main), src.path.name)
@@ -326,17 +329,22 @@ class _Verifier:
                     self._step(pending, pending_at, None)
                     pending = None
                 lineno += 1
-                self._add(
-                    self.pseq + 1,
-                    "torn",
-                    f"last line has no newline ({len(lines[0])} bytes after seq {self.pseq})",
-                    (fidx, lineno),
-                )
+                detail = f"last line has no newline ({len(lines[0])} bytes after seq {self.pseq})"
+                head = split_head(lines[0])
+                if fidx < self.last_main:
+                    # A rotated file cut mid-record (copytruncate copies while the
+                    # writer writes): fine if a later file holds the whole record,
+                    # which starts with exactly these bytes.
+                    seq = head[0] if head is not None else self.pseq + 1
+                    self.torn_wanted[seq] = (lines[0], detail, (fidx, lineno))
+                else:
+                    self._add(self.pseq + 1, "torn", detail, (fidx, lineno))
                 continue
             # Locals, not attributes, in the loop that carries the throughput; they are
             # written back before the slow path runs and after the loop.
             pseq, phash, pline, ring = self.pseq, self.phash, self.pline, self.ring
             wanted = self.wanted
+            torn = self.torn_wanted
             accepted = 0
             fast = self.count > 0 and not self.after_bad and not self.held
             for line in lines:
@@ -353,6 +361,8 @@ class _Verifier:
                         ring[pseq & _RING_MASK] = (pseq, h, phash, fidx)
                         if pseq in wanted:
                             self.covered[pseq] = h
+                        if torn and pseq in torn:
+                            self._torn_resolved(pseq, cur)
                         if cur.startswith(b',"kind":"checkpoint"', len(pfx)):
                             self._seal_seen(pseq, cur, phash)
                         phash, pline = h, cur
@@ -406,6 +416,8 @@ class _Verifier:
         self.ring[seq & _RING_MASK] = (seq, h, prev, at[0])
         if seq in self.wanted:
             self.covered[seq] = h
+        if self.torn_wanted and seq in self.torn_wanted:
+            self._torn_resolved(seq, line)
         if b'"kind":"checkpoint"' in line[:120]:
             self._seal_seen(seq, line, self.phash)
         self.pseq, self.phash, self.pline = seq, h, line
@@ -609,7 +621,18 @@ class _Verifier:
             return
         self._add(seq, "inserted", "a record older than the chain head, not seen before", at)
 
+    def _torn_resolved(self, seq: int, line: bytes) -> None:
+        part, _detail, at = self.torn_wanted[seq]
+        if line.startswith(part):
+            del self.torn_wanted[seq]
+            self.warnings.append(
+                f"{Path(self.files[at[0]]).name} ends with the first {len(part)} bytes of "
+                f"seq {seq}, whose whole record is in a later file (a copy taken mid-write)"
+            )
+
     def _finish(self) -> None:
+        for seq, (_part, detail, at) in sorted(self.torn_wanted.items()):
+            self._add(seq, "torn", detail, at)
         if not self.pchecked and self.pline is not None:
             self._head_is_bad_json()
         for seq, (_p, _h, hf, hl, _e, _l) in sorted(self.held.items()):
