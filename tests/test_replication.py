@@ -21,6 +21,7 @@ from riskaudit.replication import (
     LogFollower,
     connect_jetstream,
     ensure_stream,
+    jetstream_publisher,
 )
 from riskaudit.replication._follow import ChainBreak
 from riskaudit.storage._segments import compress, list_segments, rotated_files
@@ -507,3 +508,68 @@ def test_recovered_segments_travel_and_fill_the_central_hole(tmp_path: Path) -> 
     report = verify_paths([tmp_path / "central" / "s-1"])
     assert report.valid, report.findings
     assert report.records == 8
+
+
+async def until_idle(forwarder: Forwarder) -> None:
+    while await forwarder.step():
+        pass
+
+
+class Crash(BaseException):
+    """Stands for SIGKILL: nothing after it runs, not even the forwarder's retries."""
+
+
+def test_forwarder_dying_in_the_middle_of_a_window_resumes_exactly(
+    cluster: _nats.Cluster, tmp_path: Path
+) -> None:
+    """The forwarder dies after some chunks of a window are acknowledged and before its
+    cursor moves (deterministically, unlike a SIGKILL); a new one re-sends from the
+    cursor, the server and the collector drop what arrived twice, and the central log
+    equals the local one byte for byte."""
+    from riskaudit.replication import Collector
+
+    settings = settings_for(
+        cluster, stream="AUDIT_MID", subject_prefix="mid", chunk_records=50, window=8
+    )
+    create_stream(settings)
+    log_path = tmp_path / "logs" / "risk_audit.jsonl"
+    with AuditLog(AuditConfig(log_path=log_path, checkpoint_interval=0)) as log:
+        for i in range(2000):
+            log.append(event(i))
+
+    async def main() -> tuple[bytes, int]:
+        nc, js = await connect_jetstream(settings)
+        real = jetstream_publisher(js)
+        calls = 0
+
+        async def dying(subject: str, data: bytes, headers: dict[str, str]) -> object:
+            nonlocal calls
+            calls += 1
+            if calls == 12:  # the 4th chunk of the second window
+                raise Crash
+            return await real(subject, data, headers)
+
+        first = Forwarder(log_path, settings, dying)
+        with pytest.raises(Crash):
+            await until_idle(first)
+        await asyncio.sleep(0.5)  # let the window's other publishes land
+        second = Forwarder(log_path, settings, real)
+        assert second._ensure_cursor() is not None
+        resumed_from = second.cursor.seq  # type: ignore[union-attr]
+        while await second.step():
+            pass
+        collector = Collector(tmp_path / "central", settings, js)
+        central = tmp_path / "central" / second.cursor.stream / "audit.jsonl"  # type: ignore[union-attr]
+        deadline = time.monotonic() + 30
+        want = local_bytes(log_path)
+        while time.monotonic() < deadline:
+            await collector.poll()
+            if central.exists() and central.read_bytes() == want:
+                break
+        collector.close()
+        await nc.close()
+        return central.read_bytes(), resumed_from
+
+    got, resumed_from = asyncio.run(main())
+    assert got == local_bytes(log_path)
+    assert 0 < resumed_from < 2000  # it really died in the middle
