@@ -40,7 +40,6 @@ from riskaudit.storage._settings import ReplicationSettings
 logger = logging.getLogger("riskaudit.forward")
 
 POLL = 0.05
-CURSOR_EVERY = 0.2
 RETRY_MIN, RETRY_MAX = 0.05, 5.0
 
 Publish = Callable[[str, bytes, dict[str, str]], Awaitable[Any]]
@@ -123,8 +122,6 @@ class Forwarder:
         self.cursor_file = cursor_path(log_path)
         self.cursor: Cursor | None = None
         self._ahead: list[Chunk] = []
-        self._saved_at = 0.0
-        self._dirty = False
 
     def _ensure_cursor(self) -> Cursor | None:
         if self.cursor is None:
@@ -214,22 +211,9 @@ class Forwarder:
             self.stats.published_records += sum(c.records for c in chunks)
         shipped = await self._ship_checkpoints(cursor)
         shipped = await self._ship_recovered(cursor) or shipped
-        if shipped or (chunks and time.monotonic() - self._saved_at >= CURSOR_EVERY):
-            self.save_cursor()
-        elif chunks:
-            self._dirty = True
-        elif self._dirty:
-            self.save_cursor()  # idle: make the cursor exact
+        if chunks or shipped:
+            cursor.save(self.cursor_file)  # after every acknowledged window: exact resume
         return bool(chunks)
-
-    def save_cursor(self) -> None:
-        """Write the cursor (temp file, fsync, rename). Between saves a restart re-sends
-        at most ``CURSOR_EVERY`` seconds of chunks, which the server's duplicate window
-        and the collector drop."""
-        if self.cursor is not None:
-            self.cursor.save(self.cursor_file)
-        self._saved_at = time.monotonic()
-        self._dirty = False
 
     async def _ship_checkpoints(self, cursor: Cursor) -> bool:
         try:
@@ -297,14 +281,7 @@ class Forwarder:
         return bool(names)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Forward until ``stop`` is set (then save the cursor, and return)."""
-        try:
-            await self._loop(stop)
-        finally:
-            if self._dirty:
-                self.save_cursor()
-
-    async def _loop(self, stop: asyncio.Event) -> None:
+        """Forward until ``stop`` is set."""
         while not stop.is_set():
             try:
                 busy = await self.step()
