@@ -54,7 +54,8 @@ def render(raw: dict[str, Any], chart_name: str) -> str:
         f"({m['duration_s']:.0f} s, {rounds} interleaved rounds, {args['events']:,} events per "
         "throughput run). Every number on this page, and every *met* / *not met*, comes from "
         "that run's `bench/out/results.json`; `make bench` rewrites this page, the chart and "
-        "the JSON together. Figures are medians over the rounds with the min"
+        "the JSON together (the replication section at the end comes from its own run, "
+        "`make bench-nats`, and says so). Figures are medians over the rounds with the min"
         f"{DASH}max in brackets.\n"
     )
     if m.get("source_changed_during_run"):
