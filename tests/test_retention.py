@@ -60,7 +60,6 @@ def test_plan_with_a_verified_archive_moves_cold_segments_off_the_host(
         list_segments(log_path),
         RetentionPolicy(),
         [],
-        archive=backup,
         archived_keys=backup.archived(),
     )
     assert actions(decisions) == [

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 import typer
 from prometheus_client import CollectorRegistry, start_http_server
@@ -21,7 +22,17 @@ from riskaudit.replication import (
     jetstream_publisher,
 )
 
+T = TypeVar("T")
+
 nats_app = typer.Typer(help="The NATS JetStream stream riskaudit replicates into.")
+
+
+def _run(main: Coroutine[Any, Any, T]) -> T:
+    """Run a command's coroutine; storage and connection errors exit 1 with a message."""
+    try:
+        return asyncio.run(main)
+    except (AuditError, OSError) as exc:
+        raise fail(str(exc), EXIT_INVALID) from exc
 
 
 def _stop_on_signals(stop: asyncio.Event) -> None:
@@ -58,8 +69,7 @@ def forward(
         _stop_on_signals(stop)
         try:
             if once:
-                while await forwarder.step():
-                    pass
+                await forwarder.catch_up()
             else:
                 await forwarder.run(stop)
         finally:
@@ -71,10 +81,7 @@ def forward(
             f"{forwarder.cursor.seq if forwarder.cursor else 0}; {s.errors} errors"
         )
 
-    try:
-        asyncio.run(main())
-    except (AuditError, OSError) as exc:
-        raise fail(str(exc), EXIT_INVALID) from exc
+    _run(main())
 
 
 def collect(
@@ -112,10 +119,7 @@ def collect(
             f"{len(st.gaps)} gaps) and {st.checkpoints} checkpoints into {out}"
         )
 
-    try:
-        asyncio.run(main())
-    except (AuditError, OSError) as exc:
-        raise fail(str(exc), EXIT_INVALID) from exc
+    _run(main())
 
 
 @nats_app.command("init")
@@ -144,11 +148,9 @@ def nats_init(
             await nc.drain()
 
     try:
-        state, problems = asyncio.run(main())
+        state, problems = _run(main())
     except ValueError as exc:
         raise fail(f"{exc} (--allow-weaker to accept it)", EXIT_INVALID) from exc
-    except (AuditError, OSError) as exc:
-        raise fail(str(exc), EXIT_INVALID) from exc
     for p in problems:
         typer.echo(f"WARNING: {p}")
     typer.echo(f"stream {settings.stream}: {state}")

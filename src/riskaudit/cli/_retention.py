@@ -65,7 +65,6 @@ def retention_plan(
             config.retention,
             load_holds(_holds_file(config)),
             now_ns=now_ns,
-            archive=backup,
             archived_keys=archived,
         )
     except AuditError as exc:

@@ -65,7 +65,7 @@ from riskaudit.log._startup import open_log
 from riskaudit.log._writer import Destination, QueueItem, Writer
 from riskaudit.policy import ACTOR_TYPE_NAMES, actor_problem, schema_problem
 from riskaudit.redact import Redactor, load_key
-from riskaudit.storage import StorageReport, check_storage
+from riskaudit.storage import StorageReport, check_storage, existing_ancestor
 
 logger = logging.getLogger("riskaudit")
 
@@ -232,7 +232,7 @@ class AuditLog:
     def _check_storage_at_start(self) -> None:
         cfg = self.config
         directory = self.path.parent
-        probe_dir = directory if directory.exists() else _existing_parent(directory)
+        probe_dir = existing_ancestor(directory)
         report = check_storage(
             probe_dir, in_kubernetes=cfg.in_kubernetes, marks=cfg.watermarks, probe=False
         )
@@ -596,7 +596,7 @@ class AuditLog:
             self._next_storage = now + self.config.storage_check_interval
             directory = self.path.parent
             report = check_storage(
-                directory if directory.exists() else _existing_parent(directory),
+                existing_ancestor(directory),
                 in_kubernetes=self.config.in_kubernetes,
                 marks=self.config.watermarks,
                 probe=self._writer.destination is Destination.PRIMARY,
@@ -857,12 +857,6 @@ class AuditLog:
         return (
             f"AuditLog({str(self.path)!r}, last_seq={self.last_seq}, durable={self._durable_seq})"
         )
-
-
-def _existing_parent(directory: Path) -> Path:
-    while not directory.exists() and directory.parent != directory:
-        directory = directory.parent
-    return directory
 
 
 def _close_all_at_exit() -> None:

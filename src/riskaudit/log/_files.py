@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import time
 from pathlib import Path
 
 from riskaudit.errors import AuditStorageError
@@ -101,3 +102,9 @@ def atomic_write(path: Path, data: bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise AuditStorageError(f"cannot write {path}: {exc}") from exc
+
+
+def utc_stamp() -> str:
+    """Now, for file names: ``20261126T093000.123456789Z`` (sorts in time order)."""
+    ns = time.time_ns()
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime(ns // 10**9)) + f".{ns % 10**9:09d}Z"

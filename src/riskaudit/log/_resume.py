@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,10 +20,10 @@ import orjson
 
 from riskaudit.errors import AuditFormatError
 from riskaudit.log._codec import ZERO_HASH, line_hash, split_head
-from riskaudit.log._files import atomic_write
+from riskaudit.log._files import atomic_write, utc_stamp
+from riskaudit.storage._segments import stream_in
 
 _BLOCK = 1 << 16
-_STREAM_SCAN = 64 << 20  # how far into a file to look for the record naming the stream
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,37 +96,24 @@ def find_head(fd: int) -> ChainHead:
 
 
 def _stream_of(fd: int, last: dict[str, object]) -> str | None:
-    """The stream id: from the last record if it names it (checkpoints, start, ...),
+    """The stream id: from the last record if it names it (start, segment, stop, ...),
     else from the first records of the file."""
     if last.get("kind") is not None and isinstance(last.get("stream"), str):
         return str(last["stream"])
-    # Every file begins with a record naming the stream (genesis, start, segment), or,
-    # after a copytruncate, with the rewritten records and then a ``truncated`` record.
+    return stream_in(_advancing(fd))
+
+
+def _advancing(fd: int) -> Iterator[bytes]:
+    """The file's bytes from the start, in 1 MiB blocks, through the descriptor."""
     pos = 0
-    carry = b""
-    while pos < _STREAM_SCAN:
-        block = os.pread(fd, 1 << 20, pos)
-        if not block:
-            break
+    while block := os.pread(fd, 1 << 20, pos):
+        yield block
         pos += len(block)
-        data = carry + block
-        complete = data.rfind(b"\n") + 1
-        at = data.find(b'"stream":"', 0, complete)
-        while at >= 0:
-            start = data.rfind(b"\n", 0, at) + 1
-            end = data.find(b"\n", at)
-            record = _parse_record(data[start:end])
-            if record is not None and isinstance(record.get("stream"), str):
-                return str(record["stream"])
-            at = data.find(b'"stream":"', end, complete)
-        carry = data[complete:]
-    return None
 
 
 def cut_torn_tail(fd: int, log_path: Path, head: ChainHead) -> Repair:
     """Keep the torn bytes in ``<log>.torn-<UTC>``, then truncate the log to its head."""
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f".{time.time_ns() % 10**9:09d}Z"
-    kept = log_path.with_name(f"{log_path.name}.torn-{stamp}")
+    kept = log_path.with_name(f"{log_path.name}.torn-{utc_stamp()}")
     atomic_write(kept, head.torn)
     os.ftruncate(fd, head.good_size)
     os.fsync(fd)

@@ -30,11 +30,9 @@ from riskaudit.errors import AuditFormatError, AuditStorageError
 from riskaudit.log._codec import ZERO_HASH, line_hash, split_head
 from riskaudit.log._destinations import AppendFile, Spool
 from riskaudit.log._resume import Repair, cut_torn_tail, find_head
-from riskaudit.storage._segments import last_line, list_segments, open_segment, rotated_files
+from riskaudit.storage._segments import last_line, list_segments, rotated_files, stream_of
 
 logger = logging.getLogger("riskaudit")
-
-_STREAM_SCAN = 4 << 20
 
 
 @dataclass(slots=True)
@@ -96,7 +94,10 @@ def sibling_head(path: Path) -> tuple[int, bytes, str | None]:
     is new or empty (a crash between a rotation's rename and the new file's first
     record, or logrotate's create mode while the writer was down)."""
     best: tuple[int, bytes, str | None] = (0, ZERO_HASH, None)
-    for seg_path in [s.path for s in list_segments(path)] + rotated_files(path):
+    segments = list_segments(path)
+    # A sealed segment's name says where it ends: only the newest one is read.
+    newest = [max(segments, key=lambda seg: seg.last_seq).path] if segments else []
+    for seg_path in newest + rotated_files(path):
         try:
             line = last_line(seg_path)
         except (OSError, EOFError):
@@ -110,28 +111,9 @@ def sibling_head(path: Path) -> tuple[int, bytes, str | None]:
             continue
         stream = rec.get("stream") if isinstance(rec, dict) else None
         if not isinstance(stream, str):
-            stream = _stream_near_start(seg_path)
+            stream = stream_of(seg_path)
         best = (head[0], line_hash(line), stream)
     return best
-
-
-def _stream_near_start(path: Path) -> str | None:
-    """The stream named by one of a file's first records (each file begins with one)."""
-    try:
-        with open_segment(path) as fh:
-            head = fh.read(_STREAM_SCAN)
-    except (OSError, EOFError):
-        return None
-    for line in head.split(b"\n")[:-1]:
-        if b'"stream":"' not in line:
-            continue
-        try:
-            rec = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            continue
-        if isinstance(rec, dict) and isinstance(rec.get("stream"), str):
-            return str(rec["stream"])
-    return None
 
 
 def open_log(path: Path, spool_dir: Path | None) -> Opened:

@@ -44,7 +44,7 @@ from riskaudit.log._checkpoint import Checkpointer
 from riskaudit.log._codec import chain_batch, control_line, format_ts, parse_ts, split_head
 from riskaudit.log._destinations import AppendFile, Spool, records_after
 from riskaudit.log._emergency import EmergencyOutput
-from riskaudit.log._files import atomic_write, fsync_dir
+from riskaudit.log._files import atomic_write, fsync_dir, utc_stamp
 from riskaudit.log._rotation import RecentRecords, Rotation
 from riskaudit.storage import probe_write
 from riskaudit.storage._segments import log_stem, segment_name
@@ -375,27 +375,35 @@ class Writer:
     # -- checkpoints ----------------------------------------------------------------
 
     def checkpoint(self) -> None:
-        """Seal the chain head: a checkpoint record right after it (everything queued
-        is chained first), committed, then copied to the sidecar."""
-        cp = self.checkpointer
-        if cp is None:
-            return
-        items, seq = self._log._take_all_and_reserve_seq()
+        """Seal the chain head (when checkpoints are on)."""
+        if self.checkpointer is not None:
+            self._seal()
+
+    def _seal(self, extra_seqs: int = 0) -> int:
+        """A checkpoint record right after the chain head (everything queued is chained
+        first), committed, then copied to the sidecar; returns its ``seq``. The next
+        ``extra_seqs`` seqs are reserved for the writer's own records that follow.
+        Without a checkpointer (a file must still be sealed to rotate) it is unsigned
+        and has no sidecar."""
+        items, seq = self._log._take_all_and_reserve_seq(1 + extra_seqs)
         if items:
             self.chain(items)
-        line = self.control(seq, "checkpoint", cp.fields(self.last_seq, self.prev, time.time_ns()))
-        self.commit()
-        cp.written_now(line)
-
-    def _seal_fields(self) -> dict[str, Any]:
         now = time.time_ns()
-        if self.checkpointer is not None:
-            return self.checkpointer.fields(self.last_seq, self.prev, now)
-        return {
-            "covers_seq": self.last_seq,
-            "covers_hash": self.prev.decode("ascii"),
-            "ts": format_ts(now),
-        }
+        cp = self.checkpointer
+        fields = (
+            cp.fields(self.last_seq, self.prev, now)
+            if cp is not None
+            else {
+                "covers_seq": self.last_seq,
+                "covers_hash": self.prev.decode("ascii"),
+                "ts": format_ts(now),
+            }
+        )
+        line = self.control(seq, "checkpoint", fields)
+        self.commit()
+        if cp is not None:
+            cp.written_now(line)
+        return seq
 
     # -- new files: rotation, reopen, copytruncate (see _rotation.py) ------------------
 
@@ -419,13 +427,7 @@ class Writer:
         """Seal the active file with a checkpoint, rename it to a sealed segment name
         (built-in rotation) or leave it where it is (renamed by logrotate), open the
         path anew and begin the new file with a ``segment`` record."""
-        items, seq = self._log._take_all_and_reserve_seq(2)
-        if items:
-            self.chain(items)
-        line = self.control(seq, "checkpoint", self._seal_fields())
-        self.commit()
-        if self.checkpointer is not None:
-            self.checkpointer.written_now(line)
+        seq = self._seal(extra_seqs=1)
         previous: str | None = None
         if self.destination is Destination.PRIMARY and self.primary.is_open:
             previous = self.primary.path.name
@@ -467,22 +469,11 @@ class Writer:
         self.commit()
 
     def reopen(self) -> None:
-        """SIGUSR1/SIGHUP: if the path now names another file (logrotate's create
-        mode), seal the old one and continue in the new one; otherwise nothing to do."""
-        if self.destination is not Destination.PRIMARY or not self.primary.is_open:
-            return  # the retry loop reopens the path anyway
-        try:
-            state = self.primary.identity()
-        except OSError:
-            return
-        if state == "ok":
+        """SIGUSR1/SIGHUP: the identity check, now rather than within half a second: if
+        the path names another file (logrotate's create mode), the old one is sealed and
+        the chain continues in the new one."""
+        if self.check_identity() == "ok":
             logger.info("reopen requested: %s is still the same file", self.primary.path)
-        elif state == "deleted":
-            self._rescue_deleted()
-        else:
-            self.counters.reopened += 1
-            logger.warning("audit log %s was rotated away; reopening the path", self.primary.path)
-            self.switch_file("reopen", seal_as_segment=False)
 
     def _rewrite_after_truncation(self) -> None:
         """The file shrank under us (copytruncate): write the recent records back.
@@ -497,9 +488,8 @@ class Writer:
         span = self.ring.span()
         aside: str | None = None
         if found and found not in kept:
-            stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "Z"
             target = primary.path.with_name(
-                f"{log_stem(primary.path)}.truncated-{stamp}-{time.time_ns() % 10**9:09d}.jsonl"
+                f"{log_stem(primary.path)}.truncated-{utc_stamp()}.jsonl"
             )
             atomic_write(target, found)
             aside = target.name
@@ -507,9 +497,7 @@ class Writer:
         self.counters.truncations += 1
         if kept:
             primary.write([kept])
-        self.file_first = None if span is None else (span[0], time.time_ns())
-        if span is not None:
-            self.note_file_start()
+        self.note_file_start()
         logger.critical(
             "audit log %s shrank under the writer (%d bytes, expected %d): copytruncate "
             "or a cut. Records written between a copy and a truncate exist nowhere else: "
@@ -533,20 +521,21 @@ class Writer:
 
     # -- the file under us --------------------------------------------------------
 
-    def check_identity(self) -> None:
-        """Deleted: copy it back from the open handle. Renamed: reopen the path."""
+    def check_identity(self) -> str | None:
+        """Deleted: copy it back from the open handle. Renamed: seal it and reopen the
+        path. Shrunk: write the recent records back. Returns what it found (None when
+        not writing to the primary)."""
         if self.destination is not Destination.PRIMARY or not self.primary.is_open:
-            return
+            return None  # the retry loop reopens the path anyway
         try:
             state = self.primary.identity()
         except OSError:
-            return
+            return None
         if state == "ok":
             with contextlib.suppress(OSError):
                 if self.primary.shrunk() is not None:
                     self._rewrite_after_truncation()
-            return
-        if state == "deleted":
+        elif state == "deleted":
             self._rescue_deleted()
         else:
             self.counters.reopened += 1
@@ -554,6 +543,7 @@ class Writer:
                 "audit log %s was renamed or replaced; reopening the path", self.primary.path
             )
             self.switch_file("reopen", seal_as_segment=False)
+        return state
 
     def _rescue_deleted(self) -> None:
         self.counters.rescued += 1

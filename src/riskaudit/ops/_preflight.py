@@ -23,7 +23,7 @@ from riskaudit.clock import read_clock
 from riskaudit.config import AuditConfig
 from riskaudit.errors import AuditError
 from riskaudit.integrity._keys import load_signer
-from riskaudit.storage import check_storage, detect_container, probe_write
+from riskaudit.storage import check_storage, detect_container, existing_ancestor, probe_write
 from riskaudit.storage._backup import state_path
 
 OK, WARN, FAIL = "ok", "warning", "fail"
@@ -45,14 +45,8 @@ class Check:
         return asdict(self)
 
 
-def _existing(path: Path) -> Path:
-    while not path.exists() and path.parent != path:
-        path = path.parent
-    return path
-
-
 def _dev(path: Path) -> int:
-    return os.stat(_existing(path)).st_dev
+    return os.stat(existing_ancestor(path)).st_dev
 
 
 def _gib(n: float) -> str:
@@ -63,7 +57,7 @@ def check_volume(config: AuditConfig) -> list[Check]:
     """Persistent, writable, with room."""
     directory = config.log_path.absolute().parent
     report = check_storage(
-        _existing(directory), in_kubernetes=config.in_kubernetes, marks=config.watermarks
+        existing_ancestor(directory), in_kubernetes=config.in_kubernetes, marks=config.watermarks
     )
     out = []
     where = (
@@ -83,7 +77,7 @@ def check_volume(config: AuditConfig) -> list[Check]:
         )
     else:
         out.append(Check("persistent volume", OK, where))
-    probe_dir = _existing(directory)
+    probe_dir = existing_ancestor(directory)
     error = probe_write(probe_dir)
     user = os.getuid()
     if error is None:

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from riskaudit.errors import AuditFormatError
+from riskaudit.integrity._sources import first_seq, last_seq
 from riskaudit.log._codec import line_hash, split_head
 from riskaudit.storage._segments import (
-    last_line,
     list_segments,
     open_segment,
     rotated_files,
@@ -112,6 +112,7 @@ class LogFollower:
         # The active file: read up to ``offset``, lines not yet forwarded.
         self._active: _ActiveBuffer | None = None
         self._reader: _Reader | None = None
+        self._listing: tuple[tuple[int, int | None], list[tuple[Path, _Span]]] | None = None
         self._synced: tuple[int, int] | None = None
 
     # -- which file holds seq N ----------------------------------------------------------
@@ -125,17 +126,24 @@ class LogFollower:
         key = (path.name, st.st_size, st.st_mtime_ns)
         if key not in self._spans:
             try:
-                with open_segment(path) as fh:
-                    first = split_head(fh.readline(1 << 16).rstrip(b"\n"))
-                last = split_head(last_line(path))
+                first, last = first_seq(path), last_seq(path)
             except (OSError, EOFError):
-                first = last = None
-            self._spans[key] = (
-                _Span(first[0], last[0]) if first is not None and last is not None else None
-            )
+                first, last = None, 0
+            self._spans[key] = _Span(first, last) if first is not None and last else None
         return self._spans[key]
 
     def _closed_files(self) -> list[tuple[Path, _Span]]:
+        """The closed files in seq order, listed again only when the directory or the
+        file at the log's path changed (every rotation changes both), not per chunk."""
+        try:
+            key = (
+                self.log_path.parent.stat().st_mtime_ns,
+                self.log_path.stat().st_ino if self.log_path.exists() else None,
+            )
+        except FileNotFoundError:
+            key = None
+        if key is not None and self._listing is not None and self._listing[0] == key:
+            return self._listing[1]
         out: list[tuple[Path, _Span]] = []
         for seg in list_segments(self.log_path):
             out.append((seg.path, _Span(seg.first_seq, seg.last_seq)))
@@ -143,7 +151,9 @@ class LogFollower:
             span = self._span(path)
             if span is not None:
                 out.append((path, span))
-        return sorted(out, key=lambda x: (x[1].first, x[1].last))
+        out.sort(key=lambda x: (x[1].first, x[1].last))
+        self._listing = (key, out) if key is not None else None
+        return out
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -154,7 +164,11 @@ class LogFollower:
         for path, span in self._closed_files():
             if span.last <= after_seq:
                 continue
-            chunk = self._read_closed(path, after_seq, after_hash)
+            try:
+                chunk = self._read_closed(path, after_seq, after_hash)
+            except FileNotFoundError:  # renamed since listed (logrotate compressing .1)
+                self._listing = None
+                return self.next_chunk(after_seq, after_hash)
             if chunk is not None:
                 return chunk
         return self._read_active(after_seq, after_hash)
@@ -162,39 +176,44 @@ class LogFollower:
     def _collect(
         self, lines: list[bytes], after_seq: int, after_hash: bytes | None
     ) -> tuple[Chunk | None, int]:
-        """Take consecutive records after ``after_seq`` from complete lines; return the
-        chunk and how many of the given lines were consumed (records at or below the
-        cursor included).
+        """The slow path, record by record (a hole in ``seq``, a line over the size
+        limit): consecutive records after ``after_seq`` from complete lines; the chunk
+        and how many lines were consumed (those at or below the cursor included)."""
+        out: list[bytes] = []
+        size = 0
+        first: tuple[int, bytes] | None = None
+        last = after_seq
+        used = 0
+        for line in lines:
+            seq = self._head(line)[0]
+            if seq <= after_seq and not out:
+                used += 1
+                continue
+            if out and (
+                seq != last + 1
+                or len(out) >= self.max_records
+                or size + len(line) + 1 > self.max_bytes
+            ):
+                break
+            if first is None:
+                first = self._head(line)
+                self._check_link(first, after_seq, after_hash)
+            out.append(line)
+            size += len(line) + 1
+            last = seq
+            used += 1
+        if first is None:
+            return None, used
+        data = b"\n".join(out) + b"\n"
+        return Chunk(first[0], last, data, line_hash(out[-1]), len(out)), used
 
-        The work is per chunk, not per record: within a file ``seq`` rises by one per
-        line, so the first and last heads of a slice tell whether it is consecutive;
-        only a slice that is not (a hole left by stdout-only records) is walked."""
-        if not lines:
-            return None, 0
-        start = self._start_index(lines, after_seq)
-        if start >= len(lines):
-            return None, len(lines)
-        stop = min(len(lines), start + self.max_records)
-        if sum(map(len, lines[start:stop])) + (stop - start) > self.max_bytes:
-            size = 0
-            for i in range(start, stop):  # the slow way, only for a chunk over the limit
-                size += len(lines[i]) + 1
-                if size > self.max_bytes and i > start:
-                    stop = i
-                    break
-        first = self._head(lines[start])
-        last = self._head(lines[stop - 1])
-        if last[0] - first[0] != stop - 1 - start:
-            stop = self._consecutive_end(lines, start, stop)
-            last = self._head(lines[stop - 1])
+    @staticmethod
+    def _check_link(first: tuple[int, bytes], after_seq: int, after_hash: bytes | None) -> None:
         if after_hash is not None and first[0] == after_seq + 1 and first[1] != after_hash:
             raise ChainBreak(
                 f"seq {first[0]} does not link to seq {after_seq} already forwarded: "
                 "the local log was rewritten, or belongs to another stream"
             )
-        taken = lines[start:stop]
-        data = b"\n".join(taken) + b"\n"
-        return Chunk(first[0], last[0], data, line_hash(taken[-1]), len(taken)), stop
 
     def _take(self, buf: _Buffer, after_seq: int, after_hash: bytes | None) -> Chunk | None:
         """The next chunk from a buffer of complete lines, found with a few searches
@@ -239,11 +258,7 @@ class LogFollower:
         count = self.max_records if j >= 0 else data.count(b"\n", start, stop)
         if last_seq - first[0] != count - 1:
             return self._take_slow(buf, after_seq, after_hash)
-        if after_hash is not None and first[0] == after_seq + 1 and first[1] != after_hash:
-            raise ChainBreak(
-                f"seq {first[0]} does not link to seq {after_seq} already forwarded: "
-                "the local log was rewritten, or belongs to another stream"
-            )
+        self._check_link(first, after_seq, after_hash)
         buf.pos = stop
         return Chunk(first[0], last_seq, data[start:stop], line_hash(last_line), count)
 
@@ -258,32 +273,6 @@ class LogFollower:
         if head is None:
             raise AuditFormatError(f"{self.log_path}: a line that is not a record")
         return head
-
-    def _start_index(self, lines: list[bytes], after_seq: int) -> int:
-        """Index of the first line with seq > after_seq (arithmetic, then a walk)."""
-        first = self._head(lines[0])[0]
-        if first > after_seq:
-            return 0
-        guess = after_seq + 1 - first
-        if guess >= len(lines):
-            if self._head(lines[-1])[0] <= after_seq:
-                return len(lines)
-        elif self._head(lines[guess])[0] == after_seq + 1 and (
-            guess == 0 or self._head(lines[guess - 1])[0] == after_seq
-        ):
-            return guess
-        for i, line in enumerate(lines):
-            if self._head(line)[0] > after_seq:
-                return i
-        return len(lines)
-
-    def _consecutive_end(self, lines: list[bytes], start: int, stop: int) -> int:
-        seq = self._head(lines[start])[0]
-        for i in range(start + 1, stop):
-            seq += 1
-            if self._head(lines[i])[0] != seq:
-                return i
-        return stop
 
     def _read_closed(self, path: Path, after_seq: int, after_hash: bytes | None) -> Chunk | None:
         """Read on from where the last chunk of this file ended (the reader stays open),

@@ -280,6 +280,11 @@ class Forwarder:
             cursor.recovered.append(name)
         return bool(names)
 
+    async def catch_up(self) -> None:
+        """Forward what is there now, then return."""
+        while await self.step():
+            pass
+
     async def run(self, stop: asyncio.Event) -> None:
         """Forward until ``stop`` is set."""
         while not stop.is_set():

@@ -21,6 +21,7 @@ minimum (``RetentionPolicy.minimum_for``). The local state file
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 import os
 import shutil
@@ -40,19 +41,20 @@ from riskaudit.storage._segments import (
     content_sha256,
     event_types,
     file_sha256,
-    iter_bytes,
     last_line,
     list_segments,
     log_stem,
+    open_segment,
     rotated_files,
     segment_name,
+    sha256_stream,
+    stream_of,
 )
 from riskaudit.storage._settings import BackupSettings, RetentionPolicy
 from riskaudit.storage._targets import (
     BackupTarget,
     ObjectInfo,
     open_target,
-    sha256_stream,
 )
 
 logger = logging.getLogger("riskaudit.backup")
@@ -101,25 +103,15 @@ def _record(line: bytes) -> dict[str, Any] | None:
 
 
 def _first_record(path: Path) -> dict[str, Any] | None:
-    it = iter_bytes(path)
-    head = b""
-    for block in it:
-        head += block
-        if b"\n" in head:
-            break
-    return _record(head.split(b"\n", 1)[0])
+    with open_segment(path) as fh:
+        return _record(fh.readline(1 << 20).rstrip(b"\n"))
 
 
 def find_stream(log_path: Path) -> str | None:
-    """The stream id, from the active file or a segment (every new file begins with a
-    record naming it; checkpoints name it too)."""
-    files = [log_path] + [s.path for s in reversed(list_segments(log_path))]
-    for path in files:
-        if not path.exists() or path.stat().st_size == 0:
-            continue
-        for rec in (_first_record(path), _record(last_line(path))):
-            if rec is not None and isinstance(rec.get("stream"), str):
-                return str(rec["stream"])
+    """The stream id, from the active file or the newest segment that names it."""
+    for path in [log_path] + [s.path for s in reversed(list_segments(log_path))]:
+        if path.exists() and path.stat().st_size and (stream := stream_of(path)):
+            return stream
     return None
 
 
@@ -212,6 +204,9 @@ class Backup:
             }
             if cand is not None:
                 out.append(cand)
+        present = {p.name for p in paths}
+        for gone in [name for name in cache if name not in present]:
+            del cache[gone]  # compressed, removed by retention, renumbered by logrotate
         return sorted(out, key=lambda c: c.first_seq)
 
     def _inspect(self, path: Path) -> Candidate | None:
@@ -349,10 +344,11 @@ class Backup:
                 continue
             key = f"{stream}/checkpoints/{int(rec['covers_seq']):020d}-{head[0]:020d}.json"
             body = line + b"\n"
+            digest = hashlib.sha256(body).hexdigest()
             info = ObjectInfo(
                 key=key,
-                sha256=sha256_stream(iter([body])),
-                content_sha256=sha256_stream(iter([body])),
+                sha256=digest,
+                content_sha256=digest,
                 retain_until=self._retain_until(parse_ts(rec["ts"]), self.policy.minimum),
                 size=len(body),
             )
@@ -386,58 +382,73 @@ class Backup:
         self, out_dir: Path, *, only: list[str] | None = None, mismatches: list[str] | None = None
     ) -> list[Path]:
         """Download segments (all, or those whose name contains one of ``only``) and
-        every checkpoint into ``out_dir``, each checked against its SHA-256; the
-        checkpoints are joined into the sidecar ``verify`` reads. A copy that does not
-        match raises, unless ``mismatches`` is given (the caller has named them)."""
+        every checkpoint into ``out_dir``, each read once and checked against its SHA-256
+        as it arrives; the checkpoints are joined into the sidecar ``verify`` reads. A
+        copy that does not match raises, unless ``mismatches`` collects the problems."""
         out_dir.mkdir(parents=True, exist_ok=True)
         stream = self.stream()
-        written: list[Path] = []
-        keys = self.target.keys(f"{stream}/segments/")
+        segments = self.target.keys(f"{stream}/segments/")
         if only:
-            keys = [k for k in keys if any(o in k for o in only)]
+            segments = [k for k in segments if any(o in k for o in only)]
+        checkpoints = self.target.keys(f"{stream}/checkpoints/")
+        keys = segments + checkpoints
+        written: list[Path] = []
+        lines: list[bytes] = []
         for i, key in enumerate(keys):
             if self.progress is not None:
                 self.progress(i, len(keys), key)
             info = self.target.head(key)
             if info is None:
+                if mismatches is not None:
+                    mismatches.append(f"{key}: no SHA-256 recorded")
                 continue
-            dest = out_dir / Path(key).name
-            tmp = dest.with_name(f".{dest.name}.tmp")
-            with open(tmp, "wb") as fh:
-                for block in self.target.read(key):
-                    fh.write(block)
-            if file_sha256(tmp) != info.sha256:
-                tmp.unlink()
-                if mismatches is None:
-                    raise AuditBackupError(f"{key}: restored copy does not match its SHA-256")
-                continue  # already reported by the caller
-
-            os.replace(tmp, dest)
-            written.append(dest)
-        lines = [b"".join(self.target.read(k)) for k in self.target.keys(f"{stream}/checkpoints/")]
+            if i < len(segments):
+                dest = out_dir / Path(key).name
+                tmp = dest.with_name(f".{dest.name}.tmp")
+                ok = False
+                try:
+                    ok = self._matches(key, self._fetch(key, tmp), info.sha256, mismatches)
+                finally:
+                    if ok:
+                        os.replace(tmp, dest)
+                        written.append(dest)
+                    else:
+                        tmp.unlink(missing_ok=True)
+            else:
+                data = b"".join(self.target.read(key))
+                if self._matches(key, hashlib.sha256(data).hexdigest(), info.sha256, mismatches):
+                    lines.append(data)
         side = out_dir / f"{log_stem(self.log_path)}.jsonl.checkpoints"
         side.write_bytes(b"".join(lines))
         written.append(side)
         return written
 
+    def _fetch(self, key: str, path: Path) -> str:
+        """Download an object into ``path``, hashing it on the way: its SHA-256."""
+        digest = hashlib.sha256()
+        with open(path, "wb") as fh:
+            for block in self.target.read(key):
+                digest.update(block)
+                fh.write(block)
+        return digest.hexdigest()
+
+    @staticmethod
+    def _matches(key: str, got: str, want: str, mismatches: list[str] | None) -> bool:
+        if got == want:
+            return True
+        problem = f"{key}: SHA-256 {got[:16]}… does not match {want[:16]}…"
+        if mismatches is None:
+            raise AuditBackupError(problem)
+        mismatches.append(problem)
+        return False
+
     def verify(self, work_dir: Path) -> tuple[list[str], Any]:
-        """Every archived object against its SHA-256, then the archived chain with its
-        checkpoints (restored into ``work_dir``). Returns (problems, VerifyReport)."""
+        """A restore drill: every archived object read back against its SHA-256, then
+        the archived chain verified with its checkpoints (restored into ``work_dir``).
+        Returns (problems, VerifyReport or None when nothing is archived)."""
         from riskaudit.integrity import verify_paths  # noqa: PLC0415 (integrity imports storage)
 
         problems: list[str] = []
-        stream = self.stream()
-        keys = self.target.keys(f"{stream}/")
-        for i, key in enumerate(keys):
-            if self.progress is not None:
-                self.progress(i, len(keys), key)
-            info = self.target.head(key)
-            if info is None:
-                problems.append(f"{key}: no SHA-256 recorded")
-                continue
-            got = sha256_stream(self.target.read(key))
-            if got != info.sha256:
-                problems.append(f"{key}: SHA-256 {got[:16]}… does not match {info.sha256[:16]}…")
         shutil.rmtree(work_dir, ignore_errors=True)
         restored = self.restore(work_dir, mismatches=problems)
         segs = [p for p in restored if not p.name.endswith(".checkpoints")]

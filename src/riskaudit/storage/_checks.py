@@ -97,6 +97,14 @@ def parse_mountinfo(text: str) -> list[Mount]:
     return mounts
 
 
+def existing_ancestor(path: Path) -> Path:
+    """``path`` itself if it exists, else its nearest existing parent (what to probe or
+    stat for a directory the log will create)."""
+    while not path.exists() and path.parent != path:
+        path = path.parent
+    return path
+
+
 def mount_of(path: Path, mounts: list[Mount]) -> Mount | None:
     """The mount that holds ``path``: the longest mount point that prefixes it (the
     last one listed wins when mounts are stacked on the same point)."""

@@ -48,13 +48,14 @@ def run_retention(
     *,
     backup: Backup | None,
     progress: Any = None,
+    facts: dict[str, tuple[int, set[str]]] | None = None,
 ) -> RetentionRun:
     """Plan and apply retention for the open log; each action becomes a ``retention``
     record in the log (flushed before this returns)."""
     holds = load_holds(config.holds_file or holds_path(log.path))
     archived = backup.archived() if backup is not None else None
     segments = list_segments(log.path)
-    decisions = plan(segments, config.retention, holds, archive=backup, archived_keys=archived)
+    decisions = plan(segments, config.retention, holds, archived_keys=archived, facts=facts)
 
     def record(fields: dict[str, Any]) -> None:
         log.append_control("retention", fields)
@@ -64,12 +65,13 @@ def run_retention(
         record=record,
         compression=config.compression,
         archive=backup,
+        archived=archived,
         progress=progress,
     )
     if backup is not None and archived is not None:
         local = {s.key for s in list_segments(log.path)}
         expiries = archive_expiry(archived, local, config.retention, holds)
-        done += expire_archive(backup, expiries, record=record)
+        done += expire_archive(backup, archived, expiries, record=record)
     log.flush(timeout=30)
     return RetentionRun(decisions, done)
 
@@ -85,8 +87,7 @@ class Housekeeper:
         self.thread = threading.Thread(target=self._run, name="riskaudit-housekeeping", daemon=True)
         self.backup_failures = self.backup.failures if self.backup else 0
         self.last_backup_ns = self.backup.last_success_ns if self.backup else None
-        self.retention_runs = 0
-        self.retention_failures = 0
+        self.segment_facts: dict[str, tuple[int, set[str]]] = {}
 
     def start(self) -> None:
         if self.backup is None and self.config.retention_interval <= 0:
@@ -131,9 +132,9 @@ class Housekeeper:
             if next_retention is not None and now >= next_retention:
                 next_retention = now + retention_every
                 try:
-                    run_retention(self.config, self.log, backup=self.backup)
-                    self.retention_runs += 1
+                    run_retention(
+                        self.config, self.log, backup=self.backup, facts=self.segment_facts
+                    )
                 except Exception:
-                    self.retention_failures += 1
                     logger.exception("retention failed")
             self.stop_event.wait(0.5)

@@ -41,6 +41,7 @@ from riskaudit.storage._settings import DAY, RetentionPolicy
 
 if TYPE_CHECKING:
     from riskaudit.storage._backup import Backup
+    from riskaudit.storage._targets import ObjectInfo
 
 logger = logging.getLogger("riskaudit.retention")
 
@@ -81,13 +82,15 @@ def plan(
     holds: list[Hold],
     *,
     now_ns: int | None = None,
-    archive: Backup | None = None,
     archived_keys: Mapping[str, Any] | None = None,
+    facts: dict[str, tuple[int, set[str]]] | None = None,
 ) -> list[Decision]:
     """Decide for every local segment (nothing is touched).
 
-    ``archive`` is the backup of this log, if one is configured; ``archived_keys`` what
-    it holds (base segment name → object info), listed once by the caller.
+    ``archived_keys`` is what the configured archive holds (base segment name → object
+    info), listed once by the caller; None when no archive is configured. ``facts``
+    caches each segment's end and event types between runs (sealed segments never
+    change, and a compressed one would otherwise be decompressed every run).
     """
     now = time.time_ns() if now_ns is None else now_ns
     out: list[Decision] = []
@@ -96,9 +99,13 @@ def plan(
         if seg.key in seen:  # a plain and a compressed copy: decide once (compressed)
             continue
         seen.add(seg.key)
-        end = segment_end_ns(seg)
+        known = facts.get(seg.key) if facts is not None else None
+        if known is None:
+            known = (segment_end_ns(seg), event_types(seg.path, list(policy.minimum_by_type)))
+            if facts is not None:
+                facts[seg.key] = known
+        end, types = known
         age = (now - end) / 1e9
-        types = event_types(seg.path, list(policy.minimum_by_type))
         minimum = policy.minimum_for(types)
         held = [h.name for h in holds if h.covers(seg.start_ns, end)]
         d = Decision(seg, "hot", "keep", "", age / DAY, minimum / DAY, held)
@@ -118,7 +125,7 @@ def plan(
                 d.reason = f"legal hold {', '.join(held)}: nothing is deleted"
                 if seg.compression is None:
                     d.action = "compress"
-            elif archive is None:
+            elif archived_keys is None:
                 d.action = "compress" if seg.compression is None else "keep"
                 d.reason = (
                     "no archive configured: the local copy is the last copy and stays until "
@@ -181,12 +188,14 @@ def apply(
     record: Recorder,
     compression: str = "gzip",
     archive: Backup | None = None,
+    archived: Mapping[str, ObjectInfo] | None = None,
     progress: Callable[[int, int, str], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Carry out the decisions; ``record`` writes each action into the log.
 
-    A local copy is removed only after its archived copy is read back and its content
-    SHA-256 matches the local one (re-checked now, not trusted from the state file).
+    A local copy is removed only after its archived copy (from ``archived``, listed
+    from the target this run) is read back and its SHA-256 matches, and its records'
+    SHA-256 is the local one's (re-checked now, not trusted from the state file).
     """
     done: list[dict[str, Any]] = []
     for i, d in enumerate(decisions):
@@ -209,9 +218,9 @@ def apply(
                 new = compress(seg, compression)
                 fields = {**base, "compressed_to": new.path.name}
             elif d.action == "remove-local":
-                assert archive is not None
+                assert archive is not None and archived is not None
                 local = content_sha256(seg.path)
-                info = archive.archived().get(seg.key)
+                info = archived.get(seg.key)
                 if info is None or info.content_sha256 != local:
                     raise AuditBackupError(f"{seg.key}: no archived copy with the same records")
                 archive.verify_object(info)
@@ -236,11 +245,14 @@ def apply(
 
 
 def expire_archive(
-    archive: Backup, expiries: list[tuple[str, str]], *, record: Recorder
+    archive: Backup,
+    archived: Mapping[str, ObjectInfo],
+    expiries: list[tuple[str, str]],
+    *,
+    record: Recorder,
 ) -> list[dict[str, Any]]:
     """Delete archived copies past their date (Object Lock refuses anything early)."""
     done: list[dict[str, Any]] = []
-    archived = archive.archived()
     for base, reason in expiries:
         info = archived.get(base)
         if info is None:

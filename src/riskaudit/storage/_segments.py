@@ -23,7 +23,7 @@ import io
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, cast
@@ -165,22 +165,64 @@ def iter_bytes(path: Path) -> Iterator[bytes]:
             yield block
 
 
-def content_sha256(path: Path) -> str:
-    """SHA-256 of the records (the uncompressed bytes): a segment's identity however
-    it is stored."""
+def sha256_stream(blocks: Iterable[bytes]) -> str:
     h = hashlib.sha256()
-    for block in iter_bytes(path):
+    for block in blocks:
         h.update(block)
     return h.hexdigest()
 
 
+def content_sha256(path: Path) -> str:
+    """SHA-256 of the records (the uncompressed bytes): a segment's identity however
+    it is stored."""
+    return sha256_stream(iter_bytes(path))
+
+
 def file_sha256(path: Path) -> str:
     """SHA-256 of the file's bytes as stored."""
-    h = hashlib.sha256()
     with open(path, "rb") as fh:
-        while block := fh.read(_READ):
-            h.update(block)
-    return h.hexdigest()
+        return sha256_stream(iter(lambda: fh.read(_READ), b""))
+
+
+#: How far into a file to look for the record that names its stream.
+STREAM_SCAN = 64 << 20
+
+
+def stream_in(blocks: Iterable[bytes], limit: int = STREAM_SCAN) -> str | None:
+    """The stream id named by the first record that names one (``genesis``, ``start``,
+    ``segment``, ``truncated``), among the complete lines of the first ``limit`` bytes.
+
+    Every file of a stream begins with such a record, or, after a copytruncate, with
+    the rewritten records and then a ``truncated`` record."""
+    seen = 0
+    carry = b""
+    for block in blocks:
+        data = carry + block
+        complete = data.rfind(b"\n") + 1
+        at = data.find(b'"stream":"', 0, complete)
+        while at >= 0:
+            start = data.rfind(b"\n", 0, at) + 1
+            end = data.find(b"\n", at)
+            try:
+                record = orjson.loads(data[start:end])
+            except orjson.JSONDecodeError:
+                record = None
+            if isinstance(record, dict) and isinstance(record.get("stream"), str):
+                return str(record["stream"])
+            at = data.find(b'"stream":"', end, complete)
+        carry = data[complete:]
+        seen += len(block)
+        if seen >= limit:
+            break
+    return None
+
+
+def stream_of(path: Path) -> str | None:
+    """The stream a log file (plain or compressed) belongs to, or None."""
+    try:
+        return stream_in(iter_bytes(path))
+    except (OSError, EOFError):
+        return None
 
 
 def last_line(path: Path) -> bytes:

@@ -21,6 +21,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import os
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +29,8 @@ from typing import Any, Protocol
 
 import orjson
 
-from riskaudit.errors import AuditBackupError
-from riskaudit.log._files import ensure_dir, fsync_dir
+from riskaudit.errors import AuditBackupError, AuditStorageError
+from riskaudit.log._files import atomic_write, ensure_dir, fsync_dir
 
 _READ = 8 << 20
 
@@ -57,13 +58,6 @@ class BackupTarget(Protocol):
     def keys(self, prefix: str) -> list[str]: ...
 
     def delete(self, key: str) -> None: ...
-
-
-def sha256_stream(blocks: Iterator[bytes]) -> str:
-    h = hashlib.sha256()
-    for block in blocks:
-        h.update(block)
-    return h.hexdigest()
 
 
 class DirectoryTarget:
@@ -106,8 +100,7 @@ class DirectoryTarget:
                     dst.write(source)
                 else:
                     with open(source, "rb") as src:
-                        while block := src.read(_READ):
-                            dst.write(block)
+                        shutil.copyfileobj(src, dst, _READ)
                 dst.flush()
                 os.fsync(dst.fileno())
             os.chmod(tmp, 0o444)
@@ -118,13 +111,8 @@ class DirectoryTarget:
                 "retain_until": info.retain_until.isoformat() if info.retain_until else None,
                 "size": info.size,
             }
-            mtmp = target.with_name(f".{target.name}.meta.json.tmp")
-            mtmp.write_bytes(orjson.dumps(meta))
-            with open(mtmp, "rb+") as fh:
-                os.fsync(fh.fileno())
-            os.replace(mtmp, target.with_name(target.name + ".meta.json"))
-            fsync_dir(target.parent)
-        except OSError as exc:
+            atomic_write(target.with_name(target.name + ".meta.json"), orjson.dumps(meta))
+        except (OSError, AuditStorageError) as exc:
             raise AuditBackupError(f"cannot write {target}: {exc}") from exc
 
     def read(self, key: str) -> Iterator[bytes]:
