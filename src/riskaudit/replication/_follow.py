@@ -53,23 +53,22 @@ class _Span:
 
 
 class _Buffer:
-    """Complete lines read from a file and not yet forwarded: ``data[pos:end]``."""
+    """Complete lines read from a file and not yet forwarded: ``data[pos:end]``, and
+    the ``seq`` the last chunk taken from it ended at."""
 
     def __init__(self) -> None:
         self.data = b""
         self.pos = 0
         self.end = 0
+        self.seq_there: int | None = None
 
     @property
     def left(self) -> int:
         return self.end - self.pos
 
-    def add(self, complete: bytes) -> None:
-        if self.pos < self.end:
-            self.data = self.data[self.pos : self.end] + complete
-        else:
-            self.data = complete
-        self.pos, self.end = 0, len(self.data)
+    def fill(self) -> bool:
+        """Read on; False when there is nothing more to read now."""
+        raise NotImplementedError
 
 
 class _Reader(_Buffer):
@@ -81,24 +80,58 @@ class _Reader(_Buffer):
         self.fh = open_segment(path)
         self.carry = b""
         self.eof = False
-        self.seq_there: int | None = None
 
-    def fill(self) -> None:
-        block = self.fh.read(_READ)
+    def fill(self) -> bool:
+        block = b"" if self.eof else self.fh.read(_READ)
         if not block:
-            self.eof = True
-            self.fh.close()
-            return
+            if not self.eof:
+                self.eof = True
+                self.fh.close()
+            return False
         data = self.carry + block
         cut = data.rfind(b"\n")
         if cut < 0:
             self.carry = data
-            return
+            return True
         self.carry = data[cut + 1 :]
-        self.add(data[: cut + 1])
+        kept = self.data[self.pos : self.end] if self.pos < self.end else b""
+        self.data = kept + data[: cut + 1]
+        self.pos, self.end = 0, len(self.data)
+        return True
 
     def close(self) -> None:
         self.fh.close()
+
+
+class _ActiveBuffer(_Buffer):
+    """The growing file, read through a descriptor opened per call (``fd``, ``size``):
+    blocks are read again from the first unused byte (the page cache makes it a copy),
+    so old and new bytes are never joined; the file is fsynced before new bytes are
+    read, so what is forwarded is durable and a crash cannot take it back."""
+
+    def __init__(self, ino: int, seq_there: int) -> None:
+        super().__init__()
+        self.ino = ino
+        self.seq_there = seq_there
+        self.offset = 0  # file offset just after ``data[:end]``
+        self.fd = -1
+        self.size = 0
+        self.synced = -1
+
+    def fill(self) -> bool:
+        if self.offset >= self.size:
+            return False
+        if self.synced != self.size:
+            os.fsync(self.fd)
+            self.synced = self.size
+        start = self.offset - self.left
+        block = os.pread(self.fd, min(_READ, self.size - start), start)
+        cut = block.rfind(b"\n")
+        if cut + 1 <= self.left:
+            return False  # only a line the writer is still writing
+        self.data, self.pos, self.end = block, 0, cut + 1
+        self.offset = start + cut + 1
+        return True
 
 
 class LogFollower:
@@ -113,7 +146,6 @@ class LogFollower:
         self._active: _ActiveBuffer | None = None
         self._reader: _Reader | None = None
         self._listing: tuple[tuple[int, int | None], list[tuple[Path, _Span]]] | None = None
-        self._synced: tuple[int, int] | None = None
 
     # -- which file holds seq N ----------------------------------------------------------
 
@@ -282,25 +314,9 @@ class LogFollower:
             if reader is not None:
                 reader.close()
             reader = self._reader = _Reader(path)
-        while True:
-            if reader.left < 2 * self.max_bytes and not reader.eof:
-                reader.fill()
-                continue
-            before = reader.pos
-            chunk = self._take(reader, after_seq, after_hash)
-            if chunk is not None:
-                reader.seq_there = chunk.last_seq
-                return chunk
-            if reader.eof:
-                return None
-            reader.seq_there = after_seq
-            if reader.pos == before and reader.left:
-                reader.add(b"")  # keep what is left, read on
-                reader.fill()
+        return self._next_from(reader, after_seq, after_hash)
 
     def _read_active(self, after_seq: int, after_hash: bytes | None) -> Chunk | None:
-        """The growing file: read in large blocks (pread from where the last block
-        ended), keep the complete lines not yet used, sync before reading new bytes."""
         try:
             fd = os.open(self.log_path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -312,39 +328,25 @@ class LogFollower:
                 buf is None
                 or buf.ino != st.st_ino
                 or buf.seq_there != after_seq
-                or (buf.offset > st.st_size)
+                or buf.offset > st.st_size
             ):
                 buf = self._active = _ActiveBuffer(st.st_ino, after_seq)
-            while True:
-                if buf.left < 2 * self.max_bytes and buf.offset < st.st_size:
-                    if self._synced != (st.st_ino, st.st_size):
-                        # What we can see is now durable: never forward what a crash
-                        # takes back.
-                        os.fsync(fd)
-                        self._synced = (st.st_ino, st.st_size)
-                    # Read again from the first unused byte (the page cache makes it a
-                    # copy): one buffer, no joining of old and new bytes.
-                    start = buf.offset - buf.left
-                    block = os.pread(fd, min(_READ, st.st_size - start), start)
-                    cut = block.rfind(b"\n")
-                    if cut + 1 > buf.left:
-                        buf.data, buf.pos, buf.end = block, 0, cut + 1
-                        buf.offset = start + cut + 1
-                        continue
-                before = buf.pos
-                chunk = self._take(buf, after_seq, after_hash)
-                if chunk is not None:
-                    buf.seq_there = chunk.last_seq
-                    return chunk
-                if buf.offset >= st.st_size or buf.pos == before:
-                    return None
+            buf.fd, buf.size = fd, st.st_size
+            return self._next_from(buf, after_seq, after_hash)
         finally:
             os.close(fd)
 
-
-class _ActiveBuffer(_Buffer):
-    def __init__(self, ino: int, seq_there: int) -> None:
-        super().__init__()
-        self.ino = ino
-        self.seq_there = seq_there
-        self.offset = 0
+    def _next_from(self, buf: _Buffer, after_seq: int, after_hash: bytes | None) -> Chunk | None:
+        """The next chunk from a buffer, reading on while it holds less than two
+        chunks' worth or everything in it is already forwarded."""
+        while True:
+            if buf.left < 2 * self.max_bytes and buf.fill():
+                continue
+            before = buf.pos
+            chunk = self._take(buf, after_seq, after_hash)
+            if chunk is not None:
+                buf.seq_there = chunk.last_seq
+                return chunk
+            buf.seq_there = after_seq
+            if buf.pos == before and not buf.fill():
+                return None
