@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from riskaudit import AuditConfig, AuditLog, verify_paths
+from riskaudit import AuditConfig, AuditConfigError, AuditLog, verify_paths
 from riskaudit.integrity._keys import generate, load_public_key
 from riskaudit.log._codec import split_head
 from riskaudit.replication import (
@@ -286,7 +286,7 @@ def test_two_hosts_survive_leader_forwarder_and_collector_kills(
                 for h in pending
                 if not (
                     (central / h.log.stream / "audit.jsonl").exists()
-                    and (central / h.log.stream / "audit.jsonl").read_bytes()
+                    and local_bytes(central / h.log.stream / "audit.jsonl")
                     == local_bytes(h.log_path)
                     and (central / h.log.stream / "audit.jsonl.checkpoints").read_bytes()
                     == h.log_path.with_name("risk_audit.jsonl.checkpoints").read_bytes()
@@ -306,6 +306,16 @@ def test_two_hosts_survive_leader_forwarder_and_collector_kills(
     keys = [load_public_key(public)]
     for host in hosts:
         stream_dir = central / host.log.stream
+        # The central files mirror the host's: the same sealed segments, byte for byte.
+        mine = list_segments(host.log_path)
+        theirs = list_segments(stream_dir / "audit.jsonl")
+        assert len(mine) >= 3
+        assert [s.path.name.removeprefix("risk_audit") for s in mine] == [
+            s.path.name.removeprefix("audit") for s in theirs
+        ]
+        for a, b in zip(mine, theirs, strict=True):
+            assert a.path.read_bytes() == b.path.read_bytes()
+        assert (stream_dir / "audit.jsonl").read_bytes() == host.log_path.read_bytes()
         report = verify_paths([stream_dir], keys=keys)
         assert report.valid, report.findings
         assert report.checkpoints > 5
@@ -443,6 +453,71 @@ def test_collector_orders_early_chunks_drops_duplicates_and_reports_gaps(
     report = verify_paths([tmp_path / "central" / "s"])
     assert report.valid, report.findings
     assert report.records == len(lines)
+
+
+def test_central_files_mirror_the_source_segments_and_survive_a_kill_mid_seal(
+    log_path: Path, tmp_path: Path
+) -> None:
+    """Where the source rotated, the collector seals its central file under the same
+    segment name, byte for byte; killed between the rename and the next record, it
+    continues the chain from the newest central segment: no duplicate, no gap."""
+    from riskaudit.replication import Collector
+    from riskaudit.replication import _collect as collect_module
+
+    cfg = AuditConfig(log_path=log_path, checkpoint_interval=0, rotation=Rotation(max_bytes=20_000))
+    with AuditLog(cfg) as log:
+        for i in range(600):
+            log.append(event(i))
+            if i % 50 == 49:
+                log.flush(5)
+    local = list_segments(log_path)
+    assert len(local) >= 4
+    lines = [x + b"\n" for x in local_bytes(log_path).split(b"\n")[:-1]]
+    chunks = [b"".join(lines[i : i + 37]) for i in range(0, len(lines), 37)]  # across seals
+    out = tmp_path / "central" / "s"
+    collector = Collector(tmp_path / "central", ReplicationSettings(), js=None)
+    central = collect_module.CentralLog(out, "s", collector.stats)
+    real_seal = central.seal_file
+
+    def seal_then_die() -> None:
+        real_seal()
+        if len(list_segments(out / "audit.jsonl")) == 2:
+            raise Crash  # renamed, the new file created, its first record not written
+
+    central.seal_file = seal_then_die  # type: ignore[method-assign]
+    msgs = [FakeMsg("records", c) for c in chunks]
+    with pytest.raises(Crash):
+        asyncio.run(collector._handle(central, msgs))
+    assert not any(m.acked for m in msgs)
+    central.close()
+    assert (out / "audit.jsonl").read_bytes() == b""
+    collector = Collector(tmp_path / "central", ReplicationSettings(), js=None)
+    central = collect_module.CentralLog(out, "s", collector.stats)
+    assert central.last_seq == local[1].last_seq
+    asyncio.run(collector._handle(central, [FakeMsg("records", c) for c in chunks]))  # again
+    central.close()
+    assert collector.stats.duplicates == local[1].last_seq
+    assert local_bytes(out / "audit.jsonl") == b"".join(lines)
+    theirs = [s.path.name.removeprefix("audit") for s in list_segments(out / "audit.jsonl")]
+    assert [s.path.name.removeprefix("risk_audit") for s in local] == theirs
+    for seg in local:
+        twin = out / ("audit" + seg.path.name.removeprefix("risk_audit"))
+        assert twin.read_bytes() == seg.path.read_bytes()
+    assert (out / "audit.jsonl").read_bytes() == log_path.read_bytes()
+    report = verify_paths([out])
+    assert report.valid, report.findings
+    assert report.records == len(lines)
+    # No writer may append to a central copy: it holds another host's bytes.
+    with pytest.raises(AuditConfigError, match="central copy"):
+        AuditLog(AuditConfig(log_path=out / "audit.jsonl"))
+    # The central segments are backed up like a local log's (the log's lock not needed).
+    from riskaudit.storage._backup import Backup
+    from riskaudit.storage._settings import RetentionPolicy
+    from riskaudit.storage._targets import DirectoryTarget
+
+    backup = Backup(out / "audit.jsonl", DirectoryTarget(tmp_path / "archive"), RetentionPolicy())
+    done = backup.run()
+    assert not done.errors and len(done.copied) == len(local)
 
 
 def test_recovered_segments_travel_and_fill_the_central_hole(tmp_path: Path) -> None:

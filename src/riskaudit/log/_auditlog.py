@@ -43,6 +43,7 @@ from riskaudit.clock import ClockReader, read_clock
 from riskaudit.config import AuditConfig
 from riskaudit.errors import (
     AuditClosedError,
+    AuditConfigError,
     AuditDegradedError,
     AuditEncodingError,
     AuditError,
@@ -60,7 +61,7 @@ from riskaudit.log._checkpoint import Checkpointer
 from riskaudit.log._codec import FORMAT, encode_event_body, format_ts
 from riskaudit.log._emergency import EmergencyOutput
 from riskaudit.log._files import ensure_dir
-from riskaudit.log._lock import WriterLock, lock_path_for
+from riskaudit.log._lock import CENTRAL_MARK, WriterLock, lock_path_for
 from riskaudit.log._startup import open_log
 from riskaudit.log._writer import Destination, QueueItem, Writer
 from riskaudit.policy import ACTOR_TYPE_NAMES, actor_problem, schema_problem
@@ -188,6 +189,12 @@ class AuditLog:
 
     def _open(self, cfg: AuditConfig) -> None:
         """Lock, find the head (primary and spool), replay, write the opening records."""
+        if (self.path.parent / CENTRAL_MARK).exists():
+            raise AuditConfigError(
+                "RISK_AUDIT_LOG_PATH",
+                f"{self.path.parent} is a central copy written by `riskaudit collect` "
+                "(byte for byte another host's records); no writer may append to it",
+            )
         with contextlib.suppress(OSError, AuditStorageError):
             ensure_dir(self.path.parent)
         self._file_lock = WriterLock(lock_path_for(self.path), cfg.spool_dir)

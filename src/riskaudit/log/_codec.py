@@ -191,6 +191,15 @@ def line_hash(line: bytes) -> bytes:
     return hashlib.sha256(line).hexdigest().encode("ascii")
 
 
+def is_control(line: bytes, kind: str) -> bool:
+    """Whether a record line (its head already checked) is a ``kind`` control record.
+
+    A control record's third key is ``kind`` (:func:`control_line`); an event record's
+    is ``ts``, so the same bytes inside an event's payload never match."""
+    comma = line.find(b",", 7, 30)
+    return comma > 0 and line.startswith(b',"kind":"%b"' % kind.encode(), comma + 74)
+
+
 def split_head(line: bytes) -> tuple[int, bytes] | None:
     """``(seq, prev)`` from the fixed first two keys, or None if the head is not v1.
 

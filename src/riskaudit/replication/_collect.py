@@ -5,6 +5,16 @@ keeps a durable pull consumer ``<durable>-<stream id>`` and a central directory
 ``<out>/<stream id>/`` holding ``audit.jsonl`` (the records, exactly the bytes the
 source wrote, so every hash and checkpoint verifies) and ``audit.jsonl.checkpoints``.
 
+The central files mirror the source's: where the source started a new file (its
+``segment`` record, after a built-in rotation or logrotate), the central active file is
+sealed under the canonical segment name ``audit.seg-<first>-<last>-<UTC start>.jsonl``
+(renamed, directory fsynced, mode 0440) and the ``segment`` record begins a new
+``audit.jsonl``. No central record is added, so the bytes stay the source's; each
+central segment is anchored by the same sealing checkpoint as the source's, and the
+central directory can be backed up and put under retention like a local log. A
+collector killed between the rename and the new file's first record continues the
+chain from the newest central segment.
+
 A message is acknowledged only after its records are fsynced centrally; a collector
 killed in between gets the message again and drops what it already has, by ``seq``.
 Chunks that arrive ahead of a missing one (a retried publish stored late) wait in
@@ -37,8 +47,12 @@ from typing import Any
 import orjson
 
 from riskaudit.errors import AuditLockedError
-from riskaudit.log._codec import ZERO_HASH, line_hash, split_head
+from riskaudit.log._codec import ZERO_HASH, is_control, line_hash, parse_ts, split_head
 from riskaudit.log._destinations import AppendFile
+from riskaudit.log._files import fsync_dir
+from riskaudit.log._lock import CENTRAL_MARK
+from riskaudit.log._startup import sibling_head
+from riskaudit.storage._segments import segment_name
 from riskaudit.storage._settings import ReplicationSettings
 
 logger = logging.getLogger("riskaudit.collect")
@@ -58,6 +72,7 @@ class CollectStats:
     gaps: list[tuple[str, int, int]] = field(default_factory=list)
     chain_breaks: list[tuple[str, int]] = field(default_factory=list)
     checkpoints: int = 0
+    segments: int = 0
 
 
 class CentralLog:
@@ -67,18 +82,20 @@ class CentralLog:
         directory.mkdir(parents=True, exist_ok=True)
         self.stream = stream
         self.stats = stats
-        self.lock_fd = os.open(directory / ".collector.lock", os.O_RDWR | os.O_CREAT, 0o640)
+        self.lock_fd = os.open(directory / CENTRAL_MARK, os.O_RDWR | os.O_CREAT, 0o640)
         try:
             fcntl.flock(self.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
             os.close(self.lock_fd)
-            raise AuditLockedError(str(directory / ".collector.lock"), None) from exc
+            raise AuditLockedError(str(directory / CENTRAL_MARK), None) from exc
         self.log = AppendFile(directory / CENTRAL_NAME)
         self.log.open(create=True)
         head = self.log.head()
         if head.torn:
             self.log.repair(head)
         self.last_seq, self.last_hash = head.last_seq, head.last_hash or ZERO_HASH
+        if not self.last_seq:  # new, or killed between a seal's rename and the next record
+            self.last_seq, self.last_hash, _ = sibling_head(self.log.path)
         self.sidecar = AppendFile(directory / (CENTRAL_NAME + ".checkpoints"))
         self.sidecar.open(create=True)
         side = self.sidecar.head() if self.sidecar.offset else None
@@ -88,8 +105,11 @@ class CentralLog:
         self.waiting: dict[int, tuple[bytes, list[Any], float]] = {}
         self.holes: list[tuple[int, int]] = []  # gaps called in this run
 
-    def take_records(self, data: bytes) -> bytes:
-        """The lines of ``data`` that extend this log (duplicates dropped), as bytes."""
+    def take_records(self, data: bytes) -> list[bytes]:
+        """The lines of ``data`` that extend this log (duplicates dropped), as pieces:
+        the first continues the active file, each further one begins a new file (it
+        starts with the source's ``segment`` record)."""
+        pieces: list[bytes] = []
         out: list[bytes] = []
         late: dict[tuple[int, int], list[bytes]] = {}
         for line in data.split(b"\n")[:-1]:
@@ -118,8 +138,12 @@ class CentralLog:
             elif self.last_seq and prev != self.last_hash:
                 self.stats.chain_breaks.append((self.stream, seq))
                 logger.error("stream %s: seq %d does not link to its predecessor", self.stream, seq)
+            if is_control(line, "segment"):
+                pieces.append(b"".join(out))
+                out = []
             out.append(line + b"\n")
             self.last_seq, self.last_hash = seq, line_hash(line)
+            self.stats.records += 1
         for (first, last), lines in late.items():
             # Records of a hole already called a gap arrived after all: kept as a
             # recovered segment, which ``verify`` splices into the hole.
@@ -131,8 +155,39 @@ class CentralLog:
                 first,
                 last,
             )
-        self.stats.records += len(out)
-        return b"".join(out)
+        pieces.append(b"".join(out))
+        return pieces
+
+    def write(self, pieces: list[bytes]) -> None:
+        """Append durably; a new file (the previous one sealed) before each piece but
+        the first."""
+        for i, piece in enumerate(pieces):
+            if i:
+                self.seal_file()
+            if piece:
+                self.log.write([piece])
+
+    def seal_file(self) -> None:
+        """Rename the active file to its sealed segment name and open a new one, as the
+        source did at the same record (the writer's ``switch_file``, without a record
+        of our own)."""
+        first = self.log.first_record()
+        if first is None:
+            return  # nothing to seal: the source's file began where ours does
+        last = self.log.head().last_seq
+        try:
+            start_ns = parse_ts(orjson.loads(first[1])["ts"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            start_ns = time.time_ns()
+        target = self.log.path.with_name(segment_name(self.log.path, first[0], last, start_ns))
+        os.rename(self.log.path, target)
+        fsync_dir(target.parent)
+        with contextlib.suppress(OSError):
+            os.chmod(target, 0o440)
+        self.log.close()
+        self.log.open(create=True)
+        self.stats.segments += 1
+        logger.info("stream %s: central file sealed as %s", self.stream, target.name)
 
     def take_checkpoints(self, data: bytes) -> bytes:
         out: list[bytes] = []
@@ -269,7 +324,7 @@ class Collector:
         return total
 
     async def _handle(self, central: CentralLog, msgs: list[Any]) -> None:
-        records: list[bytes] = []
+        pieces: list[bytes] = [b""]
         checkpoints: list[bytes] = []
         acks: list[Any] = []
         now = time.monotonic()
@@ -300,11 +355,11 @@ class Collector:
             ):
                 break
             del central.waiting[first]
-            records.append(central.take_records(data))
+            taken = central.take_records(data)
+            pieces[-1] += taken[0]
+            pieces.extend(taken[1:])
             acks.extend(chunk_msgs)
-        data = b"".join(records)
-        if data:
-            central.log.write([data])
+        central.write(pieces)
         side = b"".join(checkpoints)
         if side:
             central.sidecar.write([side])
