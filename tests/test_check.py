@@ -13,8 +13,15 @@ import pytest
 
 from riskaudit import AuditConfig
 from riskaudit.clock import ClockState
-from riskaudit.ops._preflight import FAIL, OK, WARN, check_rotation, run_checks
-from riskaudit.storage._settings import Rotation
+from riskaudit.ops._preflight import (
+    FAIL,
+    OK,
+    WARN,
+    check_rotation,
+    logrotate_keeps_days,
+    run_checks,
+)
+from riskaudit.storage._settings import BackupSettings, Rotation
 from tests.conftest import RISKAUDIT
 from tests.helpers import require
 
@@ -202,12 +209,31 @@ def test_logrotate_with_copytruncate_fails(tmp_path: Path) -> None:
 
 
 def test_rotation_check_accepts_the_shipped_logrotate_file(tmp_path: Path) -> None:
-    """The shipped policy (copytruncate only in its comments) passes; none at all warns."""
-    cfg = AuditConfig(log_path=tmp_path / "x.jsonl")
+    """The shipped policy (copytruncate only in its comments) passes with backups on;
+    without them its 30 days fall short of the retention minimum: ✗. None at all warns."""
+    cfg = AuditConfig(
+        log_path=tmp_path / "x.jsonl",
+        backup=BackupSettings(enabled=True, target=str(tmp_path / "archive")),
+    )
     assert check_rotation(cfg, SHIPPED_LOGROTATE).status == OK
+    bare = check_rotation(cfg.with_(backup=BackupSettings()), SHIPPED_LOGROTATE)
+    assert bare.status == FAIL and "after 30 days" in bare.detail
+    assert "AUDIT_BACKUP_ENABLED" in bare.fix
+    long = tmp_path / "long.logrotate"
+    long.write_text(SHIPPED_LOGROTATE.read_text().replace("rotate 30", "rotate 1900"))
+    assert check_rotation(cfg.with_(backup=BackupSettings()), long).status == OK
     assert check_rotation(cfg, None).status == WARN
     daily = cfg.with_(rotation=Rotation(interval=86400))
     assert check_rotation(daily, None).status == OK
+
+
+def test_logrotate_retention_is_read_from_rotate_period_and_maxage() -> None:
+    """rotate x period and maxage, the shorter one; unknown for size-only or rotate -1."""
+    assert logrotate_keeps_days("x {\n daily\n rotate 30\n}") == 30
+    assert logrotate_keeps_days("x {\n weekly\n rotate 300\n maxage 90\n}") == 90
+    assert logrotate_keeps_days("x {\n hourly\n rotate 48\n}") == 2
+    assert logrotate_keeps_days("x {\n size 100M\n rotate 5\n}") is None
+    assert logrotate_keeps_days("x {\n daily\n rotate -1\n}") is None
 
 
 def test_clock_is_a_warning_unless_required(tmp_path: Path) -> None:

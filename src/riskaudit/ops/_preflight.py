@@ -233,6 +233,24 @@ def check_metrics(url: str | None) -> Check | None:
 
 
 _COPYTRUNCATE = re.compile(r"^\s*copytruncate\b", re.M)
+_ROTATE = re.compile(r"^\s*rotate\s+(-?\d+)\b", re.M)
+_MAXAGE = re.compile(r"^\s*maxage\s+(\d+)\b", re.M)
+_PERIOD = re.compile(r"^\s*(hourly|daily|weekly|monthly|yearly)\b", re.M)
+_PERIOD_DAYS = {"hourly": 1 / 24, "daily": 1, "weekly": 7, "monthly": 28, "yearly": 365}
+
+
+def logrotate_keeps_days(body: str) -> float | None:
+    """How long logrotate keeps a rotated file before deleting it, in days (the shortest
+    of ``rotate`` x period and ``maxage``), or None when it cannot tell (size-based,
+    ``rotate -1``: kept forever). Months count as 28 days: the short case decides."""
+    kept: list[float] = []
+    rotate, period = _ROTATE.search(body), _PERIOD.search(body)
+    if rotate is not None and int(rotate[1]) >= 0 and period is not None:
+        kept.append(int(rotate[1]) * _PERIOD_DAYS[period[1]])
+    maxage = _MAXAGE.search(body)
+    if maxage is not None:
+        kept.append(float(maxage[1]))
+    return min(kept) if kept else None
 
 
 def check_rotation(config: AuditConfig, logrotate_file: Path | None) -> Check:
@@ -258,6 +276,25 @@ def check_rotation(config: AuditConfig, logrotate_file: Path | None) -> Check:
                 WARN,
                 f"built-in rotation and {file} both configured",
                 "use one of them",
+            )
+        kept = logrotate_keeps_days(body)
+        minimum = config.retention.minimum / 86400
+        if kept is not None and kept < minimum:
+            where = f"logrotate deletes rotated files after {kept:g} days"
+            if not (config.backup.enabled and config.backup.target):
+                return Check(
+                    "rotation",
+                    FAIL,
+                    f"{file}: {where}, before the {minimum:g}-day retention minimum, and no "
+                    "backup keeps a copy",
+                    "set AUDIT_BACKUP_ENABLED=1 and RISK_AUDIT_BACKUP_TARGET (backups copy "
+                    f"each rotated file once sealed), or raise `rotate` to cover {minimum:g} "
+                    "days — docs/operations.md, 'Backups'",
+                )
+            return Check(
+                "rotation",
+                OK,
+                f"logrotate {file} (create mode); {where}, the archive keeps them for {minimum:g}",
             )
         return Check("rotation", OK, f"logrotate {file} (create mode)")
     if config.rotation.enabled:
