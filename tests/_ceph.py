@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.helpers import free_ports
+
 NEEDED = ("ceph-mon", "ceph-osd", "radosgw", "radosgw-admin", "ceph", "monmaptool", "ceph-authtool")
 
 
@@ -81,10 +83,10 @@ def _wait(cond: object, timeout: float, what: str) -> None:
 
 
 @contextlib.contextmanager
-def ceph_rgw(
-    directory: Path, port: int = 17480, mon_v2: int = 13300, mon_v1: int = 16789
-) -> Iterator[S3Server]:
-    """Start the cluster in ``directory``; stop every daemon by pid on exit."""
+def ceph_rgw(directory: Path) -> Iterator[S3Server]:
+    """Start the cluster in ``directory`` on free loopback ports (two test runs at once
+    do not collide); stop every daemon by pid on exit."""
+    port, mon_v2, mon_v1 = free_ports(3)
     d = directory
     shutil.rmtree(d, ignore_errors=True)
     for sub in ("run", "log", "mon.a", "osd.0", "rgw.a"):

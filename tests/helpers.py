@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -80,3 +81,20 @@ def require(condition: bool, reason: str) -> None:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"required under CI: {reason}")
     pytest.skip(reason)
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct loopback ports free right now (all bound at once, then released)."""
+    socks = []
+    for _ in range(n):
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        socks.append(sock)
+    ports = [int(sock.getsockname()[1]) for sock in socks]
+    for sock in socks:
+        sock.close()
+    return ports
+
+
+def free_port() -> int:
+    return free_ports(1)[0]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -17,7 +16,7 @@ import pytest
 import yaml
 
 from riskaudit import AuditConfig
-from tests.helpers import require
+from tests.helpers import free_port, require
 
 ROOT = Path(__file__).parent.parent
 BIN = Path(sys.executable).parent
@@ -216,12 +215,6 @@ def test_prometheus_scrape_config_is_valid() -> None:
     require(shutil.which("promtool") is not None, "needs Debian's prometheus (promtool)")
     out = run("promtool", "check", "config", ROOT / "deploy" / "prometheus" / "prometheus.yml")
     assert out.returncode == 0, out.stdout + out.stderr
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.mark.slow

@@ -28,7 +28,7 @@ from riskaudit.storage._segments import compress, list_segments, rotated_files
 from riskaudit.storage._settings import ReplicationSettings, Rotation
 from tests import _nats
 from tests.conftest import RISKAUDIT
-from tests.helpers import event, require
+from tests.helpers import event, free_port, require
 
 ROOT = Path(__file__).parent.parent
 
@@ -336,8 +336,6 @@ def test_serve_forward_replicates_and_exports_the_lag(
     """`riskaudit serve --forward` forwards beside the service; /metrics shows the
     forwarder's records and lag."""
     import urllib.request
-
-    from tests.test_deploy import free_port
 
     settings = settings_for(cluster, stream="AUDIT_SERVE", subject_prefix="served")
     create_stream(settings)

@@ -9,7 +9,6 @@ import re
 import select
 import shutil
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -23,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.helpers import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -72,12 +73,6 @@ class Server:
     def get_text(self, path: str) -> str:
         with urllib.request.urlopen(self.url + path, timeout=10) as resp:
             return resp.read().decode()
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def chromium_path() -> str:
