@@ -362,7 +362,7 @@ def test_serve_forward_replicates_and_exports_the_lag(
         ],
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=open(tmp_path / "serve.stderr", "wb"),  # noqa: SIM115
     )
     try:
         forwarded = 0.0
