@@ -17,10 +17,13 @@ from riskaudit.ops._preflight import (
     FAIL,
     OK,
     WARN,
+    check_backup,
     check_rotation,
+    check_runtime_log,
     logrotate_keeps_days,
     run_checks,
 )
+from riskaudit.storage._backup import state_path
 from riskaudit.storage._settings import BackupSettings, Rotation
 from tests.conftest import RISKAUDIT
 from tests.helpers import require
@@ -157,6 +160,7 @@ def test_read_only_volume_fails_the_write_probe(tmp_path: Path) -> None:
     rc, checks = run_check(tmp_path, "mount -o remount,ro /mnt/log", {})
     assert rc == 1 and failing(checks) == {"write permission"}
     assert "Read-only" in checks["write permission"]["detail"]
+    assert checks["write permission"]["fix"]
 
 
 def test_unwritable_for_a_non_root_user(tmp_path: Path, nobody_cli: list[str]) -> None:
@@ -176,6 +180,16 @@ def test_full_file_system_fails_free_space(tmp_path: Path) -> None:
     )
     assert rc == 1 and "free space" in failing(checks)
     assert "critical" in checks["free space"]["detail"]
+    assert "No space left on device" in checks["free space"]["fix"]
+
+
+def test_free_space_under_the_recommended_minimum_warns(tmp_path: Path) -> None:
+    """Room above the critical watermark but under RISK_AUDIT_MIN_FREE_BYTES: ⚠, not ✗,
+    naming the setting and the sizing section."""
+    rc, checks = run_check(tmp_path, "", {"RISK_AUDIT_MIN_FREE_BYTES": "50G"})
+    assert rc == 0 and checks["free space"]["status"] == WARN
+    assert "RISK_AUDIT_MIN_FREE_BYTES" in checks["free space"]["detail"]
+    assert "Sizing" in checks["free space"]["fix"]
 
 
 def test_spool_on_the_log_volume_fails(tmp_path: Path) -> None:
@@ -184,6 +198,7 @@ def test_spool_on_the_log_volume_fails(tmp_path: Path) -> None:
         tmp_path, "mkdir -p /mnt/log/spool", {"RISK_AUDIT_SPOOL_DIR": "/mnt/log/spool"}
     )
     assert rc == 1 and failing(checks) == {"spool on another volume"}
+    assert checks["spool on another volume"]["fix"]
 
 
 def test_signing_key_on_the_log_volume_fails(tmp_path: Path) -> None:
@@ -195,6 +210,7 @@ def test_signing_key_on_the_log_volume_fails(tmp_path: Path) -> None:
     )
     assert rc == 1 and failing(checks) == {"signing key"}
     assert "log volume" in checks["signing key"]["detail"]
+    assert checks["signing key"]["fix"]
 
 
 def test_logrotate_with_copytruncate_fails(tmp_path: Path) -> None:
@@ -234,6 +250,35 @@ def test_logrotate_retention_is_read_from_rotate_period_and_maxage() -> None:
     assert logrotate_keeps_days("x {\n hourly\n rotate 48\n}") == 2
     assert logrotate_keeps_days("x {\n size 100M\n rotate 5\n}") is None
     assert logrotate_keeps_days("x {\n daily\n rotate -1\n}") is None
+
+
+def test_backup_check_follows_the_last_success(tmp_path: Path) -> None:
+    """Backups off or never run warn; a success within two intervals passes; an older
+    one warns (never ✗: the check gates the pod's start) and names the runbook."""
+    log = tmp_path / "risk_audit.jsonl"
+    on = AuditConfig(log_path=log, backup=BackupSettings(enabled=True, target=str(tmp_path / "a")))
+    now = 1_800_000_000.0
+    assert check_backup(AuditConfig(log_path=log), now).status == WARN
+    assert "no backup has succeeded" in check_backup(on, now).detail
+    state = state_path(log.absolute())
+    state.write_bytes(orjson.dumps({"last_success_ns": int((now - 600) * 1e9)}))
+    assert check_backup(on, now).status == OK
+    state.write_bytes(orjson.dumps({"last_success_ns": int((now - 3 * 3600) * 1e9)}))
+    stale = check_backup(on, now)
+    assert stale.status == WARN and "3.0 h ago" in stale.detail
+    assert "AuditBackupStale" in stale.fix
+
+
+def test_container_log_rotation_is_sized_for_emergency_lines(tmp_path: Path) -> None:
+    """In a pod with the runtime's log size unknown or under 100 MiB: ⚠ with how to
+    size it; enough: ✓."""
+    pod = AuditConfig(log_path=tmp_path / "x.jsonl", in_kubernetes=True)
+    unknown = check_runtime_log(pod)
+    assert unknown.status == WARN and "kubelet keeps" in unknown.detail
+    assert "RISK_AUDIT_RUNTIME_LOG_BYTES" in unknown.fix
+    small = check_runtime_log(pod.with_(runtime_log_bytes=50 << 20))
+    assert small.status == WARN and "max-size" in small.fix
+    assert check_runtime_log(pod.with_(runtime_log_bytes=500 << 20)).status == OK
 
 
 def test_clock_is_a_warning_unless_required(tmp_path: Path) -> None:
