@@ -332,3 +332,42 @@ def test_recover_command_fills_the_gap_and_exits_0(tmp_path: Path, faults: Fault
         app, ["recover", str(tmp_path / "nope"), "--into", str(config.log_path)]
     )
     assert missing.exit_code == 2
+
+
+def test_recover_finds_the_gap_in_a_compressed_segment_from_a_compressed_capture(
+    tmp_path: Path, faults: Faults
+) -> None:
+    """The gap record sits in a sealed segment compressed since, and the container's
+    log was rotated and gzipped: recover reads both, fills the hole, and verifies."""
+    import gzip
+
+    from typer.testing import CliRunner
+
+    from riskaudit.cli import app
+    from riskaudit.storage._segments import compress, list_segments
+
+    config = cfg(tmp_path)
+    out = io.BytesIO()
+    with AuditLog(config, emergency=EmergencyOutput(stream=out)) as log:
+        log.append(event(0))
+        log.flush()
+        faults.broken[config.log_path.parent] = errno.EIO
+        faults.broken[config.spool_dir] = errno.EIO
+        log.append(event(1))
+        with pytest.raises(AuditDegradedError):
+            log.flush()
+        faults.broken.clear()
+        faults.wait_until(log, "primary")
+        log.append(event(2))
+        log.rotate()
+        log.append(event(3))
+        log.flush()
+    (seg,) = list_segments(config.log_path)
+    compress(seg, "gzip")
+    capture = tmp_path / "container-json.log.1.gz"
+    capture.write_bytes(gzip.compress(out.getvalue()))
+    runner = CliRunner()
+    assert runner.invoke(app, ["verify", str(config.log_path.parent)]).exit_code == 1
+    result = runner.invoke(app, ["recover", str(capture), "--into", str(config.log_path)])
+    assert result.exit_code == 0, result.output
+    assert "filled: seq 4-4" in result.output and "verify: VALID" in result.output

@@ -195,26 +195,17 @@ def test_backup_metrics_are_exported(log_path: Path, tmp_path: Path) -> None:
     assert "audit_truncations_total 0.0" in text
 
 
-def test_progress_bar_on_a_terminal_and_quiet_in_a_pipe(tmp_path: Path) -> None:
-    """verify of many segments draws a progress bar on a terminal, nothing in a pipe."""
+def on_terminal(args: list[str], env: dict[str, str]) -> tuple[int, bytes]:
+    """Run the CLI with stdin and stderr on a pseudo-terminal: (exit code, what it drew)."""
     import pty
 
-    log_path = tmp_path / "logs" / "risk_audit.jsonl"
-    now = time.time_ns()
-    synthetic_stream(
-        log_path, None, [Span(now - d * DAY_NS, events=2000) for d in range(30, 0, -1)]
-    )
-    piped = subprocess.run(
-        [RISKAUDIT, "verify", str(log_path.parent)], capture_output=True, text=True, check=False
-    )
-    assert piped.returncode == 0 and "\x1b" not in piped.stderr + piped.stdout
     main, child = pty.openpty()
     proc = subprocess.Popen(
-        [RISKAUDIT, "verify", str(log_path.parent)],
+        [RISKAUDIT, *args],
         stdin=child,
         stdout=subprocess.DEVNULL,
         stderr=child,
-        env={**os.environ, "TERM": "xterm"},
+        env={**os.environ, "TERM": "xterm", **env},
     )
     os.close(child)
     seen = b""
@@ -228,5 +219,35 @@ def test_progress_bar_on_a_terminal_and_quiet_in_a_pipe(tmp_path: Path) -> None:
         seen += chunk
     proc.wait(timeout=60)
     os.close(main)
-    assert proc.returncode == 0
-    assert b"verify" in seen and b"\x1b[" in seen
+    return proc.returncode, seen
+
+
+def test_progress_bars_on_a_terminal_and_quiet_in_pipes_and_json(tmp_path: Path) -> None:
+    """verify, backup run and retention apply draw a progress bar on a terminal; none in
+    a pipe, and none with --json even on a terminal."""
+    log_path = tmp_path / "logs" / "risk_audit.jsonl"
+    now = time.time_ns()
+    synthetic_stream(
+        log_path,
+        None,
+        [Span(now - 2200 * DAY_NS, events=50)]
+        + [Span(now - d * DAY_NS, events=2000) for d in range(30, 0, -1)],
+    )
+    env = env_for(log_path, RISK_AUDIT_BACKUP_TARGET=str(tmp_path / "archive"))
+    piped = subprocess.run(
+        [RISKAUDIT, "verify", str(log_path.parent)], capture_output=True, text=True, check=False
+    )
+    assert piped.returncode == 0 and "\x1b" not in piped.stderr + piped.stdout
+    for args, label in (
+        (["verify", str(log_path.parent)], b"verify"),
+        (["backup", "run"], b"backup"),
+        (["retention", "apply"], b"retention"),
+    ):
+        rc, seen = on_terminal(args, env)
+        assert rc == 0, seen
+        # rich redraws its line (erase, then the label) and draws the bar with "━".
+        assert b"\x1b[2K" + label in seen and "━".encode() in seen, (args, seen)
+    rc, seen = on_terminal(["backup", "run", "--json"], env)
+    assert rc == 0 and b"\x1b" not in seen
+    rc, seen = on_terminal(["retention", "apply", "--json"], env)
+    assert rc == 0 and b"\x1b" not in seen

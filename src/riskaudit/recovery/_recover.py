@@ -33,6 +33,7 @@ from riskaudit.integrity._verify import _RECOVERED
 from riskaudit.log import AuditLog, line_hash, split_head
 from riskaudit.log._files import atomic_write
 from riskaudit.recovery._sources import Found, find_all
+from riskaudit.storage._segments import parse_segment
 
 
 @dataclass(slots=True)
@@ -67,7 +68,10 @@ def _record_lines(log_path: Path) -> Iterator[bytes]:
     except Exception:
         return
     for path in files:
-        if not path.name.startswith(log_path.name):
+        # The log's own files: itself, logrotate's copies and recovered segments
+        # (``<log>.*``), and its sealed segments (``<stem>.seg-*``, maybe compressed),
+        # where the gap record of an older outage usually is by now.
+        if not path.name.startswith(log_path.name) and parse_segment(log_path, path) is None:
             continue
         for lines, complete in line_chunks(path):
             if complete:
