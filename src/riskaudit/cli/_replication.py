@@ -12,7 +12,7 @@ import typer
 from prometheus_client import CollectorRegistry, start_http_server
 
 from riskaudit.cli._common import EXIT_INVALID, fail, load_config, setup
-from riskaudit.errors import AuditError
+from riskaudit.errors import AuditConfigError, AuditError
 from riskaudit.ops import ForwardCollector
 from riskaudit.replication import (
     Collector,
@@ -21,6 +21,8 @@ from riskaudit.replication import (
     ensure_stream,
     jetstream_publisher,
 )
+from riskaudit.replication._setup import wanted_limits
+from riskaudit.storage._settings import DAY
 
 T = TypeVar("T")
 
@@ -139,11 +141,17 @@ def nats_init(
         from dataclasses import replace  # noqa: PLC0415
 
         settings = replace(settings, replicas=replicas)
+    try:  # before connecting: a bad setting is the operator's to fix, not the server's
+        max_age, window = wanted_limits(settings, config.retention)
+    except AuditConfigError as exc:
+        raise fail(f"bad setting {exc}") from exc
 
     async def main() -> tuple[str, list[str]]:
         nc, js = await connect_jetstream(settings)
         try:
-            return await ensure_stream(js, settings, allow_weaker=allow_weaker)
+            return await ensure_stream(
+                js, settings, retention=config.retention, allow_weaker=allow_weaker
+            )
         finally:
             await nc.drain()
 
@@ -153,4 +161,8 @@ def nats_init(
         raise fail(f"{exc} (--allow-weaker to accept it)", EXIT_INVALID) from exc
     for p in problems:
         typer.echo(f"WARNING: {p}")
-    typer.echo(f"stream {settings.stream}: {state}")
+    age = f"{max_age / DAY:g} days" if max_age else "no limit"
+    typer.echo(
+        f"stream {settings.stream}: {state} (wanted: file storage, {settings.replicas} "
+        f"replicas, max_age {age}, duplicate window {window:g}s, deny delete and purge)"
+    )

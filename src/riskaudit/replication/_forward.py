@@ -41,6 +41,8 @@ logger = logging.getLogger("riskaudit.forward")
 
 POLL = 0.05
 RETRY_MIN, RETRY_MAX = 0.05, 5.0
+#: How long one publish waits for the server's acknowledgement before it is retried.
+ACK_TIMEOUT = 5.0
 
 Publish = Callable[[str, bytes, dict[str, str]], Awaitable[Any]]
 
@@ -319,7 +321,7 @@ async def connect_jetstream(settings: ReplicationSettings) -> tuple[Any, Any]:
     return nc, nc.jetstream()
 
 
-def jetstream_publisher(js: Any, timeout: float = 5.0) -> Publish:
+def jetstream_publisher(js: Any, timeout: float = ACK_TIMEOUT) -> Publish:
     async def publish(subject: str, data: bytes, headers: dict[str, str]) -> Any:
         return await js.publish(subject, data, timeout=timeout, headers=headers)
 
@@ -344,7 +346,7 @@ class ForwarderThread:
     async def _publish(self, subject: str, data: bytes, headers: dict[str, str]) -> Any:
         if self._js is None:
             raise ConnectionError("not connected to NATS yet")
-        return await self._js.publish(subject, data, timeout=5.0, headers=headers)
+        return await self._js.publish(subject, data, timeout=ACK_TIMEOUT, headers=headers)
 
     def start(self) -> None:
         self.thread.start()

@@ -2,10 +2,12 @@
 
 What riskaudit asks of it, and why: file storage (memory does not survive a restart),
 three replicas (one node may die), ``max_age`` at least the retention minimum (the
-central copy is evidence too), deny delete and deny purge (nobody trims evidence through
-the API), and a duplicate window longer than the forwarder's retry horizon (a re-sent
-chunk is dropped by the server). An existing stream that is weaker is refused unless
-the caller says so.
+central copy is evidence too: ``RISK_AUDIT_NATS_MAX_AGE`` unset follows the longest of
+``RISK_AUDIT_RETENTION_MIN`` and ``_MIN_BY_TYPE``, set shorter it is refused), deny
+delete and deny purge (nobody trims evidence through the API), and a duplicate window
+longer than the forwarder's retry horizon (:data:`RETRY_HORIZON`: a re-sent chunk is
+dropped by the server). An existing stream that is weaker is refused unless the caller
+says so.
 
 NATS durability caveat: by default nats-server fsyncs its stream files only every two
 minutes, so an acknowledged write can be lost if the machines lose power together (an
@@ -18,49 +20,85 @@ from __future__ import annotations
 
 from typing import Any
 
-from riskaudit.storage._settings import ReplicationSettings
+from riskaudit.errors import AuditConfigError
+from riskaudit.replication._forward import ACK_TIMEOUT, RETRY_MAX
+from riskaudit.storage._settings import DAY, ReplicationSettings, RetentionPolicy
+
+#: The forwarder's retry horizon: the longest a chunk's next attempt can follow the
+#: previous one while the cluster answers (an acknowledgement awaited in vain, then the
+#: capped backoff). A chunk the server stored but whose acknowledgement was lost comes
+#: back within it, so a duplicate window at least this long lets the server drop it
+#: (``Nats-Msg-Id``). Re-sends after longer (an outage, a forwarder restarted later) may
+#: be stored twice; the collector drops those by ``seq``. The default window, 10
+#: minutes, also covers short outages and restarts.
+RETRY_HORIZON = ACK_TIMEOUT + RETRY_MAX
 
 
-def wanted_config(settings: ReplicationSettings) -> Any:
-    from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig  # noqa: PLC0415
+def wanted_limits(
+    settings: ReplicationSettings, retention: RetentionPolicy | None = None
+) -> tuple[float, float]:
+    """The stream's ``(max_age, duplicate_window)``, in seconds; AuditConfigError naming
+    the setting if either would be unsafe. ``retention`` defaults to the default policy
+    (a 5-year minimum)."""
+    max_age = settings.stream_max_age(retention or RetentionPolicy())
+    if settings.duplicate_window < RETRY_HORIZON:
+        raise AuditConfigError(
+            "RISK_AUDIT_NATS_DUPLICATE_WINDOW",
+            f"{settings.duplicate_window:g}s is shorter than the forwarder's retry horizon "
+            f"{RETRY_HORIZON:g}s (a {ACK_TIMEOUT:g}s acknowledgement timeout, then up to "
+            f"{RETRY_MAX:g}s backoff): a chunk re-sent after a lost acknowledgement would "
+            "be stored twice",
+        )
+    return max_age, settings.duplicate_window
 
+
+def wanted_config(settings: ReplicationSettings, retention: RetentionPolicy | None = None) -> Any:
+    from nats.js.api import DiscardPolicy, StorageType, StreamConfig  # noqa: PLC0415
+    from nats.js.api import RetentionPolicy as Kept  # noqa: PLC0415
+
+    max_age, duplicate_window = wanted_limits(settings, retention)
     return StreamConfig(
         name=settings.stream,
         description="riskaudit: audit records and checkpoints, one subject per stream",
         subjects=[f"{settings.subject_prefix}.>"],
-        retention=RetentionPolicy.LIMITS,
+        retention=Kept.LIMITS,
         discard=DiscardPolicy.NEW,
         storage=StorageType.FILE,
         num_replicas=settings.replicas,
-        max_age=settings.max_age,
-        duplicate_window=settings.duplicate_window,
+        max_age=max_age,
+        duplicate_window=duplicate_window,
         deny_delete=True,
         deny_purge=True,
     )
 
 
-def weaknesses(config: Any, settings: ReplicationSettings) -> list[str]:
+def weaknesses(
+    config: Any, settings: ReplicationSettings, retention: RetentionPolicy | None = None
+) -> list[str]:
     """Why an existing stream is weaker than riskaudit needs (empty if it is not)."""
     from nats.js.api import StorageType  # noqa: PLC0415
 
+    max_age, duplicate_window = wanted_limits(settings, retention)
     out = []
     if config.storage != StorageType.FILE:
-        out.append(f"storage is {config.storage}, not file")
+        out.append(f"storage is {getattr(config.storage, 'value', config.storage)}, not file")
     if (config.num_replicas or 1) < settings.replicas:
         out.append(f"{config.num_replicas} replicas, fewer than {settings.replicas}")
-    if config.max_age and config.max_age < settings.max_age:
+    have = config.max_age or 0.0  # 0: no limit
+    if have and (not max_age or have < max_age):
+        minimum = (retention or RetentionPolicy()).longest_minimum
+        want = f"shorter than {max_age / DAY:g} days" if max_age else "where no limit is set"
         out.append(
-            f"max_age {config.max_age / 86400:g} days, under the retention minimum "
-            f"{settings.max_age / 86400:g} days"
+            f"max_age {have / DAY:g} days, {want} (the retention minimum is {minimum / DAY:g} days)"
         )
     if not config.deny_delete:
         out.append("messages can be deleted (deny_delete is off)")
     if not config.deny_purge:
         out.append("the stream can be purged (deny_purge is off)")
-    if (config.duplicate_window or 0) < settings.duplicate_window:
+    if (config.duplicate_window or 0) < duplicate_window:
         out.append(
             f"duplicate window {config.duplicate_window or 0:g}s, shorter than "
-            f"{settings.duplicate_window:g}s"
+            f"{duplicate_window:g}s"
         )
     wanted = f"{settings.subject_prefix}.>"
     if wanted not in (config.subjects or []):
@@ -69,18 +107,24 @@ def weaknesses(config: Any, settings: ReplicationSettings) -> list[str]:
 
 
 async def ensure_stream(
-    js: Any, settings: ReplicationSettings, *, allow_weaker: bool = False
+    js: Any,
+    settings: ReplicationSettings,
+    *,
+    retention: RetentionPolicy | None = None,
+    allow_weaker: bool = False,
 ) -> tuple[str, list[str]]:
     """Create the stream, or check the existing one: ("created" | "ok" | "weaker",
-    reasons). Raises ValueError for a weaker stream unless ``allow_weaker``."""
+    reasons). Raises AuditConfigError for unsafe settings (before touching the server)
+    and ValueError for a weaker stream unless ``allow_weaker``."""
     from nats.js.errors import NotFoundError  # noqa: PLC0415
 
+    wanted = wanted_config(settings, retention)
     try:
         info = await js.stream_info(settings.stream)
     except NotFoundError:
-        await js.add_stream(wanted_config(settings))
+        await js.add_stream(wanted)
         return "created", []
-    problems = weaknesses(info.config, settings)
+    problems = weaknesses(info.config, settings, retention)
     if problems and not allow_weaker:
         raise ValueError(
             f"stream {settings.stream} is weaker than riskaudit needs: " + "; ".join(problems)

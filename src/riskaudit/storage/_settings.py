@@ -56,6 +56,12 @@ class RetentionPolicy:
     def minimum_for(self, types: set[str]) -> float:
         return max([self.minimum, *(self.minimum_by_type[t] for t in types)])
 
+    @property
+    def longest_minimum(self) -> float:
+        """The minimum of a copy that may hold any event type (a replica of the whole
+        log does): the longest of ``minimum`` and every ``minimum_by_type``."""
+        return max([self.minimum, *self.minimum_by_type.values()])
+
 
 @dataclass(frozen=True, slots=True)
 class BackupSettings:
@@ -72,14 +78,17 @@ class BackupSettings:
 class ReplicationSettings:
     """Where the forwarder publishes and the collector reads: a NATS JetStream stream.
 
-    ``duplicate_window`` must outlast the forwarder's retry horizon, so that a chunk
-    re-sent after a lost acknowledgement is dropped by the server (``Nats-Msg-Id``)."""
+    ``max_age`` ``None`` follows the retention minimum (see :meth:`stream_max_age`); 0
+    keeps messages without limit. ``duplicate_window`` must outlast the forwarder's
+    retry horizon, so that a chunk re-sent after a lost acknowledgement is dropped by
+    the server (``Nats-Msg-Id``); ``riskaudit nats init`` checks it
+    (``riskaudit.replication._setup.RETRY_HORIZON``)."""
 
     urls: tuple[str, ...] = ("nats://127.0.0.1:4222",)
     stream: str = "AUDIT"
     subject_prefix: str = "audit"
     replicas: int = 3
-    max_age: float = 1827 * DAY
+    max_age: float | None = None
     duplicate_window: float = 600.0
     chunk_records: int = 1000
     chunk_bytes: int = 512 << 10
@@ -95,6 +104,37 @@ class ReplicationSettings:
             raise AuditConfigError("RISK_AUDIT_FORWARD_CHUNK_RECORDS", "1 to 100000")
         if not 1 <= self.window <= 1024:
             raise AuditConfigError("RISK_AUDIT_FORWARD_WINDOW", "1 to 1024")
+        if self.max_age is not None and self.max_age < 0:
+            raise AuditConfigError("RISK_AUDIT_NATS_MAX_AGE", "must not be negative (0: no limit)")
+        if self.duplicate_window <= 0:
+            raise AuditConfigError("RISK_AUDIT_NATS_DUPLICATE_WINDOW", "must be positive")
+
+    def stream_max_age(self, retention: RetentionPolicy) -> float:
+        """The stream's ``max_age`` (0: no limit): never shorter than the retention
+        minimum, because the central copy is evidence too and JetStream would delete it
+        on its own. Unset, it is that minimum (the longest of ``RISK_AUDIT_RETENTION_MIN``
+        and ``_MIN_BY_TYPE``, so raising the minimum raises it); a setting shorter than
+        the minimum is refused rather than silently lengthened, so what the operator
+        wrote is never quietly not what the stream does."""
+        floor = retention.longest_minimum
+        if self.max_age is None:
+            # The server refuses a duplicate window longer than max_age (0 is no limit).
+            return max(floor, self.duplicate_window) if floor else 0.0
+        if 0 < self.max_age < floor:
+            raise AuditConfigError(
+                "RISK_AUDIT_NATS_MAX_AGE",
+                f"{self.max_age / DAY:g} days is shorter than the retention minimum "
+                f"{floor / DAY:g} days (RISK_AUDIT_RETENTION_MIN, "
+                "RISK_AUDIT_RETENTION_MIN_BY_TYPE): the stream would delete the central "
+                "copy before it may go; raise it, or unset it to follow the minimum",
+            )
+        if 0 < self.max_age < self.duplicate_window:
+            raise AuditConfigError(
+                "RISK_AUDIT_NATS_MAX_AGE",
+                f"{self.max_age:g}s is shorter than RISK_AUDIT_NATS_DUPLICATE_WINDOW "
+                f"({self.duplicate_window:g}s); the server refuses that",
+            )
+        return self.max_age
 
     def subject(self, stream_id: str) -> str:
         return f"{self.subject_prefix}.{stream_id}"
