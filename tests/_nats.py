@@ -105,8 +105,9 @@ cluster {{
 
 
 @contextlib.contextmanager
-def nats_cluster(directory: Path, size: int = 3) -> Iterator[Cluster]:
-    """Start ``size`` JetStream nodes clustered on loopback; kill them all at the end."""
+def nats_cluster(directory: Path, size: int = 3, extra: str = "") -> Iterator[Cluster]:
+    """Start ``size`` JetStream nodes clustered on loopback (``extra``: more server
+    configuration, e.g. accounts); kill them all at the end."""
     ports = free_ports(3 * size)
     cluster = Cluster()
     for i in range(size):
@@ -124,7 +125,7 @@ def nats_cluster(directory: Path, size: int = 3) -> Iterator[Cluster]:
     for node in cluster.nodes:
         store = directory / f"store-{node.name}"
         store.mkdir(parents=True, exist_ok=True)
-        node.conf.write_text(_conf(node, routes, store))
+        node.conf.write_text(_conf(node, routes, store) + extra)
         node.start()
     try:
         cluster.wait_healthy()

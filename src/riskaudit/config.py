@@ -408,4 +408,8 @@ def _storage_from_env(get: Any, kwargs: dict[str, Any]) -> None:
         rep["window"] = parse_int(*got, minimum=1)
     if got := get("RISK_AUDIT_NATS_CREDS"):
         rep["creds_file"] = got[1].strip()
+    if got := get("RISK_AUDIT_NATS_USER"):
+        rep["user"] = got[1].strip()
+    if got := get("RISK_AUDIT_NATS_PASSWORD_FILE"):
+        rep["password_file"] = got[1].strip()
     kwargs["replication"] = ReplicationSettings(**rep)

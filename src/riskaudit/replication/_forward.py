@@ -305,8 +305,22 @@ class Forwarder:
 
 
 async def connect_jetstream(settings: ReplicationSettings) -> tuple[Any, Any]:
-    """A NATS connection that reconnects forever, and its JetStream context."""
-    import nats  # noqa: PLC0415 (only the replication commands need it)
+    """A NATS connection that reconnects forever, and its JetStream context.
+
+    Forever, except for refused credentials: nats-py would retry a wrong password as
+    patiently as an unreachable server, so a refused login ends the first connect with
+    an AuditConfigError naming the setting (later refusals, say a rotated password,
+    are logged while it keeps retrying)."""
+    from nats.aio.client import Client  # noqa: PLC0415 (only the replication commands need it)
+
+    loop = asyncio.get_running_loop()
+    refused: asyncio.Future[str] = loop.create_future()
+
+    async def on_error(exc: Exception) -> None:
+        text = str(exc).strip()
+        if "authorization violation" in text.lower() and not refused.done():
+            refused.set_result(text)
+        logger.warning("NATS: %s", text or type(exc).__name__)
 
     kwargs: dict[str, Any] = {
         "servers": list(settings.urls),
@@ -314,10 +328,31 @@ async def connect_jetstream(settings: ReplicationSettings) -> tuple[Any, Any]:
         "reconnect_time_wait": 0.25,
         "connect_timeout": 2,
         "allow_reconnect": True,
+        "error_cb": on_error,
     }
     if settings.creds_file:
         kwargs["user_credentials"] = settings.creds_file
-    nc = await nats.connect(**kwargs)
+    if settings.user is not None and settings.password_file is not None:
+        # Read at connect time from a mounted secret: the password never sits in the
+        # environment or a ConfigMap, and a rotated secret is used on the next start.
+        try:
+            password = Path(settings.password_file).read_text().strip("\r\n")
+        except OSError as exc:
+            raise AuditConfigError("RISK_AUDIT_NATS_PASSWORD_FILE", str(exc)) from exc
+        kwargs["user"], kwargs["password"] = settings.user, password
+    nc = Client()
+    connecting: asyncio.Future[Any] = asyncio.ensure_future(nc.connect(**kwargs))
+    either: set[asyncio.Future[Any]] = {connecting, refused}
+    await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+    if not connecting.done():
+        connecting.cancel()
+        with contextlib.suppress(BaseException):
+            await connecting
+        with contextlib.suppress(Exception):
+            await nc.close()
+        setting = "RISK_AUDIT_NATS_CREDS" if settings.creds_file else "RISK_AUDIT_NATS_USER"
+        raise AuditConfigError(setting, f"the NATS server refused the login ({refused.result()})")
+    connecting.result()  # raises what the connect raised
     return nc, nc.jetstream()
 
 

@@ -94,10 +94,20 @@ class ReplicationSettings:
     chunk_bytes: int = 512 << 10
     window: int = 16
     creds_file: str | None = None
+    user: str | None = None
+    password_file: str | None = None
 
     def __post_init__(self) -> None:
         if not self.urls:
             raise AuditConfigError("RISK_AUDIT_NATS_URL", "needs at least one server")
+        if (self.user is None) != (self.password_file is None):
+            raise AuditConfigError(
+                "RISK_AUDIT_NATS_USER/RISK_AUDIT_NATS_PASSWORD_FILE", "set both or neither"
+            )
+        if self.user is not None and self.creds_file is not None:
+            raise AuditConfigError(
+                "RISK_AUDIT_NATS_CREDS", "use a credentials file or a user and password, not both"
+            )
         if self.replicas not in (1, 3, 5):
             raise AuditConfigError("RISK_AUDIT_NATS_REPLICAS", "use 1, 3 or 5")
         if not 1 <= self.chunk_records <= 100_000:
