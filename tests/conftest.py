@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from riskaudit import AuditConfig, AuditLog
+from tests import _ceph
+from tests.helpers import require
 
 VECTORS = Path(__file__).parent / "vectors" / "format-v1"
 RISKAUDIT = str(Path(sys.executable).with_name("riskaudit"))
@@ -64,3 +66,12 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     tr.write_line("| --- | ---: | ---: | ---: | ---: | ---: |")
     for row in TABLE:
         tr.write_line("| " + " | ".join(str(c) for c in row) + " |")
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_ceph.S3Server]:
+    """One real S3 server with Object Lock (Ceph's RADOS gateway) for the whole run:
+    it takes about 15 s to start; each test makes its own bucket."""
+    require(_ceph.available(), "needs Debian's ceph-mon, ceph-osd and radosgw")
+    with _ceph.ceph_rgw(tmp_path_factory.mktemp("ceph")) as server:
+        yield server

@@ -5,8 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,7 +20,7 @@ from riskaudit.storage._settings import DAY, BackupSettings, RetentionPolicy
 from riskaudit.storage._targets import DirectoryTarget, S3Target, make_s3_client
 from tests import _ceph
 from tests._segments import DAY_NS, Span, synthetic_stream
-from tests.helpers import event, require
+from tests.helpers import event
 
 
 @pytest.fixture
@@ -134,13 +134,6 @@ def test_each_checkpoint_leaves_the_host_within_seconds(log_path: Path, tmp_path
 # -- real S3 with Object Lock ---------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_ceph.S3Server]:
-    require(_ceph.available(), "needs Debian's ceph-mon, ceph-osd and radosgw")
-    with _ceph.ceph_rgw(tmp_path_factory.mktemp("ceph")) as server:
-        yield server
-
-
 @pytest.fixture
 def s3_client(s3: _ceph.S3Server, monkeypatch: pytest.MonkeyPatch) -> object:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3.access_key)
@@ -180,9 +173,9 @@ def test_s3_objects_are_locked_in_compliance_mode_until_end_plus_minimum(
     for key in seg_keys:
         versions = c.list_object_versions(Bucket="audit-lock", Prefix=f"prod/{key}")  # type: ignore[attr-defined]
         vid = versions["Versions"][0]["VersionId"]
-        with pytest.raises(Exception, match=r"AccessDenied|forbidden"):
+        with pytest.raises(Exception, match=r"AccessDenied"):
             c.delete_object(Bucket="audit-lock", Key=f"prod/{key}", VersionId=vid)  # type: ignore[attr-defined]
-        with pytest.raises(Exception, match=r"AccessDenied|forbidden|Invalid"):
+        with pytest.raises(Exception, match=r"AccessDenied"):
             c.put_object_retention(  # type: ignore[attr-defined]
                 Bucket="audit-lock",
                 Key=f"prod/{key}",
@@ -206,3 +199,28 @@ def test_s3_bucket_without_object_lock_is_refused(tmp_path: Path, s3_client: obj
     synthetic_stream(log_path, None, [Span(time.time_ns() - DAY_NS)])
     report = Backup(log_path, S3Target(c, "audit-nolock", ""), RetentionPolicy()).run()
     assert report.errors and "Object Lock" in report.errors[0]
+
+
+def test_a_segment_past_its_minimum_is_still_archived_and_locked(
+    tmp_path: Path, s3_client: object
+) -> None:
+    """Backups switched on late: a segment whose end + minimum has passed is uploaded
+    (S3 refuses a retain-until in the past) and locked LOCK_FLOOR from now; the
+    checkpoints behind it are shipped too."""
+    from riskaudit.storage._backup import LOCK_FLOOR
+
+    c: Any = s3_client
+    c.create_bucket(Bucket="audit-late", ObjectLockEnabledForBucket=True)
+    log_path = tmp_path / "logs" / "risk_audit.jsonl"
+    now = time.time_ns()
+    private, _pub, _ = generate(tmp_path / "keys")
+    synthetic_stream(log_path, private, [Span(now - 10 * DAY_NS), Span(now - DAY_NS // 2)])
+    backup = Backup(log_path, S3Target(c, "audit-late", "p"), RetentionPolicy(minimum=2 * DAY))
+    report = backup.run()
+    assert not report.errors and len(report.copied) == 2 and report.checkpoints == 2
+    old, recent = sorted(k for k in backup.target.keys("") if "/segments/" in k)
+    floor = dt.datetime.fromtimestamp(time.time() + LOCK_FLOOR, dt.UTC)
+    got = c.head_object(Bucket="audit-late", Key=f"p/{old}")["ObjectLockRetainUntilDate"]
+    assert -5 < (got - floor).total_seconds() <= 1
+    got = c.head_object(Bucket="audit-late", Key=f"p/{recent}")["ObjectLockRetainUntilDate"]
+    assert got - floor > dt.timedelta(hours=12)  # end + minimum, beyond the floor

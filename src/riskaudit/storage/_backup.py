@@ -45,6 +45,7 @@ from riskaudit.storage._segments import (
     list_segments,
     log_stem,
     open_segment,
+    parse_segment_name,
     rotated_files,
     segment_name,
     sha256_stream,
@@ -60,6 +61,14 @@ from riskaudit.storage._targets import (
 logger = logging.getLogger("riskaudit.backup")
 
 SHIP_EVERY = 2.0
+#: The shortest Object Lock an archived copy gets, however old its segment: S3 refuses
+#: a retain-until in the past, and the upload itself takes a moment.
+LOCK_FLOOR = 15.0
+
+
+def _covers(checkpoint_key: str) -> int:
+    """The ``covers_seq`` in a checkpoint's key (``<covers 20d>-<seq 20d>.json``)."""
+    return int(checkpoint_key.rsplit("/", 1)[-1].split("-", 1)[0])
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,7 +239,13 @@ class Backup:
         return Candidate(path, f_seq, l_seq, start, end, name)
 
     def _retain_until(self, end_ns: int, minimum: float) -> dt.datetime:
-        return dt.datetime.fromtimestamp(end_ns / 1e9 + minimum, dt.UTC).replace(microsecond=0)
+        """End + minimum, but never sooner than :data:`LOCK_FLOOR` from now: a segment
+        already past its minimum (backups switched on late, a short minimum, a segment
+        kept by a legal hold) would otherwise never be archived, and every checkpoint
+        shipped after it would wait behind it. Past its minimum it may go by policy;
+        the retention planner still keeps it while a hold names it."""
+        until = max(end_ns / 1e9 + minimum, time.time() + LOCK_FLOOR)
+        return dt.datetime.fromtimestamp(until, dt.UTC).replace(microsecond=0)
 
     # -- copying ----------------------------------------------------------------------
 
@@ -388,9 +403,14 @@ class Backup:
         out_dir.mkdir(parents=True, exist_ok=True)
         stream = self.stream()
         segments = self.target.keys(f"{stream}/segments/")
+        checkpoints = self.target.keys(f"{stream}/checkpoints/")
         if only:
             segments = [k for k in segments if any(o in k for o in only)]
-        checkpoints = self.target.keys(f"{stream}/checkpoints/")
+            # Only the checkpoints of what is restored: a later one would make `verify`
+            # of the directory read the missing rest as a cut-off tail.
+            ends = [span[1] for k in segments if (span := parse_segment_name(k)) is not None]
+            last = max(ends, default=0)
+            checkpoints = [k for k in checkpoints if _covers(k) <= last]
         keys = segments + checkpoints
         written: list[Path] = []
         lines: list[bytes] = []
