@@ -385,3 +385,33 @@ def test_events_posted_across_signals_are_neither_lost_nor_duplicated(server: Se
     report = verify_paths([server.logs])
     assert report.valid, report.findings
     assert report.records == len(records) and len(report.files) == 5
+
+
+def test_a_rotate_signal_during_start_up_is_kept_not_fatal(tmp_path: Path) -> None:
+    """SIGUSR2 sent the moment the lock file names the pid (before the log is open and
+    the handlers are in place) neither kills the service nor is lost: it rotates once
+    the log is open."""
+    log = tmp_path / "logs" / "risk_audit.jsonl"
+    lock = log.with_name(log.name + ".lock")
+    port = free_port()
+    env = {**clean_env(), "RISK_AUDIT_LOG_PATH": str(log)}
+    output = tmp_path / "serve.out"
+    with output.open("wb") as out:
+        proc = subprocess.Popen(
+            [RISKAUDIT, "serve", "--host", "127.0.0.1", "--port", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while not (lock.exists() and lock.read_text().strip() == str(proc.pid)):
+            assert time.monotonic() < deadline and proc.poll() is None, output.read_text()
+        proc.send_signal(signal.SIGUSR2)  # at once: the log is still opening
+        wait_for(lambda: len(list_segments(log)) == 1, "a sealed segment")
+        wait_for(lambda: log.exists() and begins_with_segment(log), "the new file begun")
+        assert proc.poll() is None, output.read_text()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(STOP_TIMEOUT) in CLEAN_SIGTERM_EXITS, output.read_text()
+    assert verify_paths([log.parent]).valid

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -35,6 +36,7 @@ def serve(
     """Serve /health, /ready, /metrics, the event API and the status page."""
     config = load_config()
     setup(config)
+    early = _hold_signals()  # the lock file names our pid before the log is open
     try:
         tokens = TokenStore.load(config.tokens_file) if config.tokens_file else None
         log = AuditLog(config)
@@ -43,6 +45,8 @@ def serve(
     bus = RiskEventBus(log)
     service = Service(log, config, bus=bus, tokens=tokens, owns_log=False)
     _install_signals(log)
+    for signum in early:
+        _ACTIONS[signum](log)
     if config.pid_file is not None:
         config.pid_file.write_text(f"{os.getpid()}\n")
     housekeeper = Housekeeper(log, config)
@@ -86,12 +90,31 @@ def serve(
             config.pid_file.unlink(missing_ok=True)
 
 
+#: SIGUSR1 and SIGHUP reopen the log's path (logrotate's postrotate); SIGUSR2 rotates
+#: now. Each only sets a flag for the writer thread.
+_ACTIONS: dict[int, Callable[[AuditLog], None]] = {
+    signal.SIGUSR1: AuditLog.reopen,
+    signal.SIGHUP: AuditLog.reopen,
+    signal.SIGUSR2: AuditLog.rotate,
+}
+
+
+def _hold_signals() -> list[int]:
+    """Until the log is open, keep these signals (their default action kills the
+    process, and `riskaudit signal` may already find our pid in the lock file); the
+    list they land in is replayed once the real handlers are in place."""
+    held: list[int] = []
+    for signum in _ACTIONS:
+        signal.signal(signum, lambda s, _f: held.append(s))
+    return held
+
+
 def _install_signals(log: AuditLog) -> None:
-    """SIGUSR1 and SIGHUP reopen the log's path (logrotate's postrotate); SIGUSR2
-    rotates now. The handlers only set a flag for the writer thread."""
-    signal.signal(signal.SIGUSR1, lambda _s, _f: log.reopen())
-    signal.signal(signal.SIGHUP, lambda _s, _f: log.reopen())
-    signal.signal(signal.SIGUSR2, lambda _s, _f: log.rotate())
+    def handle(signum: int, _frame: object) -> None:
+        _ACTIONS[signum](log)
+
+    for signum in _ACTIONS:
+        signal.signal(signum, handle)
 
 
 token_app = typer.Typer(help="Bearer tokens for the HTTP API.", no_args_is_help=True)
