@@ -6,6 +6,7 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -75,3 +76,14 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_ceph.S3Server]:
     require(_ceph.available(), "needs Debian's ceph-mon, ceph-osd and radosgw")
     with _ceph.ceph_rgw(tmp_path_factory.mktemp("ceph")) as server:
         yield server
+
+
+@pytest.fixture
+def s3_client(s3: _ceph.S3Server, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A boto3 client of that server; the same credentials in this process's environment."""
+    from riskaudit.storage._targets import make_s3_client
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3.secret_key)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    return make_s3_client(s3.endpoint)

@@ -14,11 +14,11 @@ from riskaudit import AuditConfig, AuditLog, EventType, verify_paths
 from riskaudit.errors import AuditBackupError
 from riskaudit.integrity._keys import generate
 from riskaudit.storage._backup import Backup
+from riskaudit.storage._holds import add_hold, holds_path, remove_hold
 from riskaudit.storage._housekeeping import Housekeeper
 from riskaudit.storage._segments import parse_segment_name
 from riskaudit.storage._settings import DAY, BackupSettings, RetentionPolicy
-from riskaudit.storage._targets import DirectoryTarget, S3Target, make_s3_client
-from tests import _ceph
+from riskaudit.storage._targets import DirectoryTarget, S3Target
 from tests._segments import DAY_NS, Span, synthetic_stream
 from tests.helpers import event
 
@@ -59,6 +59,40 @@ def test_directory_backup_is_verified_idempotent_and_restorable(
     victim.write_bytes(victim.read_bytes() + b"\n")
     problems, _ = backup.verify(tmp_path / "drill2")
     assert problems and "does not match" in problems[0]
+
+
+def utc(ns: int) -> str:
+    return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_legal_holds_are_mirrored_onto_the_archive(
+    history: tuple[Path, list[Path]], tmp_path: Path
+) -> None:
+    """A hold covering the middle segment puts a legal hold on its archived copy only
+    (which the target then refuses to delete); released, the next run lifts it; a legal
+    hold riskaudit did not set is left alone."""
+    log_path, paths = history
+    target = DirectoryTarget(tmp_path / "archive")
+    now = time.time_ns()
+    add_hold(
+        holds_path(log_path), "case-7", "subpoena", utc(now - 21 * DAY_NS), utc(now - 19 * DAY_NS)
+    )
+    first = Backup(log_path, target, RetentionPolicy(minimum=0)).run()
+    assert not first.errors
+    (held,) = first.holds_on
+    assert held.endswith(paths[1].name) and first.holds_off == []
+    flags = {k: target.head(k).legal_hold for k in target.keys("") if "/segments/" in k}  # type: ignore[union-attr]
+    assert [k for k, on in flags.items() if on] == [held]
+    with pytest.raises(AuditBackupError, match="legal hold"):
+        target.delete(held)
+    other = next(k for k in flags if k != held)
+    target.set_legal_hold(other, True)  # an operator's own hold on the bucket
+    assert Backup(log_path, target, RetentionPolicy(minimum=0)).run().holds_on == []
+    remove_hold(holds_path(log_path), "case-7")
+    released = Backup(log_path, target, RetentionPolicy(minimum=0)).run()
+    assert released.holds_off == [held] and released.holds_on == []
+    assert not target.head(held).legal_hold  # type: ignore[union-attr]
+    assert target.head(other).legal_hold  # type: ignore[union-attr]
 
 
 def test_interrupted_backup_resumes_where_it_stopped(
@@ -132,14 +166,6 @@ def test_each_checkpoint_leaves_the_host_within_seconds(log_path: Path, tmp_path
 
 
 # -- real S3 with Object Lock ---------------------------------------------------------
-
-
-@pytest.fixture
-def s3_client(s3: _ceph.S3Server, monkeypatch: pytest.MonkeyPatch) -> object:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3.access_key)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3.secret_key)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    return make_s3_client(s3.endpoint)
 
 
 def test_s3_objects_are_locked_in_compliance_mode_until_end_plus_minimum(
@@ -224,3 +250,37 @@ def test_a_segment_past_its_minimum_is_still_archived_and_locked(
     assert -5 < (got - floor).total_seconds() <= 1
     got = c.head_object(Bucket="audit-late", Key=f"p/{recent}")["ObjectLockRetainUntilDate"]
     assert got - floor > dt.timedelta(hours=12)  # end + minimum, beyond the floor
+
+
+def test_s3_enforces_a_legal_hold_past_the_retain_until_date(
+    tmp_path: Path, s3_client: object
+) -> None:
+    """The hold is mirrored as an Object Lock legal hold: once retain-until has passed,
+    S3 itself still refuses to delete the held version; released, it may go."""
+    from riskaudit.storage._backup import LOCK_FLOOR
+
+    c: Any = s3_client
+    c.create_bucket(Bucket="audit-hold", ObjectLockEnabledForBucket=True)
+    log_path = tmp_path / "logs" / "risk_audit.jsonl"
+    now = time.time_ns()
+    synthetic_stream(log_path, None, [Span(now - 3 * DAY_NS), Span(now - DAY_NS)])
+    add_hold(
+        holds_path(log_path), "case-9", "regulator", utc(now - 4 * DAY_NS), utc(now - 2 * DAY_NS)
+    )
+    backup = Backup(log_path, S3Target(c, "audit-hold", "p"), RetentionPolicy(minimum=0))
+    report = backup.run()
+    assert not report.errors and len(report.holds_on) == 1
+    (held,) = report.holds_on
+    status = c.get_object_legal_hold(Bucket="audit-hold", Key=f"p/{held}")
+    assert status["LegalHold"]["Status"] == "ON"
+    time.sleep(LOCK_FLOOR + 1)  # retain-until (minimum 0: the floor) has passed
+    (version,) = c.list_object_versions(Bucket="audit-hold", Prefix=f"p/{held}")["Versions"]
+    with pytest.raises(Exception, match="AccessDenied"):
+        c.delete_object(Bucket="audit-hold", Key=f"p/{held}", VersionId=version["VersionId"])
+    remove_hold(holds_path(log_path), "case-9")
+    assert backup.run().holds_off == [held]
+    backup.target.delete(held)  # no hold, no retention left: it may go now
+    assert c.list_object_versions(Bucket="audit-hold", Prefix=f"p/{held}").get("Versions") in (
+        None,
+        [],
+    )

@@ -23,7 +23,6 @@ from riskaudit.storage._housekeeping import open_backup
 from riskaudit.storage._retention import archive_expiry, expire_archive
 from riskaudit.storage._segments import Segment, list_segments
 from riskaudit.storage._settings import DAY, Rotation
-from riskaudit.storage._targets import make_s3_client
 from tests import _ceph
 from tests.conftest import RISKAUDIT
 from tests.helpers import event, records
@@ -33,12 +32,8 @@ SIDECAR = "risk_audit.jsonl.checkpoints"
 
 
 @pytest.fixture
-def client(s3: _ceph.S3Server, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """A boto3 client of the gateway; the same credentials in this process's environment."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3.access_key)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3.secret_key)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    return make_s3_client(s3.endpoint)
+def client(s3_client: Any) -> Any:
+    return s3_client
 
 
 @pytest.fixture

@@ -302,6 +302,20 @@ def test_partial_write_whose_truncate_fails_is_repaired(
     assert len([r for r in recs if "event_id" in r]) == 21
 
 
+def one_event_only_on_stdout(log: AuditLog, config: AuditConfig, faults: Faults) -> None:
+    """One durable event, then one that reaches only stdout (primary and spool both
+    failing; seq 4 after the opening records), then the primary back."""
+    log.append(event(0))
+    log.flush()
+    faults.broken[config.log_path.parent] = errno.EIO
+    faults.broken[config.spool_dir] = errno.EIO
+    log.append(event(1))
+    with pytest.raises(AuditDegradedError):
+        log.flush()
+    faults.broken.clear()
+    faults.wait_until(log, "primary")
+
+
 def test_recover_command_fills_the_gap_and_exits_0(tmp_path: Path, faults: Faults) -> None:
     """`riskaudit recover STDOUT --into LOG`: prints what it filled, verifies, exit 0;
     a missing source is a usage error (exit 2)."""
@@ -312,15 +326,7 @@ def test_recover_command_fills_the_gap_and_exits_0(tmp_path: Path, faults: Fault
     config = cfg(tmp_path)
     out = io.BytesIO()
     with AuditLog(config, emergency=EmergencyOutput(stream=out)) as log:
-        log.append(event(0))
-        log.flush()
-        faults.broken[config.log_path.parent] = errno.EIO
-        faults.broken[config.spool_dir] = errno.EIO
-        log.append(event(1))
-        with pytest.raises(AuditDegradedError):
-            log.flush()
-        faults.broken.clear()
-        faults.wait_until(log, "primary")
+        one_event_only_on_stdout(log, config, faults)
     capture = tmp_path / "container.log"
     capture.write_bytes(out.getvalue())
     runner = CliRunner()
@@ -349,15 +355,7 @@ def test_recover_finds_the_gap_in_a_compressed_segment_from_a_compressed_capture
     config = cfg(tmp_path)
     out = io.BytesIO()
     with AuditLog(config, emergency=EmergencyOutput(stream=out)) as log:
-        log.append(event(0))
-        log.flush()
-        faults.broken[config.log_path.parent] = errno.EIO
-        faults.broken[config.spool_dir] = errno.EIO
-        log.append(event(1))
-        with pytest.raises(AuditDegradedError):
-            log.flush()
-        faults.broken.clear()
-        faults.wait_until(log, "primary")
+        one_event_only_on_stdout(log, config, faults)
         log.append(event(2))
         log.rotate()
         log.append(event(3))

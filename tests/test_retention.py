@@ -12,6 +12,7 @@ import pytest
 
 from riskaudit import AuditConfig, AuditLog, EventType, verify_paths
 from riskaudit.integrity._keys import generate, load_public_key
+from riskaudit.storage import _backup as backup_module
 from riskaudit.storage._backup import Backup
 from riskaudit.storage._holds import add_hold, holds_path, load_holds, remove_hold
 from riskaudit.storage._housekeeping import run_retention
@@ -22,6 +23,14 @@ from riskaudit.storage._targets import DirectoryTarget
 from tests._segments import DAY_NS, Span, synthetic_stream
 
 AGES_DAYS = [2200, 1100, 400, 200, 100, 10]  # oldest first: 6 y, 3 y, 400 d, ...
+
+
+@pytest.fixture(autouse=True)
+def no_lock_floor(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests archive years-old segments and apply retention at once, as if years
+    had passed since: the short lock a late archive copy gets (LOCK_FLOOR, tested
+    against the real S3 server in test_backup.py) would still be running."""
+    monkeypatch.setattr(backup_module, "LOCK_FLOOR", 0.0)
 
 
 @pytest.fixture

@@ -128,6 +128,8 @@ def hold_add(
     except AuditError as exc:
         raise fail(str(exc)) from exc
     typer.echo(f"hold {hold.name} placed ({hold.since or 'beginning'} to {hold.until or 'open'})")
+    if config.backup.target:
+        typer.echo(_ARCHIVE_FOLLOWS)
 
 
 @hold_app.command("remove")
@@ -139,6 +141,15 @@ def hold_remove(name: Annotated[str, typer.Argument(help="The hold's name.")]) -
     except AuditError as exc:
         raise fail(str(exc)) from exc
     typer.echo(f"hold {name} released")
+    if config.backup.target:
+        typer.echo(_ARCHIVE_FOLLOWS)
+
+
+#: The service (or `backup run`) owns the backup state file: the archive's Object Lock
+#: legal holds follow there, not from this command.
+_ARCHIVE_FOLLOWS = (
+    "the archive's legal holds follow at the next backup run (`riskaudit backup run` now)"
+)
 
 
 @hold_app.command("list")

@@ -36,6 +36,7 @@ import orjson
 from riskaudit.errors import AuditBackupError, AuditFormatError
 from riskaudit.log._codec import parse_ts, split_head
 from riskaudit.log._files import atomic_write
+from riskaudit.storage._holds import Hold, holds_path, load_holds
 from riskaudit.storage._segments import (
     SUFFIXES,
     content_sha256,
@@ -66,6 +67,13 @@ SHIP_EVERY = 2.0
 LOCK_FLOOR = 15.0
 
 
+def _base(name: str) -> str:
+    """A segment's name without its compression suffix."""
+    for suffix in SUFFIXES.values():
+        name = name.removesuffix(suffix)
+    return name
+
+
 def _covers(checkpoint_key: str) -> int:
     """The ``covers_seq`` in a checkpoint's key (``<covers 20d>-<seq 20d>.json``)."""
     return int(checkpoint_key.rsplit("/", 1)[-1].split("-", 1)[0])
@@ -89,12 +97,16 @@ class BackupReport:
     skipped: int = 0
     checkpoints: int = 0
     errors: list[str] = field(default_factory=list)
+    holds_on: list[str] = field(default_factory=list)
+    holds_off: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "copied": self.copied,
             "skipped": self.skipped,
             "checkpoints": self.checkpoints,
+            "legal_holds_set": self.holds_on,
+            "legal_holds_released": self.holds_off,
             "errors": self.errors,
         }
 
@@ -134,12 +146,14 @@ class Backup:
         policy: RetentionPolicy,
         *,
         sidecar: Path | None = None,
+        holds_file: Path | None = None,
         progress: Callable[[int, int, str], None] | None = None,
     ) -> None:
         self.log_path = log_path
         self.target = target
         self.policy = policy
         self.sidecar = sidecar or log_path.with_name(log_path.name + ".checkpoints")
+        self.holds_file = holds_file or holds_path(log_path)
         self.state_file = state_path(log_path)
         self.progress = progress
         self.state = self._load_state()
@@ -275,6 +289,7 @@ class Backup:
                 except AuditBackupError as exc:
                     report.errors.append(str(exc))
             report.checkpoints = self.ship_checkpoints()
+            report.holds_on, report.holds_off = self.sync_legal_holds()
         except AuditBackupError as exc:
             report.errors.append(str(exc))
         if report.errors:
@@ -286,6 +301,50 @@ class Backup:
             self.state["last_error"] = None
         self._save_state()
         return report
+
+    def sync_legal_holds(self, holds: list[Hold] | None = None) -> tuple[list[str], list[str]]:
+        """Mirror the legal holds (``<log>.holds.json``) onto the archived segments as
+        Object Lock legal holds, so the archive itself refuses to delete held evidence
+        after its retain-until date, not only riskaudit's retention. Only holds riskaudit
+        set are released (the state file remembers them): one an operator set by hand
+        on the bucket stays. Returns the keys set and released."""
+        if holds is None:
+            try:
+                holds = load_holds(self.holds_file)
+            except AuditFormatError as exc:  # copying went on; the run reports it failed
+                raise AuditBackupError(f"legal holds not mirrored: {exc}") from exc
+        spans = sorted(
+            (span, base)
+            for base in self.state["objects"]
+            if (span := parse_segment_name(base)) is not None
+        )
+        known = {  # the end of each segment still on the host, from its last record
+            _base(v["name"]): v["span"][3]
+            for v in self.state["sources"].values()
+            if v.get("sealed") and v.get("span") and v.get("name")
+        }
+        wanted: set[str] = set()
+        for i, ((_first, _last, start), base) in enumerate(spans):
+            # Gone from the host: it ended before the next one started (+1 s: names are
+            # to the second). Too long a span only holds more, never less.
+            end = known.get(base) or (
+                spans[i + 1][0][2] + 1_000_000_000 if i + 1 < len(spans) else time.time_ns()
+            )
+            if any(h.covers(start, end) for h in holds):
+                wanted.add(str(self.state["objects"][base]["key"]))
+        mine = set(self.state.get("legal_holds", []))
+        on, off = sorted(wanted - mine), sorted(mine - wanted)
+        for key in on:
+            self.target.set_legal_hold(key, True)
+            mine.add(key)
+            self.state["legal_holds"] = sorted(mine)
+        for key in off:
+            self.target.set_legal_hold(key, False)
+            mine.discard(key)
+            self.state["legal_holds"] = sorted(mine)
+        if on or off:
+            logger.info("legal holds on the archive: %d set, %d released", len(on), len(off))
+        return on, off
 
     def _copy_segment(self, cand: Candidate) -> bool:
         base = cand.name

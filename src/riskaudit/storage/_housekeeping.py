@@ -39,7 +39,14 @@ def open_backup(config: AuditConfig, log_path: Path, **kw: Any) -> Backup | None
     if not config.backup.target:
         return None
     sidecar = config.checkpoint_path or log_path.with_name(log_path.name + ".checkpoints")
-    return Backup.from_settings(log_path, config.backup, config.retention, sidecar=sidecar, **kw)
+    return Backup.from_settings(
+        log_path,
+        config.backup,
+        config.retention,
+        sidecar=sidecar,
+        holds_file=config.holds_file or holds_path(log_path),
+        **kw,
+    )
 
 
 def run_retention(

@@ -42,6 +42,7 @@ class ObjectInfo:
     content_sha256: str
     retain_until: dt.datetime | None
     size: int
+    legal_hold: bool = False
 
 
 class BackupTarget(Protocol):
@@ -58,6 +59,8 @@ class BackupTarget(Protocol):
     def keys(self, prefix: str) -> list[str]: ...
 
     def delete(self, key: str) -> None: ...
+
+    def set_legal_hold(self, key: str, on: bool) -> None: ...
 
 
 class DirectoryTarget:
@@ -88,6 +91,7 @@ class DirectoryTarget:
             content_sha256=raw["content_sha256"],
             retain_until=dt.datetime.fromisoformat(until) if until else None,
             size=int(raw.get("size", 0)),
+            legal_hold=bool(raw.get("legal_hold", False)),
         )
 
     def put(self, key: str, source: Path | bytes, info: ObjectInfo) -> None:
@@ -135,9 +139,22 @@ class DirectoryTarget:
                 out.append(str(Path(dirpath, name).relative_to(self.root)))
         return sorted(out)
 
+    def set_legal_hold(self, key: str, on: bool) -> None:
+        """Recorded next to the object; :meth:`delete` refuses while it is on (the file
+        system itself does not enforce it: S3 Object Lock does)."""
+        meta = self._path(key).with_name(self._path(key).name + ".meta.json")
+        try:
+            raw = orjson.loads(meta.read_bytes())
+            raw["legal_hold"] = on
+            atomic_write(meta, orjson.dumps(raw))
+        except (OSError, orjson.JSONDecodeError) as exc:
+            raise AuditBackupError(f"cannot set the legal hold of {key}: {exc}") from exc
+
     def delete(self, key: str) -> None:
         info = self.head(key)
         now = dt.datetime.now(dt.UTC)
+        if info is not None and info.legal_hold:
+            raise AuditBackupError(f"{key} is under a legal hold")
         if info is not None and info.retain_until is not None and info.retain_until > now:
             raise AuditBackupError(f"{key} is retained until {info.retain_until.isoformat()}")
         target = self._path(key)
@@ -211,6 +228,18 @@ class S3Target:
             content_sha256=meta.get("content-sha256", ""),
             retain_until=resp.get("ObjectLockRetainUntilDate"),
             size=int(resp.get("ContentLength", 0)),
+            legal_hold=resp.get("ObjectLockLegalHoldStatus") == "ON",
+        )
+
+    def set_legal_hold(self, key: str, on: bool) -> None:
+        """Object Lock legal hold on the object's current version: no deletion while it
+        is on, whatever its retain-until date (and independent of it)."""
+        self._call(
+            f"legal hold {key}",
+            self.client.put_object_legal_hold,
+            Bucket=self.bucket,
+            Key=self._key(key),
+            LegalHold={"Status": "ON" if on else "OFF"},
         )
 
     def put(self, key: str, source: Path | bytes, info: ObjectInfo) -> None:
