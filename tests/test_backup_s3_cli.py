@@ -166,7 +166,8 @@ def test_cli_backs_up_to_s3_from_the_environment_and_restores_one_segment(
     assert before["last_success"] == "never"
 
     run = cli_json(env, "backup", "run", "--json")
-    assert run == {"copied": names, "skipped": 0, "checkpoints": len(checkpoints), "errors": []}
+    no_holds = {"legal_holds_set": [], "legal_holds_released": [], "errors": []}
+    assert run == {"copied": names, "skipped": 0, "checkpoints": len(checkpoints), **no_holds}
     listed = client.list_objects_v2(Bucket=bucket, Prefix=f"{PREFIX}/")
     keys = sorted(o["Key"] for o in listed.get("Contents", []))
     seg_keys = [k for k in keys if "/segments/" in k]
@@ -179,7 +180,7 @@ def test_cli_backs_up_to_s3_from_the_environment_and_restores_one_segment(
         assert got["Body"].read() == seg.path.read_bytes()
 
     again = cli_json(env, "backup", "run", "--json")
-    assert again == {"copied": [], "skipped": len(segs), "checkpoints": 0, "errors": []}
+    assert again == {"copied": [], "skipped": len(segs), "checkpoints": 0, **no_holds}
 
     status = cli_json(env, "backup", "status", "--json")
     assert status["target"] == f"s3://{bucket}/{PREFIX}"
