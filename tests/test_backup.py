@@ -83,6 +83,7 @@ def test_legal_holds_are_mirrored_onto_the_archive(
     assert held.endswith(paths[1].name) and first.holds_off == []
     flags = {k: target.head(k).legal_hold for k in target.keys("") if "/segments/" in k}  # type: ignore[union-attr]
     assert [k for k, on in flags.items() if on] == [held]
+    assert Backup(log_path, target, RetentionPolicy()).state["legal_holds"] == [held]  # kept
     with pytest.raises(AuditBackupError, match="legal hold"):
         target.delete(held)
     other = next(k for k in flags if k != held)

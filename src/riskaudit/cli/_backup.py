@@ -76,6 +76,7 @@ def backup_status(as_json: JsonOption = False) -> None:
         "archived_segments": len(backup.state["objects"]),
         "pending_segments": pending,
         "checkpoints_shipped_bytes": backup.state["checkpoints_offset"],
+        "legal_holds_on_archive": backup.state.get("legal_holds", []),
     }
     if as_json:
         typer.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
