@@ -14,6 +14,7 @@ from riskaudit.cli._common import EXIT_INVALID, EXIT_OK, fail, load_config, prog
 from riskaudit.errors import AuditError
 from riskaudit.storage._backup import Backup
 from riskaudit.storage._housekeeping import open_backup
+from riskaudit.storage._segments import uncompressed_name
 
 backup_app = typer.Typer(help="Copies of sealed segments and checkpoints off the host.")
 
@@ -63,9 +64,8 @@ def backup_status(as_json: JsonOption = False) -> None:
     """What is archived, when the last run succeeded, and what waits to be copied."""
     backup = _open()
     try:
-        pending = [
-            c.name for c in backup.candidates() if _base(c.name) not in backup.state["objects"]
-        ]
+        archived = backup.state["objects"]
+        pending = [c.name for c in backup.candidates() if uncompressed_name(c.name) not in archived]
     except AuditError as exc:
         raise fail(str(exc), EXIT_INVALID) from exc
     data = {
@@ -83,10 +83,6 @@ def backup_status(as_json: JsonOption = False) -> None:
         return
     for key, value in data.items():
         typer.echo(f"{key}: {value}")
-
-
-def _base(name: str) -> str:
-    return name.removesuffix(".gz").removesuffix(".zst")
 
 
 @backup_app.command("verify")

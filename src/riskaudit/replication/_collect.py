@@ -11,9 +11,10 @@ sealed under the canonical segment name ``audit.seg-<first>-<last>-<UTC start>.j
 (renamed, directory fsynced, mode 0440) and the ``segment`` record begins a new
 ``audit.jsonl``. No central record is added, so the bytes stay the source's; each
 central segment is anchored by the same sealing checkpoint as the source's, and the
-central directory can be backed up and put under retention like a local log. A
-collector killed between the rename and the new file's first record continues the
-chain from the newest central segment.
+central segments are backed up like a local log's (``.collector.lock`` keeps any writer
+out: a record of riskaudit's own would break the byte-for-byte copy). A collector
+killed between the rename and the new file's first record continues the chain from
+the newest central segment.
 
 A message is acknowledged only after its records are fsynced centrally; a collector
 killed in between gets the message again and drops what it already has, by ``seq``.

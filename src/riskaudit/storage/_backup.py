@@ -51,6 +51,7 @@ from riskaudit.storage._segments import (
     segment_name,
     sha256_stream,
     stream_of,
+    uncompressed_name,
 )
 from riskaudit.storage._settings import BackupSettings, RetentionPolicy
 from riskaudit.storage._targets import (
@@ -65,13 +66,6 @@ SHIP_EVERY = 2.0
 #: The shortest Object Lock an archived copy gets, however old its segment: S3 refuses
 #: a retain-until in the past, and the upload itself takes a moment.
 LOCK_FLOOR = 15.0
-
-
-def _base(name: str) -> str:
-    """A segment's name without its compression suffix."""
-    for suffix in SUFFIXES.values():
-        name = name.removesuffix(suffix)
-    return name
 
 
 def _covers(checkpoint_key: str) -> int:
@@ -319,7 +313,7 @@ class Backup:
             if (span := parse_segment_name(base)) is not None
         )
         known = {  # the end of each segment still on the host, from its last record
-            _base(v["name"]): v["span"][3]
+            uncompressed_name(v["name"]): v["span"][3]
             for v in self.state["sources"].values()
             if v.get("sealed") and v.get("span") and v.get("name")
         }
@@ -347,9 +341,7 @@ class Backup:
         return on, off
 
     def _copy_segment(self, cand: Candidate) -> bool:
-        base = cand.name
-        for suffix in SUFFIXES.values():
-            base = base.removesuffix(suffix)
+        base = uncompressed_name(cand.name)
         done = self.state["objects"].get(base)
         if done is not None:
             return False  # this segment (plain or compressed) is archived and verified
@@ -446,10 +438,7 @@ class Backup:
             info = self.target.head(key)
             if info is None:
                 continue
-            base = key[len(prefix) :]
-            for suffix in SUFFIXES.values():
-                base = base.removesuffix(suffix)
-            out[base] = info
+            out[uncompressed_name(key[len(prefix) :])] = info
         return out
 
     def restore(

@@ -37,6 +37,13 @@ SUFFIXES = {"gzip": ".gz", "zstd": ".zst"}
 _READ = 8 << 20
 
 
+def uncompressed_name(name: str) -> str:
+    """``x.jsonl`` for ``x.jsonl``, ``x.jsonl.gz`` and ``x.jsonl.zst``."""
+    for suffix in SUFFIXES.values():
+        name = name.removesuffix(suffix)
+    return name
+
+
 def log_stem(log_path: Path) -> str:
     """``risk_audit`` for ``risk_audit.jsonl``."""
     name = log_path.name
@@ -81,11 +88,7 @@ class Segment:
     @property
     def key(self) -> str:
         """The name without a compression suffix: what the segment is, however stored."""
-        name = self.path.name
-        for suffix in SUFFIXES.values():
-            if name.endswith(suffix):
-                return name[: -len(suffix)]
-        return name
+        return uncompressed_name(self.path.name)
 
 
 def parse_segment(log_path: Path, path: Path) -> Segment | None:
