@@ -42,8 +42,8 @@ NO_JS = "--blink-settings=scriptEnabled=false"
 BROWSER_TIMEOUT = 60.0
 STARTUP_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
-# uvicorn drains, then re-raises SIGTERM; riskaudit's handler turns it into exit 128 + 15.
-CLEAN_SIGTERM_EXITS = (0, 128 + signal.SIGTERM)
+# uvicorn drains, then re-raises SIGTERM; `serve` ends with 0 (a supervisor's stop).
+CLEAN_SIGTERM_EXITS = (0,)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 CHAIN_HEAD = re.compile(r'<span id="chain-head"[^>]*>\s*(\d+)\s*</span>')
 HEALTH = re.compile(r'<div class="big [^"]*" id="health">\s*([a-z]+)\s*</div>')

@@ -36,6 +36,7 @@ def serve(
     """Serve /health, /ready, /metrics, the event API and the status page."""
     config = load_config()
     setup(config)
+    signal.signal(signal.SIGTERM, _stopped)
     early = _hold_signals()  # the lock file names our pid before the log is open
     try:
         tokens = TokenStore.load(config.tokens_file) if config.tokens_file else None
@@ -97,6 +98,13 @@ _ACTIONS: dict[int, Callable[[AuditLog], None]] = {
     signal.SIGHUP: AuditLog.reopen,
     signal.SIGUSR2: AuditLog.rotate,
 }
+
+
+def _stopped(_signum: int, _frame: object) -> None:
+    """SIGTERM is how a supervisor (docker stop, the kubelet, systemd) ends the service:
+    uvicorn shuts down gracefully and re-raises it, the log drains and closes, and the
+    exit is a success (0), not 128 + 15, which systemd would count as a failure."""
+    raise SystemExit(0)
 
 
 def _hold_signals() -> list[int]:
