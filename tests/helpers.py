@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import socket
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
+import pytest
 
 from riskaudit import EventPriority, EventType, RiskEvent
 from riskaudit.log import ZERO_HASH, line_hash
@@ -98,3 +104,29 @@ def free_ports(n: int) -> list[int]:
 
 def free_port() -> int:
     return free_ports(1)[0]
+
+
+def clean_env() -> dict[str, str]:
+    """This process's environment without any riskaudit setting (the test sets its own)."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("RISK_AUDIT_", "AUDIT_")) and k != "LOG_LEVEL"
+    }
+
+
+def wait_serving(
+    proc: subprocess.Popen[bytes], url: str, output: Path, timeout: float = 30.0
+) -> None:
+    """Until `riskaudit serve` answers /health with its writer alive; fails with the
+    server's output if it exits first or takes longer than ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"riskaudit serve exited {proc.returncode}:\n{output.read_text()}")
+        with contextlib.suppress(httpx.HTTPError, ValueError):
+            if httpx.get(f"{url}/health", timeout=2).json()["writer_alive"]:
+                return
+        if time.monotonic() > deadline:
+            pytest.fail(f"no /health in {timeout:.0f} s:\n{output.read_text()}")
+        time.sleep(0.1)

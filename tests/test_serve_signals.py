@@ -27,7 +27,7 @@ from riskaudit.log._writer import IDENTITY_EVERY
 from riskaudit.ops import create_token
 from riskaudit.storage._segments import list_segments
 from tests.conftest import RISKAUDIT
-from tests.helpers import free_port
+from tests.helpers import clean_env, free_port, wait_serving
 
 pytestmark = pytest.mark.slow
 
@@ -124,14 +124,6 @@ class Server:
         assert tail[1]["covers_seq"] == tail[0]["seq"] == tail[1]["seq"] - 1
 
 
-def clean_env() -> dict[str, str]:
-    return {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("RISK_AUDIT_", "AUDIT_")) and k != "LOG_LEVEL"
-    }
-
-
 @contextlib.contextmanager
 def serving(tmp_path: Path, *, slow_self_check: bool = False) -> Iterator[Server]:
     """`riskaudit serve` on a free loopback port with a pid file and a writer token,
@@ -159,16 +151,7 @@ def serving(tmp_path: Path, *, slow_self_check: bool = False) -> Iterator[Server
         )
     server = Server(proc, f"http://127.0.0.1:{port}", log, pid_file, output, token, env)
     try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"riskaudit serve exited {proc.returncode}:\n{server.out()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{server.url}/health", timeout=2).json()["writer_alive"]:
-                    break
-            if time.monotonic() > deadline:
-                pytest.fail(f"no /health in {STARTUP_TIMEOUT:.0f} s:\n{server.out()}")
-            time.sleep(0.1)
+        wait_serving(proc, server.url, output, STARTUP_TIMEOUT)
         yield server
     finally:
         if proc.poll() is None:

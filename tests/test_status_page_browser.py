@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import free_port
+from tests.helpers import clean_env, free_port, wait_serving
 
 pytestmark = pytest.mark.slow
 
@@ -226,11 +226,7 @@ def browser() -> str:
 @pytest.fixture
 def server(tmp_path: Path, browser: str) -> Iterator[Server]:
     """`riskaudit serve` on a free loopback port, a fresh log, no producer; SIGTERM at the end."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("RISK_AUDIT_", "AUDIT_")) and k != "LOG_LEVEL"
-    }
+    env = clean_env()
     log_path = tmp_path / "logs" / "risk_audit.jsonl"
     env["RISK_AUDIT_LOG_PATH"] = str(log_path)
     port = free_port()
@@ -245,18 +241,7 @@ def server(tmp_path: Path, browser: str) -> Iterator[Server]:
         )
     srv = Server(f"http://127.0.0.1:{port}", proc, output, tmp_path)
     try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"riskaudit serve exited {proc.returncode}:\n{output.read_text()}")
-            try:
-                if srv.get_json("/health")["writer_alive"]:
-                    break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"no /health in {STARTUP_TIMEOUT:.0f} s:\n{output.read_text()}")
-            time.sleep(0.1)
+        wait_serving(proc, srv.url, output, STARTUP_TIMEOUT)
         yield srv
     finally:
         if proc.poll() is None:
