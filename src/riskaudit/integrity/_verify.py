@@ -38,7 +38,7 @@ from riskaudit.errors import AuditFormatError
 from riskaudit.integrity._keys import PublicKey
 from riskaudit.integrity._seals import Checkpoint, SealInput, check_seals, read_sidecars
 from riskaudit.integrity._sources import Source, expand, line_chunks, order
-from riskaudit.log._codec import ZERO_HASH, split_head
+from riskaudit.log._codec import ZERO_HASH, gap_range, split_head
 
 _RING = 1 << 16
 _RING_MASK = _RING - 1
@@ -173,20 +173,6 @@ def default_sidecars(args: list[str]) -> list[Path]:
                     if p.name.startswith(stem + ".") and cand not in out:
                         out.append(cand)
     return out
-
-
-def _gap_range(line: bytes) -> tuple[int, int] | None:
-    """(first, last) named by a ``gap`` record, or None for any other line."""
-    if b'"kind":"gap"' not in line:
-        return None
-    try:
-        record = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return None
-    first, last = record.get("first_seq"), record.get("last_seq")
-    if record.get("kind") == "gap" and isinstance(first, int) and isinstance(last, int):
-        return first, last
-    return None
 
 
 def _sha(line: bytes) -> bytes:
@@ -567,7 +553,7 @@ class _Verifier:
             self._feed_file(self.recovered.pop(span))
             self._step(line, at, peek_line)
             return
-        gap = _gap_range(line)
+        gap = gap_range(line)
         if gap is not None and gap[0] <= exp and gap[1] == seq - 1:
             self._add(
                 exp,

@@ -200,6 +200,29 @@ def is_control(line: bytes, kind: str) -> bool:
     return comma > 0 and line.startswith(b',"kind":"%b"' % kind.encode(), comma + 74)
 
 
+def gap_range(line: bytes) -> tuple[int, int] | None:
+    """(first, last) named by a ``gap`` record, or None for any other line."""
+    if b'"kind":"gap"' not in line:
+        return None
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    first, last = record.get("first_seq"), record.get("last_seq")
+    if record.get("kind") == "gap" and isinstance(first, int) and isinstance(last, int):
+        return first, last
+    return None
+
+
+def ts_ns_of(line: bytes) -> int:
+    """A record's ``ts`` in nanoseconds, or now for a line without a readable one (what
+    a sealed segment's name then says of its start)."""
+    try:
+        return parse_ts(orjson.loads(line)["ts"])
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return time.time_ns()
+
+
 def split_head(line: bytes) -> tuple[int, bytes] | None:
     """``(seq, prev)`` from the fixed first two keys, or None if the head is not v1.
 

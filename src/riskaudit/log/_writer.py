@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import threading
 import time
 from collections import deque
@@ -38,16 +37,15 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from riskaudit.log._checkpoint import Checkpointer
-from riskaudit.log._codec import chain_batch, control_line, format_ts, parse_ts, split_head
+from riskaudit.log._codec import chain_batch, control_line, format_ts, split_head, ts_ns_of
 from riskaudit.log._destinations import AppendFile, Spool, records_after
 from riskaudit.log._emergency import EmergencyOutput
-from riskaudit.log._files import atomic_write, fsync_dir, utc_stamp
+from riskaudit.log._files import atomic_write, utc_stamp
 from riskaudit.log._rotation import RecentRecords, Rotation
 from riskaudit.storage import probe_write
-from riskaudit.storage._segments import log_stem, segment_name
+from riskaudit.storage._segments import log_stem
+from riskaudit.storage._segments import seal_as_segment as seal_segment_file
 
 if TYPE_CHECKING:
     from riskaudit.log._auditlog import AuditLog
@@ -417,11 +415,7 @@ class Writer:
             self.file_first = None
             return
         seq, line = found
-        try:
-            ts_ns = parse_ts(orjson.loads(line)["ts"])
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-            ts_ns = time.time_ns()
-        self.file_first = (seq, ts_ns)
+        self.file_first = (seq, ts_ns_of(line))
 
     def switch_file(self, reason: str, *, seal_as_segment: bool) -> None:
         """Seal the active file with a checkpoint, rename it to a sealed segment name
@@ -433,13 +427,8 @@ class Writer:
             previous = self.primary.path.name
             try:
                 if seal_as_segment and self.file_first is not None:
-                    target = self.primary.path.with_name(
-                        segment_name(self.primary.path, self.file_first[0], seq, self.file_first[1])
-                    )
-                    os.rename(self.primary.path, target)
-                    fsync_dir(target.parent)
-                    with contextlib.suppress(OSError):
-                        os.chmod(target, 0o440)
+                    first, start_ns = self.file_first
+                    target = seal_segment_file(self.primary.path, first, seq, start_ns)
                     previous = target.name
                     self.counters.rotations += 1
                     logger.info("audit log rotated: %s sealed at seq %d", target.name, seq)

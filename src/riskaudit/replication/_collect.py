@@ -45,15 +45,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from riskaudit.errors import AuditLockedError
-from riskaudit.log._codec import ZERO_HASH, is_control, line_hash, parse_ts, split_head
+from riskaudit.log._codec import ZERO_HASH, gap_range, is_control, line_hash, split_head, ts_ns_of
 from riskaudit.log._destinations import AppendFile
-from riskaudit.log._files import fsync_dir
 from riskaudit.log._lock import CENTRAL_MARK
 from riskaudit.log._startup import sibling_head
-from riskaudit.storage._segments import segment_name
+from riskaudit.storage._segments import seal_as_segment
 from riskaudit.storage._settings import ReplicationSettings
 
 logger = logging.getLogger("riskaudit.collect")
@@ -176,15 +173,7 @@ class CentralLog:
         if first is None:
             return  # nothing to seal: the source's file began where ours does
         last = self.log.head().last_seq
-        try:
-            start_ns = parse_ts(orjson.loads(first[1])["ts"])
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-            start_ns = time.time_ns()
-        target = self.log.path.with_name(segment_name(self.log.path, first[0], last, start_ns))
-        os.rename(self.log.path, target)
-        fsync_dir(target.parent)
-        with contextlib.suppress(OSError):
-            os.chmod(target, 0o440)
+        target = seal_as_segment(self.log.path, first[0], last, ts_ns_of(first[1]))
         self.log.close()
         self.log.open(create=True)
         self.stats.segments += 1
@@ -238,14 +227,7 @@ def _names_hole(data: bytes, first: int, last: int) -> bool:
     """Whether the chunk starts with the ``gap`` record that names exactly this hole
     (records that reached only stdout on the host): nothing more will arrive for it
     on this subject, only a recovered segment later."""
-    line = data.split(b"\n", 1)[0]
-    if b'"kind":"gap"' not in line:
-        return False
-    try:
-        rec = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return False
-    return bool(rec.get("first_seq") == first and rec.get("last_seq") == last)
+    return gap_range(data.split(b"\n", 1)[0]) == (first, last)
 
 
 def partition_of(stream_id: str, parts: int) -> int:

@@ -56,6 +56,19 @@ def segment_name(log_path: Path, first: int, last: int, start_ns: int) -> str:
     return f"{log_stem(log_path)}.seg-{first:020d}-{last:020d}-{stamp}.jsonl"
 
 
+def seal_as_segment(path: Path, first: int, last: int, start_ns: int) -> Path:
+    """Rename a finished file to its sealed segment name next to it, fsync the directory
+    (the rename is what makes it a segment) and make it read-only; the new path."""
+    from riskaudit.log._files import fsync_dir  # noqa: PLC0415 (see segment_end_ns)
+
+    target = path.with_name(segment_name(path, first, last, start_ns))
+    os.rename(path, target)
+    fsync_dir(target.parent)
+    with contextlib.suppress(OSError):
+        os.chmod(target, 0o440)
+    return target
+
+
 def _pattern(log_path: Path) -> re.Pattern[str]:
     return re.compile(
         re.escape(log_stem(log_path))
