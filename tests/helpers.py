@@ -72,6 +72,34 @@ def records(path: Path, *, checkpoints: bool = False) -> list[dict[str, Any]]:
     return out if checkpoints else [r for r in out if r.get("kind") != "checkpoint"]
 
 
+def stream_records(directory: Path) -> list[dict[str, Any]]:
+    """Every trusted record of the stream in a log directory, in file order, read the
+    way verify reads it (sealed segments only up to their named end; recovered segments
+    included)."""
+    from riskaudit.integrity import expand, line_chunks, order
+
+    out: list[dict[str, Any]] = []
+    for src in order(expand([str(directory)])):
+        for lines, complete in line_chunks(src.path):
+            if complete:
+                out.extend(orjson.loads(line) for line in lines)
+    return out
+
+
+def stream_event_ids(directory: Path) -> list[str]:
+    """Event ids of a log directory's stream: event records, then those that recovered
+    records put back (sequenced lines and unsequenced events)."""
+    ids: list[str] = []
+    for r in stream_records(directory):
+        if "event_id" in r:
+            ids.append(r["event_id"])
+        elif r.get("kind") == "recovered":
+            ev = r.get("event") or (orjson.loads(r["record"]) if "record" in r else {})
+            if isinstance(ev, dict) and "event_id" in ev:
+                ids.append(ev["event_id"])
+    return ids
+
+
 def event(i: int = 0, **data: Any) -> RiskEvent:
     return RiskEvent(EventType.PRE_TRADE_CHECK, EventPriority.HIGH, "test", {"i": i, **data})
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+import re
 import time
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from riskaudit import (
 from riskaudit.log._destinations import AppendFile
 from riskaudit.log._emergency import EmergencyOutput
 from riskaudit.recovery import recover
-from tests.helpers import event, records
+from tests.helpers import event, records, stream_event_ids, stream_records
 
 
 class Faults:
@@ -67,25 +68,14 @@ def cfg(tmp_path: Path, **kw: object) -> AuditConfig:
 
 
 def ids_in(path: Path) -> list[str]:
-    out = []
-    for f in sorted(path.parent.glob(path.name + "*")):
-        if f.suffix == ".jsonl" or ".recovered-" in f.name:
-            for r in records(f):
-                if "event_id" in r:
-                    out.append(r["event_id"])
-                elif r.get("kind") == "recovered":
-                    ev = r.get("event") or {}
-                    if "record" in r:
-                        import orjson
-
-                        ev = orjson.loads(r["record"])
-                    out.append(ev.get("event_id"))
-    return out
+    """Event ids in the log's directory, each record read once, in seq order."""
+    return stream_event_ids(path.parent)
 
 
 def test_primary_failure_goes_to_spool_and_replays(tmp_path: Path, faults: Faults) -> None:
-    """ENOSPC on the primary: batches go to the spool (durable), then are replayed into
-    the primary in seq order, and the spool files are removed."""
+    """ENOSPC on the primary: batches go to the spool (durable); the failed file is set
+    aside untouched and the spool replayed into a new file in seq order, whose segment
+    record names the old one and its trusted length; the spool files are removed."""
     config = cfg(tmp_path)
     produced = []
     with AuditLog(config) as log:
@@ -106,8 +96,13 @@ def test_primary_failure_goes_to_spool_and_replays(tmp_path: Path, faults: Fault
             produced.append(event(i))
             log.append(produced[-1])
     assert not list(config.spool_dir.glob("*.spool-*.jsonl"))
-    assert verify_paths([config.log_path]).valid
+    report = verify_paths([config.log_path.parent])
+    assert report.valid, report.findings
     assert ids_in(config.log_path) == [e.event_id for e in produced]
+    (aside,) = config.log_path.parent.glob("log.seg-*.jsonl")
+    segment = next(r for r in records(config.log_path) if r.get("kind") == "segment")
+    assert segment["reason"] == "untrusted" and segment["previous"] == aside.name
+    assert segment["previous_trusted_bytes"] == aside.stat().st_size
 
 
 def test_stdout_when_spool_fails_too_then_gap_and_recover(tmp_path: Path, faults: Faults) -> None:
@@ -133,24 +128,32 @@ def test_stdout_when_spool_fails_too_then_gap_and_recover(tmp_path: Path, faults
         log.append(event(6))
     report = verify_paths([config.log_path.parent])
     assert [(f.seq, f.kind) for f in report.findings] == [(4, "unrecovered")]
-    gap = next(r for r in records(config.log_path) if r.get("kind") == "gap")
-    assert (gap["first_seq"], gap["last_seq"]) == (4, 8)
     lines = out.getvalue().splitlines()
+    on_stdout = [int(line.split(b",")[0].split(b":")[1]) for line in lines]
+    gap = next(r for r in records(config.log_path) if r.get("kind") == "gap")
+    # One gap record names the whole stdout-only range, a gap record that failed too
+    # (the spool probed fine but its write failed) included.
+    assert (gap["first_seq"], gap["last_seq"]) == (4, on_stdout[-1])
+    assert on_stdout == list(range(4, on_stdout[-1] + 1))
     assert all(line.startswith(b'AUDIT_EMERGENCY {"seq":') for line in lines)
     stdout_file = tmp_path / "stdout.log"
     stdout_file.write_bytes(out.getvalue())
     rep = recover([stdout_file], config.log_path, config)
-    assert rep.filled == [(4, 8, "log.jsonl.recovered-4-8.jsonl")]
+    last = on_stdout[-1]
+    recovered = f"log.jsonl.recovered-4-{last}.jsonl"
+    assert rep.filled == [(4, last, recovered)]
     assert rep.verify is not None and rep.verify.valid, rep.verify.findings
     again = recover([stdout_file], config.log_path, config)
     assert again.appended == 0 and again.filled == []
     assert again.verify is not None and again.verify.valid
+    (aside,) = config.log_path.parent.glob("log.seg-*.jsonl")  # the failed file, untouched
     assert sorted(config.log_path.parent.iterdir()) == sorted(
         [
             config.log_path,
+            aside,
             config.log_path.with_name("log.jsonl.lock"),
             config.log_path.with_name("log.jsonl.checkpoints"),
-            config.log_path.with_name("log.jsonl.recovered-4-8.jsonl"),
+            config.log_path.with_name(recovered),
         ]
     )
 
@@ -255,12 +258,13 @@ def test_restart_replays_a_spool_left_behind(tmp_path: Path, faults: Faults) -> 
     assert kinds == ["genesis", "start", "event", *["event"] * 4, "stop", "start", "event", "stop"]
 
 
-def test_partial_write_whose_truncate_fails_is_repaired(
+def test_partial_write_whose_truncate_fails_is_set_aside(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A batch half-written before ENOSPC, and the truncate back failing too: the torn
-    bytes stay, the batch goes to the spool; when the primary is back, the torn tail is
-    cut aside with a repair record, the spool replayed, and the chain verifies."""
+    bytes stay, the batch goes to the spool; when the primary is back, the file is set
+    aside untouched (trusted up to its last synced byte), the spool replayed into a new
+    file, and the chain verifies with every event once."""
     from riskaudit.log import _destinations
 
     config = cfg(tmp_path)
@@ -293,13 +297,15 @@ def test_partial_write_whose_truncate_fails_is_repaired(
         broken["on"] = False
         Faults.wait_until(Faults.__new__(Faults), log, "primary")
         log.append(event(20))
-    recs = records(config.log_path)
-    repair = [r for r in recs if r.get("kind") == "repair"]
-    assert len(repair) == 1
-    assert (config.log_path.parent / repair[0]["kept_at"]).exists()
-    report = verify_paths([config.log_path])
+    segment = next(r for r in records(config.log_path) if r.get("kind") == "segment")
+    aside = config.log_path.parent / segment["previous"]
+    assert not aside.read_bytes().endswith(b"\n")  # kept untouched, torn bytes and all
+    assert aside.stat().st_size > segment["previous_trusted_bytes"]
+    report = verify_paths([config.log_path.parent])
     assert report.valid, report.findings
-    assert len([r for r in recs if "event_id" in r]) == 21
+    assert any("not part of the stream" in w for w in report.warnings), report.warnings
+    ids = [r["event_id"] for r in stream_records(config.log_path.parent) if "event_id" in r]
+    assert len(ids) == len(set(ids)) == 21
 
 
 def one_event_only_on_stdout(log: AuditLog, config: AuditConfig, faults: Faults) -> None:
@@ -333,7 +339,8 @@ def test_recover_command_fills_the_gap_and_exits_0(tmp_path: Path, faults: Fault
     assert runner.invoke(app, ["verify", str(config.log_path.parent)]).exit_code == 1
     result = runner.invoke(app, ["recover", str(capture), "--into", str(config.log_path)])
     assert result.exit_code == 0, result.output
-    assert "filled: seq 4-4" in result.output and "verify: VALID" in result.output
+    assert re.search(r"filled: seq 4-\d+ ", result.output), result.output
+    assert "verify: VALID" in result.output
     missing = runner.invoke(
         app, ["recover", str(tmp_path / "nope"), "--into", str(config.log_path)]
     )
@@ -359,13 +366,15 @@ def test_recover_finds_the_gap_in_a_compressed_segment_from_a_compressed_capture
         log.append(event(2))
         log.rotate()
         log.append(event(3))
-        log.flush()
-    (seg,) = list_segments(config.log_path)
-    compress(seg, "gzip")
+        with pytest.raises(AuditDegradedError):  # seq 4 stays stdout-only for this process
+            log.flush()
+    for seg in list_segments(config.log_path):  # the failed file set aside, and the rotated one
+        compress(seg, "gzip")
     capture = tmp_path / "container-json.log.1.gz"
     capture.write_bytes(gzip.compress(out.getvalue()))
     runner = CliRunner()
     assert runner.invoke(app, ["verify", str(config.log_path.parent)]).exit_code == 1
     result = runner.invoke(app, ["recover", str(capture), "--into", str(config.log_path)])
     assert result.exit_code == 0, result.output
-    assert "filled: seq 4-4" in result.output and "verify: VALID" in result.output
+    assert re.search(r"filled: seq 4-\d+ ", result.output), result.output
+    assert "verify: VALID" in result.output

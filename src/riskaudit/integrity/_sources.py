@@ -6,6 +6,12 @@ by logrotate (``*.jsonl.1``, ``*.jsonl.2.gz``, ``*.jsonl-20261126``), sealed seg
 torn tails (``.torn-*``), the checkpoint sidecar and sub-directories such as the spool
 are not segments and are skipped unless named.
 Files are ordered by the ``seq`` of their first record, so names do not matter.
+
+A sealed segment's name says where it ends (``.seg-<first>-<last>-``), and it is read
+only up to that record. A primary whose write or sync failed is set aside under such a
+name ending at its last trusted record (docs/format.md, "Untrusted files"): the bytes
+after it — nothing, part or all of a failed batch, which went on to the spool or stdout —
+are never records.
 """
 
 from __future__ import annotations
@@ -13,17 +19,17 @@ from __future__ import annotations
 import glob
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 from riskaudit.errors import AuditFormatError
 from riskaudit.log._codec import split_head
-from riskaudit.storage._segments import open_segment
+from riskaudit.storage._segments import open_segment, parse_segment_name
 
 _SEGMENT = re.compile(r"\.jsonl(\.\d+|-\d{8,})?(\.gz|\.zst)?$")
-_NOT_SEGMENT = re.compile(r"\.lock$|\.torn-|\.checkpoints$|\.tmp|^\.")
+_NOT_SEGMENT = re.compile(r"\.lock$|\.torn-|\.untrusted-|\.checkpoints$|\.tmp|^\.")
 _READ = 8 << 20
 
 
@@ -100,12 +106,18 @@ def last_seq(path: Path) -> int:
     return 0 if head is None else head[0]
 
 
-def line_chunks(path: Path) -> Iterator[tuple[list[bytes], bool]]:
+def line_chunks(
+    path: Path, past_end: Callable[[int], None] | None = None
+) -> Iterator[tuple[list[bytes], bool]]:
     """Lists of complete lines (without ``\\n``), read in large blocks.
 
     The flag is False only on the final list when the file does not end in ``\\n``
-    (its last line is then torn).
+    (its last line is then torn). A sealed segment stops at the record its name ends
+    with; ``past_end`` is told how many bytes followed it (never yielded).
     """
+    named = parse_segment_name(path.name)
+    # Lines the segment's name accounts for; None once the name cannot be relied on.
+    left: int | None = None if named is None else named[1] - named[0] + 1
     carry = b""
     with open_binary(path) as fh:
         while True:
@@ -118,6 +130,20 @@ def line_chunks(path: Path) -> Iterator[tuple[list[bytes], bool]]:
                 carry = data
                 continue
             carry = data[cut + 1 :]
-            yield data[:cut].split(b"\n"), True
+            lines = data[:cut].split(b"\n")
+            if left is not None and named is not None and len(lines) >= left:
+                head = split_head(lines[left - 1])
+                if head is not None and head[0] == named[1]:
+                    extra = sum(len(x) + 1 for x in lines[left:]) + len(carry)
+                    extra += sum(len(b) for b in iter(lambda: fh.read(_READ), b""))
+                    if left:
+                        yield lines[:left], True
+                    if past_end is not None and extra:
+                        past_end(extra)
+                    return
+                left = None  # the file does not match its name: read all of it
+            elif left is not None:
+                left -= len(lines)
+            yield lines, True
     if carry:
         yield [carry], False

@@ -309,7 +309,15 @@ class _Verifier:
         pending_at = (fidx, 0)
         lineno = 0
         sha = hashlib.sha256
-        for lines, complete in line_chunks(path):
+
+        def past_end(extra: int) -> None:
+            self.warnings.append(
+                f"{path.name}: {extra} bytes after the record its name says it ends with are "
+                "not part of the stream (what a failed write left before the file was set "
+                "aside); not read as records"
+            )
+
+        for lines, complete in line_chunks(path, past_end):
             if not complete:
                 if pending is not None:
                     self._step(pending, pending_at, None)

@@ -59,6 +59,7 @@ from riskaudit.events import RiskEvent
 from riskaudit.integrity._keys import load_signer
 from riskaudit.log._checkpoint import Checkpointer
 from riskaudit.log._codec import FORMAT, encode_event_body, format_ts
+from riskaudit.log._destinations import SetAside
 from riskaudit.log._emergency import EmergencyOutput
 from riskaudit.log._files import ensure_dir
 from riskaudit.log._lock import CENTRAL_MARK, WriterLock, lock_path_for
@@ -92,6 +93,12 @@ class Health:
     unsequenced: int
     lost: int
     warnings: tuple[str, ...] = ()
+    #: Ranges of seqs that reached only stdout (not durable until `riskaudit recover`).
+    unrecovered: tuple[tuple[int, int], ...] = ()
+    #: Files kept untouched because a write or sync on them failed (trusted only up to
+    #: their sealed end) and files found corrupt or truncated, by name.
+    untrusted: tuple[str, ...] = ()
+    corrupt: tuple[str, ...] = ()
 
 
 class AuditLog:
@@ -139,7 +146,9 @@ class AuditLog:
         self._durable = threading.Condition(threading.Lock())
         self._durable_seq = 0
         self._handled_seq = 0
-        self._flush_floor = 0
+        #: Ranges of seqs that reached only stdout, merged, for the life of the process:
+        #: the one source of truth for per-caller durability (flush, durable=True).
+        self._stdout_ranges: list[tuple[int, int]] = []
         self._state = _CLOSED
         self._failure: BaseException | None = None
         self._owner_pid = os.getpid()
@@ -199,7 +208,8 @@ class AuditLog:
             ensure_dir(self.path.parent)
         self._file_lock = WriterLock(lock_path_for(self.path), cfg.spool_dir)
         try:
-            opened = open_log(self.path, cfg.spool_dir)
+            sidecar = cfg.checkpoint_path or self.path.with_name(self.path.name + ".checkpoints")
+            opened = open_log(self.path, cfg.spool_dir, sidecar)
             self.stream = opened.stream
             self.repaired = opened.repaired
             self._writer = Writer(
@@ -215,8 +225,7 @@ class AuditLog:
                 self._writer.checkpointer = Checkpointer(
                     stream=self.stream,
                     signer=self._signer,
-                    sidecar=cfg.checkpoint_path
-                    or self.path.with_name(self.path.name + ".checkpoints"),
+                    sidecar=sidecar,
                     interval=cfg.checkpoint_interval,
                     every_records=cfg.checkpoint_records,
                 )
@@ -224,11 +233,14 @@ class AuditLog:
             self._writer.stream = self.stream
             self._writer.ring.limit = cfg.truncate_ring
             self._writer.rotation = cfg.rotation
+            self._writer.primary_last = opened.primary_last
+            if opened.aside is not None:
+                self._writer.set_aside.append(opened.aside)
             self._next_seq = opened.last_seq + 1
-            self._durable_seq = self._handled_seq = self._flush_floor = opened.last_seq
+            self._durable_seq = self._handled_seq = opened.last_seq
             try:
                 self._start_writer_state(opened.primary_writable, opened.spool_last)
-                self._write_opening_records(opened.last_seq)
+                self._write_opening_records(opened.last_seq, opened.aside)
             except BaseException:
                 self._writer.close_files()
                 raise
@@ -255,16 +267,18 @@ class AuditLog:
         w = self._writer
         if primary_writable:
             if spool_last:
-                head = w.primary.head()
-                w.replay_spool(head.last_seq)
+                w.replay_spool(w.primary_last)
             return
         w.destination = Destination.SPOOL if w.spool is not None else Destination.STDOUT
         w._schedule_retry()
 
-    def _write_opening_records(self, last_seq: int) -> None:
+    def _write_opening_records(self, last_seq: int, aside: SetAside | None) -> None:
         now = time.time_ns()
         seq = last_seq
         items: list[QueueItem] = []
+        if aside is not None:
+            seq += 1
+            items.append((seq, now, ("segment", self._writer.aside_fields(aside))))
         if last_seq == 0:
             seq += 1
             items.append(
@@ -488,9 +502,11 @@ class AuditLog:
         """Return once every record appended before the call is synced in the primary
         or the spool.
 
-        Raises AuditDegradedError naming the ``seq`` range of records (appended since
-        the previous flush) that reached only stdout, and AuditFlushTimeoutError if the
-        writer needs longer than ``timeout`` seconds.
+        Raises AuditDegradedError naming the ``seq`` range of every record at or below
+        the target that reached only stdout — every time it is asked, for the life of
+        the process (a ``gap`` record names such records in the durable log but does
+        not make them durable) — and AuditFlushTimeoutError if the writer needs longer
+        than ``timeout`` seconds.
         """
         with self._lock:
             if self._state is not _OPEN and self._state is not _CLOSING:
@@ -498,10 +514,35 @@ class AuditLog:
                     return
                 self._raise_state()
             target = self._next_seq - 1
-        self.wait_durable(target, timeout)
+        self._wait_handled(target, timeout)
+        self._raise_if_stdout(1, target)
 
     def wait_durable(self, seq: int, timeout: float | None = None) -> None:
-        """Block until ``seq`` is durable (the write-ahead wait of ``durable=True``)."""
+        """Block until ``seq`` is durable (the write-ahead wait of ``durable=True``).
+
+        Judges only that record: AuditDegradedError if it reached only stdout."""
+        self._wait_handled(seq, timeout)
+        self._raise_if_stdout(seq, seq)
+
+    def _raise_if_stdout(self, low: int, high: int) -> None:
+        with self._durable:
+            lost = [
+                (max(a, low), min(b, high))
+                for a, b in self._stdout_ranges
+                if b >= low and a <= high
+            ]
+        if lost:
+            first, last = lost[0][0], lost[-1][1]
+            ranges = ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in lost[:10])
+            raise AuditDegradedError(
+                f"seq {ranges}{' ...' if len(lost) > 10 else ''} reached only stdout "
+                "(AUDIT_EMERGENCY lines), not the primary or the spool; recover them with "
+                "`riskaudit recover`",
+                first_seq=first,
+                last_seq=last,
+            )
+
+    def _wait_handled(self, seq: int, timeout: float | None) -> None:
         if self._handled_seq < seq:
             self._wake.set()
             deadline = None if timeout is None else time.monotonic() + timeout
@@ -517,20 +558,6 @@ class AuditLog:
                             target_seq=seq,
                         )
                     self._durable.wait(remaining if remaining is not None else 1.0)
-        floor, self._flush_floor = self._flush_floor, max(self._flush_floor, seq)
-        lost = [
-            (max(a, floor + 1), min(b, seq))
-            for a, b in self._writer.counters.stdout_ranges
-            if b > floor and a <= seq
-        ]
-        if lost:
-            first, last = lost[0][0], lost[-1][1]
-            raise AuditDegradedError(
-                f"seq {first}-{last} reached only stdout (AUDIT_EMERGENCY lines), not the "
-                f"primary or the spool; recover them with `riskaudit recover`",
-                first_seq=first,
-                last_seq=last,
-            )
 
     # -- the writer side (called from the writer thread) ----------------------------
 
@@ -583,8 +610,16 @@ class AuditLog:
             self._pending.append((seq, time.time_ns(), (kind, fields)))
         return seq
 
-    def _mark_handled(self, seq: int, *, durable: bool) -> None:
+    def _mark_handled(
+        self, seq: int, *, durable: bool, stdout: tuple[int, int] | None = None
+    ) -> None:
         with self._durable:
+            if stdout is not None:
+                ranges = self._stdout_ranges
+                if ranges and ranges[-1][1] == stdout[0] - 1:
+                    ranges[-1] = (ranges[-1][0], stdout[1])
+                else:
+                    ranges.append(stdout)
             self._handled_seq = seq
             if durable:
                 self._durable_seq = seq
@@ -702,6 +737,29 @@ class AuditLog:
         if lost:
             status = "failing"
             reasons.append(f"{lost} records lost (emergency output full or broken)")
+        if w.primary.poisoned is not None:
+            reasons.append(f"primary untrusted after a failed write or sync: {w.primary.poisoned}")
+        untrusted = tuple(a.name or "" for a in w.set_aside if a.reason == "untrusted")
+        corrupt = tuple(
+            a.name or str(self.path.name) for a in w.set_aside if a.reason != "untrusted"
+        )
+        if corrupt:
+            status = "failing"
+            reasons.append(
+                "corrupt: " + ", ".join(corrupt) + " (confirmed records damaged or missing; "
+                "kept untouched, see docs/operations.md)"
+            )
+        with self._durable:
+            unrecovered = tuple(self._stdout_ranges)
+        if unrecovered:
+            status = "degraded" if status == "ok" else status
+            count = sum(b - a + 1 for a, b in unrecovered)
+            reasons.append(
+                f"{count} records reached only stdout (seq "
+                + ", ".join(f"{a}-{b}" for a, b in unrecovered[:5])
+                + (" ..." if len(unrecovered) > 5 else "")
+                + "): run `riskaudit recover` with the container's stdout log"
+            )
         return Health(
             status=status,
             reasons=tuple(reasons),
@@ -713,6 +771,9 @@ class AuditLog:
             unsequenced=self.unsequenced,
             lost=lost,
             warnings=tuple(warnings),
+            unrecovered=unrecovered,
+            untrusted=untrusted,
+            corrupt=corrupt,
         )
 
     def status(self) -> dict[str, Any]:
@@ -729,6 +790,13 @@ class AuditLog:
                 "status": health.status,
                 "reasons": list(health.reasons),
                 "warnings": list(health.warnings),
+            },
+            "integrity": {
+                "primary_trusted": w.primary.poisoned is None,
+                "untrusted_files": list(health.untrusted),
+                "corrupt_files": list(health.corrupt),
+                "unrecovered": [list(r) for r in health.unrecovered],
+                "unrecovered_records": sum(b - a + 1 for a, b in health.unrecovered),
             },
             "ready": health.destination != "stdout"
             and not self._lock_lost

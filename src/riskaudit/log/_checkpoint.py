@@ -12,13 +12,16 @@ and at close (after the ``stop`` record, so a clean close is sealed).
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
 
+from riskaudit.errors import AuditStorageError
 from riskaudit.integrity._keys import Signer, signed_text
 from riskaudit.log._codec import format_ts
 from riskaudit.log._destinations import AppendFile
+from riskaudit.log._files import atomic_write, utc_stamp
 
 logger = logging.getLogger("riskaudit.checkpoint")
 
@@ -73,13 +76,32 @@ class Checkpointer:
         self.last = time.monotonic()
         self.written += 1
         try:
-            if not self.sidecar.is_open:
-                self.sidecar.open(create=True)
+            if not self.sidecar.is_open or self.sidecar.poisoned is not None:
+                self._reopen()
             self.sidecar.write([line + b"\n"])
-        except OSError as exc:
+        except (OSError, AuditStorageError) as exc:
             self.sidecar_failures += 1
             self.sidecar.close()
             logger.error("cannot append the checkpoint to %s: %s", self.sidecar.path, exc)
+
+    def _reopen(self) -> None:
+        """Open the sidecar; a line left incomplete by a crash or a failed write is
+        copied aside (``<sidecar>.torn-<UTC>``) and cut, so the next line starts clean
+        (the log holds every checkpoint the sidecar copies)."""
+        side = self.sidecar
+        side.open(create=True)
+        assert side.fd is not None
+        size = side.offset
+        tail = os.pread(side.fd, min(size, 1 << 16), max(0, size - (1 << 16)))
+        if tail and not tail.endswith(b"\n"):
+            keep = size - (len(tail) - (tail.rfind(b"\n") + 1))
+            atomic_write(
+                side.path.with_name(f"{side.path.name}.torn-{utc_stamp()}"), tail[keep - size :]
+            )
+            os.ftruncate(side.fd, keep)
+            os.fsync(side.fd)
+            side.offset = keep
+            logger.warning("checkpoint sidecar %s: cut an incomplete last line", side.path)
 
     def close(self) -> None:
         self.sidecar.close()

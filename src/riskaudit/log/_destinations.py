@@ -2,9 +2,15 @@
 
 Both receive the same chained bytes (the writer chains before it chooses where bytes
 go, so the chain survives every fallback), and both are written the same way: append
-at the known end, sync, and on any error truncate back to the last synced offset so a
-half-written batch never stays behind a good one. If even the truncate fails, the torn
-tail is found and cut aside the next time the file is opened.
+at the end, sync, and only then count the bytes as written (``offset``: the last
+offset a successful sync covered — the file's *trusted length*).
+
+A write or sync error *poisons* the file: it is never appended to again. After a failed
+fsync Linux may mark the dirty pages clean and report the next fsync as a success
+("fsyncgate"), and a failed write may have left nothing, part or all of its bytes, so
+nothing past the trusted length can be believed, however it reads. The writer sets a
+poisoned primary aside (:func:`set_aside`: renamed, untouched, under a sealed segment
+name that ends at its last trusted record) and continues in a new file.
 
 Spool files are named ``<log name>.spool-<first seq, 20 digits>.jsonl`` so several logs
 can share one spool directory and a directory listing sorts them in ``seq`` order.
@@ -18,14 +24,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from riskaudit.log._codec import split_head
-from riskaudit.log._files import FILE_MODE, ensure_dir, fsync_dir, write_durably
-from riskaudit.log._resume import ChainHead, Repair, cut_torn_tail, find_head
-
-#: errno values that mean "this volume cannot take writes now", not a bug of ours.
-STORAGE_ERRORS = frozenset(
-    {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT}
-)
+from riskaudit.log._codec import line_hash, split_head, ts_ns_of
+from riskaudit.log._files import FILE_MODE, ensure_dir, fsync_dir, utc_stamp, write_durably
+from riskaudit.log._resume import ChainHead, Repair, Tail, cut_torn_tail, find_head
+from riskaudit.storage._segments import seal_as_segment
 
 
 class AppendFile:
@@ -36,6 +38,8 @@ class AppendFile:
         self.fd: int | None = None
         self.offset = 0
         self.ident: tuple[int, int] | None = None
+        #: Why the file may no longer be appended to (a write or sync failed), or None.
+        self.poisoned: str | None = None
 
     @property
     def is_open(self) -> bool:
@@ -66,12 +70,13 @@ class AppendFile:
         self.fd = fd
         self.offset = st.st_size
         self.ident = (st.st_dev, st.st_ino)
+        self.poisoned = None
 
     def head(self) -> ChainHead:
         assert self.fd is not None
         return find_head(self.fd)
 
-    def repair(self, head: ChainHead) -> Repair:
+    def repair(self, head: ChainHead | Tail) -> Repair:
         """Cut a torn tail aside (kept next to the file) and truncate to the head."""
         assert self.fd is not None
         repaired = cut_torn_tail(self.fd, self.path, head)
@@ -79,22 +84,36 @@ class AppendFile:
         return repaired
 
     def write(self, chunks: list[bytes]) -> None:
-        """Append durably, or raise OSError with the file truncated back."""
+        """Append durably, or raise OSError and poison the file (never written again)."""
         if self.fd is None:
             raise OSError(errno.EBADF, f"{self.path} is not open")
+        if self.poisoned is not None:
+            raise OSError(errno.EIO, f"{self.path}: an earlier write failed ({self.poisoned})")
         try:
             write_durably(self.fd, chunks, self.offset)
-        except OSError:
-            with contextlib.suppress(OSError):
-                os.ftruncate(self.fd, self.offset)
+        except OSError as exc:
+            self.poison(str(exc))
             raise
         self.offset += sum(len(c) for c in chunks)
+
+    def poison(self, reason: str) -> None:
+        """Never append to this file again; trust it only up to ``offset``. Cutting the
+        failed bytes off is tidier for readers, but nothing relies on it succeeding."""
+        self.poisoned = reason
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                if os.fstat(self.fd).st_size > self.offset:
+                    os.ftruncate(self.fd, self.offset)
 
     def reset(self) -> None:
         """Empty the file (after its content was saved or is held elsewhere)."""
         assert self.fd is not None
-        os.ftruncate(self.fd, 0)
-        os.fsync(self.fd)
+        try:
+            os.ftruncate(self.fd, 0)
+            os.fsync(self.fd)
+        except OSError as exc:
+            self.poison(str(exc))
+            raise
         self.offset = 0
 
     def read_all(self) -> bytes:
@@ -206,30 +225,87 @@ class Spool:
             fsync_dir(self.directory)
 
 
-def records_after(path: Path, after_seq: int) -> list[bytes]:
-    """Complete record lines (with ``\\n``) of a file whose ``seq`` is above ``after_seq``.
+@dataclass(frozen=True, slots=True)
+class SetAside:
+    """A primary file kept untouched and sealed out of the active path."""
 
-    A torn last line (no newline) is not a record and is left out.
+    name: str | None  # its new name in the log's directory (None: nothing to keep)
+    trusted_bytes: int  # how much of it is trusted: the rest is never read as records
+    reason: str  # "untrusted" (a write or sync failed), "corrupt" or "truncated"
+    last_seq: int  # its last trusted record (0: none)
+    missing_from: int | None = None  # truncated: the checkpoint the log no longer reaches
+
+
+def set_aside(file: AppendFile, tail: Tail | None, reason: str, **extra: int) -> SetAside:
+    """Rename a file that must not be appended to out of the active path, untouched.
+
+    With trusted records it becomes a sealed segment whose name ends at its last trusted
+    record (``<stem>.seg-<first>-<last trusted>-<start>.jsonl``): every reader stops
+    there, so bytes past the trusted length are never read as records. A file with no
+    trusted record is kept as ``<log>.untrusted-<UTC>``, which is not a segment. The
+    descriptor is closed; the caller opens the path anew. Raises OSError.
+    """
+    assert file.fd is not None
+    if tail is None:  # in the writer: trusted up to the last successful sync
+        first = file.first_record()
+        tail = Tail(
+            good_size=file.offset,
+            last_seq=_last_seq_within(file),
+            last_hash=b"",
+            first_seq=first[0] if first is not None else None,
+            stream=None,
+            torn=b"",
+            anchored=False,
+        )
+    path = file.path
+    if tail.last_seq and tail.first_seq is not None:
+        first_line = os.pread(file.fd, 1 << 16, 0).split(b"\n", 1)[0]
+        target = seal_as_segment(path, tail.first_seq, tail.last_seq, ts_ns_of(first_line))
+    else:
+        target = path.with_name(f"{path.name}.untrusted-{utc_stamp()}")
+        os.rename(path, target)
+        fsync_dir(path.parent)
+    file.close()
+    return SetAside(
+        name=target.name,
+        trusted_bytes=tail.good_size,
+        reason=reason,
+        last_seq=tail.last_seq,
+        missing_from=extra.get("missing_from"),
+    )
+
+
+def _last_seq_within(file: AppendFile) -> int:
+    """The ``seq`` of the last record inside the trusted length (0 if none)."""
+    if file.offset == 0:
+        return 0
+    data = file.read_range(max(0, file.offset - (1 << 16)), file.offset)
+    head = split_head(data[:-1].rsplit(b"\n", 1)[-1])
+    return head[0] if head is not None else 0
+
+
+def replay_lines(path: Path, after_seq: int) -> list[bytes]:
+    """The spool file's records after ``after_seq``, as one linked run (with ``\\n``).
+
+    Only a run in which each record carries the next ``seq`` and the previous line's
+    hash is taken; it stops at the first line that breaks it (what a failed spool write
+    left behind: its batch went on to stdout and a ``gap`` record names it).
     """
     data = path.read_bytes()
-    out = []
+    out: list[bytes] = []
+    prev: bytes | None = None
+    seq = 0
     for line in data.split(b"\n")[:-1]:  # the last piece is b"" or a torn line
         head = split_head(line)
-        if head is not None and head[0] > after_seq:
-            out.append(line + b"\n")
+        if head is None:
+            if out:
+                break
+            continue
+        if not out:
+            if head[0] <= after_seq:
+                continue
+        elif head != (seq + 1, prev):
+            break
+        seq, prev = head[0], line_hash(line)
+        out.append(line + b"\n")
     return out
-
-
-def head_of_file(path: Path) -> tuple[int, bytes] | None:
-    """(seq, hash) of the last complete record of a file, or None."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        head = find_head(fd)
-    except Exception:
-        return None
-    finally:
-        os.close(fd)
-    return (head.last_seq, head.last_hash) if head.last_seq else None

@@ -1,18 +1,34 @@
 """Start-up: find the chain head across the primary and the spool, repair, replay.
 
-The head of the chain is the newest record across the primary file and the spool: a
-previous run may have spooled records while the primary was down and stopped before
-replaying them, or crashed in the middle of a replay. The order is:
+The head of the chain is the newest *trusted* record across the primary file and the
+spool: a previous run may have spooled records while the primary was down and stopped
+before replaying them, or crashed in the middle of a replay or of a multi-page write.
+The order is:
 
 1. open the primary (creating it and its directory if needed); if it cannot be opened
    for writing, open it read-only just to learn its head — a read-only volume must not
    stop the log, only send its records to the spool;
-2. cut a torn tail aside (primary and spool files), never deleting bytes;
-3. replay spool records newer than the primary's head into the primary, sync, and only
-   then delete the spool files (a crash in between replays again, skipping what the
-   primary already has: no loss, no duplicates);
-4. the caller writes ``genesis`` (new stream), ``repair`` (if a tail was cut) and
-   ``start`` through the normal destinations.
+2. validate each file's tail record by record from a trusted point (``_resume.py``) and
+   decide what the invalid rest is:
+
+   * a **torn tail** (a crash mid-write, after everything confirmed): copied aside,
+     cut, and named by a ``repair`` record;
+   * **untrusted**: the primary holds records at ``seq`` values the spool holds. The
+     spool only ever receives a batch because the primary failed it, so the primary's
+     copy is bytes whose write or sync failed (after a failed fsync Linux may report
+     the next one as a success, "fsyncgate"): they are never trusted, whatever they
+     read like. The file is kept untouched, sealed under a segment name that ends at
+     its last trusted record, and the chain continues in a new file;
+   * **corrupt**: the damage lies at or before the newest checkpoint that the sidecar
+     holds (confirmed records), or the log ends before it. The file is kept untouched
+     and sealed the same way, a new file starts, no ``seq`` is reused, and health and
+     verify report it;
+
+3. replay spool records newer than the primary's trusted head into the primary, sync,
+   read them back, and only then delete the spool files (a crash in between replays
+   again into a fresh segment: no loss, no duplicate in the chain);
+4. the caller writes ``genesis`` (new stream), ``segment`` (a file was set aside),
+   ``repair`` (a tail was cut) and ``start`` through the normal destinations.
 """
 
 from __future__ import annotations
@@ -28,8 +44,8 @@ import orjson
 
 from riskaudit.errors import AuditFormatError, AuditStorageError
 from riskaudit.log._codec import ZERO_HASH, line_hash, split_head
-from riskaudit.log._destinations import AppendFile, Spool
-from riskaudit.log._resume import Repair, cut_torn_tail, find_head
+from riskaudit.log._destinations import AppendFile, SetAside, Spool, set_aside
+from riskaudit.log._resume import Repair, Tail, cut_torn_tail, newest_checkpoint, validate_tail
 from riskaudit.storage._segments import last_line, list_segments, rotated_files, stream_of
 
 logger = logging.getLogger("riskaudit")
@@ -48,6 +64,18 @@ class Opened:
     stream: str
     repaired: Repair | None
     spool_last: int
+    #: The last trusted ``seq`` in the primary (spool records after it are replayed).
+    primary_last: int = 0
+    #: A file kept untouched and sealed aside (untrusted or corrupt), if any.
+    aside: SetAside | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _SpoolHead:
+    first: int  # the lowest seq any spool file holds (0: no spool records)
+    last: int
+    last_hash: bytes
+    stream: str | None
 
 
 def _read_only_head(path: Path) -> tuple[int, bytes, str | None]:
@@ -57,14 +85,16 @@ def _read_only_head(path: Path) -> tuple[int, bytes, str | None]:
     except FileNotFoundError:
         return 0, ZERO_HASH, None
     try:
-        head = find_head(fd)
+        tail = validate_tail(fd)
     finally:
         os.close(fd)
-    return head.last_seq, head.last_hash, head.stream
+    return tail.last_seq, tail.last_hash, tail.stream
 
 
-def _repair_spool(spool: Spool) -> tuple[int, bytes, str | None]:
-    """Cut torn spool tails aside; the newest (seq, hash, stream) in the spool."""
+def _repair_spool(spool: Spool) -> _SpoolHead:
+    """Validate every spool file, cut torn tails aside (a spool batch is confirmed only
+    once synced, so an invalid tail there was never confirmed); the spool's range."""
+    first = 0
     best: tuple[int, bytes, str | None] = (0, ZERO_HASH, None)
     for f in spool.files():
         try:
@@ -73,19 +103,19 @@ def _repair_spool(spool: Spool) -> tuple[int, bytes, str | None]:
             logger.error("cannot open spool file %s: %s", f.path, exc)
             continue
         try:
-            try:
-                head = find_head(fd)
-            except AuditFormatError:
-                logger.error("spool file %s holds no complete record; left in place", f.path)
-                continue
-            if head.torn:
-                kept = cut_torn_tail(fd, f.path, head)
+            tail = validate_tail(fd)
+            if tail.torn:
+                kept = cut_torn_tail(fd, f.path, tail)
                 logger.warning("spool file %s had a torn tail, kept in %s", f.path, kept.kept_at)
-            if head.last_seq > best[0]:
-                best = (head.last_seq, head.last_hash, head.stream or best[2])
+            if tail.first_seq is not None and tail.last_seq:
+                first = tail.first_seq if not first else min(first, tail.first_seq)
+            if tail.last_seq > best[0]:
+                best = (tail.last_seq, tail.last_hash, tail.stream or best[2])
+        except (OSError, AuditStorageError) as exc:
+            logger.error("spool file %s: %s; left in place", f.path, exc)
         finally:
             os.close(fd)
-    return best
+    return _SpoolHead(first, best[0], best[1], best[2])
 
 
 def sibling_head(path: Path) -> tuple[int, bytes, str | None]:
@@ -116,33 +146,94 @@ def sibling_head(path: Path) -> tuple[int, bytes, str | None]:
     return best
 
 
-def open_log(path: Path, spool_dir: Path | None) -> Opened:
+def _ours(data: bytes) -> bool:
+    """Whether bytes with no valid record are still a writer's torn output (NUL runs, or
+    some line with a format-v1 head), not somebody else's file."""
+    if not data.strip(b"\x00"):
+        return True
+    return any(
+        split_head(line.lstrip(b"\x00")) is not None for line in data[: 1 << 16].split(b"\n")
+    )
+
+
+def _judge(tail: Tail, spool: _SpoolHead, anchor: tuple[int, bytes] | None) -> str | None:
+    """What the primary's tail is: None (clean), ``torn``, ``untrusted`` or ``corrupt``."""
+    if spool.first and (
+        tail.last_seq >= spool.first or (tail.torn and tail.last_seq + 1 >= spool.first)
+    ):
+        return "untrusted"
+    if anchor is not None and tail.torn and tail.last_seq < anchor[0]:
+        in_file = tail.first_seq is not None and tail.first_seq <= anchor[0]
+        if in_file or tail.anchored:
+            return "corrupt"
+    return "torn" if tail.torn else None
+
+
+def open_log(path: Path, spool_dir: Path | None, sidecar: Path | None = None) -> Opened:
     """Open the primary and the spool and find the head (steps 1-3 above)."""
     primary = AppendFile(path)
     spool = Spool(spool_dir, path.name) if spool_dir is not None else None
+    anchor = newest_checkpoint(sidecar) if sidecar is not None else None
     writable = True
     error: str | None = None
     repaired: Repair | None = None
+    aside: SetAside | None = None
+    spool_head = _repair_spool(spool) if spool is not None else _SpoolHead(0, 0, ZERO_HASH, None)
     try:
         primary.open(create=True)
     except (OSError, AuditStorageError) as exc:
         writable = False
         error = str(exc)
         logger.error("audit log %s is not writable at start: %s", path, exc)
+    floor = 0  # a seq no new record may take (the highest any damaged line claims)
     if writable:
-        head = primary.head()
-        if head.torn:
-            repaired = primary.repair(head)
+        assert primary.fd is not None
+        tail = validate_tail(primary.fd, anchor)
+        if tail.good_size == 0 and tail.torn and not _ours(tail.torn):
+            primary.close()
+            raise AuditFormatError(
+                f"{path}: no complete riskaudit record found: this file is not a format-v1 "
+                "log (refusing to cut it aside; move it away or point RISK_AUDIT_LOG_PATH "
+                "elsewhere)"
+            )
+        verdict = _judge(tail, spool_head, anchor)
+        if verdict == "untrusted":
+            tail = validate_tail(primary.fd, anchor, limit_seq=spool_head.first - 1)
+        if verdict in ("untrusted", "corrupt"):
+            floor = tail.highest_seq_in_tail
+            try:
+                aside = set_aside(primary, tail, verdict)
+            except OSError as exc:
+                raise AuditStorageError(
+                    f"audit log {path} holds {verdict} records and cannot be set aside: {exc}"
+                ) from exc
+            log = logger.error if verdict == "untrusted" else logger.critical
+            log(
+                "audit log %s: %s after seq %d (%d bytes); kept untouched as %s, the chain "
+                "continues in a new file",
+                path,
+                "bytes whose write or sync failed"
+                if verdict == "untrusted"
+                else "damage before the newest checkpoint the sidecar holds",
+                tail.last_seq,
+                len(tail.torn),
+                aside.name,
+            )
+            primary.open(create=True)
+        elif verdict == "torn":
+            repaired = primary.repair(tail)
             logger.warning(
                 "audit log %s had a torn tail: %d bytes kept in %s",
                 path,
                 repaired.cut_bytes,
                 repaired.kept_at,
             )
-        p_seq, p_hash, stream = head.last_seq, head.last_hash, head.stream
+        p_seq, p_hash, stream = tail.last_seq, tail.last_hash, tail.stream
     else:
         try:
             p_seq, p_hash, stream = _read_only_head(path)
+        except AuditFormatError:
+            raise
         except OSError as exc:
             if exc.errno not in (errno.EACCES, errno.EPERM):
                 raise AuditStorageError(f"cannot read audit log {path}: {exc}") from exc
@@ -152,7 +243,6 @@ def open_log(path: Path, spool_dir: Path | None) -> Opened:
                     "configured: the chain head is unknown"
                 ) from exc
             p_seq, p_hash, stream = 0, ZERO_HASH, None
-    s_seq, s_hash, s_stream = _repair_spool(spool) if spool is not None else (0, ZERO_HASH, None)
     if p_seq == 0 or stream is None:
         r_seq, r_hash, r_stream = sibling_head(path)
         if p_seq == 0 and r_seq:
@@ -164,10 +254,35 @@ def open_log(path: Path, spool_dir: Path | None) -> Opened:
             )
             p_seq, p_hash = r_seq, r_hash
         stream = stream or r_stream
-    if s_seq > p_seq:
-        last_seq, last_hash = s_seq, s_hash
-    else:
-        last_seq, last_hash = p_seq, p_hash
+    primary_last = p_seq
+    known = max(p_seq, spool_head.last)
+    if anchor is not None and known == 0 and anchor[0] > 0:
+        logger.critical(
+            "audit log %s is gone (no file, no rotated files, no spool) but its sidecar %s "
+            "names seq %d: starting a new stream; verify will report the old one missing",
+            path,
+            sidecar,
+            anchor[0],
+        )
+        anchor = None
+    heads = [(p_seq, p_hash), (spool_head.last, spool_head.last_hash)]
+    if anchor is not None:
+        heads.append((anchor[0], line_hash(anchor[1])))
+    last_seq, last_hash = max(heads, key=lambda h: h[0])
+    if anchor is not None and anchor[0] > known and aside is None:
+        # The log ends before the newest checkpoint the sidecar holds: confirmed
+        # records are gone (a cut file, a lost volume). Keep what is left untouched and
+        # continue after the checkpoint; never reuse its seqs.
+        logger.critical(
+            "audit log %s ends at seq %d, before seq %d that the checkpoint sidecar holds: "
+            "it was truncated (confirmed records are missing); the chain continues after "
+            "the checkpoint",
+            path,
+            p_seq,
+            anchor[0],
+        )
+        aside = _set_aside_truncated(primary, anchor[0]) if writable else None
+    last_seq = max(last_seq, floor)  # never reuse a seq that a damaged line claims
     return Opened(
         primary=primary,
         spool=spool,
@@ -175,7 +290,25 @@ def open_log(path: Path, spool_dir: Path | None) -> Opened:
         primary_error=error,
         last_seq=last_seq,
         last_hash=last_hash,
-        stream=stream or s_stream or str(uuid.uuid4()),
+        stream=stream or spool_head.stream or str(uuid.uuid4()),
         repaired=repaired,
-        spool_last=s_seq,
+        spool_last=spool_head.last,
+        primary_last=primary_last,
+        aside=aside,
     )
+
+
+def _set_aside_truncated(primary: AppendFile, checkpoint_seq: int) -> SetAside:
+    """Seal what is left of a truncated primary (if anything) and open a fresh file."""
+    assert primary.fd is not None
+    tail = validate_tail(primary.fd)
+    if tail.last_seq == 0 and not tail.torn:
+        return SetAside(None, 0, "truncated", 0, checkpoint_seq)
+    try:
+        aside = set_aside(primary, tail, "truncated", missing_from=checkpoint_seq)
+    except OSError as exc:
+        raise AuditStorageError(
+            f"cannot set the truncated log {primary.path} aside: {exc}"
+        ) from exc
+    primary.open(create=True)
+    return aside

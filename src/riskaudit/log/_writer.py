@@ -12,12 +12,17 @@ Destinations, in order of preference, all receiving the same chained bytes:
 3. stdout, one ``AUDIT_EMERGENCY`` line per record (not durable: ``recover`` puts the
    records back).
 
-A write or sync error on the primary truncates it back to its last synced offset and
-sends the batch to the next destination; the primary is retried with capped
-exponential backoff. When it works again the spool is replayed into it in ``seq``
-order and synced before the spool files are deleted. Records that reached only stdout
-leave a hole in the durable chain, which the writer marks with a ``gap`` record as
-soon as it is back on a durable destination.
+A write or sync error on the primary poisons that file (it is trusted only up to the
+last offset a successful sync covered, and never appended to again) and sends the batch
+to the next destination at once; the primary is retried with capped exponential
+backoff. When it works again the poisoned file is set aside untouched, under a sealed
+segment name that ends at its last trusted record, and the chain continues in a new
+file whose first record of the writer's own is a ``segment`` record naming it and its
+trusted length. The spool is replayed into the primary in ``seq`` order, synced, read
+back and compared byte for byte before the spool files are deleted. Records that
+reached only stdout leave a hole in the durable chain, which the writer names with a
+``gap`` record once one is durable — a gap record that itself fails is folded into the
+next one, so every stdout-only range is named, however many failures come in a row.
 
 The GIL matters here: every blocking call releases it, and taking it back from a
 producer that never pauses costs a whole switch interval (5 ms by default). So a batch
@@ -28,6 +33,7 @@ little as it can per record (see ``chain_batch``).
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import math
 import threading
@@ -39,9 +45,10 @@ from typing import TYPE_CHECKING, Any
 
 from riskaudit.log._checkpoint import Checkpointer
 from riskaudit.log._codec import chain_batch, control_line, format_ts, split_head, ts_ns_of
-from riskaudit.log._destinations import AppendFile, Spool, records_after
+from riskaudit.log._destinations import AppendFile, SetAside, Spool, replay_lines, set_aside
 from riskaudit.log._emergency import EmergencyOutput
 from riskaudit.log._files import atomic_write, utc_stamp
+from riskaudit.log._resume import validate_tail
 from riskaudit.log._rotation import RecentRecords, Rotation
 from riskaudit.storage import probe_write
 from riskaudit.storage._segments import log_stem
@@ -111,6 +118,10 @@ class Writer:
         self.prev = last_hash
         self.retry_max = retry_max
         self.destination = Destination.PRIMARY
+        #: The last ``seq`` durable in the primary (spool records after it are replayed).
+        self.primary_last = last_seq
+        #: Files set aside (untrusted, corrupt) by this writer and at start-up.
+        self.set_aside: list[SetAside] = []
         self._backlog: list[tuple[int, bytes]] = []
         self._backlog_first = 0
         self._backlog_first_ts = 0
@@ -161,10 +172,11 @@ class Writer:
 
     # -- committing ---------------------------------------------------------------
 
-    def commit(self) -> None:
-        """Send the backlog to the best destination that takes it."""
+    def commit(self) -> bool:
+        """Send the backlog to the best destination that takes it; whether that one was
+        durable (True too when there was nothing to send)."""
         if not self._backlog:
-            return
+            return True
         chunks = [data for _last, data in self._backlog]
         first, last = self._backlog_first, self._backlog[-1][0]
         count = last - first + 1
@@ -178,18 +190,20 @@ class Writer:
                     self.file_first = (first, self._backlog_first_ts or time.time_ns())
                 self.primary.write(chunks)
             except OSError as exc:
+                self.primary.poison(str(exc))
                 self._failed("primary", exc)
                 self.destination = Destination.SPOOL if self.spool else Destination.STDOUT
                 self._schedule_retry()
             else:
                 self.counters.primary_records += count
+                self.primary_last = last
                 self.ring.add(first, self._backlog)
                 self._synced(started, size)
                 self._done(last, durable=True)
                 rot = self.rotation
                 if rot.max_bytes and self.primary.offset >= rot.max_bytes:
                     self._rotate_pending = True
-                return
+                return True
         if self.destination is Destination.SPOOL and self.spool is not None:
             try:
                 self.spool.write(chunks, first)
@@ -209,8 +223,9 @@ class Writer:
                 self.counters.spool_pending += count
                 self._synced(started, size)
                 self._done(last, durable=True)
-                return
+                return True
         self._to_stdout(chunks, first, last)
+        return False
 
     def _to_stdout(self, chunks: list[bytes], first: int, last: int) -> None:
         if self._stdout_first is None:
@@ -225,13 +240,9 @@ class Writer:
             for line in data.split(b"\n")[:-1]:
                 self.emergency.put(line)
         self.counters.stdout_records += last - first + 1
-        ranges = self.counters.stdout_ranges
-        if ranges and ranges[-1][1] == first - 1:
-            ranges[-1] = (ranges[-1][0], last)
-        else:
-            ranges.append((first, last))
-            del ranges[:-1000]
-        self._done(last, durable=False)
+        self._backlog.clear()
+        self.counters.batches += 1
+        self._log._mark_handled(last, durable=False, stdout=(first, last))
 
     def _synced(self, started: float, size: int) -> None:
         c = self.counters
@@ -284,23 +295,59 @@ class Writer:
 
     def _restore_primary(self) -> None:
         primary = self.primary
-        if not primary.is_open or primary.identity() != "ok":
-            primary.open(create=True)
-        head = primary.head()
-        if head.torn:
-            kept = primary.repair(head)
-            self._log._enqueue_control(
-                "repair",
-                {
-                    "cut_bytes": kept.cut_bytes,
-                    "cut_sha256": kept.cut_sha256,
-                    "kept_at": kept.kept_at,
-                },
+        aside: SetAside | None = None
+        if primary.poisoned is not None and primary.is_open and primary.identity() == "ok":
+            aside = set_aside(primary, None, "untrusted")
+            self.set_aside.append(aside)
+            logger.error(
+                "audit log %s: a write or sync failed (%s); the file is kept untouched as %s "
+                "(trusted up to byte %d, seq %d) and the chain continues in a new file",
+                primary.path,
+                primary.poisoned,
+                aside.name,
+                aside.trusted_bytes,
+                aside.last_seq,
             )
-        self.replay_spool(head.last_seq)
+            self.primary = primary = AppendFile(primary.path)
+        if not primary.is_open or primary.poisoned is not None or primary.identity() != "ok":
+            primary.open(create=True)
+            self.note_file_start()
+            self.ring.clear()
+        if primary.offset and self.primary_last == 0:
+            # A file we never wrote (start-up found the volume read-only): validate it.
+            assert primary.fd is not None
+            tail = validate_tail(primary.fd)
+            if tail.torn:
+                kept = primary.repair(tail)
+                self._log._enqueue_control(
+                    "repair",
+                    {
+                        "cut_bytes": kept.cut_bytes,
+                        "cut_sha256": kept.cut_sha256,
+                        "kept_at": kept.kept_at,
+                    },
+                )
+            self.primary_last = max(self.primary_last, tail.last_seq)
+        self.replay_spool(self.primary_last)
+        if aside is not None:
+            self._log._enqueue_control("segment", self.aside_fields(aside))
+
+    def aside_fields(self, aside: SetAside) -> dict[str, Any]:
+        """The ``segment`` record that names a file set aside, and what to trust of it."""
+        fields: dict[str, Any] = {
+            "stream": self.stream,
+            "reason": aside.reason,
+            "previous": aside.name,
+            "previous_trusted_bytes": aside.trusted_bytes,
+            "previous_last_seq": aside.last_seq,
+        }
+        if aside.missing_from is not None:
+            fields["missing_through"] = aside.missing_from
+        return fields
 
     def replay_spool(self, primary_last: int) -> None:
-        """Append spool records newer than the primary's head, sync, then delete them."""
+        """Append the spool's records newer than the primary's trusted head, sync, read
+        them back and compare byte for byte; only then delete the spool files."""
         if self.spool is None:
             return
         files = self.spool.files()
@@ -309,15 +356,22 @@ class Writer:
         self.spool.end_episode()
         lines: list[bytes] = []
         for f in files:
-            lines.extend(records_after(f.path, primary_last))
+            for line in replay_lines(f.path, primary_last):
+                head = split_head(line)
+                if head is not None and (not lines or head[0] > self._seq_of(lines[-1])):
+                    lines.append(line)
         if lines:
             data = b"".join(lines)
             if self.primary.offset == 0:
-                self.file_first = (split_head(lines[0])[0], time.time_ns())  # type: ignore[index]
+                self.file_first = (self._seq_of(lines[0]), time.time_ns())
+            start = self.primary.offset
             self.primary.write([data])
-            last_replayed = split_head(lines[-1].rstrip(b"\n"))
-            if last_replayed is not None:
-                self.ring.add(last_replayed[0] - len(lines) + 1, [(last_replayed[0], data)])
+            if self.primary.read_range(start, start + len(data)) != data:
+                self.primary.poison("replayed records read back differently")
+                raise OSError(errno.EIO, f"{self.primary.path}: replayed records read back wrong")
+            last_replayed = self._seq_of(lines[-1])
+            self.primary_last = last_replayed
+            self.ring.add(last_replayed - len(lines) + 1, [(last_replayed, data)])
         self.counters.replayed_records += len(lines)
         self.spool.delete(files)
         self.counters.spool_pending = 0
@@ -327,6 +381,12 @@ class Writer:
             self.primary.path,
             len(files),
         )
+
+    @staticmethod
+    def _seq_of(line: bytes) -> int:
+        head = split_head(line)
+        assert head is not None
+        return head[0]
 
     def _try_spool_again(self) -> None:
         """From stdout back to the spool, if a probe shows it takes writes again."""
@@ -349,7 +409,6 @@ class Writer:
             chunks = [data for _last, data in self._backlog]
             self._to_stdout(chunks, self._backlog_first, self._backlog[-1][0])
         first, last = self._stdout_first, self.last_seq
-        self._stdout_first = None
         self.control(
             gap_seq,
             "gap",
@@ -360,6 +419,11 @@ class Writer:
                 "destination": "stdout",
             },
         )
+        if not self.commit():
+            # The gap record went to stdout too: the range stays open and the next gap
+            # record names it whole, this one included.
+            return
+        self._stdout_first = None
         self.counters.gaps += 1
         logger.error(
             "audit log back on a durable destination: seq %d-%d went only to stdout "
@@ -368,7 +432,6 @@ class Writer:
             last,
             gap_seq,
         )
-        self.commit()
 
     # -- checkpoints ----------------------------------------------------------------
 
@@ -398,8 +461,9 @@ class Writer:
             }
         )
         line = self.control(seq, "checkpoint", fields)
-        self.commit()
-        if cp is not None:
+        # The sidecar promises that everything up to the checkpoint is durable: a
+        # checkpoint that reached only stdout is not copied there.
+        if self.commit() and cp is not None:
             cp.written_now(line)
         return seq
 
@@ -447,7 +511,6 @@ class Writer:
                         )
             except OSError as exc:
                 self._failed("primary", exc)
-                self.primary.close()
                 self.destination = Destination.SPOOL if self.spool else Destination.STDOUT
                 self._schedule_retry()
         self.control(

@@ -30,7 +30,7 @@ import orjson
 from riskaudit.config import AuditConfig
 from riskaudit.integrity import VerifyReport, expand, line_chunks, verify_paths
 from riskaudit.integrity._verify import _RECOVERED
-from riskaudit.log import AuditLog, line_hash, split_head
+from riskaudit.log import ZERO_HASH, AuditLog, line_hash, split_head
 from riskaudit.log._files import atomic_write
 from riskaudit.recovery._sources import Found, find_all
 from riskaudit.storage._segments import parse_segment
@@ -135,7 +135,8 @@ def recover(
         report.gaps.append((first, last))
         if any(a <= first and last <= b for a, b in facts.filled):
             continue
-        expected = facts.hashes.get(first - 1)
+        # A stream whose first records reached only stdout links to the zero hash.
+        expected = ZERO_HASH if first == 1 else facts.hashes.get(first - 1)
         run: list[bytes] = []
         seq = first
         while seq <= last and seq in sequenced and expected is not None:
