@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run verify test lint bench bench-nats install clean system-deps
+.PHONY: run verify test soak lint bench bench-nats install clean system-deps
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -51,7 +51,11 @@ system-deps:
 
 ## make test: install everything the tests need, lint, then every test.
 test: system-deps lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not soak"
+
+## make soak: the fault suites with many more seeds (a random base, printed for replay).
+soak: system-deps $(STAMP)
+	$(BIN)/python -m pytest -m soak tests/faults
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'

@@ -58,10 +58,15 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """Print the fault-suite table (docs/reliability.md quotes it)."""
     from tests.faults.test_faults import TABLE
+    from tests.faults.test_syscall_faults import TABLE as SYSCALLS
 
+    tr = terminalreporter
+    if SYSCALLS:
+        tr.section("failing system calls: every confirmed event accounted for")
+        for row in SYSCALLS:
+            tr.write_line(row)
     if not TABLE:
         return
-    tr = terminalreporter
     tr.section("fault scenarios: every event accounted for")
     tr.write_line("| scenario | produced | in log | recovered | lost | duplicates |")
     tr.write_line("| --- | ---: | ---: | ---: | ---: | ---: |")

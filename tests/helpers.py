@@ -79,10 +79,14 @@ def stream_records(directory: Path) -> list[dict[str, Any]]:
     from riskaudit.integrity import expand, line_chunks, order
 
     out: list[dict[str, Any]] = []
+    seen: set[bytes] = set()  # the same record in two files is one record copied
     for src in order(expand([str(directory)])):
         for lines, complete in line_chunks(src.path):
             if complete:
-                out.extend(orjson.loads(line) for line in lines)
+                for line in lines:
+                    if (h := line_hash(line)) not in seen:
+                        seen.add(h)
+                        out.append(orjson.loads(line))
     return out
 
 

@@ -116,8 +116,7 @@ def line_chunks(
     with; ``past_end`` is told how many bytes followed it (never yielded).
     """
     named = parse_segment_name(path.name)
-    # Lines the segment's name accounts for; None once the name cannot be relied on.
-    left: int | None = None if named is None else named[1] - named[0] + 1
+    end_seq = None if named is None else named[1]
     carry = b""
     with open_binary(path) as fh:
         while True:
@@ -131,19 +130,35 @@ def line_chunks(
                 continue
             carry = data[cut + 1 :]
             lines = data[:cut].split(b"\n")
-            if left is not None and named is not None and len(lines) >= left:
-                head = split_head(lines[left - 1])
-                if head is not None and head[0] == named[1]:
-                    extra = sum(len(x) + 1 for x in lines[left:]) + len(carry)
+            if end_seq is not None:
+                end = _end_of_segment(lines, end_seq)
+                if end is not None:
+                    extra = sum(len(x) + 1 for x in lines[end:]) + len(carry)
                     extra += sum(len(b) for b in iter(lambda: fh.read(_READ), b""))
-                    if left:
-                        yield lines[:left], True
+                    if end:
+                        yield lines[:end], True
                     if past_end is not None and extra:
                         past_end(extra)
                     return
-                left = None  # the file does not match its name: read all of it
-            elif left is not None:
-                left -= len(lines)
             yield lines, True
     if carry:
         yield [carry], False
+
+
+def _end_of_segment(lines: list[bytes], end_seq: int) -> int | None:
+    """How many of these lines a segment ending at ``end_seq`` holds, once the lines
+    reach it (None: not yet, or the file does not match its name)."""
+    for i in range(len(lines) - 1, -1, -1):  # the newest line with a v1 head
+        head = split_head(lines[i])
+        if head is None:
+            continue
+        if head[0] < end_seq:
+            return None
+        break
+    else:
+        return None
+    for j in range(i, -1, -1):
+        head = split_head(lines[j])
+        if head is not None and head[0] <= end_seq:
+            return j + 1 if head[0] == end_seq else None
+    return None
