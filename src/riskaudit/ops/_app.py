@@ -173,7 +173,12 @@ def create_app(service: Service) -> FastAPI:
     @app.get("/ready", summary="200 only while records reach the primary or the spool")
     def ready(_: Annotated[Principal | None, Depends(guard("ready", None))]) -> JSONResponse:
         st = service.log.status()
-        body = {"ready": st["ready"], "destination": st["destination"], **st["health"]}
+        body = {
+            "ready": st["ready"],
+            "destination": st["destination"],
+            **st["health"],
+            "integrity": st["integrity"],
+        }
         return JSONResponse(body, status_code=200 if st["ready"] else 503)
 
     @app.get("/metrics", summary="Prometheus text format", response_class=Response)

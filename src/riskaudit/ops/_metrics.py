@@ -92,6 +92,22 @@ class _AuditCollector(Collector):
             "audit_chain_seq": (st["last_seq"], "Last seq handed out"),
             "audit_durable_seq": (st["durable_seq"], "Durable watermark"),
             "audit_spool_records": (rec["spool_pending"], "Records in the spool, not yet replayed"),
+            "audit_primary_trusted": (
+                1.0 if st["integrity"]["primary_trusted"] else 0.0,
+                "0 after a write or sync on the primary failed, until it is set aside",
+            ),
+            "audit_untrusted_files": (
+                len(st["integrity"]["untrusted_files"]),
+                "Files set aside untouched after a failed write or sync (trusted to their end)",
+            ),
+            "audit_corrupt_files": (
+                len(st["integrity"]["corrupt_files"]),
+                "Files found corrupt or truncated before confirmed records (kept untouched)",
+            ),
+            "audit_unrecovered_records": (
+                st["integrity"]["unrecovered_records"],
+                "Records that reached only stdout in this process (recover them)",
+            ),
         }
         cp = st["checkpoint"]
         if cp["enabled"] and cp["age_s"] is not None:
