@@ -58,13 +58,18 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """Print the fault-suite table (docs/reliability.md quotes it)."""
     from tests.faults.test_faults import TABLE
+    from tests.faults.test_power_loss import TABLE as POWER
     from tests.faults.test_syscall_faults import TABLE as SYSCALLS
 
     tr = terminalreporter
-    if SYSCALLS:
-        tr.section("failing system calls: every confirmed event accounted for")
-        for row in SYSCALLS:
-            tr.write_line(row)
+    for title, rows in (
+        ("failing system calls: every confirmed event accounted for", SYSCALLS),
+        ("power loss and torn writes: every confirmed event accounted for", POWER),
+    ):
+        if rows:
+            tr.section(title)
+            for row in rows:
+                tr.write_line(row)
     if not TABLE:
         return
     tr.section("fault scenarios: every event accounted for")

@@ -58,24 +58,28 @@ def run_scenario(name: str, work: Path) -> dict[str, Any]:
 
 
 def events_in(directory: Path) -> tuple[list[str], list[str]]:
-    """(event ids in event records, event ids in recovered records) of a log dir."""
+    """(event ids in event records, event ids in recovered records) of a log dir, each
+    record read once and as verify reads it (sealed segments up to their named end)."""
     in_log: list[str] = []
     recovered: list[str] = []
-    for f in sorted(directory.iterdir()):
-        if not (f.name.endswith(".jsonl") or ".jsonl." in f.name) or ".torn-" in f.name:
-            continue
-        if f.name.endswith(".lock"):
-            continue
-        for line in f.read_bytes().splitlines():
-            try:
-                rec = orjson.loads(line)
-            except orjson.JSONDecodeError:
+    from riskaudit.integrity import expand, line_chunks, order
+
+    seen: set[bytes] = set()
+    for src in order(expand([str(directory)])):
+        for lines, complete in line_chunks(src.path):
+            if not complete:
                 continue
-            if "event_id" in rec:
-                (recovered if ".recovered-" in f.name else in_log).append(rec["event_id"])
-            elif rec.get("kind") == "recovered":
-                ev = rec.get("event") or orjson.loads(rec.get("record", "{}"))
-                recovered.append(ev.get("event_id"))
+            for line in lines:
+                if line in seen:
+                    continue  # the same record in two files is one record copied
+                seen.add(line)
+                rec = orjson.loads(line)
+                if "event_id" in rec:
+                    target = recovered if ".recovered-" in src.path.name else in_log
+                    target.append(rec["event_id"])
+                elif rec.get("kind") == "recovered":
+                    ev = rec.get("event") or orjson.loads(rec.get("record", "{}"))
+                    recovered.append(ev.get("event_id"))
     return in_log, recovered
 
 

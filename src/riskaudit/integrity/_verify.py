@@ -357,8 +357,11 @@ class _Verifier:
                             self.covered[pseq] = h
                         if torn and pseq in torn:
                             self._torn_resolved(pseq, cur)
-                        if cur.startswith(b',"kind":"checkpoint"', len(pfx)):
-                            self._seal_seen(pseq, cur, phash)
+                        if cur.startswith(b',"kind":"', len(pfx)):  # control records only
+                            if cur.startswith(b'checkpoint"', len(pfx) + 9):
+                                self._seal_seen(pseq, cur, phash)
+                            elif cur.startswith(b'segment"', len(pfx) + 9):
+                                self._segment_seen(pseq, cur, fidx, lineno - 1)
                         phash, pline = h, cur
                         accepted += 1
                         continue
@@ -389,6 +392,32 @@ class _Verifier:
                 None,
             )
 
+    def _segment_seen(self, seq: int, line: bytes, fidx: int, lineno: int) -> None:
+        """A ``segment`` record: the writer set a file aside. After a failed write that
+        is expected (a warning names it); a file found corrupt or truncated at start-up
+        means confirmed records were damaged or lost: that is a finding."""
+        try:
+            rec = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            return
+        reason = rec.get("reason") if isinstance(rec, dict) else None
+        if reason in ("corrupt", "truncated"):
+            self._add(
+                seq,
+                "corrupt",
+                f"the writer found {rec.get('previous') or 'the log'} {reason} at start-up "
+                f"(damage or a cut at or before the checkpoint its sidecar held, seq "
+                f"{rec.get('missing_through') or rec.get('previous_last_seq')}); kept "
+                "untouched, the chain continues here",
+                (fidx, lineno),
+            )
+        elif reason == "untrusted":
+            self.warnings.append(
+                f"{rec.get('previous')} was set aside after a failed write or sync: trusted "
+                f"up to byte {rec.get('previous_trusted_bytes')} (seq "
+                f"{rec.get('previous_last_seq')}); the chain continues at seq {seq}"
+            )
+
     def _sync(self, pseq: int, phash: bytes, pline: bytes | None, accepted: int) -> None:
         """Write the fast path's locals back (a no-op if it accepted nothing)."""
         if accepted:
@@ -414,6 +443,8 @@ class _Verifier:
             self._torn_resolved(seq, line)
         if b'"kind":"checkpoint"' in line[:120]:
             self._seal_seen(seq, line, self.phash)
+        elif b'"kind":"segment"' in line[:120]:
+            self._segment_seen(seq, line, at[0], at[1])
         self.pseq, self.phash, self.pline = seq, h, line
         self.pchecked = self.suppress = False
         self.count += 1
