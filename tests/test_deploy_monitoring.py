@@ -50,6 +50,10 @@ GAUGES = {
     "audit_bus_latency_seconds",
     "audit_backup_last_success_timestamp_seconds",
     "audit_forward_lag_records",
+    "audit_primary_trusted",
+    "audit_untrusted_files",
+    "audit_corrupt_files",
+    "audit_unrecovered_records",
 }
 HISTOGRAMS = {"audit_append_seconds", "audit_durable_latency_seconds", "audit_fsync_seconds"}
 # Series from elsewhere that the rules and the dashboard may use.

@@ -173,12 +173,16 @@ def open_log(path: Path, spool_dir: Path | None, sidecar: Path | None = None) ->
     """Open the primary and the spool and find the head (steps 1-3 above)."""
     primary = AppendFile(path)
     spool = Spool(spool_dir, path.name) if spool_dir is not None else None
+    spool_head = _repair_spool(spool) if spool is not None else _SpoolHead(0, 0, ZERO_HASH, None)
     anchor = newest_checkpoint(sidecar) if sidecar is not None else None
+    if anchor is not None and spool_head.first and anchor[0] >= spool_head.first:
+        # A checkpoint of a batch that failed over to the spool: its copy in the primary
+        # is among the untrusted bytes, so it cannot be where validation starts.
+        anchor = None
     writable = True
     error: str | None = None
     repaired: Repair | None = None
     aside: SetAside | None = None
-    spool_head = _repair_spool(spool) if spool is not None else _SpoolHead(0, 0, ZERO_HASH, None)
     try:
         primary.open(create=True)
     except (OSError, AuditStorageError) as exc:

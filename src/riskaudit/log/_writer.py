@@ -465,6 +465,9 @@ class Writer:
         # checkpoint that reached only stdout is not copied there.
         if self.commit() and cp is not None:
             cp.written_now(line)
+        elif cp is not None:  # not due again at once: the next interval tries anew
+            cp.records = 0
+            cp.last = time.monotonic()
         return seq
 
     # -- new files: rotation, reopen, copytruncate (see _rotation.py) ------------------
