@@ -22,7 +22,14 @@ from riskaudit.log._codec import control_line, event_line, split_head
 from riskaudit.log._destinations import AppendFile
 from riskaudit.log._emergency import EmergencyOutput
 from riskaudit.recovery import recover
-from tests.helpers import build_log, event, records, stream_records, write_lines
+from tests.helpers import (
+    build_log,
+    event,
+    records,
+    stream_event_ids,
+    stream_records,
+    write_lines,
+)
 
 
 def cfg(tmp_path: Path, **kw: object) -> AuditConfig:
@@ -71,6 +78,18 @@ class Broken:
             real(f, chunks)
 
         monkeypatch.setattr(AppendFile, "write", write)
+
+    def strand_on_stdout(self, log: AuditLog, config: AuditConfig) -> int:
+        """One record confirmed, then primary and spool fail and the next reaches only
+        stdout (flush raises); that record's seq. The faults stay on."""
+        log.append(event(0))
+        log.flush()
+        self.dirs |= {config.log_path.parent, config.spool_dir}  # type: ignore[arg-type]
+        lost = log.append(event(1))
+        assert lost is not None
+        with pytest.raises(AuditDegradedError):
+            log.flush()
+        return lost
 
 
 # -- 1. bytes whose write or sync failed are never the chain head ---------------------
@@ -279,13 +298,7 @@ def test_flush_raises_for_stdout_records_every_time_from_any_thread(
     config = cfg(tmp_path)
     out = io.BytesIO()
     with AuditLog(config, emergency=EmergencyOutput(stream=out)) as log:
-        log.append(event(0))
-        log.flush()
-        broken.dirs |= {config.log_path.parent, config.spool_dir}  # type: ignore[arg-type]
-        lost = log.append(event(1))
-        assert lost is not None
-        with pytest.raises(AuditDegradedError):
-            log.flush()
+        lost = broken.strand_on_stdout(log, config)
         broken.dirs.clear()
         wait_primary(log)
         deadline = time.monotonic() + 5
@@ -325,12 +338,7 @@ def test_a_gap_record_that_fails_is_folded_into_the_next(
     config = cfg(tmp_path)
     out = io.BytesIO()
     with AuditLog(config, emergency=EmergencyOutput(stream=out)) as log:
-        log.append(event(0))
-        log.flush()
-        broken.dirs |= {config.log_path.parent, config.spool_dir}  # type: ignore[arg-type]
-        log.append(event(1))
-        with pytest.raises(AuditDegradedError):
-            log.flush()
+        broken.strand_on_stdout(log, config)
         broken.dirs.clear()
         broken.when_line_has = b'"kind":"gap"'  # the first gap record fails everywhere
         deadline = time.monotonic() + 5
@@ -422,3 +430,344 @@ def test_a_half_written_sidecar_line_is_cut_before_the_next(
     assert not problems and len(checkpoints) >= 3
     assert list(sidecar.parent.glob("log.jsonl.checkpoints.torn-*"))
     assert verify_paths([config.log_path.parent]).valid
+
+
+# -- the edges an independent review found ----------------------------------------------
+
+
+def _segment_of(path: Path, lines: list[bytes], last_trusted: int) -> Path:
+    """``lines`` written to ``path`` and sealed as a segment ending at ``last_trusted``
+    (what set_aside leaves: the untrusted bytes after it stay in the file)."""
+    from riskaudit.storage._segments import seal_as_segment
+
+    write_lines(path, lines)
+    first = split_head(lines[0])
+    assert first is not None
+    return seal_as_segment(path, first[0], last_trusted, 1_795_683_600_000_000_000)
+
+
+def test_a_set_aside_segment_is_read_only_up_to_its_named_end_at_start(tmp_path: Path) -> None:
+    """A crash right after a poisoned primary was set aside (no new file yet): the
+    chain continues from the record the segment's name ends at, not from its untrusted
+    last line, so the spool's copy of those seqs is replayed, not deleted."""
+    config = cfg(tmp_path)
+    lines = build_log([{"i": i} for i in range(10)])  # seq 1-12; 9-12 failed
+    _segment_of(config.log_path, lines, 8)
+    assert config.spool_dir is not None
+    write_lines(config.spool_dir / "log.jsonl.spool-00000000000000000009.jsonl", lines[8:])
+    with AuditLog(config):
+        pass
+    assert [r["seq"] for r in records(config.log_path)][:4] == [9, 10, 11, 12]
+    assert not list(config.spool_dir.iterdir())
+    report = verify_paths([config.log_path.parent])
+    assert report.valid, report.findings
+
+
+def test_a_read_only_primary_with_a_torn_tail_is_repaired_before_the_writer_appends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The primary was read-only at start and ends in a torn write: when it becomes
+    writable the writer validates it, cuts the tail aside (a repair record) and only
+    then appends — never after the garbage."""
+    config = cfg(tmp_path)
+    lines = build_log([{"i": i} for i in range(10)])
+    write_lines(config.log_path, lines[:8])
+    with open(config.log_path, "ab") as f:
+        f.write(b"\0" * 700 + b'{"seq":11,"prev":"' + b"0" * 30)
+    real_open = AppendFile.open
+    state = {"read_only": True}
+
+    def open_(f: AppendFile, *, create: bool = True) -> bool:
+        if state["read_only"] and f.path == config.log_path:
+            raise OSError(errno.EROFS, "injected: read-only file system")
+        return real_open(f, create=create)
+
+    monkeypatch.setattr(AppendFile, "open", open_)
+    with AuditLog(config) as log:
+        assert log.health().destination == "spool"
+        log.append(event(1))
+        log.flush()
+        state["read_only"] = False
+        wait_primary(log)
+        log.append(event(2))
+    kinds = [r.get("kind") for r in records(config.log_path)]
+    assert "repair" in kinds
+    report = verify_paths([config.log_path.parent])
+    assert report.valid, report.findings
+
+
+def test_a_spool_left_over_after_a_replay_does_not_cost_later_records(tmp_path: Path) -> None:
+    """A replay reached the primary and was synced, but the spool's unlink was lost
+    (crash before the directory sync); records confirmed after the replay follow in the
+    primary. The overlap matches byte for byte and the primary goes on past the spool:
+    the primary is trusted, nothing is set aside, every record stays in the chain."""
+    config = cfg(tmp_path)
+    lines = build_log([{"i": i} for i in range(18)])  # seq 1-20
+    write_lines(config.log_path, lines)
+    assert config.spool_dir is not None
+    write_lines(config.spool_dir / "log.jsonl.spool-00000000000000000009.jsonl", lines[8:12])
+    with AuditLog(config) as log:
+        assert not log.health().untrusted, log.health()
+        assert log.last_seq > 20
+    assert not list(config.log_path.parent.glob("log.seg-*"))
+    assert [r["seq"] for r in records(config.log_path)][:20] == list(range(1, 21))
+    assert not list(config.spool_dir.iterdir())
+    report = verify_paths([config.log_path.parent])
+    assert report.valid, report.findings
+
+
+def test_a_spool_copy_that_differs_from_the_primary_makes_it_untrusted(tmp_path: Path) -> None:
+    """The primary goes on past the spool but its copy of the spool's seqs differs
+    (not what a replay writes): the spool's durable copy wins and the primary is set
+    aside, trusted up to the record before the spool's first."""
+    config = cfg(tmp_path)
+    lines = build_log([{"i": i} for i in range(18)])
+    write_lines(config.log_path, lines)
+    other = build_log([{"i": i, "other": True} for i in range(18)])
+    assert config.spool_dir is not None
+    write_lines(config.spool_dir / "log.jsonl.spool-00000000000000000009.jsonl", lines[8:9])
+    write_lines(config.spool_dir / "log.jsonl.spool-00000000000000000010.jsonl", other[9:12])
+    with AuditLog(config) as log:
+        assert log.health().untrusted, log.health()
+    assert next(config.log_path.parent.glob("log.seg-00000000000000000001-00000000000000000008-*"))
+
+
+def test_the_segment_record_naming_an_untrusted_file_is_never_only_on_stdout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Primary and spool fail, records go to stdout; when the primary is back the
+    poisoned file is set aside and the segment record naming it is written to the new
+    file right after the gap record (the gap must follow the hole it names) — never to
+    stdout with the records queued meanwhile."""
+    broken = Broken(monkeypatch)
+    config = cfg(tmp_path)
+    out = io.BytesIO()
+    with AuditLog(config, emergency=EmergencyOutput(stream=out)) as log:
+        broken.strand_on_stdout(log, config)
+        stop = threading.Event()
+
+        def produce() -> None:  # records queued while the writer comes back
+            while not stop.is_set():
+                log.append(event(2))
+                time.sleep(0.0005)
+
+        t = threading.Thread(target=produce)
+        t.start()
+        broken.dirs.clear()
+        wait_primary(log)
+        time.sleep(0.05)
+        stop.set()
+        t.join()
+    assert b'"kind":"segment"' not in out.getvalue()
+    kinds = [r.get("kind") for r in records(config.log_path)]
+    segment = kinds.index("segment")
+    assert kinds[segment - 1] == "gap", kinds[: segment + 1]
+    seg = records(config.log_path)[segment]
+    assert seg["reason"] == "untrusted" and seg["previous"].startswith("log.seg-")
+
+
+def test_a_poisoned_primary_deleted_meanwhile_keeps_its_confirmed_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The primary fails (records go to the spool) and is then deleted while the writer
+    still holds it: its trusted bytes, confirmed records, are kept from the open handle
+    as a sealed segment when the primary is back, and named by a segment record."""
+    broken = Broken(monkeypatch)
+    config = cfg(tmp_path)
+    with AuditLog(config) as log:
+        confirmed = [log.append(event(i)) for i in range(20)]
+        log.flush()
+        broken.dirs.add(config.log_path.parent)
+        log.append(event(20))
+        log.flush()  # durable in the spool
+        os.unlink(config.log_path)
+        broken.dirs.clear()
+        wait_primary(log)
+        log.append(event(21))
+    seqs = [r["seq"] for r in stream_records(config.log_path.parent)]
+    assert all(s in seqs for s in confirmed)
+    assert len(seqs) == len(set(seqs))
+    segment = next(r for r in records(config.log_path) if r.get("kind") == "segment")
+    assert segment["reason"] == "untrusted"
+    assert (config.log_path.parent / segment["previous"]).exists()
+    report = verify_paths([config.log_path.parent])
+    assert report.valid, report.findings
+
+
+def test_a_poisoned_primary_renamed_meanwhile_is_sealed_where_it_went(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A poisoned primary renamed away (logrotate's create mode) while the writer was
+    on the spool: the renamed file is still sealed under a segment name that ends at
+    its last trusted record, so its untrusted bytes are never read as records."""
+    from riskaudit.log import _destinations
+
+    config = cfg(tmp_path)
+    real = _destinations.write_durably
+    real_truncate = os.ftruncate
+    state = {"fail": False}
+
+    def lands_then_fails(fd: int, chunks: list[bytes], offset: int) -> None:
+        if state["fail"] and os.readlink(f"/proc/self/fd/{fd}").endswith("log.jsonl"):
+            data = b"".join(chunks)
+            os.pwrite(fd, data[: len(data) // 2], offset)  # a torn line left behind
+            raise OSError(errno.EIO, "injected")
+        real(fd, chunks, offset)
+
+    def truncate(fd: int, length: int) -> None:
+        if state["fail"]:
+            raise OSError(errno.EIO, "injected")
+        real_truncate(fd, length)
+
+    monkeypatch.setattr(_destinations, "write_durably", lands_then_fails)
+    monkeypatch.setattr(_destinations.os, "ftruncate", truncate)
+    with AuditLog(config) as log:
+        for i in range(10):
+            log.append(event(i))
+        log.flush()
+        state["fail"] = True
+        log.append(event(10, pad="x" * 300))
+        log.flush()
+        rotated = config.log_path.with_name("log.jsonl.1")
+        os.rename(config.log_path, rotated)
+        state["fail"] = False
+        wait_primary(log)
+        log.append(event(11))
+    assert not rotated.exists()
+    segment = next(r for r in records(config.log_path) if r.get("kind") == "segment")
+    assert segment["reason"] == "untrusted" and segment["previous"].startswith("log.seg-")
+    report = verify_paths([config.log_path.parent])
+    assert report.valid, report.findings
+    ids = stream_event_ids(config.log_path.parent)
+    assert len(ids) == len(set(ids)) == 12
+
+
+def test_a_spool_that_cannot_be_deleted_does_not_keep_the_writer_off_the_primary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Replayed spool files whose unlink fails (EROFS): the writer is back on the
+    primary all the same; the leftover spool is cleaned up on a later start, where its
+    copy matches the primary byte for byte and nothing is duplicated."""
+    from riskaudit.log import _destinations
+
+    broken = Broken(monkeypatch)
+    config = cfg(tmp_path)
+    real_unlink = os.unlink
+    state = {"fail": True}
+
+    def unlink(path: object, *args: object, **kw: object) -> None:
+        if state["fail"] and ".spool-" in str(path):
+            raise OSError(errno.EROFS, "injected: read-only file system")
+        real_unlink(path, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_destinations.os, "unlink", unlink)
+    with AuditLog(config) as log:
+        log.append(event(0))
+        log.flush()
+        broken.dirs.add(config.log_path.parent)
+        log.append(event(1))
+        log.flush()
+        broken.dirs.clear()
+        wait_primary(log, timeout=5)
+        assert config.spool_dir is not None and list(config.spool_dir.iterdir())
+        log.append(event(2))
+        log.flush()
+    state["fail"] = False
+    with AuditLog(config) as log:
+        assert not log.health().untrusted
+    assert not list(config.spool_dir.iterdir())
+    ids = stream_event_ids(config.log_path.parent)
+    assert len(ids) == len(set(ids)) == 3
+    report = verify_paths([config.log_path.parent])
+    assert report.valid, report.findings
+
+
+def _legacy_log(config: AuditConfig, version: str) -> tuple[list[bytes], bytes]:
+    """A log of seq 1-15 whose ``start`` names ``version``, and a checkpoint line at seq
+    18 (covering 17) that is in the sidecar but not in the log."""
+    lines = build_log([{"i": i} for i in range(16)])
+    start = control_line(
+        2, line_hash(lines[0]), "start", {"pid": 1, "host": "h", "version": version}, 0
+    )
+    out = [lines[0], start]
+    prev = line_hash(start)
+    for line in lines[2:17]:
+        head = split_head(line)
+        assert head is not None
+        new = event_line(
+            head[0], prev, 1_795_683_600_000_000_000, line[line.index(b',"event_id"') + 1 :]
+        )
+        out.append(new)
+        prev = line_hash(new)
+    cp = control_line(
+        18,
+        prev,
+        "checkpoint",
+        {"covers_seq": 17, "covers_hash": prev.decode(), "ts": "2026-11-26T09:00:01.000000000Z"},
+        0,
+    )
+    write_lines(config.log_path, out[:15])
+    config.log_path.with_name(config.log_path.name + ".checkpoints").write_bytes(cp + b"\n")
+    return out, cp
+
+
+def test_a_0_1_sidecar_ahead_of_the_log_names_a_stdout_gap_not_truncation(
+    tmp_path: Path,
+) -> None:
+    """0.1.x copied every checkpoint to the sidecar, even one that reached only stdout;
+    a log that such a writer left ending before its sidecar is not called truncated:
+    the seqs in between are named by a gap record (unrecovered until recovered)."""
+    config = cfg(tmp_path, spool_dir=None)
+    out, cp = _legacy_log(config, "0.1.0")
+    with AuditLog(config) as log:
+        assert not log.health().corrupt, log.health()
+        assert log.last_seq > 18
+    gap = next(r for r in records(config.log_path) if r.get("kind") == "gap")
+    assert (gap["first_seq"], gap["last_seq"]) == (16, 18)
+    assert gap["prev"] == line_hash(cp).decode()
+    report = verify_paths([config.log_path.parent])
+    assert {f.kind for f in report.findings} == {"unrecovered"}, report.findings
+    capture = tmp_path / "stdout.log"
+    capture.write_bytes(b"".join(b"AUDIT_EMERGENCY " + line + b"\n" for line in [*out[15:], cp]))
+    rep = recover([capture], config.log_path, config)
+    assert rep.verify is not None and rep.verify.valid, rep.verify.findings
+
+
+def test_a_sidecar_of_an_older_stream_is_not_this_log_s_anchor(tmp_path: Path) -> None:
+    """A sidecar left from a stream that began before this log's genesis (the log was
+    replaced, the sidecar kept): its checkpoint is not this log's anchor, so the log is
+    not called truncated nor set aside (verify still reports the earlier stream's
+    records missing: the sidecar names them)."""
+    config = cfg(tmp_path, spool_dir=None)
+    write_lines(config.log_path, build_log([{"i": i} for i in range(5)]))
+    old = control_line(
+        100,
+        b"a" * 64,
+        "checkpoint",
+        {"covers_seq": 99, "covers_hash": "a" * 64, "ts": "2026-11-01T09:00:00.000000000Z"},
+        0,
+    )
+    config.log_path.with_name("log.jsonl.checkpoints").write_bytes(old + b"\n")
+    with AuditLog(config) as log:
+        assert not log.health().corrupt, log.health()
+        assert log.last_seq < 100
+    assert not list(config.log_path.parent.glob("log.seg-*"))  # nothing set aside
+    report = verify_paths([config.log_path.parent])
+    # The earlier stream's records are missing, and verify says so; this log's are not.
+    assert all(f.seq >= 11 for f in report.findings), report.findings
+
+
+def test_a_sidecar_of_this_version_ahead_of_the_log_is_still_truncation(
+    tmp_path: Path,
+) -> None:
+    """Only 0.1.x sidecars get the benefit of the doubt: this writer copies a checkpoint
+    to the sidecar only once it is durable, so a log it wrote that ends before its
+    sidecar was truncated."""
+    from riskaudit import __version__
+
+    config = cfg(tmp_path, spool_dir=None)
+    _legacy_log(config, __version__)
+    with AuditLog(config) as log:
+        assert log.health().corrupt, log.health()
+    segment = next(r for r in records(config.log_path) if r.get("kind") == "segment")
+    assert segment["reason"] == "truncated" and segment["missing_through"] == 18

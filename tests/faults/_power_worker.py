@@ -21,11 +21,9 @@ from riskaudit import (
     AuditDegradedError,
     AuditError,
     AuditLog,
-    EventPriority,
-    EventType,
-    RiskEvent,
 )
 from riskaudit.storage._settings import Rotation
+from tests.faults._events import numbered_event
 
 
 def main() -> None:
@@ -57,13 +55,7 @@ def main() -> None:
         if i >= limit:  # enough: keep the log small; the writer's timers go on
             time.sleep(0.05)
             continue
-        ev = RiskEvent(
-            EventType.PRE_TRADE_CHECK,
-            EventPriority.HIGH,
-            "power-run",
-            {"i": i, "pad": "p" * (i % 9 * 50)},
-            event_id=f"{spec['prefix']}-{i:07d}",
-        )
+        ev = numbered_event("power-run", f"{spec['prefix']}-{i:07d}", i, "p" * (i % 9 * 50))
         i += 1
         try:
             seq = log.append(ev)

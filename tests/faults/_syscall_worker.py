@@ -34,15 +34,13 @@ from riskaudit import (
     AuditDegradedError,
     AuditError,
     AuditLog,
-    EventPriority,
-    EventType,
-    RiskEvent,
     verify_paths,
 )
 from riskaudit.log import _files
 from riskaudit.log._emergency import EmergencyOutput
 from riskaudit.recovery import recover
 from riskaudit.storage._settings import Rotation
+from tests.faults._events import numbered_event
 from tests.faults._faultlib import FaultControl, Spec
 from tests.helpers import stream_event_ids
 
@@ -125,13 +123,8 @@ class Producers:
     def run(self, tid: int) -> None:
         log, pending, i = self.log, [], self.next_index[tid]
         while not self.stop.is_set():
-            ev = RiskEvent(
-                EventType.PRE_TRADE_CHECK,
-                EventPriority.HIGH,
-                "fault-run",
-                {"i": i, "pad": "x" * (i % 7 * 40)},
-                event_id=f"s{self.plan.seed}-t{tid}-{i:07d}",
-            )
+            event_id = f"s{self.plan.seed}-t{tid}-{i:07d}"
+            ev = numbered_event("fault-run", event_id, i, "x" * (i % 7 * 40))
             i += 1
             seq = log.append(ev)
             with self.lock:

@@ -100,9 +100,9 @@ def order(paths: list[Path]) -> list[Source]:
 
 def last_seq(path: Path) -> int:
     """The ``seq`` of the file's last complete record (0 if none)."""
-    from riskaudit.storage._segments import last_line  # noqa: PLC0415
+    from riskaudit.storage._segments import end_line  # noqa: PLC0415
 
-    head = split_head(last_line(path))
+    head = split_head(end_line(path))
     return 0 if head is None else head[0]
 
 

@@ -240,7 +240,7 @@ class AuditLog:
             self._durable_seq = self._handled_seq = opened.last_seq
             try:
                 self._start_writer_state(opened.primary_writable, opened.spool_last)
-                self._write_opening_records(opened.last_seq, opened.aside)
+                self._write_opening_records(opened.last_seq, opened.aside, opened.stdout_gap)
             except BaseException:
                 self._writer.close_files()
                 raise
@@ -272,10 +272,22 @@ class AuditLog:
         w.destination = Destination.SPOOL if w.spool is not None else Destination.STDOUT
         w._schedule_retry()
 
-    def _write_opening_records(self, last_seq: int, aside: SetAside | None) -> None:
+    def _write_opening_records(
+        self, last_seq: int, aside: SetAside | None, stdout_gap: tuple[int, int] | None
+    ) -> None:
         now = time.time_ns()
         seq = last_seq
         items: list[QueueItem] = []
+        if stdout_gap is not None:  # right after the hole it names
+            first, last = stdout_gap
+            seq += 1
+            fields = {
+                "first_seq": first,
+                "last_seq": last,
+                "records": last - first + 1,
+                "destination": "stdout",
+            }
+            items.append((seq, now, ("gap", fields)))
         if aside is not None:
             seq += 1
             items.append((seq, now, ("segment", self._writer.aside_fields(aside))))
@@ -304,7 +316,11 @@ class AuditLog:
             logger.warning("system clock: %s (%s)", self._clock_problem, self.clock)
         self._next_seq = seq + 1
         self._writer.chain(items)
-        self._writer.commit()
+        if not self._writer.commit():
+            # Only stdout took them: the records that name a file set aside or a cut
+            # tail are owed to the durable log, written again once it is back.
+            owed = [(kind, fields) for _s, _t, (kind, fields) in items]
+            self._writer.owed.extend(o for o in owed if o[0] in ("segment", "repair"))
 
     def _identity(self) -> dict[str, Any]:
         return {

@@ -24,10 +24,18 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from riskaudit.errors import AuditStorageError
 from riskaudit.log._codec import line_hash, split_head, ts_ns_of
-from riskaudit.log._files import FILE_MODE, ensure_dir, fsync_dir, utc_stamp, write_durably
+from riskaudit.log._files import (
+    FILE_MODE,
+    atomic_write,
+    ensure_dir,
+    fsync_dir,
+    utc_stamp,
+    write_durably,
+)
 from riskaudit.log._resume import ChainHead, Repair, Tail, cut_torn_tail, find_head
-from riskaudit.storage._segments import seal_as_segment
+from riskaudit.storage._segments import segment_name
 
 
 class AppendFile:
@@ -215,14 +223,25 @@ class Spool:
             self.current.close()
             self.current = None
 
-    def delete(self, files: list[SpoolFile]) -> None:
-        """Remove replayed spool files (only after the primary has fsynced them)."""
+    def delete(self, files: list[SpoolFile]) -> list[tuple[SpoolFile, OSError]]:
+        """Remove replayed spool files (only after the primary has synced them and they
+        read back the same); the files that could not be removed, and why.
+
+        A file left behind is harmless — every record in it is in the primary, and
+        start-up compares such a leftover with the primary byte for byte — so a failed
+        unlink (a read-only or failing spool volume) must not stop the writer."""
         self.end_episode()
+        left: list[tuple[SpoolFile, OSError]] = []
         for f in files:
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 os.unlink(f.path)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                left.append((f, exc))
         with contextlib.suppress(OSError):
             fsync_dir(self.directory)
+        return left
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,13 +256,17 @@ class SetAside:
 
 
 def set_aside(file: AppendFile, tail: Tail | None, reason: str, **extra: int) -> SetAside:
-    """Rename a file that must not be appended to out of the active path, untouched.
+    """Move a file that must not be appended to out of the active path, untouched.
 
     With trusted records it becomes a sealed segment whose name ends at its last trusted
     record (``<stem>.seg-<first>-<last trusted>-<start>.jsonl``): every reader stops
     there, so bytes past the trusted length are never read as records. A file with no
-    trusted record is kept as ``<log>.untrusted-<UTC>``, which is not a segment. The
-    descriptor is closed; the caller opens the path anew. Raises OSError.
+    trusted record is kept as ``<log>.untrusted-<UTC>``, which is not a segment.
+
+    The file is found where it is now, not where it was opened: renamed away meanwhile
+    (logrotate), it is renamed from its new name; deleted meanwhile, its trusted bytes
+    — confirmed records — are copied out of the open descriptor, the only copy left.
+    The descriptor is closed; the caller opens the path anew. Raises OSError.
     """
     assert file.fd is not None
     if tail is None:  # in the writer: trusted up to the last successful sync
@@ -260,11 +283,28 @@ def set_aside(file: AppendFile, tail: Tail | None, reason: str, **extra: int) ->
     path = file.path
     if tail.last_seq and tail.first_seq is not None:
         first_line = os.pread(file.fd, 1 << 16, 0).split(b"\n", 1)[0]
-        target = seal_as_segment(path, tail.first_seq, tail.last_seq, ts_ns_of(first_line))
+        name = segment_name(path, tail.first_seq, tail.last_seq, ts_ns_of(first_line))
     else:
-        target = path.with_name(f"{path.name}.untrusted-{utc_stamp()}")
-        os.rename(path, target)
-        fsync_dir(path.parent)
+        name = f"{path.name}.untrusted-{utc_stamp()}"
+    target = path.with_name(name)
+    source = _where_now(file)
+    if source is not None:
+        os.rename(source, target)
+        fsync_dir(target.parent)
+        if source.parent != target.parent:
+            with contextlib.suppress(OSError):
+                fsync_dir(source.parent)
+    elif tail.good_size:
+        try:
+            atomic_write(target, file.read_range(0, tail.good_size))
+        except AuditStorageError as exc:
+            raise OSError(errno.EIO, str(exc)) from exc
+    else:
+        file.close()  # deleted, and nothing in it was trusted: nothing to keep
+        return SetAside(None, 0, reason, 0, extra.get("missing_from"))
+    if tail.last_seq:
+        with contextlib.suppress(OSError):
+            os.chmod(target, 0o440)
     file.close()
     return SetAside(
         name=target.name,
@@ -273,6 +313,21 @@ def set_aside(file: AppendFile, tail: Tail | None, reason: str, **extra: int) ->
         last_seq=tail.last_seq,
         missing_from=extra.get("missing_from"),
     )
+
+
+def _where_now(file: AppendFile) -> Path | None:
+    """The open file's path now (None if it was deleted): its own path, or wherever
+    it was renamed to, as the kernel names the descriptor."""
+    if file.identity() == "ok":
+        return file.path
+    assert file.fd is not None
+    if os.fstat(file.fd).st_nlink == 0:
+        return None
+    try:
+        now = Path(os.readlink(f"/proc/self/fd/{file.fd}"))
+    except OSError:
+        return None
+    return now if now.is_absolute() and now.exists() else None
 
 
 def _last_seq_within(file: AppendFile) -> int:

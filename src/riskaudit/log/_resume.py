@@ -54,7 +54,8 @@ class Repair:
     kept_at: str
 
 
-def _parse_record(line: bytes) -> dict[str, object] | None:
+def parse_record(line: bytes) -> dict[str, object] | None:
+    """The line as a format-v1 record (a JSON object with a v1 head), or None."""
     if split_head(line) is None:
         return None
     try:
@@ -83,7 +84,7 @@ def find_head(fd: int) -> ChainHead:
             if line_start == 0 and start > 0:
                 break  # the line may begin before this block: read more
             line = tail[line_start : body_end - 1]
-            record = _parse_record(line)
+            record = parse_record(line)
             if record is not None:
                 good = start + body_end
                 torn = tail[body_end:]
@@ -244,13 +245,13 @@ def validate_tail(
     torn = os.pread(fd, size - good, good) if size > good else b""
     stream: str | None = None
     if last_line is not None and seq:
-        record = _parse_record(last_line)
+        record = parse_record(last_line)
         stream = _stream_of(fd, record) if record is not None else None
     return Tail(good, seq, prev, first, stream, torn, anchored)
 
 
 def _is_record(line: bytes) -> bool:
-    return b"\x00" not in line and _parse_record(line) is not None
+    return b"\x00" not in line and parse_record(line) is not None
 
 
 def _first_seq(fd: int) -> int | None:
@@ -275,7 +276,7 @@ def newest_checkpoint(sidecar: Path) -> tuple[int, bytes] | None:
     finally:
         os.close(fd)
     for line in reversed(data.split(b"\n")[:-1]):  # complete lines only, newest first
-        record = _parse_record(line)
+        record = parse_record(line)
         if record is not None and record.get("kind") == "checkpoint":
             head = split_head(line)
             assert head is not None

@@ -36,19 +36,31 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
 
 from riskaudit.errors import AuditFormatError, AuditStorageError
-from riskaudit.log._codec import ZERO_HASH, line_hash, split_head
-from riskaudit.log._destinations import AppendFile, SetAside, Spool, set_aside
-from riskaudit.log._resume import Repair, Tail, cut_torn_tail, newest_checkpoint, validate_tail
-from riskaudit.storage._segments import last_line, list_segments, rotated_files, stream_of
+from riskaudit.log._codec import ZERO_HASH, line_hash, parse_ts, split_head
+from riskaudit.log._destinations import AppendFile, SetAside, Spool, replay_lines, set_aside
+from riskaudit.log._resume import (
+    Repair,
+    Tail,
+    cut_torn_tail,
+    newest_checkpoint,
+    parse_record,
+    validate_tail,
+)
+from riskaudit.storage._segments import end_line, list_segments, rotated_files, stream_of
 
 logger = logging.getLogger("riskaudit")
+
+_BLOCK = 1 << 16
+_V0_1 = re.compile(r"0\.1\.\d+")
 
 
 @dataclass(slots=True)
@@ -68,6 +80,9 @@ class Opened:
     primary_last: int = 0
     #: A file kept untouched and sealed aside (untrusted or corrupt), if any.
     aside: SetAside | None = None
+    #: ``(first, last)`` seqs that a 0.1 writer's sidecar names beyond the log: they
+    #: reached only stdout (0.1 copied every checkpoint there), named by a gap record.
+    stdout_gap: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +144,7 @@ def sibling_head(path: Path) -> tuple[int, bytes, str | None]:
     newest = [max(segments, key=lambda seg: seg.last_seq).path] if segments else []
     for seg_path in newest + rotated_files(path):
         try:
-            line = last_line(seg_path)
+            line = end_line(seg_path)
         except (OSError, EOFError):
             continue
         head = split_head(line)
@@ -156,17 +171,103 @@ def _ours(data: bytes) -> bool:
     )
 
 
-def _judge(tail: Tail, spool: _SpoolHead, anchor: tuple[int, bytes] | None) -> str | None:
-    """What the primary's tail is: None (clean), ``torn``, ``untrusted`` or ``corrupt``."""
-    if spool.first and (
-        tail.last_seq >= spool.first or (tail.torn and tail.last_seq + 1 >= spool.first)
+def _judge(
+    tail: Tail, spool: _SpoolHead, anchor: tuple[int, bytes] | None, *, replayed: bool
+) -> str | None:
+    """What the primary's tail is: None (clean), ``torn``, ``untrusted`` or ``corrupt``.
+
+    ``replayed``: the primary holds the spool's records byte for byte and goes on past
+    them — a replay that reached the primary, whose spool unlink was lost."""
+    if (
+        spool.first
+        and not replayed
+        and (tail.last_seq >= spool.first or (tail.torn and tail.last_seq + 1 >= spool.first))
     ):
         return "untrusted"
-    if anchor is not None and tail.torn and tail.last_seq < anchor[0]:
-        in_file = tail.first_seq is not None and tail.first_seq <= anchor[0]
-        if in_file or tail.anchored:
-            return "corrupt"
+    if (
+        anchor is not None
+        and tail.torn
+        and tail.last_seq < anchor[0]
+        and tail.first_seq is not None
+        and tail.first_seq <= anchor[0]
+    ):
+        return "corrupt"
     return "torn" if tail.torn else None
+
+
+def _spool_records(spool: Spool) -> dict[int, bytes]:
+    """The records a replay would take from the spool (linked runs), by ``seq``."""
+    out: dict[int, bytes] = {}
+    for f in spool.files():
+        try:
+            lines = replay_lines(f.path, 0)
+        except OSError:
+            continue
+        for line in lines:
+            head = split_head(line)
+            if head is not None:
+                out.setdefault(head[0], line[:-1])
+    return out
+
+
+def _lines_backwards(fd: int, end: int) -> Iterator[bytes]:
+    """The file's lines before offset ``end``, newest first, read in blocks."""
+    carry = b""
+    while end > 0:
+        start = max(0, end - _BLOCK)
+        data = os.pread(fd, end - start, start) + carry
+        end = start
+        lines = data.split(b"\n")
+        carry = lines.pop(0) if start else b""
+        yield from reversed(lines)
+
+
+def _holds_spool_copy(fd: int, tail: Tail, spool: Spool, first: int) -> bool:
+    """Whether the primary's trusted prefix holds every spool record byte for byte
+    (read backwards from its end down to the spool's first ``seq``)."""
+    wanted = _spool_records(spool)
+    matched = 0
+    for line in _lines_backwards(fd, tail.good_size):
+        head = split_head(line)
+        if head is None:
+            continue
+        if head[0] < first:
+            break
+        copy = wanted.get(head[0])
+        if copy is not None:
+            if copy != line:
+                return False
+            matched += 1
+    return bool(wanted) and matched == len(wanted)
+
+
+def _written_by_0_1(fd: int) -> bool:
+    """Whether the newest ``start`` record in the file names a 0.1 writer (it copied
+    every checkpoint to the sidecar, even one that reached only stdout)."""
+    for line in _lines_backwards(fd, os.fstat(fd).st_size):
+        if b'"kind":"start"' in line:
+            record = parse_record(line)
+            version = record.get("version") if record is not None else None
+            return isinstance(version, str) and _V0_1.fullmatch(version) is not None
+    return False
+
+
+def _ts_of(line: bytes) -> int | None:
+    record = parse_record(line)
+    try:
+        return parse_ts(record["ts"]) if record is not None else None  # type: ignore[arg-type]
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _anchor_of_this_stream(fd: int, anchor: tuple[int, bytes]) -> bool:
+    """A checkpoint older than this file's ``genesis`` belongs to an earlier stream
+    (the log was replaced, its sidecar kept): it says nothing about this log."""
+    first = os.pread(fd, 1 << 16, 0).split(b"\n", 1)[0]
+    if b'"kind":"genesis"' not in first:
+        return True
+    began, sealed = _ts_of(first), _ts_of(anchor[1])
+    return began is None or sealed is None or sealed >= began
 
 
 def open_log(path: Path, spool_dir: Path | None, sidecar: Path | None = None) -> Opened:
@@ -175,11 +276,9 @@ def open_log(path: Path, spool_dir: Path | None, sidecar: Path | None = None) ->
     spool = Spool(spool_dir, path.name) if spool_dir is not None else None
     spool_head = _repair_spool(spool) if spool is not None else _SpoolHead(0, 0, ZERO_HASH, None)
     anchor = newest_checkpoint(sidecar) if sidecar is not None else None
-    if anchor is not None and spool_head.first and anchor[0] >= spool_head.first:
-        # A checkpoint of a batch that failed over to the spool: its copy in the primary
-        # is among the untrusted bytes, so it cannot be where validation starts.
-        anchor = None
     writable = True
+    stdout_gap: tuple[int, int] | None = None
+    legacy = False
     error: str | None = None
     repaired: Repair | None = None
     aside: SetAside | None = None
@@ -192,6 +291,14 @@ def open_log(path: Path, spool_dir: Path | None, sidecar: Path | None = None) ->
     floor = 0  # a seq no new record may take (the highest any damaged line claims)
     if writable:
         assert primary.fd is not None
+        if anchor is not None and not _anchor_of_this_stream(primary.fd, anchor):
+            logger.warning(
+                "checkpoint sidecar %s: its newest checkpoint (seq %d) is older than the "
+                "log's genesis: it belongs to an earlier stream and is not used",
+                sidecar,
+                anchor[0],
+            )
+            anchor = None
         tail = validate_tail(primary.fd, anchor)
         if tail.good_size == 0 and tail.torn and not _ours(tail.torn):
             primary.close()
@@ -200,7 +307,25 @@ def open_log(path: Path, spool_dir: Path | None, sidecar: Path | None = None) ->
                 "log (refusing to cut it aside; move it away or point RISK_AUDIT_LOG_PATH "
                 "elsewhere)"
             )
-        verdict = _judge(tail, spool_head, anchor)
+        replayed = (
+            spool is not None
+            and spool_head.first > 0
+            and tail.last_seq > spool_head.last
+            and _holds_spool_copy(primary.fd, tail, spool, spool_head.first)
+        )
+        if anchor is not None and not replayed and 0 < spool_head.first <= anchor[0]:
+            # A checkpoint of a batch that failed over to the spool: its copy in the
+            # primary is among the untrusted bytes, not where validation starts.
+            anchor = None
+            tail = validate_tail(primary.fd, None)
+        if (
+            anchor is not None
+            and not tail.anchored
+            and anchor[0] > tail.last_seq
+            and _written_by_0_1(primary.fd)
+        ):
+            legacy = True  # the sidecar may name checkpoints that reached only stdout
+        verdict = _judge(tail, spool_head, None if legacy else anchor, replayed=replayed)
         if verdict == "untrusted":
             tail = validate_tail(primary.fd, anchor, limit_seq=spool_head.first - 1)
         if verdict in ("untrusted", "corrupt"):
@@ -273,7 +398,21 @@ def open_log(path: Path, spool_dir: Path | None, sidecar: Path | None = None) ->
     if anchor is not None:
         heads.append((anchor[0], line_hash(anchor[1])))
     last_seq, last_hash = max(heads, key=lambda h: h[0])
-    if anchor is not None and anchor[0] > known and aside is None:
+    if anchor is not None and anchor[0] > known and legacy:
+        logger.error(
+            "audit log %s ends at seq %d; its sidecar %s, written by riskaudit 0.1, names "
+            "seq %d: 0.1 copied checkpoints that reached only stdout there too, so seq "
+            "%d-%d are taken to be on stdout (a gap record names them; recover them with "
+            "`riskaudit recover`)",
+            path,
+            known,
+            sidecar,
+            anchor[0],
+            known + 1,
+            anchor[0],
+        )
+        stdout_gap = (known + 1, anchor[0])
+    elif anchor is not None and anchor[0] > known and aside is None:
         # The log ends before the newest checkpoint the sidecar holds: confirmed
         # records are gone (a cut file, a lost volume). Keep what is left untouched and
         # continue after the checkpoint; never reuse its seqs.
@@ -299,6 +438,7 @@ def open_log(path: Path, spool_dir: Path | None, sidecar: Path | None = None) ->
         spool_last=spool_head.last,
         primary_last=primary_last,
         aside=aside,
+        stdout_gap=stdout_gap,
     )
 
 

@@ -15,10 +15,12 @@ Destinations, in order of preference, all receiving the same chained bytes:
 A write or sync error on the primary poisons that file (it is trusted only up to the
 last offset a successful sync covered, and never appended to again) and sends the batch
 to the next destination at once; the primary is retried with capped exponential
-backoff. When it works again the poisoned file is set aside untouched, under a sealed
-segment name that ends at its last trusted record, and the chain continues in a new
-file whose first record of the writer's own is a ``segment`` record naming it and its
-trusted length. The spool is replayed into the primary in ``seq`` order, synced, read
+backoff. When it works again the poisoned file is set aside untouched (found through
+its descriptor if it was renamed meanwhile, copied out of it if it was deleted), under
+a sealed segment name that ends at its last trusted record, and the chain continues in
+a new file: the replayed spool records, the ``gap`` record if any, then a ``segment``
+record naming the old file and its trusted length — a record *owed* to the durable log
+(:attr:`Writer.owed`), never sent to stdout with the records queued meanwhile. The spool is replayed into the primary in ``seq`` order, synced, read
 back and compared byte for byte before the spool files are deleted. Records that
 reached only stdout leave a hole in the durable chain, which the writer names with a
 ``gap`` record once one is durable — a gap record that itself fails is folded into the
@@ -88,7 +90,6 @@ class WriterCounters:
     rotations: int = 0
     truncations: int = 0
     last_error: str | None = None
-    stdout_ranges: list[tuple[int, int]] = field(default_factory=list)
     failures_by: dict[str, int] = field(default_factory=lambda: {"primary": 0, "spool": 0})
     bytes_written: int = 0
     spool_pending: int = 0  # records in the spool not yet replayed into the primary
@@ -129,6 +130,11 @@ class Writer:
         self._retry_at = 0.0
         self._next_identity = 0.0
         self._stdout_first: int | None = None  # the open stdout-only range, if any
+        #: Records of the writer's own that must reach a durable destination (a
+        #: ``segment`` naming a file set aside, a ``repair``): written right after the
+        #: replayed spool records (and the gap record, which must follow its hole),
+        #: never with records that go to stdout, and written again until durable.
+        self.owed: list[tuple[str, dict[str, Any]]] = []
         self._spool_announce = True  # log the switch to the spool once per episode
         self.counters = WriterCounters()
         self.checkpointer: Checkpointer | None = None
@@ -294,11 +300,14 @@ class Writer:
         self._close_stdout_range()
 
     def _restore_primary(self) -> None:
+        """Set a poisoned primary aside (wherever it is now), open the path, validate a
+        file this writer did not write, replay the spool. Raises OSError."""
         primary = self.primary
-        aside: SetAside | None = None
-        if primary.poisoned is not None and primary.is_open and primary.identity() == "ok":
+        if primary.poisoned is not None and primary.is_open:
             aside = set_aside(primary, None, "untrusted")
             self.set_aside.append(aside)
+            if aside.name is not None:
+                self.owed.append(("segment", self.aside_fields(aside)))
             logger.error(
                 "audit log %s: a write or sync failed (%s); the file is kept untouched as %s "
                 "(trusted up to byte %d, seq %d) and the chain continues in a new file",
@@ -310,16 +319,30 @@ class Writer:
             )
             self.primary = primary = AppendFile(primary.path)
         if not primary.is_open or primary.poisoned is not None or primary.identity() != "ok":
-            primary.open(create=True)
+            created = primary.open(create=True)
             self.note_file_start()
             self.ring.clear()
-        if primary.offset and self.primary_last == 0:
-            # A file we never wrote (start-up found the volume read-only): validate it.
-            assert primary.fd is not None
-            tail = validate_tail(primary.fd)
-            if tail.torn:
-                kept = primary.repair(tail)
-                self._log._enqueue_control(
+            if not created and primary.offset:
+                self._validate_unknown_file()
+        self.replay_spool(self.primary_last)
+
+    def _validate_unknown_file(self) -> None:
+        """A file this writer did not write (start-up found the volume read-only, or the
+        path now names another file): validate its tail before appending, and cut a torn
+        tail aside — the writer never appends after garbage."""
+        primary = self.primary
+        assert primary.fd is not None
+        tail = validate_tail(primary.fd)
+        if tail.torn:
+            kept = primary.repair(tail)
+            logger.warning(
+                "audit log %s had a torn tail: %d bytes kept in %s",
+                primary.path,
+                kept.cut_bytes,
+                kept.kept_at,
+            )
+            self.owed.append(
+                (
                     "repair",
                     {
                         "cut_bytes": kept.cut_bytes,
@@ -327,10 +350,15 @@ class Writer:
                         "kept_at": kept.kept_at,
                     },
                 )
-            self.primary_last = max(self.primary_last, tail.last_seq)
-        self.replay_spool(self.primary_last)
-        if aside is not None:
-            self._log._enqueue_control("segment", self.aside_fields(aside))
+            )
+        if tail.last_seq and tail.last_seq != self.primary_last:
+            logger.warning(
+                "audit log %s ends at seq %d (expected %d)",
+                primary.path,
+                tail.last_seq,
+                self.primary_last,
+            )
+        self.primary_last = max(self.primary_last, tail.last_seq)
 
     def aside_fields(self, aside: SetAside) -> dict[str, Any]:
         """The ``segment`` record that names a file set aside, and what to trust of it."""
@@ -373,14 +401,21 @@ class Writer:
             self.primary_last = last_replayed
             self.ring.add(last_replayed - len(lines) + 1, [(last_replayed, data)])
         self.counters.replayed_records += len(lines)
-        self.spool.delete(files)
+        left = self.spool.delete(files)
         self.counters.spool_pending = 0
         logger.warning(
             "replayed %d spool records into %s and removed %d spool files",
             len(lines),
             self.primary.path,
-            len(files),
+            len(files) - len(left),
         )
+        for f, exc in left:
+            logger.error(
+                "cannot remove the replayed spool file %s (%s): left in place; every "
+                "record in it is in the primary, and start-up compares it byte for byte",
+                f.path,
+                exc,
+            )
 
     @staticmethod
     def _seq_of(line: bytes) -> int:
@@ -397,13 +432,23 @@ class Writer:
         self._close_stdout_range()
 
     def _close_stdout_range(self) -> None:
-        """Back on a durable destination after records went only to stdout: write the
-        ``gap`` record that names them. It takes the next ``seq``; records queued
-        meanwhile (lower ``seq``) still go to stdout, so the gap's ``prev`` is the hash
-        of the last stdout-only record and the chain stays one line."""
+        """Back on a durable destination: write the records owed (:attr:`owed`) and,
+        after records went only to stdout, the ``gap`` record that names them. The gap
+        takes the next ``seq``; records queued meanwhile (lower ``seq``) still go to
+        stdout, so the gap's ``prev`` is the hash of the last stdout-only record and the
+        chain stays one line."""
+        owed = list(self.owed)
         if self._stdout_first is None:
+            if owed:
+                items, seq = self._log._take_all_and_reserve_seq(len(owed))
+                if items:
+                    self.chain(items)
+                for i, (kind, fields) in enumerate(owed):
+                    self.control(seq + i, kind, fields)
+                if self.commit():
+                    del self.owed[: len(owed)]
             return
-        items, gap_seq = self._log._take_all_and_reserve_seq()
+        items, gap_seq = self._log._take_all_and_reserve_seq(1 + len(owed))
         if items:
             self.chain(items)
             chunks = [data for _last, data in self._backlog]
@@ -419,10 +464,13 @@ class Writer:
                 "destination": "stdout",
             },
         )
+        for i, (kind, fields) in enumerate(owed):
+            self.control(gap_seq + 1 + i, kind, fields)
         if not self.commit():
             # The gap record went to stdout too: the range stays open and the next gap
-            # record names it whole, this one included.
+            # record names it whole, this one included; the owed records stay owed.
             return
+        del self.owed[: len(owed)]
         self._stdout_first = None
         self.counters.gaps += 1
         logger.error(
@@ -602,13 +650,20 @@ class Writer:
 
     def _rescue_deleted(self) -> None:
         self.counters.rescued += 1
-        content = self.primary.read_all()
+        old = self.primary
+        try:
+            content = old.read_all()
+        except OSError as exc:
+            old.poison(str(exc))
+            self._failed("primary", exc)
+            self.destination = Destination.SPOOL if self.spool else Destination.STDOUT
+            self._schedule_retry()
+            return
         logger.critical(
             "audit log %s was deleted while open: restoring its %d bytes from the open handle",
-            self.primary.path,
+            old.path,
             len(content),
         )
-        old = self.primary
         fresh = AppendFile(old.path)
         try:
             fresh.open(create=True)

@@ -260,12 +260,51 @@ def last_line(path: Path) -> bytes:
     return carry.rstrip(b"\n")
 
 
+def end_line(path: Path) -> bytes:
+    """The line a file ends with as far as readers go: for a sealed segment the record
+    its name ends at (a file set aside after a failed write holds untrusted bytes after
+    it, never read as records), for any other file its last complete line. A segment
+    that does not hold the record its name ends at gives its last complete line."""
+    named = parse_segment_name(path.name)
+    if named is None:
+        return last_line(path)
+    from riskaudit.log._codec import split_head  # noqa: PLC0415 (see segment_end_ns)
+
+    want = named[1]
+    if path.name.endswith((".gz", ".zst")):
+        found, carry = None, b""
+        for piece in iter_bytes(path):
+            lines = (carry + piece).split(b"\n")
+            carry = lines.pop()
+            for line in lines:
+                head = split_head(line)
+                if head is not None and head[0] == want:
+                    found = line
+        return found if found is not None else last_line(path)
+    with open(path, "rb") as fh:
+        end = fh.seek(0, os.SEEK_END)
+        data = b""
+        while end > 0:
+            start = max(0, end - (1 << 16))
+            fh.seek(start)
+            data = fh.read(end - start) + data
+            end = start
+            lines = data.split(b"\n")
+            complete = lines if start == 0 else lines[1:]  # the first may be cut
+            for line in reversed(complete):
+                head = split_head(line)
+                if head is not None and head[0] <= want:
+                    return line if head[0] == want else last_line(path)
+            data = lines[0] if start else b""
+    return last_line(path)
+
+
 def segment_end_ns(seg: Segment) -> int:
     """The ``ts`` of the segment's last record (its sealing checkpoint)."""
     # The engine imports this module: importing it back at the top would be a cycle.
     from riskaudit.log._codec import parse_ts  # noqa: PLC0415
 
-    line = last_line(seg.path)
+    line = end_line(seg.path)
     try:
         return parse_ts(orjson.loads(line)["ts"])
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
