@@ -12,7 +12,7 @@ import pytest
 
 from riskaudit import AuditConfig, AuditLog, EventType, verify_paths
 from riskaudit.errors import AuditBackupError
-from riskaudit.integrity._keys import generate
+from riskaudit.integrity._keys import generate, load_public_key
 from riskaudit.storage._backup import Backup
 from riskaudit.storage._holds import add_hold, holds_path, remove_hold
 from riskaudit.storage._housekeeping import Housekeeper
@@ -53,7 +53,11 @@ def test_directory_backup_is_verified_idempotent_and_restorable(
     restored = tmp_path / "restored"
     files = backup.restore(restored, only=[paths[1].name])
     alone = verify_paths([str(f) for f in files if f.name.endswith(".jsonl")])
-    assert alone.valid, alone.findings
+    # Consistent, but without the key nothing proves its head: unanchored; with it, valid.
+    assert alone.status == "unanchored" and not alone.findings, alone.findings
+    public = load_public_key(tmp_path / "keys" / "signing-key.pub.pem")
+    signed = verify_paths([str(f) for f in files if f.name.endswith(".jsonl")], keys=[public])
+    assert signed.valid, (signed.findings, signed.unanchored)
     victim = next(p for p in (tmp_path / "archive").rglob("*.jsonl"))
     os.chmod(victim, 0o644)
     victim.write_bytes(victim.read_bytes() + b"\n")

@@ -24,7 +24,8 @@ def test_verify_valid_log_exits_0() -> None:
     """A valid log: records, seq range, VALID, exit 0."""
     result = runner.invoke(app, ["verify", str(VECTORS / "valid.jsonl")])
     assert result.exit_code == 0, result.output
-    assert "records verified: 6 (seq 1-6)" in result.output and "VALID" in result.output
+    assert "records read: 6 (seq 1-6)" in result.output and "VALID" in result.output
+    assert "verified without a problem: seq 1-6" in result.output
 
 
 def test_verify_tampered_log_exits_1_naming_seq() -> None:

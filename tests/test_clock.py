@@ -1,11 +1,11 @@
-"""Clock evidence: the kernel's view in start and checkpoints; a clock record on change."""
+"""Clock evidence: the kernel's view in start, a clock record on change and before checkpoints."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
-from riskaudit import AuditConfig, AuditLog
+from riskaudit import AuditConfig, AuditLog, EventPriority, EventType, RiskEvent
 from riskaudit.clock import ClockState, read_clock
 from tests.helpers import records
 
@@ -21,17 +21,24 @@ def test_the_real_kernel_clock_can_be_read() -> None:
         assert state.max_error_s >= 0
 
 
-def test_clock_state_is_in_start_and_checkpoints(tmp_path: Path) -> None:
-    """start and every checkpoint carry the clock's synchronisation and errors."""
-    cfg = AuditConfig(log_path=tmp_path / "c.jsonl")
-    with AuditLog(cfg, clock=lambda: GOOD):
-        pass
+def test_clock_state_is_in_start_and_chained_before_the_checkpoint_that_covers_it(
+    tmp_path: Path,
+) -> None:
+    """start carries the clock's synchronisation and errors; a changed reading goes into
+    the chain as a clock record right before the next checkpoint (which covers it), and
+    no checkpoint carries a field its signature does not cover."""
+    readings = iter([GOOD] + [ClockState(True, 0.0005, 0.0001, "TIME_OK")] * 100)
+    cfg = AuditConfig(log_path=tmp_path / "c.jsonl", checkpoint_records=1)
+    with AuditLog(cfg, clock=lambda: next(readings)) as log:
+        log._check_clock()
+        log.append(RiskEvent(EventType.PRE_TRADE_CHECK, EventPriority.HIGH, "t", {}))
     recs = records(cfg.log_path, checkpoints=True)
     start = next(r for r in recs if r.get("kind") == "start")
-    checkpoint = next(r for r in recs if r.get("kind") == "checkpoint")
-    for rec in (start, checkpoint):
-        assert rec["clock"]["synchronised"] is True and rec["clock"]["max_error_s"] == 0.0002
-    assert not [r for r in recs if r.get("kind") == "clock"]
+    assert start["clock"]["synchronised"] is True and start["clock"]["max_error_s"] == 0.0002
+    assert all("clock" not in r for r in recs if r.get("kind") == "checkpoint")
+    clock = [i for i, r in enumerate(recs) if r.get("kind") == "clock"]
+    assert len(clock) == 1 and recs[clock[0]]["max_error_s"] == 0.0005
+    assert recs[clock[0] + 1]["kind"] == "checkpoint"
 
 
 def test_unsynchronised_clock_writes_a_warning_record_and_only_warns(tmp_path: Path) -> None:

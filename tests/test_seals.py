@@ -34,7 +34,9 @@ def test_signature_checks_with_cryptography_alone() -> None:
 
 
 def test_writer_reproduces_the_vector_checkpoint() -> None:
-    """Our signer and encoder produce the vector's checkpoint line byte for byte."""
+    """Our signer and encoder produce the vector's checkpoint line byte for byte, but
+    for the ``stream`` field this version adds first (the signature covers it: the same
+    signed text, so the same ``sig``)."""
     from riskaudit.log._checkpoint import Checkpointer
     from riskaudit.log._codec import control_line, parse_ts
 
@@ -49,6 +51,7 @@ def test_writer_reproduces_the_vector_checkpoint() -> None:
     )
     ts_ns = parse_ts(readme["checkpoint"]["ts"])
     fields = cp.fields(5, line_hash(lines[4]), ts_ns)
+    assert fields.pop("stream") == readme["stream"]
     assert control_line(6, line_hash(lines[4]), "checkpoint", fields, ts_ns) == lines[5]
 
 

@@ -14,7 +14,12 @@ import typer
 from riskaudit.config import AuditConfig
 from riskaudit.errors import AuditConfigError
 
-EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_UNANCHORED = 0, 1, 2, 3
+
+
+def plural(n: int, word: str) -> str:
+    """``1 record``, ``2 records``."""
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
 
 
 def setup(config: AuditConfig) -> None:

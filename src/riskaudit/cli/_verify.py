@@ -10,7 +10,14 @@ from typing import Annotated
 import orjson
 import typer
 
-from riskaudit.cli._common import EXIT_INVALID, EXIT_OK, fail, progress
+from riskaudit.cli._common import (
+    EXIT_INVALID,
+    EXIT_OK,
+    EXIT_UNANCHORED,
+    fail,
+    plural,
+    progress,
+)
 from riskaudit.errors import AuditFormatError
 from riskaudit.integrity import VerifyReport, stream_directories, verify_paths
 from riskaudit.integrity._keys import PublicKey, load_keyring, load_public_key
@@ -33,9 +40,16 @@ def verify(
     checkpoint_interval: Annotated[
         float, typer.Option(help="The writer's checkpoint interval, s (unsealed-tail warning).")
     ] = 60.0,
+    torn: Annotated[
+        bool,
+        typer.Option(
+            "--torn", help="Read named .torn-* files too (bytes cut from torn tails: not records)."
+        ),
+    ] = False,
 ) -> None:
     """Check the hash chain, seq and checkpoints of a log; exit 0 valid, 1 invalid, 2
-    usage/I-O error."""
+    usage/I-O error, 3 unanchored (consistent, but the files start after seq 1 and no
+    signed checkpoint that verifies proves their head: give --public-key)."""
     started = time.perf_counter()
     try:
         keys = None
@@ -53,6 +67,7 @@ def verify(
                 checkpoints=checkpoints,
                 checkpoint_interval=checkpoint_interval,
                 progress=step,
+                torn=torn,
             )
     except AuditFormatError as exc:
         raise fail(str(exc)) from exc
@@ -64,28 +79,50 @@ def verify(
         out["seconds"] = round(elapsed, 6)
         sys.stdout.write(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
-        span = f"seq {report.first_seq}-{report.last_seq}" if report.records else "no records"
-        typer.echo(f"files: {len(report.files)}, checkpoints: {report.checkpoints}")
-        typer.echo(f"records verified: {report.records} ({span})")
-        if report.first_ts:
-            typer.echo(f"time range: {report.first_ts} .. {report.last_ts}")
-        typer.echo(
-            f"requested: seq {report.first_seq or 1}-{report.requested_last_seq} "
-            f"({report.first_ts} .. {report.requested_last_ts}); verified: "
-            + (
-                f"seq {report.first_seq}-{report.verified_last_seq}"
-                if report.verified_last_seq
-                else "nothing"
-            )
+        for line in report_lines(report, elapsed):
+            typer.echo(line)
+    raise typer.Exit(exit_code(report))
+
+
+def exit_code(report: VerifyReport) -> int:
+    return {"valid": EXIT_OK, "unanchored": EXIT_UNANCHORED}.get(report.status, EXIT_INVALID)
+
+
+def verdict(report: VerifyReport) -> str:
+    if report.status == "invalid":
+        return f"INVALID ({plural(len(report.problem_lines()), 'problem')})"
+    return report.status.upper()
+
+
+def report_lines(report: VerifyReport, elapsed: float) -> list[str]:
+    """The human report: what was read, what of it is proven, every warning and each
+    problem once."""
+    out = [
+        f"files: {len(report.files)}, {plural(report.checkpoints, 'checkpoint')}",
+        f"records read: {report.records:,}"
+        + (f" (seq {report.first_seq}-{report.last_seq})" if report.records else ""),
+    ]
+    if report.first_ts:
+        out.append(f"time range: {report.first_ts} .. {report.last_ts}")
+    if report.requested_last_seq > (report.last_seq or 0):
+        out.append(
+            f"the checkpoints name records up to seq {report.requested_last_seq} "
+            f"({report.requested_last_ts})"
         )
-        for warning in report.warnings:
-            typer.echo(warning if warning.startswith("WARNING") else f"WARNING: {warning}")
-        for finding in report.findings:
-            typer.echo(str(finding))
-        verdict = "VALID" if report.valid else f"INVALID ({len(report.findings)} problems)"
-        rate = report.records / elapsed if elapsed > 0 else 0.0
-        typer.echo(f"{verdict} in {elapsed:.3f}s ({rate:,.0f} records/s)")
-    raise typer.Exit(EXIT_OK if report.valid else EXIT_INVALID)
+    if report.records:
+        if report.verified_last_seq and report.verified_last_seq >= (report.first_seq or 1):
+            proven = f"seq {report.first_seq}-{report.verified_last_seq}"
+        else:
+            proven = "nothing"
+        out.append(f"verified without a problem: {proven}")
+    for warning in report.warnings:
+        out.append(warning if warning.startswith("WARNING") else f"WARNING: {warning}")
+    if report.unanchored is not None:
+        out.append(f"UNANCHORED: {report.unanchored}")
+    out.extend(report.problem_lines())
+    rate = report.records / elapsed if elapsed > 0 else 0.0
+    out.append(f"{verdict(report)} in {elapsed:.3f}s ({rate:,.0f} records/s)")
+    return out
 
 
 def _verify_streams(
@@ -106,12 +143,15 @@ def _verify_streams(
         sys.stdout.write(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
         for name, r in reports.items():
-            verdict = "VALID" if r.valid else f"INVALID ({len(r.findings)} problems)"
             typer.echo(
-                f"stream {name}: {r.records} records (seq {r.first_seq}-{r.last_seq}), "
-                f"{r.checkpoints} checkpoints: {verdict}"
+                f"stream {name}: {plural(r.records, 'record')} (seq {r.first_seq}-{r.last_seq}), "
+                f"{plural(r.checkpoints, 'checkpoint')}: {verdict(r)}"
             )
-            for finding in r.findings:
-                typer.echo(f"  {finding}")
-        typer.echo(f"{len(reports)} streams: {'VALID' if valid else 'INVALID'}")
-    raise typer.Exit(EXIT_OK if valid else EXIT_INVALID)
+            if r.unanchored is not None:
+                typer.echo(f"  UNANCHORED: {r.unanchored}")
+            for line in r.problem_lines():
+                typer.echo(f"  {line}")
+        worst = max((exit_code(r) for r in reports.values()), default=EXIT_OK)
+        overall = {EXIT_OK: "VALID", EXIT_UNANCHORED: "UNANCHORED"}.get(worst, "INVALID")
+        typer.echo(f"{plural(len(reports), 'stream')}: {overall}")
+    raise typer.Exit(max((exit_code(r) for r in reports.values()), default=EXIT_OK))

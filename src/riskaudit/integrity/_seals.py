@@ -28,6 +28,11 @@ from riskaudit.integrity._keys import PublicKey, check_signature, signed_text
 from riskaudit.integrity._sources import line_chunks
 from riskaudit.log._codec import parse_ts, split_head
 
+#: What a checkpoint's signature covers (with the chain for seq, prev and kind).
+_SIGNED_FIELDS = frozenset(
+    ("seq", "prev", "kind", "stream", "covers_seq", "covers_hash", "ts", "key_id", "sig")
+)
+
 
 @dataclass(slots=True)
 class Checkpoint:
@@ -41,6 +46,9 @@ class Checkpoint:
     sig: str | None
     origin: str  # "log" or the sidecar's file name
     line: bytes = b""  # the record's exact bytes (kept for sidecar checkpoints)
+    stream: str | None = None  # written by 0.2 on (covered by the signature)
+    #: Fields outside what the signature covers (0.1 wrote ``clock`` there).
+    unsigned: tuple[str, ...] = ()
 
     @classmethod
     def parse(cls, line: bytes, origin: str) -> Checkpoint | None:
@@ -59,6 +67,8 @@ class Checkpoint:
                 key_id=rec.get("key_id"),
                 sig=rec.get("sig"),
                 origin=origin,
+                stream=rec["stream"] if isinstance(rec.get("stream"), str) else None,
+                unsigned=tuple(k for k in rec if k not in _SIGNED_FIELDS),
             )
         except (KeyError, TypeError, ValueError):
             return None
@@ -126,28 +136,48 @@ def check_seals(
     last_seq: int,
     files: list[str],
     given: SealInput,
+    first_seq: int = 0,
+    stdout_only: list[tuple[int, int]] | None = None,
 ) -> SealReport:
-    """Everything checkpoints can tell about a walked chain."""
+    """Everything checkpoints can tell about a walked chain (``first_seq``..``last_seq``)."""
     rep = SealReport()
     keys = given.keys
     seen: set[tuple[Any, ...]] = set()
+    logged = {_key(cp) for cp in in_log}
     unsigned_note = False
+    stream_unknown = keys is not None and stream is None
     for cp in in_log + sidecar:
-        key = (cp.seq, cp.covers_seq, cp.covers_hash, cp.ts, cp.key_id, cp.sig)
+        key = _key(cp)
         if key in seen:  # the sidecar's copy of a checkpoint the log holds
             continue
         seen.add(key)
         rep.checkpoints += 1
         actual = covered.get(cp.covers_seq)
-        if cp.covers_seq > last_seq and given.subset:
+        if cp.seq > last_seq and given.subset:
             pass  # a later segment's checkpoint: reported once below
-        elif cp.covers_seq > last_seq:
+        elif cp.seq > last_seq:
             rep.findings.append(
                 (
                     last_seq + 1,
                     "truncated",
                     f"the log ends at seq {last_seq} but a checkpoint ({cp.origin}, {cp.ts}) "
-                    f"covers seq {cp.covers_seq}: seq {last_seq + 1}-{cp.covers_seq} cut off",
+                    f"seals seq {cp.covers_seq} at seq {cp.seq}: seq {last_seq + 1}-{cp.seq} "
+                    "cut off",
+                )
+            )
+        elif (
+            key not in logged
+            and first_seq <= cp.seq
+            and not any(a <= cp.seq <= b for a, b in stdout_only or ())
+        ):
+            # The sidecar copies a checkpoint only once the log holds it: it was removed
+            # or replaced in the log.
+            rep.findings.append(
+                (
+                    cp.seq,
+                    "checkpoint mismatch",
+                    f"the checkpoint seq {cp.seq} that {cp.origin} holds ({cp.ts}) is not in "
+                    "the log: removed or replaced",
                 )
             )
         elif actual is not None and actual.decode() != cp.covers_hash:
@@ -163,10 +193,16 @@ def check_seals(
         if keys is None:
             unsigned_note = unsigned_note or bool(cp.sig)
         elif stream is None:
-            rep.warnings.append(
-                "stream id unknown (no genesis or start record): signatures not checked"
-            )
-            keys = None
+            if stream_unknown:
+                rep.findings.append(
+                    (
+                        cp.seq,
+                        "bad signature",
+                        "no record and no checkpoint names the stream id, so no signature "
+                        "can be checked, although keys were given",
+                    )
+                )
+                stream_unknown = False
         else:
             ts_ns = _ns(cp.ts)
             why = (
@@ -191,6 +227,13 @@ def check_seals(
         )
     if unsigned_note:
         rep.warnings.append("checkpoint signatures not checked: give --public-key or --keyring")
+    newest = max(in_log, key=lambda cp: cp.seq, default=None)
+    if newest is not None and newest.unsigned:
+        rep.warnings.append(
+            f"checkpoint seq {newest.seq}: {', '.join(newest.unsigned)} "
+            f"{'is' if len(newest.unsigned) == 1 else 'are'} outside what its signature covers "
+            "and no later checkpoint covers it: unauthenticated, and no verdict rests on it"
+        )
     # The unsealed tail: records after the newest checkpoint record in the log.
     sealed_up_to = max((cp.seq for cp in in_log), default=0)
     if last_seq > sealed_up_to:
@@ -205,6 +248,10 @@ def check_seals(
                 f"({2 * given.interval:g}s) old"
             )
     return rep
+
+
+def _key(cp: Checkpoint) -> tuple[Any, ...]:
+    return (cp.seq, cp.covers_seq, cp.covers_hash, cp.ts, cp.key_id, cp.sig)
 
 
 def _ns(ts: str) -> int | None:

@@ -46,8 +46,36 @@ def open_binary(path: Path) -> IO[bytes]:
     return open_segment(path)
 
 
-def expand(paths: list[str]) -> list[Path]:
-    """Files named by the arguments: files as given, globs expanded, directories scanned.
+#: Files that sit next to a log but hold no records of it, and what they are.
+_NOT_RECORDS = (
+    (re.compile(r"\.lock$"), "the writer's lock file"),
+    (re.compile(r"\.holds\.json$"), "legal holds"),
+    (re.compile(r"\.backup\.json$"), "the backup state"),
+    (re.compile(r"\.checkpoints\.torn-"), "bytes cut from the checkpoint sidecar"),
+    (re.compile(r"\.untrusted-"), "a file set aside before it held a trusted record"),
+    (re.compile(r"(^\.|\.tmp)"), "a temporary file"),
+)
+_TORN = re.compile(r"\.torn-")
+_SIDECAR = re.compile(r"\.checkpoints$")
+
+
+@dataclass(slots=True)
+class FileSet:
+    """What the arguments name: the stream's files, sidecars named among them, and the
+    files skipped (each with why), so that a glob, the directory and any ordering of
+    the same names give the same verdict."""
+
+    segments: list[Path]
+    sidecars: list[Path]
+    skipped: list[str]
+
+
+def name_files(paths: list[str], *, torn: bool = False) -> FileSet:
+    """Classify the files the arguments name: files as given, globs expanded,
+    directories scanned (a directory yields only its log segments). A named checkpoint
+    sidecar is read as checkpoints; lock, holds, backup-state and temporary files are
+    skipped with a note; a ``.torn-*`` file (bytes cut from a torn tail, not records) is
+    read only when ``torn`` is asked for.
 
     Raises AuditFormatError when an argument names nothing.
     """
@@ -70,10 +98,33 @@ def expand(paths: list[str]) -> list[Path]:
             if not matches:
                 raise AuditFormatError(f"{arg}: no such file")
             found.extend(Path(m) for m in matches if os.path.isfile(m))
-    unique: dict[Path, None] = {}
+    out = FileSet([], [], [])
+    seen: set[Path] = set()
     for f in found:
-        unique.setdefault(f.resolve(), None)
-    return list(unique)
+        real = f.resolve()
+        if real in seen:
+            continue
+        seen.add(real)
+        name = f.name
+        if _SIDECAR.search(name):
+            out.sidecars.append(real)
+            continue
+        what = next((why for rx, why in _NOT_RECORDS if rx.search(name)), None)
+        if what is None and _TORN.search(name) and not torn:
+            what = "bytes cut from a torn tail, not records (read them with --torn)"
+        if what is not None:
+            out.skipped.append(f"{name}: not a segment ({what}); skipped")
+            continue
+        out.segments.append(real)
+    return out
+
+
+def expand(paths: list[str]) -> list[Path]:
+    """The stream's files that the arguments name (see :func:`name_files`).
+
+    Raises AuditFormatError when an argument names nothing.
+    """
+    return name_files(paths).segments
 
 
 def first_seq(path: Path) -> int | None:

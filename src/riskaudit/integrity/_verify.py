@@ -37,7 +37,7 @@ import orjson
 from riskaudit.errors import AuditFormatError
 from riskaudit.integrity._keys import PublicKey
 from riskaudit.integrity._seals import Checkpoint, SealInput, check_seals, read_sidecars
-from riskaudit.integrity._sources import Source, expand, line_chunks, order
+from riskaudit.integrity._sources import Source, expand, line_chunks, name_files, order
 from riskaudit.log._codec import ZERO_HASH, gap_range, split_head
 
 _RING = 1 << 16
@@ -89,14 +89,49 @@ class VerifyReport:
     requested_last_ts: str | None = None
     verified_last_seq: int | None = None
     checkpoints: int = 0
+    #: Why nothing proves the files' head (they start after seq 1 and no signed
+    #: checkpoint that verifies anchors them), or None when the head is proven.
+    unanchored: str | None = None
+
+    @property
+    def status(self) -> str:
+        """``invalid`` (findings), ``unanchored`` (consistent, but nothing proves its
+        head was not cut and rewritten) or ``valid``."""
+        if self.findings:
+            return "invalid"
+        return "unanchored" if self.unanchored is not None else "valid"
 
     @property
     def valid(self) -> bool:
-        return not self.findings
+        return self.status == "valid"
+
+    def problem_lines(self) -> list[str]:
+        """Each problem once: findings of one kind at consecutive ``seq`` values become
+        one line with their range (a re-chained run is one problem, not one per record)."""
+        runs: list[list[Finding]] = []
+        for f in self.findings:  # sorted by (seq, kind)
+            run = next((r for r in runs if r[-1].kind == f.kind and r[-1].seq + 1 == f.seq), None)
+            if run is None:
+                runs.append([f])
+            else:
+                run.append(f)
+        out = []
+        for run in sorted(runs, key=lambda r: r[0].seq):
+            if len(run) == 1:
+                out.append(str(run[0]))
+            else:
+                first = run[0]
+                out.append(
+                    f"INVALID: seq {first.seq}-{run[-1].seq}: {first.kind} "
+                    f"({len(run)} records; the first: {str(first).split(': ', 2)[-1]})"
+                )
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "valid": self.valid,
+            "status": self.status,
+            "unanchored": self.unanchored,
             "records": self.records,
             "first_seq": self.first_seq,
             "last_seq": self.last_seq,
@@ -124,21 +159,34 @@ def verify_paths(
     checkpoint_interval: float = 60.0,
     now_ns: int | None = None,
     progress: Callable[[int, int, str], None] | None = None,
+    torn: bool = False,
 ) -> VerifyReport:
     """Verify the stream made of these files, globs or directories, and what its
-    checkpoints prove (the sidecar next to the log unless ``checkpoints`` is given;
-    signatures with ``keys``).
+    checkpoints prove (the sidecar next to the log and any sidecar named, unless
+    ``checkpoints`` is given; signatures with ``keys``). ``torn``: read ``.torn-*``
+    files too (bytes cut from torn tails: not records, so expect findings).
 
     Raises AuditFormatError if an argument names no file.
     """
     args = [str(p) for p in paths]
-    sidecars = checkpoints if checkpoints is not None else default_sidecars(args)
-    files = expand(args)
+    named = name_files(args, torn=torn)
+    if not named.segments:
+        raise AuditFormatError(
+            "no log segments among the files named: " + "; ".join(named.skipped or args)
+        )
+    if checkpoints is not None:
+        sidecars = list(checkpoints)
+    else:
+        sidecars = default_sidecars(args)
+        sidecars += [s for s in named.sidecars if s not in {x.resolve() for x in sidecars}]
+    files = named.segments
     subset = not any(Path(a).is_dir() for a in args) and all(_SEALED.search(f.name) for f in files)
     given = SealInput(
         keys=keys, sidecars=sidecars, interval=checkpoint_interval, now_ns=now_ns, subset=subset
     )
-    return _Verifier(progress).run(order(files), given)
+    report = _Verifier(progress).run(order(files), given)
+    report.warnings[:0] = named.skipped
+    return report
 
 
 def stream_directories(path: str | Path) -> list[Path] | None:
@@ -223,6 +271,10 @@ class _Verifier:
         self.count = 0
         self.first_seq: int | None = None
         self.first_line: bytes | None = None
+        self.stream: str | None = None  # the first stream id a record names
+        self.removed: list[tuple[int, int, int]] = []  # retention: (first, last, its seq)
+        self.anchor_seq: int | None = None  # the sidecar checkpoint the files begin after
+        self.stdout_only: list[tuple[int, int]] = []  # ranges gap records name, unrecovered
 
     # -- driver ------------------------------------------------------------------
 
@@ -250,7 +302,9 @@ class _Verifier:
         for span in sorted(self.recovered):
             self._feed_file(self.recovered.pop(span))
         self._finish()
-        stream = _field_of(self.first_line, "stream")
+        stream = _field_of(self.first_line, "stream") or self.stream
+        if stream is None:  # checkpoints of this version name it; the sidecar's too
+            stream = next((cp.stream for cp in sidecar if cp.stream), None)
         seals = check_seals(
             stream=stream,
             in_log=self.in_log,
@@ -259,9 +313,12 @@ class _Verifier:
             last_seq=self.pseq if self.count else 0,
             files=self.files,
             given=given,
+            first_seq=self.first_seq or 0,
+            stdout_only=self.stdout_only,
         )
         for seq, kind, detail in seals.findings:
             self._add(seq, kind, detail, None)
+        unanchored = self._head_proof(anchored, given)
         warnings = [*problems, *anchored, *self.warnings, *seals.warnings]
         findings = sorted(self.findings.values(), key=lambda f: (f.seq, f.kind))
         last = self.pseq if self.count else None
@@ -281,7 +338,46 @@ class _Verifier:
             ),
             verified_last_seq=(bad_from - 1) if bad_from is not None else last,
             checkpoints=seals.checkpoints,
+            unanchored=unanchored,
         )
+
+    def _head_proof(self, anchored: list[str], given: SealInput) -> str | None:
+        """Files that start after seq 1 (logrotate's rotate count or retention removed
+        the older ones, or somebody cut the head and re-chained the rest): only a signed
+        checkpoint that verifies proves their head. Why it is not proven, or None.
+
+        A removal that a ``retention`` record should name but does not is a finding."""
+        first = self.first_seq
+        if first is None or first <= 1:
+            return None
+        named = next((r for r in self.removed if r[0] <= first - 1 <= r[1]), None)
+        if named is not None:
+            anchored.append(
+                f"seq {named[0]}-{named[1]} were removed by retention (retention record seq "
+                f"{named[2]})"
+            )
+        elif self.removed and not given.subset:
+            ranges = ", ".join(f"{a}-{b}" for a, b, _s in self.removed)
+            self._add(
+                first - 1,
+                "deleted",
+                f"the files start at seq {first}, but retention records name only seq "
+                f"{ranges} as removed",
+                None,
+            )
+        if self.anchor_seq is None:
+            return (
+                f"the files start at seq {first} and no checkpoint of the sidecar seals seq "
+                f"{first - 1}: nothing proves that records before them were not cut and the "
+                "rest re-chained"
+            )
+        if given.keys is None:
+            return (
+                f"the files start at seq {first}: the checkpoint that anchors them is not "
+                "authenticated (give --public-key or --keyring): nothing proves that records "
+                "before them were not cut and the rest re-chained"
+            )
+        return None
 
     def _anchor(self, main: list[Source], sidecar: list[Checkpoint]) -> list[str]:
         """Files that start after seq 1 (older segments removed by retention) begin
@@ -295,6 +391,7 @@ class _Verifier:
         if anchor is None:
             return []
         self.pseq, self.phash = first - 1, _sha(anchor.line)
+        self.anchor_seq = anchor.seq
         return [
             f"the files start at seq {first}: anchored by checkpoint seq {anchor.seq} "
             f"({anchor.origin}, {anchor.ts}), the seal of the segment before"
@@ -349,7 +446,7 @@ class _Verifier:
                     continue
                 if fast:
                     pfx = b'{"seq":%d,"prev":"%b"' % (pseq + 1, phash)
-                    if cur.startswith(pfx):
+                    if cur.startswith(pfx) and cur.endswith(b"}"):
                         pseq += 1
                         h = sha(cur).hexdigest().encode()
                         ring[pseq & _RING_MASK] = (pseq, h, phash, fidx)
@@ -358,10 +455,7 @@ class _Verifier:
                         if torn and pseq in torn:
                             self._torn_resolved(pseq, cur)
                         if cur.startswith(b',"kind":"', len(pfx)):  # control records only
-                            if cur.startswith(b'checkpoint"', len(pfx) + 9):
-                                self._seal_seen(pseq, cur, phash)
-                            elif cur.startswith(b'segment"', len(pfx) + 9):
-                                self._segment_seen(pseq, cur, fidx, lineno - 1)
+                            self._control_seen(pseq, cur, phash, (fidx, lineno - 1))
                         phash, pline = h, cur
                         accepted += 1
                         continue
@@ -375,6 +469,32 @@ class _Verifier:
             self._step(pending, pending_at, None)
 
     # -- bookkeeping -------------------------------------------------------------
+
+    def _control_seen(self, seq: int, line: bytes, prev_hash: bytes, at: tuple[int, int]) -> None:
+        """A record of the writer's own: checkpoints, set-asides, retention, and the
+        stream id (learned from any record that names it, so signatures can be checked
+        without the genesis record)."""
+        head = line[:120]
+        if b'"kind":"checkpoint"' in head:
+            self._seal_seen(seq, line, prev_hash)
+        elif b'"kind":"segment"' in head:
+            self._segment_seen(seq, line, at[0], at[1])
+        elif b'"kind":"retention"' in head:
+            self._retention_seen(seq, line)
+        if self.stream is None and b'"stream":"' in line:
+            self.stream = _field_of(line, "stream")
+
+    def _retention_seen(self, seq: int, line: bytes) -> None:
+        """A ``retention`` record that removed a segment: the range is gone for a reason."""
+        try:
+            rec = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            return
+        if not isinstance(rec, dict) or rec.get("action") not in ("delete", "remove-local"):
+            return
+        first, last = rec.get("first_seq"), rec.get("last_seq")
+        if isinstance(first, int) and isinstance(last, int):
+            self.removed.append((first, last, seq))
 
     def _seal_seen(self, seq: int, line: bytes, prev_hash: bytes) -> None:
         """A checkpoint record in the chain: it covers the record just before it."""
@@ -441,10 +561,8 @@ class _Verifier:
             self.covered[seq] = h
         if self.torn_wanted and seq in self.torn_wanted:
             self._torn_resolved(seq, line)
-        if b'"kind":"checkpoint"' in line[:120]:
-            self._seal_seen(seq, line, self.phash)
-        elif b'"kind":"segment"' in line[:120]:
-            self._segment_seen(seq, line, at[0], at[1])
+        if b'"kind":"' in line[:120]:
+            self._control_seen(seq, line, self.phash, at)
         self.pseq, self.phash, self.pline = seq, h, line
         self.pchecked = self.suppress = False
         self.count += 1
@@ -551,6 +669,8 @@ class _Verifier:
             self.after_bad = True
             return
         seq, prev = head
+        if not line.endswith(b"}"):
+            self._add(seq, "modified", "bytes after the record's closing brace", at)
         h = _sha(line)
         exp = self.pseq + 1
         if self.after_bad:
@@ -594,6 +714,7 @@ class _Verifier:
             return
         gap = gap_range(line)
         if gap is not None and gap[0] <= exp and gap[1] == seq - 1:
+            self.stdout_only.append((exp, seq - 1))
             self._add(
                 exp,
                 "unrecovered",

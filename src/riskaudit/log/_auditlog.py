@@ -229,7 +229,8 @@ class AuditLog:
                     interval=cfg.checkpoint_interval,
                     every_records=cfg.checkpoint_records,
                 )
-                self._writer.checkpointer.clock = self.clock.to_record()
+                # The start record carries this reading: chained again only once it changes.
+                self._writer.checkpointer.clock_chained(self._clock_fields())
             self._writer.stream = self.stream
             self._writer.ring.limit = cfg.truncate_ring
             self._writer.rotation = cfg.rotation
@@ -675,14 +676,14 @@ class AuditLog:
     def _check_clock(self) -> None:
         """Re-read the kernel clock; a ``clock`` record when its verdict changes."""
         self.clock = self._read_clock()
-        if self._writer.checkpointer is not None:
-            self._writer.checkpointer.clock = self.clock.to_record()
         problem = self.clock.problem(self.config.clock_max_error)
         if (problem is None) != (self._clock_problem is None):
             self._clock_problem = problem
             self._enqueue_control("clock", self._clock_fields())
             logger.warning("system clock: %s (%s)", problem or "back within limits", self.clock)
         self._clock_problem = problem
+        if self._writer.checkpointer is not None:
+            self._writer.checkpointer.clock = self._clock_fields()
 
     def _relock(self) -> None:
         """The lock file was deleted or replaced (``rm -r`` of the log directory): take

@@ -26,6 +26,17 @@ from riskaudit.log._files import atomic_write, utc_stamp
 logger = logging.getLogger("riskaudit.checkpoint")
 
 
+def unsigned_fields(stream: str, covers_seq: int, covers_hash: bytes, ts_ns: int) -> dict[str, Any]:
+    """A checkpoint's fields without a signature (the seal of a file when checkpoints
+    are off): the same fields, so every reader learns the stream from any checkpoint."""
+    return {
+        "stream": stream,
+        "covers_seq": covers_seq,
+        "covers_hash": covers_hash.decode("ascii"),
+        "ts": format_ts(ts_ns),
+    }
+
+
 class Checkpointer:
     """When a checkpoint is due, what it says, and the sidecar it is copied to."""
 
@@ -47,7 +58,12 @@ class Checkpointer:
         self.last = time.monotonic()
         self.written = 0
         self.sidecar_failures = 0
+        #: The newest clock reading (a ``clock`` record's fields), and the last one
+        #: chained: a reading goes into the chain as a ``clock`` record right before the
+        #: checkpoint that then covers it — never as a field of the checkpoint, which
+        #: carries nothing its signature does not cover.
         self.clock: dict[str, Any] | None = None
+        self._clock_chained: dict[str, Any] | None = None
 
     def due(self, now: float) -> bool:
         if self.every_records and self.records >= self.every_records:
@@ -55,20 +71,25 @@ class Checkpointer:
         return now - self.last >= self.interval
 
     def fields(self, covers_seq: int, covers_hash: bytes, ts_ns: int) -> dict[str, Any]:
-        """The record's fields in format-v1 order (``ts`` before ``key_id`` and ``sig``)."""
-        ts = format_ts(ts_ns)
-        fields: dict[str, Any] = {
-            "covers_seq": covers_seq,
-            "covers_hash": covers_hash.decode("ascii"),
-            "ts": ts,
-        }
+        """The record's fields in format-v1 order: exactly what the signed text covers
+        (``stream``, ``covers_seq``, ``covers_hash``, ``ts``), then ``key_id`` and ``sig``."""
+        fields = unsigned_fields(self.stream, covers_seq, covers_hash, ts_ns)
         if self.signer is not None:
-            text = signed_text(self.stream, covers_seq, fields["covers_hash"], ts)
+            text = signed_text(self.stream, covers_seq, fields["covers_hash"], fields["ts"])
             fields["key_id"] = self.signer.key_id
             fields["sig"] = self.signer.sign(text)
-        if self.clock is not None:
-            fields["clock"] = self.clock
         return fields
+
+    def clock_chained(self, reading: dict[str, Any]) -> None:
+        """This reading is in the chain already (the ``start`` record carries it)."""
+        self.clock = self._clock_chained = reading
+
+    def clock_to_chain(self) -> dict[str, Any] | None:
+        """The clock reading to chain before the next checkpoint (None: unchanged)."""
+        if self.clock is None or self.clock == self._clock_chained:
+            return None
+        self._clock_chained = self.clock
+        return self.clock
 
     def written_now(self, line: bytes) -> None:
         """The checkpoint record was committed: copy it to the sidecar, synced."""

@@ -20,8 +20,9 @@ its descriptor if it was renamed meanwhile, copied out of it if it was deleted),
 a sealed segment name that ends at its last trusted record, and the chain continues in
 a new file: the replayed spool records, the ``gap`` record if any, then a ``segment``
 record naming the old file and its trusted length — a record *owed* to the durable log
-(:attr:`Writer.owed`), never sent to stdout with the records queued meanwhile. The spool is replayed into the primary in ``seq`` order, synced, read
-back and compared byte for byte before the spool files are deleted. Records that
+(:attr:`Writer.owed`), never sent to stdout with the records queued meanwhile. The
+spool is replayed into the primary in ``seq`` order, synced, read back and compared
+byte for byte before the spool files are deleted. Records that
 reached only stdout leave a hole in the durable chain, which the writer names with a
 ``gap`` record once one is durable — a gap record that itself fails is folded into the
 next one, so every stdout-only range is named, however many failures come in a row.
@@ -45,8 +46,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from riskaudit.log._checkpoint import Checkpointer
-from riskaudit.log._codec import chain_batch, control_line, format_ts, split_head, ts_ns_of
+from riskaudit.log._checkpoint import Checkpointer, unsigned_fields
+from riskaudit.log._codec import chain_batch, control_line, split_head, ts_ns_of
 from riskaudit.log._destinations import AppendFile, SetAside, Spool, replay_lines, set_aside
 from riskaudit.log._emergency import EmergencyOutput
 from riskaudit.log._files import atomic_write, utc_stamp
@@ -494,19 +495,19 @@ class Writer:
         ``extra_seqs`` seqs are reserved for the writer's own records that follow.
         Without a checkpointer (a file must still be sealed to rotate) it is unsigned
         and has no sidecar."""
-        items, seq = self._log._take_all_and_reserve_seq(1 + extra_seqs)
+        cp = self.checkpointer
+        clock = cp.clock_to_chain() if cp is not None else None
+        items, seq = self._log._take_all_and_reserve_seq(1 + (clock is not None) + extra_seqs)
         if items:
             self.chain(items)
+        if clock is not None:  # covered by the checkpoint that follows
+            self.control(seq, "clock", clock)
+            seq += 1
         now = time.time_ns()
-        cp = self.checkpointer
         fields = (
             cp.fields(self.last_seq, self.prev, now)
             if cp is not None
-            else {
-                "covers_seq": self.last_seq,
-                "covers_hash": self.prev.decode("ascii"),
-                "ts": format_ts(now),
-            }
+            else unsigned_fields(self.stream, self.last_seq, self.prev, now)
         )
         line = self.control(seq, "checkpoint", fields)
         # The sidecar promises that everything up to the checkpoint is durable: a
