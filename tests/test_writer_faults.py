@@ -18,7 +18,7 @@ import pytest
 
 from riskaudit import AuditConfig, AuditDegradedError, AuditLog, verify_paths
 from riskaudit.log import line_hash
-from riskaudit.log._codec import control_line, event_line, split_head
+from riskaudit.log._codec import control_line, encode_event_body, event_line, split_head
 from riskaudit.log._destinations import AppendFile
 from riskaudit.log._emergency import EmergencyOutput
 from riskaudit.recovery import recover
@@ -466,14 +466,15 @@ def test_a_set_aside_segment_is_read_only_up_to_its_named_end_at_start(tmp_path:
 def test_a_read_only_primary_with_a_torn_tail_is_repaired_before_the_writer_appends(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The primary was read-only at start and ends in a torn write: when it becomes
-    writable the writer validates it, cuts the tail aside (a repair record) and only
-    then appends — never after the garbage."""
+    """The primary was read-only at start and ends in a torn write, and records went to
+    the spool meanwhile: when it becomes writable the writer validates it before the
+    first append — never after the garbage."""
     config = cfg(tmp_path)
     lines = build_log([{"i": i} for i in range(10)])
     write_lines(config.log_path, lines[:8])
     with open(config.log_path, "ab") as f:
         f.write(b"\0" * 700 + b'{"seq":11,"prev":"' + b"0" * 30)
+    before = config.log_path.read_bytes()
     real_open = AppendFile.open
     state = {"read_only": True}
 
@@ -490,10 +491,44 @@ def test_a_read_only_primary_with_a_torn_tail_is_repaired_before_the_writer_appe
         state["read_only"] = False
         wait_primary(log)
         log.append(event(2))
-    kinds = [r.get("kind") for r in records(config.log_path)]
-    assert "repair" in kinds
+    # The spool holds the seqs after the head start-up read: the torn bytes over them
+    # are a failed batch's, so the file is set aside untouched, never appended to.
+    aside = next(config.log_path.parent.glob("log.seg-*"))
+    assert aside.read_bytes() == before
+    segment = next(r for r in records(config.log_path) if r.get("kind") == "segment")
+    assert segment["reason"] == "untrusted" and segment["previous"] == aside.name
     report = verify_paths([config.log_path.parent])
     assert report.valid, report.findings
+
+
+def test_a_read_only_primary_with_a_torn_tail_and_no_spool_is_repaired(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same without a spool (records went to stdout meanwhile): the torn tail is cut
+    aside with a repair record before the first append."""
+    config = cfg(tmp_path, spool_dir=None)
+    lines = build_log([{"i": i} for i in range(10)])
+    write_lines(config.log_path, lines[:8])
+    with open(config.log_path, "ab") as f:
+        f.write(b"\0" * 700 + b'{"seq":11,"prev":"' + b"0" * 30)
+    real_open = AppendFile.open
+    state = {"read_only": True}
+
+    def open_(f: AppendFile, *, create: bool = True) -> bool:
+        if state["read_only"] and f.path == config.log_path:
+            raise OSError(errno.EROFS, "injected: read-only file system")
+        return real_open(f, create=create)
+
+    monkeypatch.setattr(AppendFile, "open", open_)
+    with AuditLog(config, emergency=EmergencyOutput(stream=io.BytesIO())) as log:
+        state["read_only"] = False
+        wait_primary(log)
+        log.append(event(2))
+    recs = records(config.log_path)
+    assert "repair" in [r.get("kind") for r in recs]
+    assert [r["seq"] for r in recs][:8] == list(range(1, 9))
+    report = verify_paths([config.log_path.parent])
+    assert {f.kind for f in report.findings} <= {"unrecovered"}, report.findings
 
 
 def test_a_spool_left_over_after_a_replay_does_not_cost_later_records(tmp_path: Path) -> None:
@@ -519,7 +554,7 @@ def test_a_spool_left_over_after_a_replay_does_not_cost_later_records(tmp_path: 
 def test_a_spool_copy_that_differs_from_the_primary_makes_it_untrusted(tmp_path: Path) -> None:
     """The primary goes on past the spool but its copy of the spool's seqs differs
     (not what a replay writes): the spool's durable copy wins and the primary is set
-    aside, trusted up to the record before the spool's first."""
+    aside, trusted up to the record before the first spool file that differs."""
     config = cfg(tmp_path)
     lines = build_log([{"i": i} for i in range(18)])
     write_lines(config.log_path, lines)
@@ -529,7 +564,9 @@ def test_a_spool_copy_that_differs_from_the_primary_makes_it_untrusted(tmp_path:
     write_lines(config.spool_dir / "log.jsonl.spool-00000000000000000010.jsonl", other[9:12])
     with AuditLog(config) as log:
         assert log.health().untrusted, log.health()
-    assert next(config.log_path.parent.glob("log.seg-00000000000000000001-00000000000000000008-*"))
+    # The first spool file matches and the primary goes on past it: a leftover, removed.
+    # The second differs: the primary is trusted only up to the record before it.
+    assert next(config.log_path.parent.glob("log.seg-00000000000000000001-00000000000000000009-*"))
 
 
 def test_the_segment_record_naming_an_untrusted_file_is_never_only_on_stdout(
@@ -771,3 +808,203 @@ def test_a_sidecar_of_this_version_ahead_of_the_log_is_still_truncation(
         assert log.health().corrupt, log.health()
     segment = next(r for r in records(config.log_path) if r.get("kind") == "segment")
     assert segment["reason"] == "truncated" and segment["missing_through"] == 18
+
+
+# -- a second review: leftovers, read-only starts, streams, 0.1 upgrades ------------------
+
+
+def test_a_leftover_spool_whose_copy_was_rotated_away_costs_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replayed spool file whose unlink failed stays behind; the writer rotates, so
+    the spool's records are in a sealed segment, not the active file. The next start
+    finds them there byte for byte: the leftover is removed, the active file trusted."""
+    from riskaudit.log import _destinations
+
+    broken = Broken(monkeypatch)
+    config = cfg(tmp_path)
+    real_unlink = os.unlink
+    state = {"fail": True}
+
+    def unlink(path: object, *args: object, **kw: object) -> None:
+        if state["fail"] and ".spool-" in str(path):
+            raise OSError(errno.EIO, "injected")
+        real_unlink(path, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_destinations.os, "unlink", unlink)
+    with AuditLog(config) as log:
+        log.append(event(0))
+        log.flush()
+        broken.dirs.add(config.log_path.parent)
+        log.append(event(1))
+        log.flush()
+        broken.dirs.clear()
+        wait_primary(log)
+        log.rotate()
+        time.sleep(0.3)
+        for i in range(2, 6):
+            log.append(event(i))
+        log.flush()
+    state["fail"] = False
+    with AuditLog(config) as log:
+        assert not log.health().untrusted, log.health()
+    assert config.spool_dir is not None and not list(config.spool_dir.iterdir())
+    assert len(stream_event_ids(config.log_path.parent)) == 6
+    report = verify_paths([config.log_path.parent])
+    assert report.valid, report.findings
+
+
+def test_a_read_only_primary_is_judged_against_the_spool_when_it_comes_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Start-up read the head of a read-only primary whose last batch (seq 9-12) had
+    failed over to the spool; after the remount the file holds only 1-8. The writer
+    takes the file as it is now and judges it against the spool: 9-12 are replayed
+    from the spool, never skipped."""
+    config = cfg(tmp_path)
+    lines = build_log([{"i": i} for i in range(10)])
+    write_lines(config.log_path, lines)
+    assert config.spool_dir is not None
+    write_lines(config.spool_dir / "log.jsonl.spool-00000000000000000009.jsonl", lines[8:])
+    real_open = AppendFile.open
+    state = {"read_only": True}
+
+    def open_(f: AppendFile, *, create: bool = True) -> bool:
+        if state["read_only"] and f.path == config.log_path:
+            raise OSError(errno.EROFS, "injected: read-only file system")
+        return real_open(f, create=create)
+
+    monkeypatch.setattr(AppendFile, "open", open_)
+    with AuditLog(config) as log:
+        write_lines(config.log_path, lines[:8])  # what the remounted volume holds
+        state["read_only"] = False
+        wait_primary(log)
+        log.append(event(99))
+        log.flush()
+    assert not list(config.spool_dir.iterdir())
+    assert len(stream_event_ids(config.log_path.parent)) == 11
+    report = verify_paths([config.log_path.parent])
+    assert report.valid, report.findings
+
+
+def test_a_checkpoint_naming_this_stream_anchors_even_if_the_clock_stepped_back(
+    tmp_path: Path,
+) -> None:
+    """The genesis was written with the clock an hour ahead; the checkpoint (which names
+    its stream) is older by ts but of the same stream: a log cut before it is truncated,
+    and the seqs it covers are never reused."""
+    config = cfg(tmp_path, spool_dir=None)
+    stream = "3f6c1b2e-8d4a-4f7e-9c21-5a0b7d9e1c44"
+    t0, hour = 1_795_683_600_000_000_000, 3600 * 10**9
+    lines: list[bytes] = []
+    prev = b"0" * 64
+
+    def add(kind: str, fields: dict[str, object], ts: int) -> None:
+        nonlocal prev
+        lines.append(control_line(len(lines) + 1, prev, kind, fields, ts))
+        prev = line_hash(lines[-1])
+
+    add("genesis", {"stream": stream, "format": "riskaudit/1", "host": "h"}, t0 + hour)
+    add("start", {"pid": 1, "host": "h", "version": "0.2.0", "stream": stream}, t0 + hour)
+    for i in range(5):
+        add("clock", {"synchronised": True, "state": "TIME_OK"}, t0 + i)
+    cp_fields = {"stream": stream, "covers_seq": 7, "covers_hash": prev.decode()}
+    add("checkpoint", {**cp_fields, "ts": "2026-11-26T09:00:00.000000010Z"}, t0 + 10)
+    write_lines(config.log_path, lines[:5])
+    config.log_path.with_name("log.jsonl.checkpoints").write_bytes(lines[-1] + b"\n")
+    with AuditLog(config) as log:
+        assert log.health().corrupt, log.health()
+    assert min(r["seq"] for r in records(config.log_path, checkpoints=True)) > 8
+
+
+def test_a_0_1_gap_at_start_that_reaches_only_stdout_is_named_by_the_next_gap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gap record for a 0.1 sidecar ahead of the log reaches only stdout at start:
+    the next gap record names that range too, so recover can make the log whole."""
+    broken = Broken(monkeypatch)
+    config = cfg(tmp_path, spool_dir=None)
+    out, cp = _legacy_log(config, "0.1.0")
+    broken.dirs.add(config.log_path.parent)
+    emergency = io.BytesIO()
+    with AuditLog(config, emergency=EmergencyOutput(stream=emergency)) as log:
+        broken.dirs.clear()
+        wait_primary(log)
+        log.append(event(1))
+    gaps = [r for r in records(config.log_path) if r.get("kind") == "gap"]
+    assert gaps and gaps[0]["first_seq"] == 16, gaps
+    capture = tmp_path / "stdout.log"
+    capture.write_bytes(
+        b"".join(b"AUDIT_EMERGENCY " + line + b"\n" for line in [*out[15:], cp])
+        + emergency.getvalue()
+    )
+    rep = recover([capture], config.log_path, config)
+    assert rep.verify is not None and rep.verify.valid, rep.verify.findings
+
+
+def test_a_poisoned_primary_deleted_with_its_directory_is_copied_and_the_writer_returns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The log's directory removed while its poisoned primary was open: the directory
+    is made again, the trusted bytes copied into it as a sealed segment, and the writer
+    is back on the primary."""
+    import shutil
+
+    broken = Broken(monkeypatch)
+    config = cfg(tmp_path, log_path=tmp_path / "primary" / "sub" / "log.jsonl")
+    with AuditLog(config) as log:
+        for i in range(5):
+            log.append(event(i))
+        log.flush()
+        broken.dirs.add(config.log_path.parent)
+        log.append(event(5))
+        log.flush()
+        shutil.rmtree(config.log_path.parent)
+        broken.dirs.clear()
+        wait_primary(log, timeout=5)
+    assert len(stream_event_ids(config.log_path.parent)) == 6
+    report = verify_paths([config.log_path.parent])
+    assert report.valid, report.findings
+
+
+def test_a_0_1_log_is_recognised_after_rotation_and_despite_a_payload(tmp_path: Path) -> None:
+    """The 0.1 writer is found from the newest sealed segment when the active file has
+    no start record, and an event whose payload reads like a start record is not one."""
+    from riskaudit.storage._segments import segment_name
+
+    stream = "3f6c1b2e-8d4a-4f7e-9c21-5a0b7d9e1c44"
+    genesis = ("genesis", {"stream": stream, "format": "riskaudit/1", "host": "h"})
+    start = ("start", {"pid": 1, "host": "h", "version": "0.1.0", "stream": stream})
+    rotated = [
+        *[genesis, start, ("e", {"n": 1}), ("e", {"n": 2}), ("e", {"n": 3}), ("checkpoint", {})],
+        ("segment", {"stream": stream, "reason": "rotate", "previous": "x"}),
+        *[("e", {"n": 4}), ("e", {"n": 5}), ("e", {"n": 6}), ("e", {"n": 7}), ("checkpoint", {})],
+    ]
+    payload = [genesis, start, ("e", {"n": 1}), ("e", {"kind": "start"}), ("e", {"n": 3})]
+    payload += [("e", {"n": 4}), ("checkpoint", {})]
+    for name, specs, split_at, in_log in (("a", rotated, 6, 10), ("b", payload, 0, 5)):
+        config = cfg(tmp_path / name, spool_dir=None)
+        lines: list[bytes] = []
+        prev = b"0" * 64
+        for seq, (kind, fields) in enumerate(specs, 1):
+            ts = 1_795_683_600_000_000_000 + seq * 1000
+            if kind == "e":
+                body = encode_event_body(event(seq, **fields))
+                lines.append(event_line(seq, prev, ts, body))
+            elif kind == "checkpoint":
+                cp = {
+                    "covers_seq": seq - 1,
+                    "covers_hash": prev.decode(),
+                    "ts": "2026-11-26T09:00:01.000000000Z",
+                }
+                lines.append(control_line(seq, prev, kind, cp, ts))
+            else:
+                lines.append(control_line(seq, prev, kind, fields, ts))
+            prev = line_hash(lines[-1])
+        if split_at:
+            seg = config.log_path.with_name(segment_name(config.log_path, 1, split_at, 0))
+            write_lines(seg, lines[:split_at])
+        write_lines(config.log_path, lines[split_at:in_log])
+        config.log_path.with_name("log.jsonl.checkpoints").write_bytes(lines[-1] + b"\n")
+        with AuditLog(config) as log:
+            assert not log.health().corrupt, (name, log.health())

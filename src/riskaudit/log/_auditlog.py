@@ -322,6 +322,8 @@ class AuditLog:
             # tail are owed to the durable log, written again once it is back.
             owed = [(kind, fields) for _s, _t, (kind, fields) in items]
             self._writer.owed.extend(o for o in owed if o[0] in ("segment", "repair"))
+            if stdout_gap is not None:  # the next gap record names it, with the rest
+                self._writer.reopen_stdout_range(stdout_gap[0])
 
     def _identity(self) -> dict[str, Any]:
         return {

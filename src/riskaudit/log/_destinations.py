@@ -296,6 +296,7 @@ def set_aside(file: AppendFile, tail: Tail | None, reason: str, **extra: int) ->
                 fsync_dir(source.parent)
     elif tail.good_size:
         try:
+            ensure_dir(target.parent)  # deleted with its directory: made again
             atomic_write(target, file.read_range(0, tail.good_size))
         except AuditStorageError as exc:
             raise OSError(errno.EIO, str(exc)) from exc
@@ -325,9 +326,11 @@ def _where_now(file: AppendFile) -> Path | None:
         return None
     try:
         now = Path(os.readlink(f"/proc/self/fd/{file.fd}"))
+        st = os.stat(now)
     except OSError:
         return None
-    return now if now.is_absolute() and now.exists() else None
+    # The name must still be this file (not another one mounted over it).
+    return now if (st.st_dev, st.st_ino) == file.ident else None
 
 
 def _last_seq_within(file: AppendFile) -> int:

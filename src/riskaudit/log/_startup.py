@@ -46,7 +46,14 @@ import orjson
 
 from riskaudit.errors import AuditFormatError, AuditStorageError
 from riskaudit.log._codec import ZERO_HASH, line_hash, parse_ts, split_head
-from riskaudit.log._destinations import AppendFile, SetAside, Spool, replay_lines, set_aside
+from riskaudit.log._destinations import (
+    AppendFile,
+    SetAside,
+    Spool,
+    SpoolFile,
+    replay_lines,
+    set_aside,
+)
 from riskaudit.log._resume import (
     Repair,
     Tail,
@@ -55,7 +62,13 @@ from riskaudit.log._resume import (
     parse_record,
     validate_tail,
 )
-from riskaudit.storage._segments import end_line, list_segments, rotated_files, stream_of
+from riskaudit.storage._segments import (
+    end_line,
+    iter_bytes,
+    list_segments,
+    rotated_files,
+    stream_of,
+)
 
 logger = logging.getLogger("riskaudit")
 
@@ -108,28 +121,50 @@ def _read_only_head(path: Path) -> tuple[int, bytes, str | None]:
 
 def _repair_spool(spool: Spool) -> _SpoolHead:
     """Validate every spool file, cut torn tails aside (a spool batch is confirmed only
-    once synced, so an invalid tail there was never confirmed); the spool's range."""
-    first = 0
-    best: tuple[int, bytes, str | None] = (0, ZERO_HASH, None)
+    once synced, so an invalid tail there was never confirmed); the spool's range. A
+    spool file that cannot be opened for writing (a read-only spool volume) is still
+    read: its records count, only its torn tail stays."""
     for f in spool.files():
         try:
             fd = os.open(f.path, os.O_RDWR | os.O_CLOEXEC)
         except OSError as exc:
-            logger.error("cannot open spool file %s: %s", f.path, exc)
+            logger.warning("spool file %s: %s; read as it is", f.path, exc)
             continue
         try:
             tail = validate_tail(fd)
             if tail.torn:
                 kept = cut_torn_tail(fd, f.path, tail)
                 logger.warning("spool file %s had a torn tail, kept in %s", f.path, kept.kept_at)
-            if tail.first_seq is not None and tail.last_seq:
-                first = tail.first_seq if not first else min(first, tail.first_seq)
-            if tail.last_seq > best[0]:
-                best = (tail.last_seq, tail.last_hash, tail.stream or best[2])
         except (OSError, AuditStorageError) as exc:
             logger.error("spool file %s: %s; left in place", f.path, exc)
         finally:
             os.close(fd)
+    return _spool_head(spool)
+
+
+def _spool_head(spool: Spool, exclude: frozenset[Path] | set[Path] = frozenset()) -> _SpoolHead:
+    """The range of records the spool files hold (their valid prefixes)."""
+    first = 0
+    best: tuple[int, bytes, str | None] = (0, ZERO_HASH, None)
+    for f in spool.files():
+        if f.path in exclude:
+            continue
+        try:
+            fd = os.open(f.path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            logger.error("cannot read spool file %s: %s", f.path, exc)
+            continue
+        try:
+            tail = validate_tail(fd)
+        except OSError as exc:
+            logger.error("spool file %s: %s", f.path, exc)
+            continue
+        finally:
+            os.close(fd)
+        if tail.first_seq is not None and tail.last_seq:
+            first = tail.first_seq if not first else min(first, tail.first_seq)
+        if tail.last_seq > best[0]:
+            best = (tail.last_seq, tail.last_hash, tail.stream or best[2])
     return _SpoolHead(first, best[0], best[1], best[2])
 
 
@@ -171,17 +206,11 @@ def _ours(data: bytes) -> bool:
     )
 
 
-def _judge(
-    tail: Tail, spool: _SpoolHead, anchor: tuple[int, bytes] | None, *, replayed: bool
-) -> str | None:
-    """What the primary's tail is: None (clean), ``torn``, ``untrusted`` or ``corrupt``.
-
-    ``replayed``: the primary holds the spool's records byte for byte and goes on past
-    them — a replay that reached the primary, whose spool unlink was lost."""
-    if (
-        spool.first
-        and not replayed
-        and (tail.last_seq >= spool.first or (tail.torn and tail.last_seq + 1 >= spool.first))
+def _judge(tail: Tail, spool: _SpoolHead, anchor: tuple[int, bytes] | None) -> str | None:
+    """What the primary's tail is: None (clean), ``torn``, ``untrusted`` or ``corrupt``
+    (``spool``: its files that were not replayed before)."""
+    if spool.first and (
+        tail.last_seq >= spool.first or (tail.torn and tail.last_seq + 1 >= spool.first)
     ):
         return "untrusted"
     if (
@@ -193,21 +222,6 @@ def _judge(
     ):
         return "corrupt"
     return "torn" if tail.torn else None
-
-
-def _spool_records(spool: Spool) -> dict[int, bytes]:
-    """The records a replay would take from the spool (linked runs), by ``seq``."""
-    out: dict[int, bytes] = {}
-    for f in spool.files():
-        try:
-            lines = replay_lines(f.path, 0)
-        except OSError:
-            continue
-        for line in lines:
-            head = split_head(line)
-            if head is not None:
-                out.setdefault(head[0], line[:-1])
-    return out
 
 
 def _lines_backwards(fd: int, end: int) -> Iterator[bytes]:
@@ -222,34 +236,87 @@ def _lines_backwards(fd: int, end: int) -> Iterator[bytes]:
         yield from reversed(lines)
 
 
-def _holds_spool_copy(fd: int, tail: Tail, spool: Spool, first: int) -> bool:
-    """Whether the primary's trusted prefix holds every spool record byte for byte
-    (read backwards from its end down to the spool's first ``seq``)."""
-    wanted = _spool_records(spool)
-    matched = 0
-    for line in _lines_backwards(fd, tail.good_size):
+def _log_lines(path: Path, fd: int, tail: Tail, lo: int, hi: int) -> dict[int, bytes]:
+    """The log's trusted records with ``lo <= seq <= hi``: the active file's valid
+    prefix, then its sealed segments (up to the record each name ends with) and files
+    rotated by logrotate."""
+    found: dict[int, bytes] = {}
+
+    def take(line: bytes, limit: int) -> None:
         head = split_head(line)
-        if head is None:
-            continue
-        if head[0] < first:
+        if head is not None and lo <= head[0] <= min(hi, limit):
+            found.setdefault(head[0], line)
+
+    for line in _lines_backwards(fd, tail.good_size):
+        take(line, hi)
+    others: list[tuple[Path, int]] = [
+        (seg.path, seg.last_seq)
+        for seg in list_segments(path)
+        if seg.first_seq <= hi and seg.last_seq >= lo
+    ]
+    others += [(rotated, hi) for rotated in rotated_files(path)]
+    for other, limit in others:
+        if len(found) == hi - lo + 1:
             break
-        copy = wanted.get(head[0])
-        if copy is not None:
-            if copy != line:
-                return False
-            matched += 1
-    return bool(wanted) and matched == len(wanted)
+        try:
+            carry = b""
+            for block in iter_bytes(other):
+                parts = (carry + block).split(b"\n")
+                carry = parts.pop()
+                for line in parts:
+                    take(line, limit)
+        except (OSError, EOFError, AuditFormatError):
+            continue
+    return found
 
 
-def _written_by_0_1(fd: int) -> bool:
-    """Whether the newest ``start`` record in the file names a 0.1 writer (it copied
-    every checkpoint to the sidecar, even one that reached only stdout)."""
-    for line in _lines_backwards(fd, os.fstat(fd).st_size):
-        if b'"kind":"start"' in line:
-            record = parse_record(line)
-            version = record.get("version") if record is not None else None
-            return isinstance(version, str) and _V0_1.fullmatch(version) is not None
-    return False
+def leftover_spool_files(path: Path, fd: int, tail: Tail, spool: Spool) -> list[SpoolFile]:
+    """Spool files left behind after their replay reached the log (the unlink was lost
+    in a crash, or refused by a read-only spool volume): every record they hold is in
+    the log byte for byte, and the log goes on past them (in the active file, or they
+    are in a sealed segment). Such a file says nothing about the primary; one that
+    matches but ends where the active file ends could as well be a failed batch that
+    landed whole, so it is not taken for a leftover."""
+    out = []
+    for f in spool.files():
+        try:
+            lines = [line[:-1] for line in replay_lines(f.path, 0)]
+        except OSError:
+            continue
+        heads = [split_head(line) for line in lines]
+        seqs = [h[0] for h in heads if h is not None]
+        if not seqs or seqs[-1] >= tail.last_seq:
+            continue  # the active file does not go on past it
+        in_log = _log_lines(path, fd, tail, seqs[0], seqs[-1])
+        if all(in_log.get(seq) == line for seq, line in zip(seqs, lines, strict=True)):
+            out.append(f)
+    return out
+
+
+def _written_by_0_1(fd: int, path: Path) -> bool:
+    """Whether the newest ``start`` record of the stream names a 0.1 writer (it copied
+    every checkpoint to the sidecar, even one that reached only stdout): searched in the
+    active file, then in the newest sealed segment (a file begun by rotation holds no
+    ``start``). Only when a log ends before its sidecar, so reading far is rare."""
+
+    def version_in(lines: Iterator[bytes]) -> str | None:
+        for line in lines:
+            if b'"kind":"start"' in line[:120]:
+                record = parse_record(line)
+                if record is not None and record.get("kind") == "start":
+                    version = record.get("version")
+                    return version if isinstance(version, str) else ""
+        return None
+
+    version = version_in(_lines_backwards(fd, os.fstat(fd).st_size))
+    if version is None:
+        for seg in sorted(list_segments(path), key=lambda s: s.last_seq, reverse=True)[:1]:
+            try:
+                with open(seg.path, "rb") as fh:  # plain: the newest is never compressed
+                    version = version_in(_lines_backwards(fh.fileno(), seg.path.stat().st_size))
+            except OSError:
+                version = None
+    return version is not None and _V0_1.fullmatch(version) is not None
 
 
 def _ts_of(line: bytes) -> int | None:
@@ -261,11 +328,18 @@ def _ts_of(line: bytes) -> int | None:
 
 
 def _anchor_of_this_stream(fd: int, anchor: tuple[int, bytes]) -> bool:
-    """A checkpoint older than this file's ``genesis`` belongs to an earlier stream
-    (the log was replaced, its sidecar kept): it says nothing about this log."""
+    """Whether the sidecar's checkpoint belongs to the stream this file begins (the log
+    may have been replaced, its sidecar kept). Checkpoints name their stream (0.2 on);
+    for one that does not (0.1), a checkpoint older than the file's ``genesis`` is taken
+    to be an earlier stream's."""
     first = os.pread(fd, 1 << 16, 0).split(b"\n", 1)[0]
     if b'"kind":"genesis"' not in first:
         return True
+    genesis, checkpoint = parse_record(first), parse_record(anchor[1])
+    if genesis is None or checkpoint is None:
+        return True
+    if isinstance(checkpoint.get("stream"), str):
+        return checkpoint["stream"] == genesis.get("stream")
     began, sealed = _ts_of(first), _ts_of(anchor[1])
     return began is None or sealed is None or sealed >= began
 
@@ -307,13 +381,23 @@ def open_log(path: Path, spool_dir: Path | None, sidecar: Path | None = None) ->
                 "log (refusing to cut it aside; move it away or point RISK_AUDIT_LOG_PATH "
                 "elsewhere)"
             )
-        replayed = (
-            spool is not None
-            and spool_head.first > 0
-            and tail.last_seq > spool_head.last
-            and _holds_spool_copy(primary.fd, tail, spool, spool_head.first)
+        leftover = (
+            leftover_spool_files(path, primary.fd, tail, spool)
+            if spool is not None and spool_head.first
+            else []
         )
-        if anchor is not None and not replayed and 0 < spool_head.first <= anchor[0]:
+        if leftover:
+            assert spool is not None
+            for f in leftover:
+                logger.warning(
+                    "spool file %s was replayed before (every record in it is in the log, "
+                    "byte for byte): removing it",
+                    f.path,
+                )
+            for f, why in spool.delete(leftover):
+                logger.error("cannot remove the replayed spool file %s: %s", f.path, why)
+            spool_head = _spool_head(spool, exclude={f.path for f in leftover})
+        if anchor is not None and 0 < spool_head.first <= anchor[0]:
             # A checkpoint of a batch that failed over to the spool: its copy in the
             # primary is among the untrusted bytes, not where validation starts.
             anchor = None
@@ -322,10 +406,10 @@ def open_log(path: Path, spool_dir: Path | None, sidecar: Path | None = None) ->
             anchor is not None
             and not tail.anchored
             and anchor[0] > tail.last_seq
-            and _written_by_0_1(primary.fd)
+            and _written_by_0_1(primary.fd, path)
         ):
             legacy = True  # the sidecar may name checkpoints that reached only stdout
-        verdict = _judge(tail, spool_head, None if legacy else anchor, replayed=replayed)
+        verdict = _judge(tail, spool_head, None if legacy else anchor)
         if verdict == "untrusted":
             tail = validate_tail(primary.fd, anchor, limit_seq=spool_head.first - 1)
         if verdict in ("untrusted", "corrupt"):

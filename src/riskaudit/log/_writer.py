@@ -53,6 +53,7 @@ from riskaudit.log._emergency import EmergencyOutput
 from riskaudit.log._files import atomic_write, utc_stamp
 from riskaudit.log._resume import validate_tail
 from riskaudit.log._rotation import RecentRecords, Rotation
+from riskaudit.log._startup import leftover_spool_files
 from riskaudit.storage import probe_write
 from riskaudit.storage._segments import log_stem
 from riskaudit.storage._segments import seal_as_segment as seal_segment_file
@@ -251,6 +252,12 @@ class Writer:
         self.counters.batches += 1
         self._log._mark_handled(last, durable=False, stdout=(first, last))
 
+    def reopen_stdout_range(self, first: int) -> None:
+        """Records from ``first`` on are named by no durable ``gap`` record yet (a gap
+        record that reached only stdout): the next gap record names them."""
+        if self._stdout_first is None or first < self._stdout_first:
+            self._stdout_first = first
+
     def _synced(self, started: float, size: int) -> None:
         c = self.counters
         c.sync_seconds.append(time.perf_counter() - started)
@@ -334,6 +341,33 @@ class Writer:
         primary = self.primary
         assert primary.fd is not None
         tail = validate_tail(primary.fd)
+        spooled: list[int] = []
+        if self.spool is not None:
+            left = leftover_spool_files(primary.path, primary.fd, tail, self.spool)
+            for f, exc in self.spool.delete(left):
+                logger.error("cannot remove the replayed spool file %s: %s", f.path, exc)
+            gone = {f.path for f in left}
+            spooled = [f.first_seq for f in self.spool.files() if f.path not in gone]
+        first_spooled = min(spooled, default=0)
+        if first_spooled and tail.last_seq + (1 if tail.torn else 0) >= first_spooled:
+            # Records the spool holds: the primary's copy is a batch whose write or sync
+            # failed (the volume went read-only under it), never trusted.
+            trusted = validate_tail(primary.fd, limit_seq=first_spooled - 1)
+            aside = set_aside(primary, trusted, "untrusted")
+            self.set_aside.append(aside)
+            if aside.name is not None:
+                self.owed.append(("segment", self.aside_fields(aside)))
+            logger.error(
+                "audit log %s holds seqs the spool holds (from %d): kept untouched as %s, "
+                "the chain continues in a new file",
+                primary.path,
+                first_spooled,
+                aside.name,
+            )
+            primary.open(create=True)
+            self.note_file_start()
+            self.primary_last = trusted.last_seq
+            return
         if tail.torn:
             kept = primary.repair(tail)
             logger.warning(
@@ -352,14 +386,14 @@ class Writer:
                     },
                 )
             )
-        if tail.last_seq and tail.last_seq != self.primary_last:
+        if tail.last_seq != self.primary_last:
             logger.warning(
-                "audit log %s ends at seq %d (expected %d)",
+                "audit log %s ends at seq %d (expected %d): continuing from what it holds",
                 primary.path,
                 tail.last_seq,
                 self.primary_last,
             )
-        self.primary_last = max(self.primary_last, tail.last_seq)
+        self.primary_last = tail.last_seq  # the file as it is now, never what it was
 
     def aside_fields(self, aside: SetAside) -> dict[str, Any]:
         """The ``segment`` record that names a file set aside, and what to trust of it."""
@@ -396,6 +430,7 @@ class Writer:
             start = self.primary.offset
             self.primary.write([data])
             if self.primary.read_range(start, start + len(data)) != data:
+                self.primary.offset = start  # those bytes are not trusted
                 self.primary.poison("replayed records read back differently")
                 raise OSError(errno.EIO, f"{self.primary.path}: replayed records read back wrong")
             last_replayed = self._seq_of(lines[-1])
@@ -745,6 +780,8 @@ class Writer:
                     if cp is not None and cp.every_records and cp.records >= cp.every_records:
                         self.checkpoint()
                 elif closing:
+                    if self.owed and self.destination is not Destination.STDOUT:
+                        self._close_stdout_range()  # what is owed, durably if at all
                     self.checkpoint()  # seals the stop record
                     return
         except BaseException as exc:  # the thread must never die silently

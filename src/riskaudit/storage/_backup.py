@@ -40,9 +40,9 @@ from riskaudit.storage._holds import Hold, holds_path, load_holds
 from riskaudit.storage._segments import (
     SUFFIXES,
     content_sha256,
+    end_line,
     event_types,
     file_sha256,
-    last_line,
     list_segments,
     log_stem,
     open_segment,
@@ -229,11 +229,16 @@ class Backup:
     def _inspect(self, path: Path) -> Candidate | None:
         try:
             first = _first_record(path)
-            last = _record(last_line(path))
+            last = _record(end_line(path))
         except (OSError, EOFError, AuditFormatError) as exc:
             logger.warning("backup: cannot read %s: %s", path, exc)
             return None
-        if first is None or last is None or last.get("kind") != "checkpoint":
+        # Sealed: it ends with a checkpoint, or its name says where it ends (a file set
+        # aside after a failed write ends at its last trusted record).
+        sealed = last is not None and (
+            last.get("kind") == "checkpoint" or parse_segment_name(path.name) is not None
+        )
+        if first is None or last is None or not sealed:
             return None  # not sealed (yet): the writer may still append to it
         try:
             start, end = parse_ts(first["ts"]), parse_ts(last["ts"])
