@@ -129,7 +129,10 @@ def test_nats_init_refuses_unsafe_settings_before_connecting(tmp_path: Path) -> 
     cases = [
         ({"RISK_AUDIT_NATS_MAX_AGE": "30d"}, "RISK_AUDIT_NATS_MAX_AGE"),
         (
-            {"RISK_AUDIT_NATS_MAX_AGE": "1900d", "RISK_AUDIT_RETENTION_MIN_BY_TYPE": "X=2557d"},
+            {
+                "RISK_AUDIT_NATS_MAX_AGE": "1900d",
+                "RISK_AUDIT_RETENTION_MIN_BY_TYPE": "KILL_SWITCH=2557d",
+            },
             "RISK_AUDIT_NATS_MAX_AGE",
         ),
         ({"RISK_AUDIT_NATS_DUPLICATE_WINDOW": "2s"}, "RISK_AUDIT_NATS_DUPLICATE_WINDOW"),

@@ -62,6 +62,7 @@ def test_storage_settings_from_the_environment(clean_env: None) -> None:
         ({"RISK_AUDIT_ROTATE_INTERVAL": "fortnightly"}, "RISK_AUDIT_ROTATE_INTERVAL"),
         ({"RISK_AUDIT_RETENTION_HOT": "400d"}, "RISK_AUDIT_RETENTION_HOT"),
         ({"RISK_AUDIT_RETENTION_MIN_BY_TYPE": "KILL_SWITCH"}, "RISK_AUDIT_RETENTION_MIN_BY_TYPE"),
+        ({"RISK_AUDIT_RETENTION_MIN_BY_TYPE": "NOT_A_TYPE=1d"}, "RISK_AUDIT_RETENTION_MIN_BY_TYPE"),
         ({"RISK_AUDIT_COMPRESSION": "lz4"}, "RISK_AUDIT_COMPRESSION"),
     ],
 )

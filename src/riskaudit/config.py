@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from riskaudit.errors import AuditConfigError
-from riskaudit.events import EventPriority
+from riskaudit.events import EventPriority, EventType
 from riskaudit.storage import Watermarks
 from riskaudit.storage._settings import (
     BackupSettings,
@@ -335,7 +335,15 @@ def parse_minimums(setting: str, text: str) -> dict[str, float]:
         name, sep, value = part.partition("=")
         if not sep or not name.strip():
             raise AuditConfigError(setting, f"{part!r} is not EVENT_TYPE=duration")
-        out[name.strip().upper()] = parse_duration(setting, value)
+        kind = name.strip().upper()
+        if kind not in EventType.__members__:
+            # A minimum for a type that does not exist applies to nothing, silently.
+            raise AuditConfigError(
+                setting,
+                f"{name.strip()!r} is not an event type (one of: "
+                f"{', '.join(EventType.__members__)})",
+            )
+        out[kind] = parse_duration(setting, value)
     return out
 
 
