@@ -16,7 +16,7 @@ from riskaudit import (
     RiskEvent,
     RiskEventBus,
 )
-from tests.helpers import records
+from tests.helpers import event, records
 
 
 def breach(priority: EventPriority = EventPriority.CRITICAL) -> RiskEvent:
@@ -166,3 +166,23 @@ def test_bus_builds_its_log_from_the_config(tmp_path: Path) -> None:
     with RiskEventBus(config=cfg) as bus:
         bus.publish(breach())
     assert [r.get("kind") for r in records(tmp_path / "bus.jsonl")][-1] == "stop"
+
+
+def test_the_original_pattern_a_bus_holding_a_sink_works(tmp_path: Path) -> None:
+    """The original design's bus held a sink: RiskEventBus(JsonAuditSink(path)) publishes
+    through it (audit first, then handlers), durable waits included."""
+    from riskaudit import JsonAuditSink
+
+    seen: list[RiskEvent] = []
+    with JsonAuditSink(tmp_path / "log.jsonl") as sink:
+        bus = RiskEventBus(sink)
+        bus.subscribe(EventType.PRE_TRADE_CHECK, seen.append)
+        seq = bus.publish(event(1), durable=True)
+        assert seq is not None and len(seen) == 1
+    assert any(b'"i":1' in line for line in (tmp_path / "log.jsonl").read_bytes().splitlines())
+
+
+def test_a_bus_given_something_else_says_what_to_pass() -> None:
+    """Anything that is not an audit log gets a TypeError naming what the bus takes."""
+    with pytest.raises(TypeError, match="AuditSinkProtocol"):
+        RiskEventBus("logs/risk_audit.jsonl")  # type: ignore[arg-type]

@@ -4,7 +4,7 @@ Data flow: events → bus → log → writer → file (fsynced, chained) → ver
 """
 
 from riskaudit._version import __version__
-from riskaudit.bus import RiskEventBus, Subscription
+from riskaudit.bus import AuditSinkProtocol, RiskEventBus, Subscription
 from riskaudit.config import AuditConfig
 from riskaudit.errors import (
     AuditClosedError,
@@ -42,6 +42,7 @@ __all__ = [
     "AuditPolicyError",
     "AuditQueueFullError",
     "AuditSchemaError",
+    "AuditSinkProtocol",
     "AuditStateError",
     "AuditStorageError",
     "EnhancedJsonAuditSink",

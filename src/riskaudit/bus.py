@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, cast
+from typing import Any, Protocol, cast, runtime_checkable
 
 from riskaudit.config import DEFAULT_SLO_SECONDS, AuditConfig
 from riskaudit.errors import AuditDegradedError
@@ -34,6 +34,23 @@ from riskaudit.log import AuditLog
 logger = logging.getLogger("riskaudit.bus")
 
 Handler = Callable[[RiskEvent], Any] | Callable[[RiskEvent], Awaitable[Any]]
+
+
+@runtime_checkable
+class AuditSinkProtocol(Protocol):
+    """What the bus needs of its audit log: :class:`AuditLog` and :class:`JsonAuditSink`
+    are two; a test double or a wrapper can be a third."""
+
+    @property
+    def config(self) -> AuditConfig: ...
+
+    def append(self, event: RiskEvent) -> int | None: ...
+
+    def wait_durable(self, seq: int, timeout: float | None = None) -> None: ...
+
+    def close(self) -> None: ...
+
+
 _SAMPLES = 4096
 
 
@@ -122,7 +139,7 @@ class RiskEventBus:
 
     def __init__(
         self,
-        audit_log: AuditLog | None = None,
+        audit_log: AuditSinkProtocol | None = None,
         *,
         config: AuditConfig | None = None,
         slo_seconds: Mapping[EventPriority, float] | None = None,
@@ -132,10 +149,16 @@ class RiskEventBus:
             cfg = config if config is not None else AuditConfig.from_env()
             audit_log = AuditLog(cfg)
             self._owns_log = True
-        else:
+        elif isinstance(audit_log, AuditSinkProtocol):
             cfg = config if config is not None else audit_log.config
             self._owns_log = False
-        self.audit_log = audit_log
+        else:
+            raise TypeError(
+                f"RiskEventBus needs an AuditLog, a JsonAuditSink or an object with "
+                f"append(event), wait_durable(seq, timeout) and config "
+                f"(riskaudit.AuditSinkProtocol); got {type(audit_log).__name__}"
+            )
+        self.audit_log: AuditSinkProtocol = audit_log
         slo = dict(DEFAULT_SLO_SECONDS)
         slo.update(cfg.slo_seconds)
         slo.update(slo_seconds or {})

@@ -40,6 +40,20 @@ class JsonAuditSink:
         self.log = AuditLog(cfg)
         self.log_path = self.log.path
 
+    @property
+    def config(self) -> AuditConfig:
+        return self.log.config
+
+    def append(self, event: RiskEvent) -> int | None:
+        """:meth:`write` under the name the bus calls (:class:`AuditSinkProtocol`)."""
+        return self.write(event)
+
+    def wait_durable(self, seq: int, timeout: float | None = None) -> None:
+        """Wait until ``seq`` is durable. The one call of this sink that raises
+        (``AuditDegradedError``): only a caller that asked for durability
+        (``publish(..., durable=True)``) gets here, and it must not be told yes falsely."""
+        self.log.wait_durable(seq, timeout)
+
     def write(self, event: RiskEvent) -> int | None:
         """Record the event; return its ``seq``, or None if it went to stdout instead."""
         try:
