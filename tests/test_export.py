@@ -136,3 +136,46 @@ def test_digest_mismatch_is_caught(signed_log: tuple[Path, Path], tmp_path: Path
     (out / "records.jsonl").write_bytes(b"")
     check = verify_export(out, [load_public_key(public)])
     assert any("SHA-256 differs" in p for p in check.problems)
+
+
+def test_export_refuses_a_non_empty_target_and_force_replaces_it_whole(
+    signed_log: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Exporting into an existing bundle once replaced its manifest and left the older
+    export's records.csv beside it: now it is refused (exit 2); --force replaces the
+    directory whole, and the result verifies."""
+    log, public = signed_log
+    out = tmp_path / "bundle"
+    first = ["export", str(log.parent), "--out", str(out), "--format", "csv"]
+    assert runner.invoke(app, first).exit_code == 0
+    again = ["export", str(log.parent), "--out", str(out), "--type", "limit_breach"]
+    refused = runner.invoke(app, again)
+    assert refused.exit_code == 2 and "not empty" in refused.output, refused.output
+    assert (out / "records.csv").exists()
+    forced = runner.invoke(app, [*again, "--force"])
+    assert forced.exit_code == 0, forced.output
+    assert not (out / "records.csv").exists()  # nothing of the older export is left
+    ok = runner.invoke(app, ["verify-export", str(out), "--public-key", str(public)])
+    assert ok.exit_code == 0, ok.output
+
+
+def test_verify_export_fails_on_a_file_the_manifest_does_not_list(
+    signed_log: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A file in the bundle that its manifest does not list makes it INVALID."""
+    log, public = signed_log
+    out = tmp_path / "bundle"
+    export([str(log.parent)], Selection(), out)
+    (out / "records.csv").write_text("seq,event_type\n1,FORGED\n")
+    check = verify_export(out, [load_public_key(public)])
+    assert not check.valid and any("records.csv" in p for p in check.problems), check.problems
+
+
+def test_an_empty_selection_says_so(signed_log: tuple[Path, Path], tmp_path: Path) -> None:
+    """Nothing matched: the command says so plainly (no `seq None-None`)."""
+    log, _public = signed_log
+    res = runner.invoke(
+        app, ["export", str(log.parent), "--out", str(tmp_path / "e"), "--source", "nobody"]
+    )
+    assert res.exit_code == 0 and "nothing matched the selection" in res.output, res.output
+    assert "None" not in res.output

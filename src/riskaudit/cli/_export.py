@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from riskaudit.cli._common import EXIT_INVALID, EXIT_OK, fail, load_config
+from riskaudit.cli._common import EXIT_INVALID, EXIT_OK, fail, load_config, plural
 from riskaudit.errors import AuditFormatError
 from riskaudit.integrity._export import Selection, export, parse_time, verify_export
 from riskaudit.integrity._keys import PublicKey, load_keyring, load_public_key
@@ -26,6 +26,9 @@ def export_command(
     ] = None,
     source: Annotated[list[str] | None, typer.Option(help="Source(s) to include.")] = None,
     fmt: Annotated[str, typer.Option("--format", help="jsonl or csv.")] = "jsonl",
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace a non-empty --out directory whole.")
+    ] = False,
 ) -> None:
     """Export selected records with the chain and checkpoint that prove them."""
     args = paths or [str(load_config().log_path.parent)]
@@ -36,15 +39,17 @@ def export_command(
             types=frozenset(t.upper() for t in event_type or []),
             sources=frozenset(source or []),
         )
-        result = export(args, selection, out, fmt)
+        result = export(args, selection, out, fmt, force=force)
     except AuditFormatError as exc:
         raise fail(str(exc)) from exc
     except OSError as exc:
         raise fail(f"cannot read or write: {exc}") from exc
     rec = result.manifest["records"]
-    typer.echo(
-        f"exported {rec['count']} records (seq {rec['first_seq']}-{rec['last_seq']}) to {out}"
-    )
+    if rec["count"]:
+        span = f"seq {rec['first_seq']}-{rec['last_seq']}"
+        typer.echo(f"exported {plural(rec['count'], 'record')} ({span}) to {out}")
+    else:
+        typer.echo(f"exported 0 records to {out}: nothing matched the selection")
     for warning in result.warnings:
         typer.echo(f"WARNING: {warning}")
     typer.echo(f"check it with: riskaudit verify-export {out} --public-key KEY.pub.pem")
@@ -69,5 +74,5 @@ def verify_export_command(
         typer.echo(f"WARNING: {warning}")
     for problem in check.problems:
         typer.echo(f"INVALID: {problem}")
-    typer.echo(f"{'VALID' if check.valid else 'INVALID'}: {check.records} records")
+    typer.echo(f"{'VALID' if check.valid else 'INVALID'}: {plural(check.records, 'record')}")
     raise typer.Exit(EXIT_OK if check.valid else EXIT_INVALID)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -129,10 +130,26 @@ class ExportResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def export(paths: list[str], selection: Selection, out: Path, fmt: str = "jsonl") -> ExportResult:
-    """Write the export bundle for the selected records of the stream in ``paths``."""
+def export(
+    paths: list[str], selection: Selection, out: Path, fmt: str = "jsonl", *, force: bool = False
+) -> ExportResult:
+    """Write the export bundle for the selected records of the stream in ``paths``.
+
+    ``out`` must be new or empty: a bundle is evidence, and writing one into another
+    would mix two exports (``force`` replaces what is there, whole).
+    """
     if fmt not in ("jsonl", "csv"):
         raise AuditFormatError(f"format {fmt!r}: use jsonl or csv")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if not force:
+            raise AuditFormatError(
+                f"{out} exists and is not empty: refusing to write an export bundle over it "
+                "(choose a new directory, or --force to replace it whole)"
+            )
+        if out.is_dir():
+            shutil.rmtree(out)
+        else:
+            out.unlink()
     selected: list[bytes] = []
     stream = None
     checkpoints: list[tuple[int, int, bytes]] = []  # (seq, covers_seq, line)
@@ -230,6 +247,10 @@ def verify_export(directory: Path, keys: list[PublicKey] | None) -> ExportCheck:
     if manifest.get("format") != EXPORT_FORMAT:
         check.problems.append(f"manifest.json: format is not {EXPORT_FORMAT}")
         return check
+    listed = set(manifest.get("files", {}))
+    for extra in sorted(p.name for p in directory.iterdir() if p.name not in listed):
+        if extra not in ("manifest.json", "SHA256SUMS"):
+            check.problems.append(f"{extra}: in the bundle but not listed in its manifest")
     contents: dict[str, bytes] = {}
     for name, meta in manifest.get("files", {}).items():
         try:
