@@ -41,6 +41,12 @@ def recover(
         f"found {report.found_sequenced} sequenced and {report.found_unsequenced} "
         f"unsequenced emergency records"
     )
+    if not report.found_sequenced and not report.found_unsequenced:
+        typer.echo(
+            "WARNING: no AUDIT_EMERGENCY line in "
+            + ", ".join(str(s) for s in sources)
+            + ": is this the container's stdout log (or a spool directory)?"
+        )
     for first, last in report.gaps:
         typer.echo(f"gap: seq {first}-{last}")
     for first, last, name in report.filled:

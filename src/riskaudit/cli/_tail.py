@@ -12,7 +12,8 @@ import orjson
 import typer
 
 from riskaudit.cli._common import fail
-from riskaudit.integrity import open_binary
+from riskaudit.errors import AuditFormatError
+from riskaudit.integrity import expand, open_binary, order
 
 
 def render(line: bytes) -> str:
@@ -39,17 +40,26 @@ def _last_lines(path: Path, n: int) -> list[bytes]:
 
 
 def tail(
-    path: Annotated[Path, typer.Argument(help="The log file.")],
+    path: Annotated[Path, typer.Argument(help="The log file, or its directory.")],
     lines: Annotated[int, typer.Option("-n", "--lines", help="How many records.")] = 10,
     follow: Annotated[
         bool, typer.Option("-f", "--follow", help="Keep printing new records.")
     ] = False,
 ) -> None:
-    """Print the most recent records readably (and follow the file with -f)."""
+    """Print the most recent records readably (and follow the file with -f). PATH may be
+    the log's directory, as for verify: its newest file is shown."""
     if not path.exists():
         raise fail(f"{path}: no such file")
-    for line in _last_lines(path, lines):
-        typer.echo(render(line))
+    if path.is_dir():
+        try:
+            path = order(expand([str(path)]))[-1].path
+        except AuditFormatError as exc:
+            raise fail(str(exc)) from exc
+    try:
+        for line in _last_lines(path, lines):
+            typer.echo(render(line))
+    except (OSError, EOFError) as exc:
+        raise fail(f"cannot read {path}: {exc}") from exc
     if not follow:
         return
     fh = open(path, "rb")  # noqa: SIM115 - reopened across rotations below
