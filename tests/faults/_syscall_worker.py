@@ -211,6 +211,12 @@ def run_one(seed: int, work: Path, faults: FaultControl) -> dict[str, Any]:
     while log.health().destination != "primary" and time.monotonic() < deadline:
         time.sleep(0.01)
     back = log.health().destination == "primary"
+    if back and len(prod.confirmed) < MIN_CONFIRMED:
+        # A durable=True run without a spool confirms little while everything fails
+        # (each record reaching only stdout is refused): it goes on after the faults
+        # lift, in the file that replaced the poisoned one, until it has its thousand.
+        prod.stop.clear()
+        prod.produce(lambda: len(prod.confirmed) >= MIN_CONFIRMED, RUN_SECONDS)
     log.close()
     emergency.close(timeout=5)
     out.close()
