@@ -327,3 +327,24 @@ def test_collect_refuses_a_partition_outside_its_range(tmp_path: Path) -> None:
         out = riskaudit(env, "collect", "--out", str(tmp_path / "c"), "--partition", bad)
         assert out.returncode == 2, (bad, out.stdout, out.stderr)
         assert "--partition" in out.stderr
+
+
+@pytest.mark.parametrize("argv", [["nats", "init"], ["forward", "--once"]])
+def test_one_shot_commands_give_up_on_an_unreachable_nats(tmp_path: Path, argv: list[str]) -> None:
+    """`nats init` and `forward --once` with no reachable NATS try for
+    RISK_AUDIT_NATS_CONNECT_TIMEOUT, then exit 1 with one clear message (they once
+    retried for ever, about four warnings a second)."""
+    env = {
+        "PATH": os.environ["PATH"],
+        "RISK_AUDIT_NATS_URL": "nats://127.0.0.1:1",
+        "RISK_AUDIT_NATS_CONNECT_TIMEOUT": "1s",
+        "RISK_AUDIT_LOG_PATH": str(tmp_path / "logs" / "log.jsonl"),
+    }
+    started = time.monotonic()
+    done = subprocess.run(
+        [RISKAUDIT, *argv], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "cannot reach NATS" in done.stderr and "RISK_AUDIT_NATS_CONNECT_TIMEOUT" in done.stderr
+    assert time.monotonic() - started < 20
+    assert done.stderr.count("retrying") <= 3, done.stderr

@@ -420,4 +420,6 @@ def _storage_from_env(get: Any, kwargs: dict[str, Any]) -> None:
         rep["user"] = got[1].strip()
     if got := get("RISK_AUDIT_NATS_PASSWORD_FILE"):
         rep["password_file"] = got[1].strip()
+    if got := get("RISK_AUDIT_NATS_CONNECT_TIMEOUT"):
+        rep["connect_timeout"] = parse_duration(*got)
     kwargs["replication"] = ReplicationSettings(**rep)

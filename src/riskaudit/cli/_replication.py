@@ -56,7 +56,7 @@ def forward(
     setup(config)
 
     async def main() -> None:
-        nc, js = await connect_jetstream(config.replication)
+        nc, js = await connect_jetstream(config.replication, bounded=once)
         forwarder = Forwarder(
             config.log_path.absolute(),
             config.replication,
@@ -147,7 +147,7 @@ def nats_init(
         raise fail(f"bad setting {exc}") from exc
 
     async def main() -> tuple[str, list[str]]:
-        nc, js = await connect_jetstream(settings)
+        nc, js = await connect_jetstream(settings, bounded=True)
         try:
             return await ensure_stream(
                 js, settings, retention=config.retention, allow_weaker=allow_weaker

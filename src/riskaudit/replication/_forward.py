@@ -304,23 +304,35 @@ class Forwarder:
                     await asyncio.wait_for(stop.wait(), POLL)
 
 
-async def connect_jetstream(settings: ReplicationSettings) -> tuple[Any, Any]:
+async def connect_jetstream(
+    settings: ReplicationSettings, *, bounded: bool = False
+) -> tuple[Any, Any]:
     """A NATS connection that reconnects forever, and its JetStream context.
 
     Forever, except for refused credentials: nats-py would retry a wrong password as
     patiently as an unreachable server, so a refused login ends the first connect with
     an AuditConfigError naming the setting (later refusals, say a rotated password,
-    are logged while it keeps retrying)."""
+    are logged while it keeps retrying). ``bounded`` (one-shot commands): the first
+    connect gives up after ``settings.connect_timeout`` with a ConnectionError. Retries
+    are reported once per backoff step (1 s, 2 s, ... up to a minute), not per attempt.
+    """
     from nats.aio.client import Client  # noqa: PLC0415 (only the replication commands need it)
 
     loop = asyncio.get_running_loop()
     refused: asyncio.Future[str] = loop.create_future()
+    quiet = {"until": 0.0, "step": 1.0, "hidden": 0}
 
     async def on_error(exc: Exception) -> None:
-        text = str(exc).strip()
+        text = str(exc).strip() or type(exc).__name__
         if "authorization violation" in text.lower() and not refused.done():
             refused.set_result(text)
-        logger.warning("NATS: %s", text or type(exc).__name__)
+        now = loop.time()
+        if now < quiet["until"]:
+            quiet["hidden"] += 1
+            return
+        more = f" ({quiet['hidden']} more like it)" if quiet["hidden"] else ""
+        logger.warning("NATS: %s%s; retrying, next report in %.0fs", text, more, quiet["step"])
+        quiet.update(until=now + quiet["step"], step=min(60.0, quiet["step"] * 2), hidden=0)
 
     kwargs: dict[str, Any] = {
         "servers": list(settings.urls),
@@ -343,13 +355,19 @@ async def connect_jetstream(settings: ReplicationSettings) -> tuple[Any, Any]:
     nc = Client()
     connecting: asyncio.Future[Any] = asyncio.ensure_future(nc.connect(**kwargs))
     either: set[asyncio.Future[Any]] = {connecting, refused}
-    await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+    timeout = settings.connect_timeout if bounded else None
+    await asyncio.wait(either, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
     if not connecting.done():
         connecting.cancel()
         with contextlib.suppress(BaseException):
             await connecting
         with contextlib.suppress(Exception):
             await nc.close()
+        if not refused.done():
+            raise ConnectionError(
+                f"cannot reach NATS at {', '.join(settings.urls)}: gave up after "
+                f"{settings.connect_timeout:g}s (RISK_AUDIT_NATS_CONNECT_TIMEOUT)"
+            )
         setting = "RISK_AUDIT_NATS_CREDS" if settings.creds_file else "RISK_AUDIT_NATS_USER"
         raise AuditConfigError(setting, f"the NATS server refused the login ({refused.result()})")
     connecting.result()  # raises what the connect raised

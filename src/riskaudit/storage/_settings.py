@@ -96,8 +96,13 @@ class ReplicationSettings:
     creds_file: str | None = None
     user: str | None = None
     password_file: str | None = None
+    #: How long one-shot commands (``forward --once``, ``nats init``) try to reach NATS
+    #: before they give up with an error; long-running ones retry for ever.
+    connect_timeout: float = 5.0
 
     def __post_init__(self) -> None:
+        if self.connect_timeout <= 0:
+            raise AuditConfigError("RISK_AUDIT_NATS_CONNECT_TIMEOUT", "must be above 0")
         if not self.urls:
             raise AuditConfigError("RISK_AUDIT_NATS_URL", "needs at least one server")
         if (self.user is None) != (self.password_file is None):
