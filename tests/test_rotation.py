@@ -96,11 +96,10 @@ def test_restart_after_rotation_continues_the_chain(log_path: Path) -> None:
     with AuditLog(cfg) as log:
         log.append(event(1))
         stream = log.stream
+    last = orjson.loads(log_path.read_bytes().splitlines()[-1])["seq"]
     os.rename(
         log_path,
-        log_path.with_name(
-            "risk_audit.seg-00000000000000000001-00000000000000000009-20261126T000000Z.jsonl"
-        ),
+        log_path.with_name(f"risk_audit.seg-{1:020d}-{last:020d}-20261126T000000Z.jsonl"),
     )
     with AuditLog(cfg) as log:
         assert log.stream == stream

@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 
 from riskaudit import AuditConfig, AuditLog, verify_paths
 from riskaudit.cli import app
+from riskaudit.integrity import VerifyReport as VerifyReportT
 from riskaudit.integrity._keys import PublicKey, generate, load_public_key
 from riskaudit.log import line_hash
 from riskaudit.log._codec import split_head
@@ -470,24 +471,109 @@ def test_a_head_cut_and_rewritten_history_never_passes(tmp_path: Path) -> None:
     assert result.exit_code == 3 and "UNANCHORED" in result.output, result.output
 
 
-def test_an_unsigned_field_of_the_newest_checkpoint_is_reported_unauthenticated(
+def test_a_field_outside_the_signature_of_the_newest_checkpoint_never_passes(
     tmp_path: Path,
 ) -> None:
-    """A 0.1 log's final checkpoint carries `clock`, which its signature does not cover:
-    rewritten in the log and the sidecar, verify says it is unauthenticated (and the
-    new writer never writes such a field)."""
+    """The newest checkpoint has no successor to vouch for it and its signature covers
+    only stream, covers_seq, covers_hash and ts. A field added (in log and sidecar) to
+    a checkpoint of this version, which names its stream and writes nothing else, is a
+    change; in a 0.1 checkpoint (no stream field; 0.1 wrote `clock` there) such fields
+    are reported unauthenticated. Respelling it (a space, an escape) is a change too."""
     private, public, _ = generate(tmp_path / "keys")
     cfg = AuditConfig(log_path=tmp_path / "logs" / LOG, signing_key_file=private, host="h")
     with AuditLog(cfg) as log:
         log.append(event(1))
-    lines = cfg.log_path.read_bytes().split(b"\n")[:-1]
-    assert all(b'"clock"' not in line for line in lines if is_checkpoint(line))
-    rec = orjson.loads(lines[-1])
-    rec["clock"] = {"synchronised": True, "max_error_s": 0.0}
-    lines[-1] = orjson.dumps(rec)
-    save(cfg.log_path, lines)
-    save(cfg.log_path.with_name(f"{LOG}.checkpoints"), [lines[-1]])
-    report = verify_paths([cfg.log_path.parent], keys=keys_of(public))
-    assert any("clock is outside what its signature covers" in w for w in report.warnings), (
-        report.warnings
+    original = cfg.log_path.read_bytes().split(b"\n")[:-1]
+    assert all(b'"clock"' not in line for line in original if is_checkpoint(line))
+    sidecar = cfg.log_path.with_name(f"{LOG}.checkpoints")
+
+    def with_last(line: bytes, *, in_sidecar: bool = True) -> VerifyReportT:
+        save(cfg.log_path, [*original[:-1], line])
+        if in_sidecar:
+            save(sidecar, [line])
+        return verify_paths([cfg.log_path.parent], keys=keys_of(public))
+
+    rec = orjson.loads(original[-1])
+    added = with_last(orjson.dumps({**rec, "note": "approved by the risk desk"}))
+    assert added.status == "invalid", added.warnings
+    respelled = with_last(original[-1].replace(b'"ts":', b'"ts" :'))
+    assert respelled.status == "invalid", respelled.warnings
+    other_stream = with_last(orjson.dumps({**rec, "stream": "0" * 8 + rec["stream"][8:]}))
+    assert other_stream.status == "invalid"
+    save(sidecar, [original[-1]])
+    log_only = with_last(original[-1].replace(b'"ts":', b'"ts" :'), in_sidecar=False)
+    assert log_only.status == "invalid"
+    legacy = {k: v for k, v in rec.items() if k != "stream"}
+    old = with_last(orjson.dumps({**legacy, "clock": {"synchronised": True}}))
+    assert old.valid, (old.findings, old.unanchored)
+    assert any("clock is outside what its signature covers" in w for w in old.warnings)
+
+
+def test_files_beside_the_log_and_sub_directories_give_the_same_verdict(
+    real_log: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The forwarder's cursor, any file not named like a log file, and a sub-directory
+    (the spool) among the files `DIR/*` names are skipped with a note: VALID as for DIR."""
+    directory, public = real_log
+    logs = copy_of(directory, tmp_path)
+    (logs / f"{LOG}.forward.json").write_text('{"seq": 12}')
+    (logs / "notes.txt").write_text("rotated by hand on Tuesday")
+    (logs / "spool").mkdir()
+    for args in argument_forms(logs):
+        report = verify_paths(args, keys=keys_of(public))
+        assert report.valid, (args, report.findings)
+    result = runner.invoke(app, ["verify", "--public-key", str(public), str(logs / "*")])
+    assert result.exit_code == 0, result.output
+
+
+def test_a_file_whose_head_was_cut_at_a_checkpoint_is_not_anchored(tmp_path: Path) -> None:
+    """The active file cut at its fourth checkpoint, nothing rewritten: the first record
+    left is not a segment record, so no file began there — UNANCHORED even with the
+    key, never VALID."""
+    private, public, _ = generate(tmp_path / "keys")
+    cfg = AuditConfig(
+        log_path=tmp_path / "logs" / LOG, signing_key_file=private, checkpoint_records=10
     )
+    with AuditLog(cfg) as log:
+        for i in range(80):
+            log.append(event(i))
+            if i % 10 == 9:
+                log.flush()
+    lines = cfg.log_path.read_bytes().split(b"\n")[:-1]
+    fourth = [k for k, line in enumerate(lines) if is_checkpoint(line)][3]
+    save(cfg.log_path, lines[fourth + 1 :])
+    report = verify_paths([cfg.log_path.parent], keys=keys_of(public))
+    assert report.status == "unanchored", (report.findings, report.warnings)
+
+
+def test_a_sealed_segment_cut_short_is_truncated_when_named_alone(
+    real_log: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Only sealed segments named, the last one missing its end: its name says where it
+    ends, so the cut is `truncated`, not a warning."""
+    directory, public = real_log
+    logs = copy_of(directory, tmp_path)
+    segs = sorted(logs.glob("risk_audit.seg-*.jsonl"))
+    lines = segs[-1].read_bytes().split(b"\n")[:-1]
+    save(segs[-1], lines[:-5])
+    report = verify_paths([str(s) for s in segs], keys=keys_of(public))
+    assert report.status == "invalid" and "truncated" in {f.kind for f in report.findings}
+    assert min(f.seq for f in report.findings) == seq_of(lines[-5])
+
+
+def test_a_forged_copy_of_records_older_than_the_window_is_not_a_copy(tmp_path: Path) -> None:
+    """A file that repeats old seqs (forged: they link among themselves but not to the
+    chain) and reaches nothing the verifier can compare: INVALID, not a warning."""
+    cfg = AuditConfig(log_path=tmp_path / "logs" / LOG, schema_policy="off", host="h")
+    with AuditLog(cfg) as log:
+        for i in range(70_000):
+            log.append(event(i))
+    lines = cfg.log_path.read_bytes().split(b"\n")[:30]
+    forged = [lines[1].replace(b'"kind":"start"', b'"kind":"start","forged":1', 1)]
+    for line in lines[2:30]:
+        rec = orjson.loads(line.replace(b'"priority":"HIGH"', b'"priority":"LOW"', 1))
+        rec["prev"] = line_hash(forged[-1]).decode()
+        forged.append(orjson.dumps(rec))
+    save(cfg.log_path.with_name(f"{LOG}.3"), forged)
+    report = verify_paths([cfg.log_path.parent])
+    assert report.status == "invalid", report.warnings

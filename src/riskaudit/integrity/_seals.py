@@ -144,6 +144,7 @@ def check_seals(
     keys = given.keys
     seen: set[tuple[Any, ...]] = set()
     logged = {_key(cp) for cp in in_log}
+    log_lines = {cp.seq: cp.line for cp in in_log}
     unsigned_note = False
     stream_unknown = keys is not None and stream is None
     for cp in in_log + sidecar:
@@ -163,6 +164,15 @@ def check_seals(
                     f"the log ends at seq {last_seq} but a checkpoint ({cp.origin}, {cp.ts}) "
                     f"seals seq {cp.covers_seq} at seq {cp.seq}: seq {last_seq + 1}-{cp.seq} "
                     "cut off",
+                )
+            )
+        elif cp.origin != "log" and log_lines.get(cp.seq, cp.line) != cp.line:
+            rep.findings.append(
+                (
+                    cp.seq,
+                    "checkpoint mismatch",
+                    f"the checkpoint seq {cp.seq} in the log differs from its copy in "
+                    f"{cp.origin}, byte for byte",
                 )
             )
         elif (
@@ -188,6 +198,25 @@ def check_seals(
                     f"checkpoint seq {cp.seq} ({cp.origin}) says seq {cp.covers_seq} has hash "
                     f"{cp.covers_hash[:16]}…, the log has {actual.decode()[:16]}…: history "
                     "rewritten",
+                )
+            )
+        if cp.stream is not None and stream is not None and cp.stream != stream:
+            rep.findings.append(
+                (
+                    cp.seq,
+                    "checkpoint mismatch",
+                    f"checkpoint seq {cp.seq} ({cp.origin}) names stream {cp.stream}, "
+                    f"the log's is {stream}",
+                )
+            )
+        if cp.stream is not None and cp.unsigned:
+            # The writer that names the stream in checkpoints writes nothing else there.
+            rep.findings.append(
+                (
+                    cp.seq,
+                    "modified",
+                    f"checkpoint seq {cp.seq} ({cp.origin}) carries {', '.join(cp.unsigned)}, "
+                    "outside what its signature covers",
                 )
             )
         if keys is None:
@@ -228,7 +257,18 @@ def check_seals(
     if unsigned_note:
         rep.warnings.append("checkpoint signatures not checked: give --public-key or --keyring")
     newest = max(in_log, key=lambda cp: cp.seq, default=None)
-    if newest is not None and newest.unsigned:
+    if newest is not None and newest.line and _canonical(newest.line) != newest.line:
+        # No successor vouches for the newest checkpoint's bytes, and its signature
+        # covers its values, not their spelling: it must be the writer's own encoding.
+        rep.findings.append(
+            (
+                newest.seq,
+                "modified",
+                "the newest checkpoint is not encoded as the writer encodes it (spaces, "
+                "escapes): its bytes changed",
+            )
+        )
+    if newest is not None and newest.unsigned and newest.stream is None:
         rep.warnings.append(
             f"checkpoint seq {newest.seq}: {', '.join(newest.unsigned)} "
             f"{'is' if len(newest.unsigned) == 1 else 'are'} outside what its signature covers "
@@ -248,6 +288,13 @@ def check_seals(
                 f"({2 * given.interval:g}s) old"
             )
     return rep
+
+
+def _canonical(line: bytes) -> bytes:
+    try:
+        return orjson.dumps(orjson.loads(line))
+    except orjson.JSONDecodeError:
+        return b""
 
 
 def _key(cp: Checkpoint) -> tuple[Any, ...]:

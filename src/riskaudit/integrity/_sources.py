@@ -80,6 +80,7 @@ def name_files(paths: list[str], *, torn: bool = False) -> FileSet:
     Raises AuditFormatError when an argument names nothing.
     """
     found: list[Path] = []
+    skipped: list[str] = []
     for arg in paths:
         p = Path(arg)
         if p.is_dir():
@@ -88,8 +89,10 @@ def name_files(paths: list[str], *, torn: bool = False) -> FileSet:
                 for q in p.iterdir()
                 if q.is_file() and _SEGMENT.search(q.name) and not _NOT_SEGMENT.search(q.name)
             )
-            if not segs:
+            if not segs and len(paths) == 1:
                 raise AuditFormatError(f"{arg}: no log segments in this directory")
+            if not segs:  # a sub-directory among the files a glob names (the spool)
+                skipped.append(f"{p.name}/: a directory without log segments; skipped")
             found.extend(segs)
         elif p.exists():
             found.append(p)
@@ -98,7 +101,7 @@ def name_files(paths: list[str], *, torn: bool = False) -> FileSet:
             if not matches:
                 raise AuditFormatError(f"{arg}: no such file")
             found.extend(Path(m) for m in matches if os.path.isfile(m))
-    out = FileSet([], [], [])
+    out = FileSet([], [], skipped)
     seen: set[Path] = set()
     for f in found:
         real = f.resolve()
@@ -112,6 +115,8 @@ def name_files(paths: list[str], *, torn: bool = False) -> FileSet:
         what = next((why for rx, why in _NOT_RECORDS if rx.search(name)), None)
         if what is None and _TORN.search(name) and not torn:
             what = "bytes cut from a torn tail, not records (read them with --torn)"
+        if what is None and not _TORN.search(name) and not _SEGMENT.search(name):
+            what = "not named like a log file (*.jsonl, rotated or sealed)"
         if what is not None:
             out.skipped.append(f"{name}: not a segment ({what}); skipped")
             continue

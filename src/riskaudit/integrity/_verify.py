@@ -37,8 +37,16 @@ import orjson
 from riskaudit.errors import AuditFormatError
 from riskaudit.integrity._keys import PublicKey
 from riskaudit.integrity._seals import Checkpoint, SealInput, check_seals, read_sidecars
-from riskaudit.integrity._sources import Source, expand, line_chunks, name_files, order
+from riskaudit.integrity._sources import (
+    Source,
+    expand,
+    line_chunks,
+    name_files,
+    open_binary,
+    order,
+)
 from riskaudit.log._codec import ZERO_HASH, gap_range, split_head
+from riskaudit.storage._segments import parse_segment_name
 
 _RING = 1 << 16
 _RING_MASK = _RING - 1
@@ -274,6 +282,7 @@ class _Verifier:
         self.stream: str | None = None  # the first stream id a record names
         self.removed: list[tuple[int, int, int]] = []  # retention: (first, last, its seq)
         self.anchor_seq: int | None = None  # the sidecar checkpoint the files begin after
+        self.unproven: str | None = None  # why the files' head cannot be anchored
         self.stdout_only: list[tuple[int, int]] = []  # ranges gap records name, unrecovered
 
     # -- driver ------------------------------------------------------------------
@@ -299,6 +308,15 @@ class _Verifier:
                 self.overlap = (len(self.files), None, [])
             self._feed_file(src.path)
             self._end_overlap()
+            named = parse_segment_name(src.path.name)
+            if named is not None and self.count and self.pseq < named[1]:
+                self._add(
+                    self.pseq + 1,
+                    "truncated",
+                    f"{src.path.name} ends at seq {self.pseq}, but its name says it ends at "
+                    f"seq {named[1]}: seq {self.pseq + 1}-{named[1]} cut off",
+                    None,
+                )
         for span in sorted(self.recovered):
             self._feed_file(self.recovered.pop(span))
         self._finish()
@@ -365,6 +383,8 @@ class _Verifier:
                 f"{ranges} as removed",
                 None,
             )
+        if self.unproven is not None:
+            return self.unproven
         if self.anchor_seq is None:
             return (
                 f"the files start at seq {first} and no checkpoint of the sidecar seals seq "
@@ -391,6 +411,18 @@ class _Verifier:
         if anchor is None:
             return []
         self.pseq, self.phash = first - 1, _sha(anchor.line)
+        with open_binary(main[0].path) as fh:
+            opening = fh.readline(1 << 16)
+        if b'"kind":"segment"' not in opening[:120]:
+            # The writer begins every file after the first with a segment record right
+            # after the checkpoint that sealed the one before: a set that begins with
+            # anything else is a file whose head was cut at a checkpoint.
+            self.unproven = (
+                f"the files start at seq {first} with a record that does not begin a file "
+                f"(a segment record): the head of a file was cut after checkpoint seq "
+                f"{anchor.seq}, so nothing proves what came before"
+            )
+            return []
         self.anchor_seq = anchor.seq
         return [
             f"the files start at seq {first}: anchored by checkpoint seq {anchor.seq} "
@@ -501,6 +533,7 @@ class _Verifier:
         cp = Checkpoint.parse(line, "log")
         if cp is None:
             return
+        cp.line = line
         self.in_log.append(cp)
         if cp.covers_seq == seq - 1:
             self.covered[seq - 1] = prev_hash
@@ -653,10 +686,14 @@ class _Verifier:
     def _end_overlap(self) -> None:
         ov, self.overlap = self.overlap, None
         if ov is not None and ov[2]:
-            self.warnings.append(
-                f"{Path(self.files[ov[0]]).name} repeats seq {ov[2][0]}-{ov[2][-1]}, older than "
-                "the verifier's window and not followed by a record it could compare: "
-                "checked only as a linked chain"
+            # Linked among themselves is not proof: a forged copy of old records links too.
+            self._add(
+                ov[2][0],
+                "inserted",
+                f"{Path(self.files[ov[0]]).name} repeats seq {ov[2][0]}-{ov[2][-1]}, older "
+                "than the verifier's window, and reaches no record it can compare with the "
+                "chain: not proven to be copies",
+                None,
             )
 
     def _step(self, line: bytes, at: tuple[int, int], peek_line: bytes | None) -> None:
