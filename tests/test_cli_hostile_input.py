@@ -132,3 +132,31 @@ def test_recover_of_a_file_without_emergency_lines_says_so(tmp_path: Path) -> No
         check=False,
     )
     assert "no AUDIT_EMERGENCY line" in done.stdout, done.stdout + done.stderr
+
+
+def test_backup_run_prints_one_line_per_copy(tmp_path: Path) -> None:
+    """`backup run` names each copied segment once (it was once printed and logged)."""
+    from riskaudit import AuditConfig, AuditLog
+    from riskaudit.storage._settings import Rotation
+    from tests.helpers import event
+
+    log_path = tmp_path / "logs" / "log.jsonl"
+    with AuditLog(AuditConfig(log_path=log_path, rotation=Rotation(max_bytes=4_000))) as log:
+        for i in range(60):
+            log.append(event(i))
+            if i % 10 == 9:
+                log.flush()
+    segments = sorted(p.name for p in log_path.parent.glob("log.seg-*"))
+    assert segments
+    env = {
+        "PATH": os.environ["PATH"],
+        "RISK_AUDIT_LOG_PATH": str(log_path),
+        "RISK_AUDIT_BACKUP_TARGET": str(tmp_path / "archive"),
+        "RISK_AUDIT_LOG_LEVEL": "INFO",
+    }
+    done = subprocess.run(
+        [RISKAUDIT, "backup", "run"], env=env, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    for name in segments:
+        assert (done.stdout + done.stderr).count(name) == 1, done.stdout + done.stderr

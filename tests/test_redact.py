@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import orjson
 import pytest
 from typer.testing import CliRunner
 
@@ -53,12 +54,16 @@ def test_redaction_round_trip_with_hash_value(tmp_path: Path, key_file: Path) ->
     runner = CliRunner()
     for value, flag, got in (
         ("sk-live-123", [], rec["data"]["api_key"]),
-        ("4711", ["--json"], rec["data"]["account"]),
-        ('{"nr": "078-05-1120"}', ["--json"], rec["metadata"]["client"]["ssn"]),
+        ("4711", ["--value-json"], rec["data"]["account"]),
+        ('{"nr": "078-05-1120"}', ["--value-json"], rec["metadata"]["client"]["ssn"]),
     ):
         out = runner.invoke(app, ["hash-value", value, *flag, "--key-file", str(key_file)])
         assert out.exit_code == 0, out.output
         assert out.output.strip() == got and got.startswith("hmac-sha256:")
+    out = runner.invoke(
+        app, ["hash-value", "4711", "--value-json", "--json", "--key-file", str(key_file)]
+    )
+    assert orjson.loads(out.output) == {"value": 4711, "hash": rec["data"]["account"]}
     assert event.data["api_key"] == "sk-live-123"  # the producer's dict is untouched
     assert event.metadata["client"]["ssn"] == {"nr": "078-05-1120"}
     assert verify_paths([cfg.log_path]).valid

@@ -6,7 +6,7 @@ Fields named in ``RISK_AUDIT_REDACT_FIELDS`` (dotted paths under ``data`` or
 the value's canonical bytes: a string's UTF-8 bytes, anything else its compact JSON
 with sorted keys. Vault hashes only strings; a position, a price or a nested object
 is as sensitive. An investigator who knows a value can find it with
-``riskaudit hash-value VALUE`` (``--json`` for non-strings) — the key never leaves the
+``riskaudit hash-value VALUE`` (``--value-json`` for non-strings) — the key never leaves the
 writer's secret mount. The producer's event is never modified: redaction works on
 copies, along the redacted paths only.
 """

@@ -15,8 +15,12 @@ from riskaudit.redact import hash_value, load_key
 
 def hash_value_command(
     value: Annotated[str, typer.Argument(help="The value to look for in redacted fields.")],
+    value_json: Annotated[
+        bool,
+        typer.Option("--value-json", help="VALUE is JSON (a number, object, ...), not a string."),
+    ] = False,
     as_json: Annotated[
-        bool, typer.Option("--json", help="VALUE is JSON (a number, object, ...), not a string.")
+        bool, typer.Option("--json", help="Machine-readable output, as for every command.")
     ] = False,
     key_file: Annotated[
         Path | None, typer.Option(help="HMAC key (default: RISK_AUDIT_HMAC_KEY_FILE).")
@@ -27,12 +31,16 @@ def hash_value_command(
     if path is None:
         raise fail("give --key-file or set RISK_AUDIT_HMAC_KEY_FILE")
     parsed: Any = value
-    if as_json:
+    if value_json:
         try:
             parsed = orjson.loads(value)
         except orjson.JSONDecodeError as exc:
-            raise fail(f"--json: {value!r} is not JSON: {exc}") from exc
+            raise fail(f"--value-json: {value!r} is not JSON: {exc}") from exc
     try:
-        typer.echo(hash_value(load_key(path), parsed))
+        digest = hash_value(load_key(path), parsed)
     except AuditConfigError as exc:
         raise fail(str(exc)) from exc
+    if as_json:
+        typer.echo(orjson.dumps({"value": parsed, "hash": digest}).decode())
+    else:
+        typer.echo(digest)

@@ -368,7 +368,7 @@ class Backup:
         self.target.put(info.key, cand.path, info)
         self.verify_object(info)
         self._remember(base, info)
-        logger.info("backed up %s to %s", cand.name, self.target.description)
+        logger.debug("backed up %s to %s", cand.name, self.target.description)
         return True
 
     def _remember(self, base: str, info: ObjectInfo) -> None:
