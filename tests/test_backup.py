@@ -289,3 +289,45 @@ def test_s3_enforces_a_legal_hold_past_the_retain_until_date(
         None,
         [],
     )
+
+
+def test_the_next_step_restore_prints_passes_on_a_good_archive(tmp_path: Path) -> None:
+    """`backup restore --out DIR` (everything) then the printed `riskaudit verify DIR`
+    with the key: VALID. The sidecar once also held the active file's checkpoints,
+    which the archive does not hold yet, and verify said `truncated`."""
+    import subprocess
+
+    from riskaudit.storage._settings import Rotation
+    from tests.conftest import RISKAUDIT
+
+    private, public, _ = generate(tmp_path / "keys")
+    log_path = tmp_path / "logs" / "risk_audit.jsonl"
+    cfg = AuditConfig(
+        log_path=log_path,
+        signing_key_file=private,
+        checkpoint_records=10,
+        rotation=Rotation(max_bytes=6_000),
+    )
+    with AuditLog(cfg) as log:
+        for i in range(80):
+            log.append(event(i))
+            if i % 10 == 9:
+                log.flush()
+    env = {
+        "PATH": os.environ["PATH"],
+        "RISK_AUDIT_LOG_PATH": str(log_path),
+        "RISK_AUDIT_BACKUP_TARGET": str(tmp_path / "archive"),
+    }
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [RISKAUDIT, *args], env=env, capture_output=True, text=True, check=False
+        )
+
+    assert cli("backup", "run").returncode == 0
+    out = tmp_path / "restored"
+    restore = cli("backup", "restore", "--out", str(out))
+    assert restore.returncode == 0, restore.stdout + restore.stderr
+    assert "left out of the sidecar" in restore.stdout
+    checked = cli("verify", str(out), "--public-key", str(public))
+    assert checked.returncode == 0, checked.stdout + checked.stderr

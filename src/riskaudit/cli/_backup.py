@@ -140,4 +140,10 @@ def backup_restore(
             raise fail(str(exc), EXIT_INVALID) from exc
     for f in files:
         typer.echo(f"restored {f}")
-    typer.echo(f"now: riskaudit verify {out}")
+    if backup.left_out:
+        typer.echo(
+            f"the archive holds segments up to seq {backup.restored_through}; "
+            f"{len(backup.left_out)} later checkpoints (of segments not restored, or of the "
+            "active file, which is archived once sealed) were left out of the sidecar"
+        )
+    typer.echo(f"now: riskaudit verify {out} --public-key <the signing key's .pub.pem>")

@@ -150,6 +150,9 @@ class Backup:
         self.holds_file = holds_file or holds_path(log_path)
         self.state_file = state_path(log_path)
         self.progress = progress
+        #: After a restore: the last seq restored, and the checkpoints left out.
+        self.restored_through = 0
+        self.left_out: list[str] = []
         self.state = self._load_state()
 
     @classmethod
@@ -459,11 +462,14 @@ class Backup:
         checkpoints = self.target.keys(f"{stream}/checkpoints/")
         if only:
             segments = [k for k in segments if any(o in k for o in only)]
-            # Only the checkpoints of what is restored: a later one would make `verify`
-            # of the directory read the missing rest as a cut-off tail.
-            ends = [span[1] for k in segments if (span := parse_segment_name(k)) is not None]
-            last = max(ends, default=0)
-            checkpoints = [k for k in checkpoints if _covers(k) <= last]
+        # Only the checkpoints of what is restored: a later one (of a segment not asked
+        # for, or of the active file, archived only once sealed) would make `verify` of
+        # the directory read the missing rest as a cut-off tail.
+        ends = [span[1] for k in segments if (span := parse_segment_name(k)) is not None]
+        last = max(ends, default=0)
+        self.restored_through = last
+        self.left_out = [k for k in checkpoints if _covers(k) > last]
+        checkpoints = [k for k in checkpoints if _covers(k) <= last]
         keys = segments + checkpoints
         written: list[Path] = []
         lines: list[bytes] = []
