@@ -115,3 +115,28 @@ def test_sigterm_drains_the_queue_and_writes_stop(tmp_path: Path) -> None:
     recs = records(log)
     assert recs[-1]["kind"] == "stop"
     assert runner.invoke(app, ["verify", str(log)]).exit_code == 0
+
+
+def test_the_conventions_a_user_expects() -> None:
+    """`riskaudit --version`, `python -m riskaudit`, typer's shell completion, a py.typed
+    marker and a LICENSE that matches pyproject's license."""
+    import tomllib
+
+    import riskaudit
+
+    out = subprocess.run([RISKAUDIT, "--version"], capture_output=True, text=True, check=False)
+    assert out.returncode == 0 and out.stdout.strip() == f"riskaudit {riskaudit.__version__}"
+    mod = subprocess.run(
+        [sys.executable, "-m", "riskaudit", "--version"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert mod.returncode == 0 and mod.stdout == out.stdout
+    assert "--install-completion" in runner.invoke(app, ["--help"]).output
+    assert (Path(riskaudit.__file__).parent / "py.typed").exists()
+    root = Path(__file__).resolve().parent.parent
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    assert project["license"] == "Apache-2.0"
+    assert "Apache License" in (root / "LICENSE").read_text()
+    assert "Version 2.0" in (root / "LICENSE").read_text()

@@ -1,13 +1,16 @@
 """The ``riskaudit`` command line: thin typer shells over the library.
 
 Exit codes, for every command: 0 success (a valid log), 1 an invalid log or a failed
-operation, 2 a usage or I/O error.
+operation, 2 a usage or I/O error; ``verify`` adds 3, unanchored.
 """
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
+from riskaudit._version import __version__
 from riskaudit.cli import (
     _backup,
     _check,
@@ -28,9 +31,29 @@ app = typer.Typer(
     name="riskaudit",
     help="Hash-chained audit trail of a trading risk engine.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"riskaudit {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Hash-chained audit trail of a trading risk engine."""
+
+
 app.command("verify")(_verify.verify)
 app.command("tail")(_tail.tail)
 app.command("demo")(_demo.demo)
