@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 
 import orjson
@@ -65,3 +66,35 @@ def test_flush_returns_false_instead_of_raising(tmp_path: Path) -> None:
     with JsonAuditSink(tmp_path / "y.jsonl") as sink, sink.log.stall_writer():
         sink.write(event())
         assert sink.flush(timeout=0.05) is False
+
+
+def test_a_log_that_cannot_be_opened_does_not_break_trading(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The log's volume unusable at start-up (here its directory cannot be made): the
+    sink does not raise — it starts failing, prints complete AUDIT_EMERGENCY lines,
+    logs `falling back to stdout`, retries, and writes to the log once it can."""
+    from riskaudit import RiskEventBus
+
+    blocker = tmp_path / "vol"
+    blocker.write_text("not a directory")
+    path = blocker / "logs" / "risk_audit.jsonl"
+    sink = JsonAuditSink(path)
+    try:
+        assert sink.health().status == "failing" and sink.unavailable
+        assert sink.write(event(1)) is None
+        assert sink.flush(timeout=0.1) is False
+        bus = RiskEventBus(sink)
+        assert bus.publish(event(2)) is None
+        out = capsys.readouterr().out.splitlines()
+        assert len(out) == 2 and all(line.startswith("AUDIT_EMERGENCY ") for line in out)
+        assert "falling back to stdout" in caplog.text
+        blocker.unlink()  # the volume is back
+        deadline = time.monotonic() + 10
+        while sink.unavailable is not None:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert sink.write(event(3)) is not None and sink.flush()
+    finally:
+        sink.close()
+    assert any(r.get("data") == {"i": 3} for r in records(path))

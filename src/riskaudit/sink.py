@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 from pathlib import Path
 from types import TracebackType
@@ -17,9 +18,10 @@ from types import TracebackType
 import orjson
 
 from riskaudit.config import AuditConfig
-from riskaudit.errors import AuditEncodingError, AuditError
+from riskaudit.errors import AuditDegradedError, AuditEncodingError, AuditError, AuditStateError
 from riskaudit.events import RiskEvent
 from riskaudit.log import EMERGENCY_PREFIX, AuditLog, format_ts
+from riskaudit.log._auditlog import Health
 
 logger = logging.getLogger("riskaudit.sink")
 
@@ -37,12 +39,75 @@ class JsonAuditSink:
         cfg = config if config is not None else AuditConfig.from_env()
         if log_path is not None:
             cfg = cfg.with_(log_path=Path(log_path))
-        self.log = AuditLog(cfg)
-        self.log_path = self.log.path
+        self._config = cfg
+        self.log_path = cfg.log_path.absolute()
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._log: AuditLog | None = None
+        #: Why the log could not be opened (None once it is): a read-only or missing
+        #: volume, or another process holding ``<log>.lock`` (named with its pid).
+        self.unavailable: str | None = None
+        self.emergency_lines = 0  # events printed to stdout because the log was not open
+        try:
+            self._log = AuditLog(cfg)
+            self.log_path = self._log.path
+        except AuditError as exc:
+            # Audit failures never break trading: start degraded, every event goes to
+            # stdout as a complete AUDIT_EMERGENCY line, and the log is retried.
+            self.unavailable = str(exc)
+            logger.error(
+                "audit log %s cannot be opened (%s); falling back to stdout "
+                "(AUDIT_EMERGENCY lines; `riskaudit recover` puts them back), retrying",
+                cfg.log_path,
+                exc,
+            )
+            self._retry = threading.Thread(target=self._reopen, name="riskaudit-sink", daemon=True)
+            self._retry.start()
+
+    @property
+    def log(self) -> AuditLog:
+        """The open log (AuditStateError while the sink is degraded and has none)."""
+        if self._log is None:
+            raise AuditStateError(f"the audit log is not open: {self.unavailable}")
+        return self._log
+
+    def _reopen(self) -> None:
+        delay = 0.5
+        while not self._closed.wait(delay):
+            try:
+                log = AuditLog(self._config)
+            except AuditError as exc:
+                self.unavailable = str(exc)
+                delay = min(30.0, delay * 2)
+                continue
+            with self._lock:
+                if self._closed.is_set():
+                    log.close()
+                    return
+                self._log, self.unavailable = log, None
+            logger.warning("audit log %s open again: events go to it", self._config.log_path)
+            return
+
+    def health(self) -> Health:
+        """The log's health; ``failing`` while the log cannot be opened at all."""
+        log = self._log
+        if log is not None:
+            return log.health()
+        return Health(
+            status="failing",
+            reasons=(f"audit log not open, events on stdout: {self.unavailable}",),
+            destination="stdout",
+            last_seq=0,
+            durable_seq=0,
+            queued=0,
+            stdout_records=0,
+            unsequenced=self.emergency_lines,
+            lost=0,
+        )
 
     @property
     def config(self) -> AuditConfig:
-        return self.log.config
+        return self._config
 
     def append(self, event: RiskEvent) -> int | None:
         """:meth:`write` under the name the bus calls (:class:`AuditSinkProtocol`)."""
@@ -52,12 +117,22 @@ class JsonAuditSink:
         """Wait until ``seq`` is durable. The one call of this sink that raises
         (``AuditDegradedError``): only a caller that asked for durability
         (``publish(..., durable=True)``) gets here, and it must not be told yes falsely."""
-        self.log.wait_durable(seq, timeout)
+        if self._log is None:
+            raise AuditDegradedError(
+                f"the audit log is not open ({self.unavailable}): the event is on stdout",
+                first_seq=seq,
+                last_seq=seq,
+            )
+        self._log.wait_durable(seq, timeout)
 
     def write(self, event: RiskEvent) -> int | None:
         """Record the event; return its ``seq``, or None if it went to stdout instead."""
+        log = self._log
+        if log is None:
+            self._emergency(event, f"audit log not open: {self.unavailable}")
+            return None
         try:
-            return self.log.append(event)
+            return log.append(event)
         except AuditEncodingError as exc:
             self._emergency(event, f"encoding: {exc}")
         except AuditError as exc:
@@ -66,15 +141,22 @@ class JsonAuditSink:
 
     def flush(self, timeout: float | None = 5.0) -> bool:
         """True when every record written so far is fsynced; False (and a log) if not."""
+        if self._log is None:
+            logger.error("audit flush: the log is not open (%s)", self.unavailable)
+            return False
         try:
-            self.log.flush(timeout)
+            self._log.flush(timeout)
         except AuditError as exc:
             logger.error("audit flush failed: %s", exc)
             return False
         return True
 
     def close(self) -> None:
-        self.log.close()
+        with self._lock:
+            self._closed.set()
+            log = self._log
+        if log is not None:
+            log.close()
 
     def __enter__(self) -> JsonAuditSink:
         return self
@@ -88,7 +170,9 @@ class JsonAuditSink:
         self.close()
 
     def _emergency(self, event: RiskEvent, reason: str) -> None:
-        logger.error("audit write failed (%s); falling back to stdout", reason)
+        self.emergency_lines += 1
+        if self._log is not None or self.emergency_lines == 1:
+            logger.error("audit write failed (%s); falling back to stdout", reason)
         try:
             fields = event.to_dict()
             payload = orjson.dumps(
