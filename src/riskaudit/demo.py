@@ -126,18 +126,27 @@ class RiskEngineSimulator:
             )
         else:
             self.stats.rejected += 1
-            if "max_position" in reasons or "max_notional" in reasons:
-                self._publish(
-                    EventType.LIMIT_BREACH,
-                    EventPriority.CRITICAL,
-                    {
-                        "symbol": symbol,
-                        "limit": reasons[0],
-                        "limit_value": self.max_position,
-                        "observed": abs(new_pos),
-                        "order_id": f"O-{i:07d}",
-                    },
-                )
+            # One breach per limit, each with its own limit value and observed quantity
+            # in the same unit (contracts for the position, USD for the notional).
+            breached = {
+                "max_position": (self.max_position, abs(new_pos), "contracts"),
+                "max_notional": (self.max_notional, round(notional, 2), "USD"),
+            }
+            for limit in reasons:
+                if limit in breached:
+                    value, observed, unit = breached[limit]
+                    self._publish(
+                        EventType.LIMIT_BREACH,
+                        EventPriority.CRITICAL,
+                        {
+                            "symbol": symbol,
+                            "limit": limit,
+                            "limit_value": value,
+                            "observed": observed,
+                            "unit": unit,
+                            "order_id": f"O-{i:07d}",
+                        },
+                    )
 
     def _change_limit(self) -> None:
         old = self.max_position
