@@ -2,24 +2,31 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+# What running needs (make run) and what the tests need on top (make test).
+RUN_STAMP := $(VENV)/.installed-run
+STAMP     := $(VENV)/.installed
 
 .PHONY: run verify test soak lint bench bench-nats install clean system-deps
 
-$(STAMP): pyproject.toml
+$(RUN_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $(RUN_STAMP)
+
+$(STAMP): $(RUN_STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
 install: $(STAMP)
 
 ## make run: the service with the simulated risk engine inside, logging to logs/;
-## open http://127.0.0.1:8080/ (Ctrl-C stops it; then `make verify`).
-run: $(STAMP)
+## open http://127.0.0.1:8080/ (Ctrl-C stops it; then `make verify`). Installs only
+## what running needs.
+run: $(RUN_STAMP)
 	$(BIN)/riskaudit serve --demo --host 127.0.0.1 --port 8080
 
-verify: $(STAMP)
+verify: $(RUN_STAMP)
 	$(BIN)/riskaudit verify logs
 
 lint: $(STAMP)

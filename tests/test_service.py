@@ -270,3 +270,25 @@ def test_concurrent_batches_stay_contiguous(client: TestClient, tokens: dict[str
     for seqs in results:
         assert seqs == list(range(seqs[0], seqs[0] + 20))
     assert len({s for seqs in results for s in seqs}) == 240
+
+
+def test_every_error_has_one_shape_and_401_says_bearer(
+    client: TestClient, tokens: dict[str, str]
+) -> None:
+    """401, 403, 404, 405 and a bad query parameter (FastAPI's own validation) all
+    answer {"error": ..., "field": ...}; a 401 carries WWW-Authenticate: Bearer."""
+    unauth = client.get("/v1/events")
+    assert unauth.status_code == 401
+    assert unauth.headers["www-authenticate"].startswith("Bearer")
+    answers = [
+        unauth,
+        client.get("/v1/events", headers=auth(tokens, "writer")),
+        client.get("/no/such/route"),
+        client.delete("/health"),
+        client.get("/v1/events?after=minus-one", headers=auth(tokens, "reader")),
+    ]
+    assert [a.status_code for a in answers] == [401, 403, 404, 405, 422]
+    for answer in answers:
+        body = answer.json()
+        assert set(body) == {"error", "field"} and isinstance(body["error"], str), body
+    assert answers[-1].json()["field"] == "query.after"

@@ -19,7 +19,9 @@ from typing import Annotated, Any
 import orjson
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from riskaudit._version import __version__
 from riskaudit.bus import RiskEventBus
@@ -99,7 +101,10 @@ class Service:
 
 
 def _problem(p: Problem) -> JSONResponse:
-    return JSONResponse(p.body(), status_code=p.status)
+    """Every error answer has one shape, ``{"error": ..., "field": ...}``; a 401 says
+    how to authenticate (RFC 6750)."""
+    headers = {"WWW-Authenticate": 'Bearer realm="riskaudit"'} if p.status == 401 else None
+    return JSONResponse(p.body(), status_code=p.status, headers=headers)
 
 
 def create_app(service: Service) -> FastAPI:
@@ -163,6 +168,19 @@ def create_app(service: Service) -> FastAPI:
     @app.exception_handler(_HTTPProblem)
     async def http_problem(request: Request, exc: _HTTPProblem) -> JSONResponse:
         return _problem(exc.problem)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(x) for x in first.get("loc", ()) if x != "body") or None
+        message = str(first.get("msg", "invalid request"))
+        return _problem(Problem(422, where, message))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        answer = _problem(Problem(exc.status_code, None, str(exc.detail)))
+        answer.headers.update(exc.headers or {})  # 405's Allow
+        return answer
 
     @app.get("/health", summary="Liveness: the process answers and the writer thread is alive")
     def health(_: Annotated[Principal | None, Depends(guard("health", None))]) -> JSONResponse:
