@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -292,3 +293,16 @@ def test_every_error_has_one_shape_and_401_says_bearer(
         body = answer.json()
         assert set(body) == {"error", "field"} and isinstance(body["error"], str), body
     assert answers[-1].json()["field"] == "query.after"
+
+
+def test_the_api_documentation_works_offline(client: TestClient) -> None:
+    """/docs uses only assets the service itself serves (packaged Swagger UI), never a
+    CDN: a trading network has no internet."""
+    page = client.get("/docs")
+    assert page.status_code == 200
+    urls = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    urls += re.findall(r"url: '([^']+)'", page.text)
+    assert urls and all(u.startswith("/") for u in urls), urls
+    for url in urls:
+        assert client.get(url).status_code == 200, url
+    assert "cdn" not in page.text.lower()

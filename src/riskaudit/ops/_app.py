@@ -20,8 +20,11 @@ import orjson
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
 
 from riskaudit._version import __version__
 from riskaudit.bus import RiskEventBus
@@ -131,7 +134,20 @@ def create_app(service: Service) -> FastAPI:
         version=__version__,
         description="The audit trail of a trading risk engine: hash-chained, losing nothing.",
         lifespan=lifespan,
+        docs_url=None,  # served below from packaged assets: a trading network has no CDN
+        redoc_url=None,
     )
+    app.mount("/docs/assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title="riskaudit API",
+            swagger_js_url="/docs/assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs/assets/swagger-ui.css",
+            swagger_favicon_url="/docs/assets/favicon-32x32.png",
+        )
 
     def principal_for(request: Request) -> Principal | None:
         header = request.headers.get("authorization", "")
