@@ -59,6 +59,37 @@ def wait_primary(log: AuditLog, timeout: float = 10) -> None:
         time.sleep(0.01)
 
 
+def read_only_primary(monkeypatch: pytest.MonkeyPatch, path: Path) -> dict[str, bool]:
+    """Opening the primary for writing fails with EROFS while ``state["read_only"]``
+    (a volume mounted read-only at start, remounted read-write later)."""
+    real_open = AppendFile.open
+    state = {"read_only": True}
+
+    def open_(f: AppendFile, *, create: bool = True) -> bool:
+        if state["read_only"] and f.path == path:
+            raise OSError(errno.EROFS, "injected: read-only file system")
+        return real_open(f, create=create)
+
+    monkeypatch.setattr(AppendFile, "open", open_)
+    return state
+
+
+def failing_spool_unlink(monkeypatch: pytest.MonkeyPatch, err: int) -> dict[str, bool]:
+    """Unlinking a spool file fails with ``err`` while ``state["fail"]``."""
+    from riskaudit.log import _destinations
+
+    real_unlink = os.unlink
+    state = {"fail": True}
+
+    def unlink(path: object, *args: object, **kw: object) -> None:
+        if state["fail"] and ".spool-" in str(path):
+            raise OSError(err, "injected")
+        real_unlink(path, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_destinations.os, "unlink", unlink)
+    return state
+
+
 class Broken:
     """Writes through AppendFile fail under chosen directories (or for chosen lines)."""
 
@@ -78,6 +109,17 @@ class Broken:
             real(f, chunks)
 
         monkeypatch.setattr(AppendFile, "write", write)
+
+    def spool_one(self, log: AuditLog, config: AuditConfig) -> None:
+        """One record confirmed in the primary, the next durable in the spool while the
+        primary fails, then the primary back (its spool replayed)."""
+        log.append(event(0))
+        log.flush()
+        self.dirs.add(config.log_path.parent)
+        log.append(event(1))
+        log.flush()
+        self.dirs.clear()
+        wait_primary(log, timeout=5)
 
     def strand_on_stdout(self, log: AuditLog, config: AuditConfig) -> int:
         """One record confirmed, then primary and spool fail and the next reaches only
@@ -475,15 +517,7 @@ def test_a_read_only_primary_with_a_torn_tail_is_repaired_before_the_writer_appe
     with open(config.log_path, "ab") as f:
         f.write(b"\0" * 700 + b'{"seq":11,"prev":"' + b"0" * 30)
     before = config.log_path.read_bytes()
-    real_open = AppendFile.open
-    state = {"read_only": True}
-
-    def open_(f: AppendFile, *, create: bool = True) -> bool:
-        if state["read_only"] and f.path == config.log_path:
-            raise OSError(errno.EROFS, "injected: read-only file system")
-        return real_open(f, create=create)
-
-    monkeypatch.setattr(AppendFile, "open", open_)
+    state = read_only_primary(monkeypatch, config.log_path)
     with AuditLog(config) as log:
         assert log.health().destination == "spool"
         log.append(event(1))
@@ -511,15 +545,7 @@ def test_a_read_only_primary_with_a_torn_tail_and_no_spool_is_repaired(
     write_lines(config.log_path, lines[:8])
     with open(config.log_path, "ab") as f:
         f.write(b"\0" * 700 + b'{"seq":11,"prev":"' + b"0" * 30)
-    real_open = AppendFile.open
-    state = {"read_only": True}
-
-    def open_(f: AppendFile, *, create: bool = True) -> bool:
-        if state["read_only"] and f.path == config.log_path:
-            raise OSError(errno.EROFS, "injected: read-only file system")
-        return real_open(f, create=create)
-
-    monkeypatch.setattr(AppendFile, "open", open_)
+    state = read_only_primary(monkeypatch, config.log_path)
     with AuditLog(config, emergency=EmergencyOutput(stream=io.BytesIO())) as log:
         state["read_only"] = False
         wait_primary(log)
@@ -685,27 +711,11 @@ def test_a_spool_that_cannot_be_deleted_does_not_keep_the_writer_off_the_primary
     """Replayed spool files whose unlink fails (EROFS): the writer is back on the
     primary all the same; the leftover spool is cleaned up on a later start, where its
     copy matches the primary byte for byte and nothing is duplicated."""
-    from riskaudit.log import _destinations
-
     broken = Broken(monkeypatch)
     config = cfg(tmp_path)
-    real_unlink = os.unlink
-    state = {"fail": True}
-
-    def unlink(path: object, *args: object, **kw: object) -> None:
-        if state["fail"] and ".spool-" in str(path):
-            raise OSError(errno.EROFS, "injected: read-only file system")
-        real_unlink(path, *args, **kw)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(_destinations.os, "unlink", unlink)
+    state = failing_spool_unlink(monkeypatch, errno.EROFS)
     with AuditLog(config) as log:
-        log.append(event(0))
-        log.flush()
-        broken.dirs.add(config.log_path.parent)
-        log.append(event(1))
-        log.flush()
-        broken.dirs.clear()
-        wait_primary(log, timeout=5)
+        broken.spool_one(log, config)
         assert config.spool_dir is not None and list(config.spool_dir.iterdir())
         log.append(event(2))
         log.flush()
@@ -819,27 +829,11 @@ def test_a_leftover_spool_whose_copy_was_rotated_away_costs_nothing(
     """A replayed spool file whose unlink failed stays behind; the writer rotates, so
     the spool's records are in a sealed segment, not the active file. The next start
     finds them there byte for byte: the leftover is removed, the active file trusted."""
-    from riskaudit.log import _destinations
-
     broken = Broken(monkeypatch)
     config = cfg(tmp_path)
-    real_unlink = os.unlink
-    state = {"fail": True}
-
-    def unlink(path: object, *args: object, **kw: object) -> None:
-        if state["fail"] and ".spool-" in str(path):
-            raise OSError(errno.EIO, "injected")
-        real_unlink(path, *args, **kw)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(_destinations.os, "unlink", unlink)
+    state = failing_spool_unlink(monkeypatch, errno.EIO)
     with AuditLog(config) as log:
-        log.append(event(0))
-        log.flush()
-        broken.dirs.add(config.log_path.parent)
-        log.append(event(1))
-        log.flush()
-        broken.dirs.clear()
-        wait_primary(log)
+        broken.spool_one(log, config)
         log.rotate()
         time.sleep(0.3)
         for i in range(2, 6):
@@ -866,15 +860,7 @@ def test_a_read_only_primary_is_judged_against_the_spool_when_it_comes_back(
     write_lines(config.log_path, lines)
     assert config.spool_dir is not None
     write_lines(config.spool_dir / "log.jsonl.spool-00000000000000000009.jsonl", lines[8:])
-    real_open = AppendFile.open
-    state = {"read_only": True}
-
-    def open_(f: AppendFile, *, create: bool = True) -> bool:
-        if state["read_only"] and f.path == config.log_path:
-            raise OSError(errno.EROFS, "injected: read-only file system")
-        return real_open(f, create=create)
-
-    monkeypatch.setattr(AppendFile, "open", open_)
+    state = read_only_primary(monkeypatch, config.log_path)
     with AuditLog(config) as log:
         write_lines(config.log_path, lines[:8])  # what the remounted volume holds
         state["read_only"] = False
