@@ -98,3 +98,34 @@ def test_a_log_that_cannot_be_opened_does_not_break_trading(
     finally:
         sink.close()
     assert any(r.get("data") == {"i": 3} for r in records(path))
+
+
+def test_a_lock_held_by_another_process_keeps_the_sink_degraded_naming_the_pid(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Another process owns `<log>.lock`: the sink never writes the primary, stays
+    failing on stdout, and names the holder's pid."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "logs" / "log.jsonl"
+    code = (
+        "from riskaudit import AuditLog, AuditConfig; import sys, time; "
+        f"log = AuditLog(AuditConfig(log_path={str(path)!r})); print('ready', flush=True); "
+        "sys.stdin.read()"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        before = path.read_bytes()
+        with JsonAuditSink(path) as sink:
+            assert sink.health().status == "failing"
+            assert sink.unavailable is not None and str(holder.pid) in sink.unavailable
+            assert sink.write(event(1)) is None
+        assert path.read_bytes() == before  # the primary was never written
+        assert capsys.readouterr().out.startswith("AUDIT_EMERGENCY ")
+    finally:
+        holder.kill()
+        holder.wait()
