@@ -143,7 +143,6 @@ def check_seals(
     rep = SealReport()
     keys = given.keys
     seen: set[tuple[Any, ...]] = set()
-    logged = {_key(cp) for cp in in_log}
     log_lines = {cp.seq: cp.line for cp in in_log}
     unsigned_note = False
     stream_unknown = keys is not None and stream is None
@@ -176,7 +175,7 @@ def check_seals(
                 )
             )
         elif (
-            key not in logged
+            cp.seq not in log_lines
             and first_seq <= cp.seq
             and not any(a <= cp.seq <= b for a, b in stdout_only or ())
         ):

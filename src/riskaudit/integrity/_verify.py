@@ -117,12 +117,14 @@ class VerifyReport:
         """Each problem once: findings of one kind at consecutive ``seq`` values become
         one line with their range (a re-chained run is one problem, not one per record)."""
         runs: list[list[Finding]] = []
+        open_run: dict[str, list[Finding]] = {}  # per kind, the run the next seq extends
         for f in self.findings:  # sorted by (seq, kind)
-            run = next((r for r in runs if r[-1].kind == f.kind and r[-1].seq + 1 == f.seq), None)
-            if run is None:
-                runs.append([f])
-            else:
+            run = open_run.get(f.kind)
+            if run is not None and run[-1].seq + 1 == f.seq:
                 run.append(f)
+            else:
+                open_run[f.kind] = run = [f]
+                runs.append(run)
         out = []
         for run in sorted(runs, key=lambda r: r[0].seq):
             if len(run) == 1:

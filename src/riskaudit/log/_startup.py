@@ -119,46 +119,46 @@ def _read_only_head(path: Path) -> tuple[int, bytes, str | None]:
     return tail.last_seq, tail.last_hash, tail.stream
 
 
-def _repair_spool(spool: Spool) -> _SpoolHead:
-    """Validate every spool file, cut torn tails aside (a spool batch is confirmed only
-    once synced, so an invalid tail there was never confirmed); the spool's range. A
-    spool file that cannot be opened for writing (a read-only spool volume) is still
-    read: its records count, only its torn tail stays."""
-    for f in spool.files():
-        try:
-            fd = os.open(f.path, os.O_RDWR | os.O_CLOEXEC)
-        except OSError as exc:
-            logger.warning("spool file %s: %s; read as it is", f.path, exc)
-            continue
-        try:
-            tail = validate_tail(fd)
-            if tail.torn:
-                kept = cut_torn_tail(fd, f.path, tail)
-                logger.warning("spool file %s had a torn tail, kept in %s", f.path, kept.kept_at)
-        except (OSError, AuditStorageError) as exc:
-            logger.error("spool file %s: %s; left in place", f.path, exc)
-        finally:
-            os.close(fd)
-    return _spool_head(spool)
+def _spool_head(
+    spool: Spool, *, repair: bool = False, exclude: frozenset[Path] | set[Path] = frozenset()
+) -> _SpoolHead:
+    """The range of records the spool files hold (their valid prefixes), in one pass.
 
-
-def _spool_head(spool: Spool, exclude: frozenset[Path] | set[Path] = frozenset()) -> _SpoolHead:
-    """The range of records the spool files hold (their valid prefixes)."""
+    ``repair`` also cuts torn tails aside (a spool batch is confirmed only once synced,
+    so an invalid tail there was never confirmed). A spool file that cannot be opened
+    for writing (a read-only spool volume) is still read: its records count, only its
+    torn tail stays."""
     first = 0
     best: tuple[int, bytes, str | None] = (0, ZERO_HASH, None)
     for f in spool.files():
         if f.path in exclude:
             continue
+        writable = repair
         try:
-            fd = os.open(f.path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(f.path, (os.O_RDWR if repair else os.O_RDONLY) | os.O_CLOEXEC)
         except OSError as exc:
-            logger.error("cannot read spool file %s: %s", f.path, exc)
-            continue
+            if not repair:
+                logger.error("cannot read spool file %s: %s", f.path, exc)
+                continue
+            logger.warning("spool file %s: %s; read as it is", f.path, exc)
+            try:
+                fd = os.open(f.path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as again:
+                logger.error("cannot read spool file %s: %s", f.path, again)
+                continue
+            writable = False
         try:
             tail = validate_tail(fd)
         except OSError as exc:
+            os.close(fd)
             logger.error("spool file %s: %s", f.path, exc)
             continue
+        try:
+            if writable and tail.torn:
+                kept = cut_torn_tail(fd, f.path, tail)
+                logger.warning("spool file %s had a torn tail, kept in %s", f.path, kept.kept_at)
+        except (OSError, AuditStorageError) as exc:  # its records still count
+            logger.error("spool file %s: %s; left in place", f.path, exc)
         finally:
             os.close(fd)
         if tail.first_seq is not None and tail.last_seq:
@@ -348,7 +348,9 @@ def open_log(path: Path, spool_dir: Path | None, sidecar: Path | None = None) ->
     """Open the primary and the spool and find the head (steps 1-3 above)."""
     primary = AppendFile(path)
     spool = Spool(spool_dir, path.name) if spool_dir is not None else None
-    spool_head = _repair_spool(spool) if spool is not None else _SpoolHead(0, 0, ZERO_HASH, None)
+    spool_head = (
+        _spool_head(spool, repair=True) if spool is not None else _SpoolHead(0, 0, ZERO_HASH, None)
+    )
     anchor = newest_checkpoint(sidecar) if sidecar is not None else None
     writable = True
     stdout_gap: tuple[int, int] | None = None

@@ -51,7 +51,7 @@ from riskaudit.log._codec import chain_batch, control_line, split_head, ts_ns_of
 from riskaudit.log._destinations import AppendFile, SetAside, Spool, replay_lines, set_aside
 from riskaudit.log._emergency import EmergencyOutput
 from riskaudit.log._files import atomic_write, utc_stamp
-from riskaudit.log._resume import validate_tail
+from riskaudit.log._resume import Tail, validate_tail
 from riskaudit.log._rotation import RecentRecords, Rotation
 from riskaudit.log._startup import leftover_spool_files
 from riskaudit.storage import probe_write
@@ -312,19 +312,7 @@ class Writer:
         file this writer did not write, replay the spool. Raises OSError."""
         primary = self.primary
         if primary.poisoned is not None and primary.is_open:
-            aside = set_aside(primary, None, "untrusted")
-            self.set_aside.append(aside)
-            if aside.name is not None:
-                self.owed.append(("segment", self.aside_fields(aside)))
-            logger.error(
-                "audit log %s: a write or sync failed (%s); the file is kept untouched as %s "
-                "(trusted up to byte %d, seq %d) and the chain continues in a new file",
-                primary.path,
-                primary.poisoned,
-                aside.name,
-                aside.trusted_bytes,
-                aside.last_seq,
-            )
+            self._set_aside_untrusted(None, f"a write or sync failed ({primary.poisoned})")
             self.primary = primary = AppendFile(primary.path)
         if not primary.is_open or primary.poisoned is not None or primary.identity() != "ok":
             created = primary.open(create=True)
@@ -333,6 +321,24 @@ class Writer:
             if not created and primary.offset:
                 self._validate_unknown_file()
         self.replay_spool(self.primary_last)
+
+    def _set_aside_untrusted(self, trusted: Tail | None, why: str) -> None:
+        """Set the primary aside untouched, trusted up to ``trusted`` (None: up to its
+        last successful sync), and owe the ``segment`` record that names it."""
+        primary = self.primary
+        aside = set_aside(primary, trusted, "untrusted")
+        self.set_aside.append(aside)
+        if aside.name is not None:
+            self.owed.append(("segment", self.aside_fields(aside)))
+        logger.error(
+            "audit log %s: %s; the file is kept untouched as %s (trusted up to byte %d, "
+            "seq %d) and the chain continues in a new file",
+            primary.path,
+            why,
+            aside.name,
+            aside.trusted_bytes,
+            aside.last_seq,
+        )
 
     def _validate_unknown_file(self) -> None:
         """A file this writer did not write (start-up found the volume read-only, or the
@@ -353,16 +359,8 @@ class Writer:
             # Records the spool holds: the primary's copy is a batch whose write or sync
             # failed (the volume went read-only under it), never trusted.
             trusted = validate_tail(primary.fd, limit_seq=first_spooled - 1)
-            aside = set_aside(primary, trusted, "untrusted")
-            self.set_aside.append(aside)
-            if aside.name is not None:
-                self.owed.append(("segment", self.aside_fields(aside)))
-            logger.error(
-                "audit log %s holds seqs the spool holds (from %d): kept untouched as %s, "
-                "the chain continues in a new file",
-                primary.path,
-                first_spooled,
-                aside.name,
+            self._set_aside_untrusted(
+                trusted, f"it holds seqs the spool holds (from {first_spooled})"
             )
             primary.open(create=True)
             self.note_file_start()
