@@ -54,16 +54,21 @@ GAUGES = {
     "audit_untrusted_files",
     "audit_corrupt_files",
     "audit_unrecovered_records",
+    "audit_log_file_bytes",
+    "riskaudit_build_info",
 }
 HISTOGRAMS = {"audit_append_seconds", "audit_durable_latency_seconds", "audit_fsync_seconds"}
 # Series from elsewhere that the rules and the dashboard may use.
 NODE_EXPORTER = {"node_filesystem_avail_bytes", "node_filesystem_size_bytes"}
+# prometheus-client's standard process collector, registered in the service's registry.
+PROCESS = {"process_resident_memory_bytes", "process_open_fds", "process_max_fds"}
 BUILT_IN = {"up"}
 KNOWN_SERIES = frozenset(
     COUNTERS
     | GAUGES
     | {f"{h}{suffix}" for h in HISTOGRAMS for suffix in ("_bucket", "_sum", "_count")}
     | NODE_EXPORTER
+    | PROCESS
     | BUILT_IN
 )
 
@@ -392,6 +397,7 @@ def test_dashboard_is_valid_grafana_json() -> None:
         "audit_clock_synchronized",
         "audit_events_emergency_total",
         "audit_events_dropped_total",
+        "audit_log_file_bytes",
     ):
         assert must_show in exprs, f"the dashboard does not show {must_show}"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -306,3 +307,37 @@ def test_the_api_documentation_works_offline(client: TestClient) -> None:
     for url in urls:
         assert client.get(url).status_code == 200, url
     assert "cdn" not in page.text.lower()
+
+
+def test_metrics_show_file_sizes_build_and_process(client: TestClient) -> None:
+    """/metrics has the real on-disk size of the active file and of the sealed segments
+    (after a rotation too), riskaudit_build_info with the running version, and the
+    standard process_* series."""
+    import riskaudit
+    from riskaudit.storage._segments import list_segments
+
+    log: AuditLog = client.log  # type: ignore[attr-defined]
+
+    def sizes() -> dict[str, float]:
+        text = client.get("/metrics").text
+        found = re.findall(r'^audit_log_file_bytes\{file="(\w+)"\} (\S+)$', text, re.M)
+        return {k: float(v) for k, v in found}
+
+    log.flush()
+    before = sizes()
+    assert before == {"active": log.path.stat().st_size, "segments": 0.0}
+    log.rotate()
+    deadline = time.monotonic() + 10
+    while log.counters.rotations == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    log.flush()
+    after = sizes()
+    segments = list_segments(log.path)
+    assert segments, "the rotation sealed nothing"
+    assert after["segments"] == sum(s.path.stat().st_size for s in segments) > 0
+    assert after["active"] == log.path.stat().st_size
+
+    text = client.get("/metrics").text
+    assert f'riskaudit_build_info{{version="{riskaudit.__version__}"}} 1.0' in text
+    for name in ("process_resident_memory_bytes", "process_open_fds", "process_cpu_seconds_total"):
+        assert re.search(rf"^{name} \d", text, re.M), name

@@ -304,3 +304,30 @@ def test_page_works_without_javascript(server: Server, browser: str) -> None:
     assert HEALTH.findall(dom) == [health["status"]], dom[:3000]
     assert f'<h1>riskaudit <span class="{health["status"]}">' in dom
     assert before["last_seq"] <= chain_head(dom) <= after["last_seq"], (before, after)
+
+
+def box_of(chrome: DevTools, selector: str) -> dict[str, Any]:
+    """The box model Chromium laid out for the first element matching ``selector``."""
+    root = chrome.call("DOM.getDocument", depth=-1)["root"]["nodeId"]
+    node = chrome.call("DOM.querySelector", nodeId=root, selector=selector)
+    assert node["nodeId"], f"no {selector} on the page"
+    model: dict[str, Any] = chrome.call("DOM.getBoxModel", nodeId=node["nodeId"])["model"]
+    return model
+
+
+def test_chart_fills_its_card(server: Server, browser: str) -> None:
+    """Laid out by Chromium at two window sizes, the chart is as wide as its card's
+    content box and keeps its proportions (no script involved: box model only)."""
+    for width in (1200, 700):
+        chrome = DevTools.launch(browser, server.tmp, NO_JS, f"--window-size={width},900")
+        try:
+            chrome.open_page()
+            chrome.dom_of(server.url + "/")
+            svg, card = (box_of(chrome, sel) for sel in ("svg.chart", "div.card.wide"))
+        finally:
+            chrome.close()
+        content = card["content"]  # x1,y1, x2,y2, x3,y3, x4,y4
+        card_width = content[2] - content[0]
+        assert abs(svg["width"] - card_width) <= 1, (width, svg["width"], card_width)
+        assert card_width > width * 0.5, (width, card_width)
+        assert abs(svg["height"] / svg["width"] - 180 / 800) < 0.02, (svg["width"], svg["height"])

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from riskaudit.cli._common import EXIT_INVALID, fail, load_config, setup
 from riskaudit.errors import AuditConfigError, AuditError
-from riskaudit.ops import ForwardCollector
+from riskaudit.ops import ForwardCollector, register_process_metrics
 from riskaudit.replication import (
     Collector,
     Forwarder,
@@ -66,6 +66,7 @@ def forward(
         if metrics_port is not None:
             registry = CollectorRegistry()
             registry.register(ForwardCollector(forwarder))
+            register_process_metrics(registry)
             start_http_server(metrics_port, addr="127.0.0.1", registry=registry)
         stop = asyncio.Event()
         _stop_on_signals(stop)

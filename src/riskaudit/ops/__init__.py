@@ -3,7 +3,12 @@
 from riskaudit.ops._app import Service, create_app
 from riskaudit.ops._auth import Principal, TokenStore, create_token
 from riskaudit.ops._embedded import OpsServer, start_ops_server
-from riskaudit.ops._metrics import CONTENT_TYPE, AuditMetrics, ForwardCollector
+from riskaudit.ops._metrics import (
+    CONTENT_TYPE,
+    AuditMetrics,
+    ForwardCollector,
+    register_process_metrics,
+)
 
 __all__ = [
     "CONTENT_TYPE",
@@ -15,5 +20,6 @@ __all__ = [
     "TokenStore",
     "create_app",
     "create_token",
+    "register_process_metrics",
     "start_ops_server",
 ]

@@ -11,15 +11,24 @@ on the first failure.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from riskaudit._version import __version__
 from riskaudit.events import EventPriority, EventType
+from riskaudit.storage._segments import list_segments
 
 if TYPE_CHECKING:
     from riskaudit.bus import RiskEventBus
@@ -174,6 +183,15 @@ class _AuditCollector(Collector):
             "Times the file shrank under the writer (copytruncate): must stay 0",
             value=c.truncations,
         )
+        files = GaugeMetricFamily(
+            "audit_log_file_bytes",
+            "Bytes on disk: the active file, and the sealed segments beside it",
+            labels=["file"],
+        )
+        files.add_metric(["active"], _size(log.path))
+        files.add_metric(["segments"], sum(_size(s.path) for s in list_segments(log.path)))
+        yield files
+
         hk = self.housekeeper
         if hk is not None and hk.backup is not None:
             yield CounterMetricFamily(
@@ -184,6 +202,34 @@ class _AuditCollector(Collector):
                 "When the last backup run succeeded (0: never)",
                 value=(hk.last_backup_ns or 0) / 1e9,
             )
+
+
+def _size(path: os.PathLike[str]) -> int:
+    """A file's size, 0 while it does not exist (between a rotation's rename and create,
+    or on a volume that is gone): a scrape never fails for a file in motion."""
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
+class _BuildCollector(Collector):
+    """``riskaudit_build_info{version}``: which release a host runs, joinable in PromQL."""
+
+    def collect(self) -> Iterator[Any]:
+        info = GaugeMetricFamily(
+            "riskaudit_build_info", "The riskaudit release running (always 1)", labels=["version"]
+        )
+        info.add_metric([__version__], 1.0)
+        yield info
+
+
+def register_process_metrics(registry: CollectorRegistry) -> None:
+    """``riskaudit_build_info`` and the standard ``process_*`` and ``python_info`` series
+    (memory, CPU, open descriptors of this process), in ``registry``, not the global one."""
+    registry.register(_BuildCollector())
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
 
 
 class ForwardCollector(Collector):
@@ -242,6 +288,7 @@ class AuditMetrics:
         )
         self._collector = _AuditCollector(log, bus)
         self.registry.register(self._collector)
+        register_process_metrics(self.registry)
         self.scraped_at = 0.0
 
     def watch_forwarder(self, forwarder: Forwarder) -> None:

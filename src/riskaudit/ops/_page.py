@@ -17,6 +17,7 @@ h1{font-size:20px;margin:0 0 .2em} .sub{color:#57606a;margin-bottom:1.2em}
 .card h2{font-size:13px;text-transform:uppercase;letter-spacing:.04em;color:#57606a;margin:0 0 6px}
 .big{font-size:22px;font-weight:600} .ok{color:#1a7f37} .degraded{color:#9a6700}
 .failing{color:#cf222e} td{padding:2px 10px 2px 0} ul{margin:4px 0 0 18px;padding:0}
+.wide{grid-column:1/-1} svg.chart{display:block;width:100%;height:auto}
 """
 
 
@@ -27,30 +28,71 @@ def _rows(pairs: list[tuple[str, Any]]) -> str:
 
 
 def _ago(seconds: float) -> str:
-    return f"{seconds:.0f} s ago" if seconds < 120 else f"{seconds / 60:.0f} min ago"
+    if seconds < 120:
+        return f"{seconds:.0f} s ago"
+    minutes = f"{seconds / 60:.1f}".removesuffix(".0")
+    return f"{minutes} min ago"
+
+
+# The chart's own coordinates; the SVG scales to the card's width (viewBox), so it
+# fills the card at any window size without script.
+_W, _H = 800, 180
+_LEFT, _RIGHT, _TOP, _BOTTOM = 64, 12, 12, 40
+
+
+def _rate_label(value: float) -> str:
+    if value == 0:
+        return "0"
+    return f"{value:,.0f}" if value >= 10 else f"{value:,.1f}"
 
 
 def _chart(rates: list[tuple[float, float]]) -> str:
-    """An SVG polyline of (seconds ago, events/s), newest on the right."""
-    w, h = 560, 120
+    """Events per second over the last minutes, newest on the right: axes, labels,
+    gridlines and the line, all drawn here."""
+    open_tag = (
+        f'<svg class="chart" viewBox="0 0 {_W} {_H}" width="100%" '
+        'preserveAspectRatio="xMidYMid meet" role="img" aria-label="events per second">'
+    )
     if len(rates) < 2:
         return (
-            f'<svg width="{w}" height="{h}" role="img" aria-label="events per second">'
-            '<text x="8" y="60">collecting samples…</text></svg>'
+            f'{open_tag}<text x="{_W / 2}" y="{_H / 2}" text-anchor="middle" '
+            'fill="#57606a">collecting samples…</text></svg>'
         )
+    plot_w, plot_h = _W - _LEFT - _RIGHT, _H - _TOP - _BOTTOM
     span = max(1.0, *(a for a, _ in rates))
     top = max(1.0, *(r for _, r in rates)) * 1.25  # headroom above the peak
-    pts = " ".join(
-        f"{w - (ago / span) * (w - 10) - 5:.1f},{h - 18 - (r / top) * (h - 30):.1f}"
-        for ago, r in rates
-    )
-    return (
-        f'<svg width="{w}" height="{h}" role="img" aria-label="events per second">'
+
+    def x(ago: float) -> float:
+        return _LEFT + plot_w * (1 - ago / span)
+
+    def y(rate: float) -> float:
+        return _TOP + plot_h * (1 - rate / top)
+
+    parts = [open_tag]
+    for frac in (0.0, 0.5, 1.0):  # horizontal gridlines with their y-axis values
+        gy = y(top * frac)
+        parts.append(
+            f'<line x1="{_LEFT}" y1="{gy:.1f}" x2="{_W - _RIGHT}" y2="{gy:.1f}" '
+            'stroke="#d0d7de" stroke-width="1"/>'
+            f'<text x="{_LEFT - 6}" y="{gy + 4:.1f}" font-size="12" text-anchor="end" '
+            f'fill="#57606a">{_rate_label(top * frac)}</text>'
+        )
+    for frac, label in ((1.0, _ago(span)), (0.5, _ago(span / 2)), (0.0, "now")):
+        gx = x(span * frac)
+        anchor = "start" if frac == 1.0 else "end" if frac == 0.0 else "middle"
+        parts.append(
+            f'<text x="{gx:.1f}" y="{_TOP + plot_h + 16}" font-size="12" '
+            f'text-anchor="{anchor}" fill="#57606a">{label}</text>'
+        )
+    pts = " ".join(f"{x(ago):.1f},{y(r):.1f}" for ago, r in rates)
+    parts.append(
         f'<polyline fill="none" stroke="#0969da" stroke-width="2" points="{pts}"/>'
-        f'<text x="6" y="12" font-size="11">{top:,.0f}/s</text>'
-        f'<text x="6" y="{h - 4}" font-size="11">{_ago(span)}</text>'
-        f'<text x="{w - 30}" y="{h - 4}" font-size="11">now</text></svg>'
+        f'<text class="axis" x="{_LEFT + plot_w / 2}" y="{_H - 4}" font-size="12" '
+        'text-anchor="middle" fill="#57606a">time</text>'
+        f'<text class="axis" transform="translate(14 {_TOP + plot_h / 2}) rotate(-90)" '
+        'font-size="12" text-anchor="middle" fill="#57606a">events per second</text></svg>'
     )
+    return "".join(parts)
 
 
 def render_page(status: dict[str, Any], rates: list[tuple[float, float]], version: str) -> str:
@@ -62,7 +104,12 @@ def render_page(status: dict[str, Any], rates: list[tuple[float, float]], versio
     storage = status["storage"] or {}
     clock = status["clock"]
     rec = status["records"]
-    age = "—" if cp["age_s"] is None else f"{cp['age_s']:.0f} s"
+    if not cp["enabled"]:
+        age = "checkpoints off"
+    elif not cp["written"] or cp["age_s"] is None:
+        age = "none yet"  # the age would be the time since start, not of a checkpoint
+    else:
+        age = f"{cp['age_s']:.0f} s"
     free = storage.get("free_bytes")
     total = storage.get("total_bytes")
     space = (
@@ -125,9 +172,7 @@ def render_page(status: dict[str, Any], rates: list[tuple[float, float]], versio
             ]
         )
     }</table></div>
-<div class="card" style="grid-column:1/-1"><h2>Events per second ({latest})</h2>{
-        _chart(rates)
-    }</div>
+<div class="card wide"><h2>Events per second ({latest})</h2>{_chart(rates)}</div>
 </div>
 <p class="sub">No event content is shown here. API: <a href="/docs">/docs</a> ·
 <a href="/metrics">/metrics</a> · <a href="/v1/status">/v1/status</a></p>
