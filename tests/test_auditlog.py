@@ -448,3 +448,26 @@ def test_a_control_record_that_cannot_be_encoded_fails_in_the_caller(audit_log: 
     audit_log.flush(timeout=5)
     assert audit_log.durable_seq >= seq  # type: ignore[operator]
     assert audit_log.health().status != "failing"
+
+
+def test_check_raises_what_append_would_and_writes_nothing(tmp_path: Path) -> None:
+    """`AuditLog.check` refuses an event nested deeper than a record can encode with the
+    field at fault, writes nothing, and passes an event that append accepts."""
+    value: dict[str, object] = {"leaf": 1}
+    for _ in range(299):
+        value = {"k": value}
+    log = AuditLog(AuditConfig(log_path=tmp_path / "a.jsonl"))
+    try:
+        template = event(1)
+        deep = RiskEvent(template.event_type, template.priority, template.source, value)
+        with pytest.raises(AuditEncodingError) as caught:
+            log.check(deep)
+        assert caught.value.field == "data"
+        with pytest.raises(AuditEncodingError):
+            log.append(deep)
+        log.check(event(2))
+        before = log.last_seq
+        log.flush()
+        assert log.last_seq == before
+    finally:
+        log.close()

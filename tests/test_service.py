@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Iterator
@@ -341,3 +342,47 @@ def test_metrics_show_file_sizes_build_and_process(client: TestClient) -> None:
     assert f'riskaudit_build_info{{version="{riskaudit.__version__}"}} 1.0' in text
     for name in ("process_resident_memory_bytes", "process_open_fds", "process_cpu_seconds_total"):
         assert re.search(rf"^{name} \d", text, re.M), name
+
+
+def nested(depth: int) -> dict[str, object]:
+    """A JSON object ``depth`` levels deep: valid JSON, deeper than a record can hold."""
+    value: dict[str, object] = {"leaf": 1}
+    for _ in range(depth - 1):
+        value = {"k": value}
+    return value
+
+
+def test_too_deep_data_is_a_422_and_a_batch_holding_it_writes_nothing(
+    client: TestClient, tokens: dict[str, str]
+) -> None:
+    """`data` nested 300 levels deep is valid JSON a record cannot encode: one event gets
+    422 naming `data`; an NDJSON batch [good, good, deep] gets 422 naming `[2].data`, and
+    neither the good events nor the deep one are written (all or nothing)."""
+    headers = {**auth(tokens, "writer")}
+    deep = alert()
+    deep["data"] = nested(300)
+    before = event_count(client)
+    one = client.post(
+        "/v1/events",
+        content=json.dumps(deep).encode(),
+        headers={**headers, "content-type": "application/json"},
+    )
+    assert one.status_code == 422, one.text
+    assert one.json()["field"] == "data" and "cannot be encoded" in one.json()["error"]
+    batch = b"\n".join(json.dumps(e).encode() for e in (alert("a"), alert("b"), deep))
+    r = client.post(
+        "/v1/events", content=batch, headers={**headers, "content-type": "application/x-ndjson"}
+    )
+    assert r.status_code == 422, r.text
+    assert r.json()["field"] == "[2].data"
+    assert event_count(client) == before
+    # Just under the limit is written: the check refuses only what cannot be encoded.
+    ok = alert("fits")
+    ok["data"] = nested(200)
+    fits = client.post(
+        "/v1/events",
+        content=json.dumps(ok).encode(),
+        headers={**headers, "content-type": "application/json"},
+    )
+    assert fits.status_code == 202, fits.text
+    assert event_count(client) == before + 1

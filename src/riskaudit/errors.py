@@ -66,7 +66,15 @@ class AuditForkedError(AuditStateError):
 
 
 class AuditEncodingError(AuditError, TypeError):
-    """An event cannot be encoded as a format-v1 record; nothing was written."""
+    """An event cannot be encoded as a format-v1 record; nothing was written.
+
+    ``field`` names the event's field at fault (``data``, ``metadata``, ...) when it is
+    known, so an API can answer with it.
+    """
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class AuditSchemaError(AuditEncodingError):

@@ -355,6 +355,15 @@ class AuditLog:
             self.append_samples.append(time.perf_counter() - started)
         return seq
 
+    def check(self, event: RiskEvent) -> None:
+        """Raise what :meth:`append` would raise for this event's content — an
+        :class:`AuditEncodingError` (or :class:`AuditSchemaError` under an enforcing
+        schema policy) — without writing anything: a batch is checked whole first, so
+        it is written whole or not at all."""
+        encode_event_body(event, self._redactor)
+        if self._schema_policy == "enforce" and (problem := schema_problem(event)) is not None:
+            raise AuditSchemaError(f"event {event.event_id}: {problem}; nothing was written")
+
     def _hand_off(self, event: RiskEvent, body: bytes) -> int | None:
         with self._lock:
             if self._state is not _OPEN:

@@ -111,19 +111,22 @@ def encode_event_body(event: RiskEvent, redactor: Redactor | None = None) -> byt
             default=_default,
         )[1:]
     except (TypeError, orjson.JSONEncodeError) as exc:
-        raise AuditEncodingError(_explain(event, exc)) from exc
+        message, field = _explain(event, exc)
+        raise AuditEncodingError(message, field=field) from exc
 
 
-def _explain(event: RiskEvent, exc: Exception) -> str:
+def _explain(event: RiskEvent, exc: Exception) -> tuple[str, str | None]:
     """Name the field that could not be encoded, for a clear error at append."""
     for name in ("event_id", "source", "data", "metadata", "timestamp_ns"):
         try:
-            orjson.dumps(getattr(event, name), default=_default)
+            # Wrapped as in the record, so nesting one level short of the limit on its
+            # own — but over it inside the record — is still traced to its field.
+            orjson.dumps({"x": getattr(event, name)}, default=_default)
         except (TypeError, orjson.JSONEncodeError) as inner:
-            return f"event {event.event_id!r}: field {name!r} cannot be encoded: {inner}"
+            return f"event {event.event_id!r}: field {name!r} cannot be encoded: {inner}", name
     if not isinstance(event.event_id, str) or not isinstance(event.source, str):
-        return f"event {event.event_id!r}: event_id and source must be strings"
-    return f"event {event.event_id!r} cannot be encoded: {exc}"
+        return f"event {event.event_id!r}: event_id and source must be strings", None
+    return f"event {event.event_id!r} cannot be encoded: {exc}", None
 
 
 def event_line(seq: int, prev: bytes, ts_ns: int, body: bytes) -> bytes:

@@ -29,7 +29,7 @@ from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
 from riskaudit._version import __version__
 from riskaudit.bus import RiskEventBus
 from riskaudit.config import AuditConfig
-from riskaudit.errors import AuditError, AuditPolicyError
+from riskaudit.errors import AuditEncodingError, AuditError, AuditPolicyError
 from riskaudit.events import EventPriority, EventType, RiskEvent
 from riskaudit.integrity._export import parse_time
 from riskaudit.log import AuditLog
@@ -290,6 +290,12 @@ def create_app(service: Service) -> FastAPI:
                     if problem is not None:
                         field = problem.rsplit(" ", 1)[-1]
                         raise Problem(422, f"[{i}].{field}" if batch else field, problem)
+            for i, ev in enumerate(events):  # the whole batch encodes, or none is written
+                try:
+                    service.log.check(ev)
+                except AuditEncodingError as exc:
+                    field = exc.field or "data"
+                    raise Problem(422, f"[{i}].{field}" if batch else field, str(exc)) from None
         except Problem as p:
             return _problem(p)
         return await run_in_threadpool(_locked_append, service, events, durable)
