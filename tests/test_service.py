@@ -386,3 +386,14 @@ def test_too_deep_data_is_a_422_and_a_batch_holding_it_writes_nothing(
     )
     assert fits.status_code == 202, fits.text
     assert event_count(client) == before + 1
+
+
+def test_a_405_allows_every_method_the_path_serves(client: TestClient) -> None:
+    """OPTIONS or DELETE on /v1/events answers 405 listing both GET and POST (two routes
+    share the path), in the one error shape; /health lists GET alone."""
+    for method in ("options", "delete"):
+        r = getattr(client, method)("/v1/events")
+        assert r.status_code == 405
+        assert r.headers["allow"] == "GET, POST", r.headers
+        assert set(r.json()) == {"error", "field"}
+    assert client.delete("/health").headers["allow"] == "GET"

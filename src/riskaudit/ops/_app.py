@@ -195,7 +195,11 @@ def create_app(service: Service) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         answer = _problem(Problem(exc.status_code, None, str(exc.detail)))
-        answer.headers.update(exc.headers or {})  # 405's Allow
+        answer.headers.update(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette names only the methods of the one route it tried; a path served
+            # by several routes (GET and POST /v1/events) allows all of theirs.
+            answer.headers["allow"] = ", ".join(_methods_for(app, request.url.path))
         return answer
 
     @app.get("/health", summary="Liveness: the process answers and the writer thread is alive")
@@ -363,6 +367,16 @@ class _HTTPProblem(Exception):
     def __init__(self, problem: Problem) -> None:
         super().__init__(problem.message)
         self.problem = problem
+
+
+def _methods_for(app: FastAPI, path: str) -> list[str]:
+    """Every method some route serves at ``path``, sorted, for a 405's ``Allow``."""
+    methods: set[str] = set()
+    for route in app.routes:
+        regex = getattr(route, "path_regex", None)
+        if regex is not None and regex.match(path):
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
 
 
 def _locked_append(service: Service, events: list[RiskEvent], durable: bool) -> JSONResponse:
