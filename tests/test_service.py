@@ -397,3 +397,38 @@ def test_a_405_allows_every_method_the_path_serves(client: TestClient) -> None:
         assert r.headers["allow"] == "GET, POST", r.headers
         assert set(r.json()) == {"error", "field"}
     assert client.delete("/health").headers["allow"] == "GET"
+
+
+def test_integral_float_timestamp_is_the_integer_the_schema_allows(
+    client: TestClient, tokens: dict[str, str]
+) -> None:
+    """`timestamp_ns: 481.0` is an integer to JSON Schema: accepted and written as 481.
+    A fraction, or a float beyond 2**53 (digits already lost), is a 422 naming the field."""
+    headers = {**auth(tokens, "writer"), "content-type": "application/json"}
+    good = client.post(
+        "/v1/events",
+        content=b'{"event_type":"ALERT","source":"ui","data":{"message":"m"},"timestamp_ns":481.0}',
+        headers=headers,
+    )
+    assert good.status_code == 202, good.text
+    client.log.flush()  # type: ignore[attr-defined]
+    written = [r for r in records(client.log.path) if r.get("seq") == good.json()["seqs"][0]]  # type: ignore[attr-defined]
+    assert written[0]["timestamp_ns"] == 481 and isinstance(written[0]["timestamp_ns"], int)
+    for bad in (b"481.5", b"1.7e18", b"-1.0"):
+        r = client.post(
+            "/v1/events",
+            content=b'{"event_type":"ALERT","source":"ui",'
+            b'"data":{"message":"m"},"timestamp_ns":' + bad + b"}",
+            headers=headers,
+        )
+        assert r.status_code == 422 and r.json()["field"] == "timestamp_ns", (bad, r.text)
+
+
+def test_a_bad_time_in_the_query_names_its_parameter(
+    client: TestClient, tokens: dict[str, str]
+) -> None:
+    """`until=1/0` is a 422 in the one error shape, naming `query.until` (and `since` its own)."""
+    for name in ("since", "until"):
+        r = client.get(f"/v1/events?{name}=1/0", headers=auth(tokens, "reader"))
+        assert r.status_code == 422
+        assert r.json() == {"error": r.json()["error"], "field": f"query.{name}"}

@@ -317,10 +317,16 @@ def create_app(service: Service) -> FastAPI:
         after: Annotated[int, Query(ge=0, le=_MAX_SEQ)] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> JSONResponse:
+        times: dict[str, int | None] = {}
+        for name, text in (("since", since), ("until", until)):
+            try:
+                times[name] = parse_time(text) if text else None
+            except AuditError as exc:
+                return _problem(Problem(422, f"query.{name}", str(exc)))
         try:
             q = EventQuery(
-                since_ns=parse_time(since) if since else None,
-                until_ns=parse_time(until) if until else None,
+                since_ns=times["since"],
+                until_ns=times["until"],
                 seq_from=seq_from,
                 seq_to=seq_to,
                 types=frozenset(event_type or []),
@@ -330,7 +336,7 @@ def create_app(service: Service) -> FastAPI:
                 limit=limit,
             )
         except AuditError as exc:
-            return _problem(Problem(422, "since/until", str(exc)))
+            return _problem(Problem(422, "query", str(exc)))
         records, cursor = run_query(str(service.log.path.parent), q)
         service.log.append_control(
             "access",

@@ -18,6 +18,8 @@ import orjson
 
 from riskaudit.events import EventPriority, EventType, RiskEvent
 
+#: Floats up to here hold every integer exactly; beyond, ``1.7e18`` may not be what was meant.
+_EXACT_FLOAT = 2.0**53
 _FIELDS = {"event_type", "priority", "source", "data", "metadata", "event_id", "timestamp_ns"}
 
 
@@ -93,8 +95,15 @@ def to_event(obj: Any, where: str) -> RiskEvent:
                 f"{name} must be a {'string' if kind is str else 'JSON object'}",
             )
     ts = obj.get("timestamp_ns")
+    if isinstance(ts, float) and ts.is_integer() and 0 <= ts <= _EXACT_FLOAT:
+        ts = int(ts)  # 481.0 is the integer JSON Schema says it is, and exactly so
     if "timestamp_ns" in obj and (not isinstance(ts, int) or isinstance(ts, bool) or ts < 0):
-        raise Problem(422, f"{where}timestamp_ns", "timestamp_ns must be a non-negative integer")
+        raise Problem(
+            422,
+            f"{where}timestamp_ns",
+            "timestamp_ns must be a non-negative integer, sent as an integer literal "
+            "(a fraction, or a float beyond 2**53 whose digits are already lost, is refused)",
+        )
     return RiskEvent(
         event_type,
         priority,
