@@ -432,3 +432,34 @@ def test_a_bad_time_in_the_query_names_its_parameter(
         r = client.get(f"/v1/events?{name}=1/0", headers=auth(tokens, "reader"))
         assert r.status_code == 422
         assert r.json() == {"error": r.json()["error"], "field": f"query.{name}"}
+
+
+def test_an_integer_beyond_64_bits_is_a_422_not_a_rounded_float(
+    client: TestClient, tokens: dict[str, str]
+) -> None:
+    """`2**64` in `data` is refused with 422 naming the path, in one event and in an NDJSON
+    batch (nothing written); 2**64-1 and -2**63 are written exactly; a float stays a float."""
+    writer = auth(tokens, "writer")
+    before = event_count(client)
+    body = b'{"event_type":"ALERT","source":"ui","data":{"message":"m","n":{"v":%d}}}'
+    one = client.post(
+        "/v1/events", content=body % 2**64, headers={**writer, "content-type": "application/json"}
+    )
+    assert one.status_code == 422, one.text
+    assert one.json()["field"] == "data.n.v" and "64 bits" in one.json()["error"]
+    batch = b"\n".join([body % 1, body % -(2**63 + 1)])
+    r = client.post(
+        "/v1/events", content=batch, headers={**writer, "content-type": "application/x-ndjson"}
+    )
+    assert r.status_code == 422 and r.json()["field"] == "[1].data.n.v", r.text
+    assert event_count(client) == before
+    for value in (b"18446744073709551615", b"-9223372036854775808", b"1e300"):
+        ok = client.post(
+            "/v1/events",
+            content=body.replace(b"%d", value),
+            headers={**writer, "content-type": "application/json"},
+        )
+        assert ok.status_code == 202, (value, ok.text)
+    client.log.flush()  # type: ignore[attr-defined]
+    tail = [r["data"]["n"]["v"] for r in records(client.log.path) if r.get("source") == "ui"]  # type: ignore[attr-defined]
+    assert tail[-3:] == [2**64 - 1, -(2**63), 1e300]

@@ -9,6 +9,7 @@ batch is all-or-nothing: every event is parsed and checked before any is written
 
 from __future__ import annotations
 
+import json
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -44,15 +45,18 @@ def parse_body(raw: bytes, content_type: str, max_batch: int) -> list[dict[str, 
         except orjson.JSONDecodeError as exc:
             raise Problem(400, None, f"malformed JSON: {exc}") from None
         objs = obj if isinstance(obj, list) else [obj]
+        refuse_big_ints(obj, raw, "")  # a list's paths start with [i] themselves
     elif ctype in ("application/x-ndjson", "application/jsonl", "application/json-seq"):
         objs = []
         for n, line in enumerate(raw.splitlines(), start=1):
             if not line.strip():
                 continue
             try:
-                objs.append(orjson.loads(line))
+                one = orjson.loads(line)
             except orjson.JSONDecodeError as exc:
                 raise Problem(400, f"line {n}", f"malformed JSON on line {n}: {exc}") from None
+            refuse_big_ints(one, line, f"[{len(objs)}].")
+            objs.append(one)
     else:
         raise Problem(
             415, "content-type", "send application/json (one event) or application/x-ndjson"
@@ -62,6 +66,57 @@ def parse_body(raw: bytes, content_type: str, max_batch: int) -> list[dict[str, 
     if len(objs) > max_batch:
         raise Problem(413, None, f"{len(objs)} events exceed the batch limit of {max_batch}")
     return objs
+
+
+#: What a record can hold: orjson writes integers in [-2**63, 2**64 - 1] and reads any
+#: integer literal outside that range as a float — a silent change of the value.
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+
+
+def _maybe_big_int(value: Any) -> bool:
+    """Whether a parsed value holds a float that may have been an integer literal out of
+    range (cheap: the exact check below runs only then)."""
+    if isinstance(value, float):
+        # Rounding can land an out-of-range literal on the boundary: suspect from 2**63.
+        return value.is_integer() and abs(value) >= 2.0**63
+    if isinstance(value, dict):
+        return any(_maybe_big_int(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_maybe_big_int(v) for v in value)
+    return False
+
+
+def _big_int_path(value: Any, path: str) -> str | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return None if _INT_MIN <= value <= _INT_MAX else path
+    if isinstance(value, dict):
+        items: Any = ((f"{path}.{k}" if path else str(k), v) for k, v in value.items())
+    elif isinstance(value, list):
+        items = ((f"{path}[{i}]", v) for i, v in enumerate(value))
+    else:
+        return None
+    for sub, v in items:
+        found = _big_int_path(v, sub)
+        if found is not None:
+            return found
+    return None
+
+
+def refuse_big_ints(obj: Any, raw: bytes, where: str) -> None:
+    """422 for an integer literal beyond 64 bits, which would otherwise be written as a
+    rounded float; the stdlib parser (exact integers) runs only on suspicion."""
+    if not _maybe_big_int(obj):
+        return
+    found = _big_int_path(json.loads(raw), "")
+    if found is not None:
+        raise Problem(
+            422,
+            f"{where}{found}",
+            f"{found}: integer beyond 64 bits; a record holds integers from -2**63 to "
+            "2**64-1 (send larger values as strings)",
+        )
 
 
 def to_event(obj: Any, where: str) -> RiskEvent:
