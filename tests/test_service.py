@@ -168,12 +168,12 @@ def test_bad_input_is_refused_and_nothing_written(
 
 
 def test_actor_rules_refuse_the_whole_batch(client: TestClient, tokens: dict[str, str]) -> None:
-    """A batch with a limit increase lacking approval: 403, nothing of it written, and
+    """A batch with a limit change naming no actor: 403, nothing of it written, and
     the attempt recorded as policy_violation."""
     raise_limit = {
         "event_type": "CONFIG_UPDATE",
-        "data": {"limit": "max_pos", "old": 1, "new": 9},
-        "metadata": {"actor": "trader-1"},
+        "data": {"limit": "max_pos", "old": 9, "new": 1},
+        "metadata": {},
     }
     body = orjson.dumps(alert()) + b"\n" + orjson.dumps(raise_limit)
     before = event_count(client)
@@ -182,7 +182,7 @@ def test_actor_rules_refuse_the_whole_batch(client: TestClient, tokens: dict[str
         content=body,
         headers={**auth(tokens, "writer"), "content-type": "application/x-ndjson"},
     )
-    assert r.status_code == 403 and r.json()["rule"] == "approval_required"
+    assert r.status_code == 403 and r.json()["rule"] == "actor_required"
     assert event_count(client) == before
     kinds = [x.get("kind") for x in records(client.log.path)]  # type: ignore[attr-defined]
     assert "policy_violation" in kinds

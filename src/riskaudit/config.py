@@ -10,6 +10,7 @@ Conventions: durations are seconds, optionally with a ``us``, ``ms``, ``s``, ``m
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import socket
@@ -140,6 +141,8 @@ class AuditConfig:
     dedupe_window: float = 300.0
     hmac_key_file: Path | None = None
     actor_policy: str = "enforce"
+    approval_window: float = 3600.0
+    trusted_proxies: tuple[str, ...] = ()
     host: str = field(default_factory=socket.gethostname)
     log_level: str = "INFO"
     switch_interval: float | None = None
@@ -177,6 +180,15 @@ class AuditConfig:
             raise AuditConfigError(
                 "RISK_AUDIT_ACTOR_POLICY", f"{self.actor_policy!r} is not enforce, warn or off"
             )
+        if self.approval_window <= 0:
+            raise AuditConfigError("RISK_AUDIT_APPROVAL_WINDOW", "must be positive")
+        for proxy in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise AuditConfigError(
+                    "RISK_AUDIT_TRUSTED_PROXIES", f"{proxy!r} is not an address or network"
+                ) from None
         if self.checkpoint_records < 0:
             raise AuditConfigError("RISK_AUDIT_CHECKPOINT_RECORDS", "must not be negative")
         if self.checkpoint_interval < 0:
@@ -277,6 +289,10 @@ class AuditConfig:
             kwargs["schema_policy"] = got[1].strip().lower()
         if got := get("RISK_AUDIT_ACTOR_POLICY"):
             kwargs["actor_policy"] = got[1].strip().lower()
+        if got := get("RISK_AUDIT_APPROVAL_WINDOW"):
+            kwargs["approval_window"] = parse_duration(*got)
+        if got := get("RISK_AUDIT_TRUSTED_PROXIES"):
+            kwargs["trusted_proxies"] = tuple(p.strip() for p in got[1].split(",") if p.strip())
         if got := get("RISK_AUDIT_CLOCK_MAX_ERROR"):
             kwargs["clock_max_error"] = parse_duration(*got)
         if got := get("RISK_AUDIT_CLOCK_REQUIRED"):

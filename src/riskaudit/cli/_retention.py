@@ -17,7 +17,14 @@ from riskaudit.config import AuditConfig
 from riskaudit.errors import AuditError, AuditLockedError
 from riskaudit.log import AuditLog
 from riskaudit.log._codec import parse_utc
-from riskaudit.storage._holds import add_hold, holds_path, load_holds, remove_hold
+from riskaudit.storage._holds import (
+    Hold,
+    add_hold,
+    holds_path,
+    holds_record,
+    load_holds,
+    remove_hold,
+)
 from riskaudit.storage._housekeeping import open_backup, run_retention
 from riskaudit.storage._retention import plan
 from riskaudit.storage._segments import list_segments
@@ -123,11 +130,14 @@ def hold_add(
 ) -> None:
     """Place a legal hold: no copy of the records it covers is deleted while it stands."""
     config = load_config()
+    path = _holds_file(config)
     try:
-        hold = add_hold(_holds_file(config), name, reason, since, until)
+        before = load_holds(path)
+        hold = add_hold(path, name, reason, since, until)
     except AuditError as exc:
         raise fail(str(exc)) from exc
     typer.echo(f"hold {hold.name} placed ({hold.since or 'beginning'} to {hold.until or 'open'})")
+    _record(config, before, load_holds(path))
     if config.backup.target:
         typer.echo(_ARCHIVE_FOLLOWS)
 
@@ -136,13 +146,36 @@ def hold_add(
 def hold_remove(name: Annotated[str, typer.Argument(help="The hold's name.")]) -> None:
     """Release a legal hold."""
     config = load_config()
+    path = _holds_file(config)
     try:
-        remove_hold(_holds_file(config), name)
+        before = load_holds(path)
+        remove_hold(path, name)
     except AuditError as exc:
         raise fail(str(exc)) from exc
     typer.echo(f"hold {name} released")
+    _record(config, before, load_holds(path))
     if config.backup.target:
         typer.echo(_ARCHIVE_FOLLOWS)
+
+
+def _record(config: AuditConfig, before: list[Hold], after: list[Hold]) -> None:
+    """Chain the change as a ``holds`` record: by the running service, which notices
+    the file within a second, or here when no service holds the log."""
+    if not config.log_path.exists():
+        typer.echo(f"no log at {config.log_path} yet: its first service run records the holds")
+        return
+    try:
+        log = AuditLog(config)
+    except AuditLockedError as exc:
+        typer.echo(f"the service holding the log (pid {exc.pid}) records the change")
+        return
+    except AuditError as exc:
+        typer.echo(f"riskaudit: warning: the change is not in the log yet: {exc}", err=True)
+        return
+    with log:
+        seq = log.append_control("holds", {"reason": "cli", **holds_record(before, after)})
+        log.flush()
+    typer.echo(f"recorded as holds seq {seq} in {log.path}")
 
 
 #: The service (or `backup run`) owns the backup state file: the archive's Object Lock

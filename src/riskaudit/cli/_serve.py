@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
+import orjson
 import typer
 import uvicorn
 
@@ -17,7 +19,7 @@ from riskaudit.cli._common import EXIT_INVALID, fail, load_config, setup
 from riskaudit.demo import RiskEngineSimulator
 from riskaudit.errors import AuditConfigError, AuditError
 from riskaudit.log import AuditLog
-from riskaudit.ops import Service, TokenStore, create_app, create_token
+from riskaudit.ops import Service, TokenStore, create_app, create_token, revoke_token
 from riskaudit.replication import ForwarderThread
 from riskaudit.storage._housekeeping import Housekeeper
 
@@ -45,7 +47,7 @@ def serve(
         raise fail(str(exc), EXIT_INVALID) from exc
     bus = RiskEventBus(log)
     service = Service(log, config, bus=bus, tokens=tokens, owns_log=False)
-    _install_signals(log)
+    _install_signals(log, tokens)
     for signum in early:
         _ACTIONS[signum](log)
     if config.pid_file is not None:
@@ -91,8 +93,8 @@ def serve(
             config.pid_file.unlink(missing_ok=True)
 
 
-#: SIGUSR1 and SIGHUP reopen the log's path (logrotate's postrotate); SIGUSR2 rotates
-#: now. Each only sets a flag for the writer thread.
+#: SIGUSR1 and SIGHUP reopen the log's path (logrotate's postrotate); SIGHUP also
+#: re-reads the tokens file; SIGUSR2 rotates now. Each only sets a flag.
 _ACTIONS: dict[int, Callable[[AuditLog], None]] = {
     signal.SIGUSR1: AuditLog.reopen,
     signal.SIGHUP: AuditLog.reopen,
@@ -117,9 +119,11 @@ def _hold_signals() -> list[int]:
     return held
 
 
-def _install_signals(log: AuditLog) -> None:
+def _install_signals(log: AuditLog, tokens: TokenStore | None) -> None:
     def handle(signum: int, _frame: object) -> None:
         _ACTIONS[signum](log)
+        if signum == signal.SIGHUP and tokens is not None:
+            tokens.request_reload()  # a revoked token stops working at once
 
     for signum in _ACTIONS:
         signal.signal(signum, handle)
@@ -127,16 +131,82 @@ def _install_signals(log: AuditLog) -> None:
 
 token_app = typer.Typer(help="Bearer tokens for the HTTP API.", no_args_is_help=True)
 
+FileOption = Annotated[
+    Path | None,
+    typer.Option("--file", help="The tokens file (default: RISK_AUDIT_TOKENS_FILE)."),
+]
+
+
+def _tokens_file(given: Path | None) -> Path:
+    path = given or load_config().tokens_file
+    if path is None:
+        raise fail("no tokens file: pass --file or set RISK_AUDIT_TOKENS_FILE")
+    return path
+
 
 @token_app.command("create")
 def token_create(
     name: Annotated[str, typer.Option(help="Who the token is for (no spaces).")],
     role: Annotated[str, typer.Option(help="writer, reader or admin.")],
+    expires: Annotated[
+        str | None, typer.Option(help="Lifetime, e.g. 90d or 12h (default: no expiry).")
+    ] = None,
+    actors: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated actors the token may act as (default: any)."),
+    ] = None,
 ) -> None:
     """Print a new random token (shown once) and the line for RISK_AUDIT_TOKENS_FILE."""
     try:
-        token, line = create_token(name, role)
+        token, line = create_token(name, role, expires_in=expires, actors=(actors or "").split(","))
     except AuditConfigError as exc:
         raise fail(str(exc)) from exc
     typer.echo(f"token: {token}")
     typer.echo(f"tokens-file line: {line}")
+
+
+@token_app.command("list")
+def token_list(
+    file: FileOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
+) -> None:
+    """The tokens in the file: name, role, fingerprint, expiry and actors (no secret)."""
+    path = _tokens_file(file)
+    try:
+        store = TokenStore.load(path)
+    except AuditConfigError as exc:
+        raise fail(str(exc), EXIT_INVALID) from exc
+    now = time.time_ns()
+    rows = [{**p.describe(), "expired": p.expired(now)} for p in store.tokens()]
+    if as_json:
+        typer.echo(orjson.dumps(rows).decode())
+        return
+    if not rows:
+        typer.echo(f"no tokens in {path}")
+    for row in rows:
+        until = row["expires"] or "never"
+        state = " (EXPIRED)" if row["expired"] else ""
+        who = ",".join(row["actors"]) if row["actors"] is not None else "any"
+        typer.echo(
+            f"{row['name']:<20} {row['role']:<7} {row['fingerprint']}  expires {until}{state}"
+            f"  actors {who}"
+        )
+
+
+@token_app.command("revoke")
+def token_revoke(
+    name: Annotated[str, typer.Argument(help="The token's name.")],
+    file: FileOption = None,
+) -> None:
+    """Remove a token from the file; a running service refuses it within a second."""
+    path = _tokens_file(file)
+    try:
+        removed = revoke_token(path, name)
+    except AuditError as exc:
+        raise fail(str(exc), EXIT_INVALID) from exc
+    if not removed:
+        raise fail(f"no token named {name!r} in {path}", EXIT_INVALID)
+    typer.echo(
+        f"revoked {name} ({removed} line{'s' if removed != 1 else ''} removed from {path}); "
+        "a running service refuses it within a second and records the change"
+    )

@@ -24,6 +24,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -35,12 +36,35 @@ import orjson
 
 from riskaudit.errors import AuditFormatError
 from riskaudit.integrity._keys import PublicKey, check_signature, signed_text
+from riskaudit.integrity._reuse import ReusedIds
 from riskaudit.integrity._sources import expand, line_chunks, order
 from riskaudit.log._codec import format_ts, line_hash, parse_ts, parse_utc, split_head
 from riskaudit.log._files import atomic_write
 
 EXPORT_FORMAT = "riskaudit-export/1"
 _FIXED = ("seq", "ts", "event_id", "event_type", "priority", "source", "timestamp_ns")
+
+# What parse_time accepts, exactly: the same text is the OpenAPI ``pattern`` of the event
+# API's ``since``/``until``, so the schema and the check cannot disagree. ASCII digits only,
+# every date that exists (29 February in leap years alone), no leap second, no offset but Z.
+_YEAR = "(?:19[7-9][0-9]|[2-9][0-9]{3})"
+_LEAP_YEAR = (
+    "(?:19(?:7[26]|8[048]|9[26])|[2-9][0-9](?:0[48]|[2468][048]|[13579][26])"
+    "|(?:[2468][048]|[3579][26])00)"
+)
+_MONTH_DAY = (
+    "(?:(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])|(?:0[13-9]|1[0-2])-(?:29|30)"
+    "|(?:0[13578]|1[02])-31)"
+)
+_CLOCK = "T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\\.[0-9]{1,9})?Z"
+#: An ECMA-262 regular expression (JSON Schema's dialect) that Python reads the same way.
+TIME_PATTERN = f"^(?:{_YEAR}-{_MONTH_DAY}|{_LEAP_YEAR}-02-29)(?:{_CLOCK})?$"
+#: The accepted forms in words, for messages and the API's parameter descriptions.
+TIME_FORMS = (
+    "a UTC date 1970-01-01 to 9999-12-31 (midnight), or a time like 2026-11-26T09:30:00Z "
+    "with an optional fraction of 1 to 9 digits (2026-11-26T09:30:00.123Z)"
+)
+_TIME = re.compile(TIME_PATTERN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,11 +101,14 @@ class Selection:
 
 
 def parse_time(text: str) -> int:
-    """``2026-11-26``, ``2026-11-26T09:30:00Z`` or a full format-v1 ``ts``, to ns."""
+    """``2026-11-26``, ``2026-11-26T09:30:00Z`` or a full format-v1 ``ts``, to ns: exactly
+    the text ``TIME_PATTERN`` matches (no spaces, no offset but ``Z``, no leap second)."""
+    if _TIME.fullmatch(text) is None:
+        raise AuditFormatError(f"{text!r} is not {TIME_FORMS}")
     try:
         return parse_utc(text)
-    except ValueError as exc:
-        raise AuditFormatError(f"{text!r} is not a UTC time like 2026-11-26T09:30:00Z") from exc
+    except ValueError as exc:  # unreachable while TIME_PATTERN is right
+        raise AuditFormatError(f"{text!r} is not {TIME_FORMS}") from exc
 
 
 def _lines(paths: list[str]) -> Iterator[bytes]:
@@ -166,7 +193,12 @@ def export(
             continue
         if selection.matches(orjson.loads(line)):
             selected.append(line)
-    warnings: list[str] = []
+    reuse = ReusedIds()
+    for line in selected:
+        head = split_head(line)
+        if head is not None and b'"kind":"' not in line[:120]:
+            reuse.see(head[0], line)
+    warnings: list[str] = reuse.warnings()
     first = split_head(selected[0])[0] if selected else None  # type: ignore[index]
     last = split_head(selected[-1])[0] if selected else None  # type: ignore[index]
     cover = next((c for c in checkpoints if last is not None and c[1] >= last), None)

@@ -36,6 +36,7 @@ import orjson
 
 from riskaudit.errors import AuditFormatError
 from riskaudit.integrity._keys import PublicKey
+from riskaudit.integrity._reuse import ReusedIds
 from riskaudit.integrity._seals import Checkpoint, SealInput, check_seals, read_sidecars
 from riskaudit.integrity._sources import (
     Source,
@@ -276,6 +277,7 @@ class _Verifier:
         self.covered: dict[int, bytes] = {}  # their hashes, as the walk found them
         self.in_log: list[Checkpoint] = []
         self.warnings: list[str] = []
+        self.reuse = ReusedIds()
         self.torn_wanted: dict[int, tuple[bytes, str, tuple[int, int]]] = {}
         self.last_main = 0  # files before this index are not the last (newest) one
         self.count = 0
@@ -339,7 +341,13 @@ class _Verifier:
         for seq, kind, detail in seals.findings:
             self._add(seq, kind, detail, None)
         unanchored = self._head_proof(anchored, given)
-        warnings = [*problems, *anchored, *self.warnings, *seals.warnings]
+        warnings = [
+            *problems,
+            *anchored,
+            *self.warnings,
+            *seals.warnings,
+            *self.reuse.warnings(),
+        ]
         findings = sorted(self.findings.values(), key=lambda f: (f.seq, f.kind))
         last = self.pseq if self.count else None
         bad_from = min((f.seq for f in findings), default=None)
@@ -468,6 +476,7 @@ class _Verifier:
             # Locals, not attributes, in the loop that carries the throughput; they are
             # written back before the slow path runs and after the loop.
             pseq, phash, pline, ring = self.pseq, self.phash, self.pline, self.ring
+            reuse = self.reuse.see
             wanted = self.wanted
             torn = self.torn_wanted
             accepted = 0
@@ -490,6 +499,8 @@ class _Verifier:
                             self._torn_resolved(pseq, cur)
                         if cur.startswith(b',"kind":"', len(pfx)):  # control records only
                             self._control_seen(pseq, cur, phash, (fidx, lineno - 1))
+                        else:
+                            reuse(pseq, cur, len(pfx))
                         phash, pline = h, cur
                         accepted += 1
                         continue
@@ -598,6 +609,8 @@ class _Verifier:
             self._torn_resolved(seq, line)
         if b'"kind":"' in line[:120]:
             self._control_seen(seq, line, self.phash, at)
+        else:
+            self.reuse.see(seq, line)
         self.pseq, self.phash, self.pline = seq, h, line
         self.pchecked = self.suppress = False
         self.count += 1

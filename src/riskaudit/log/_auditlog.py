@@ -25,6 +25,7 @@ import atexit
 import contextlib
 import logging
 import os
+import re
 import sys
 import threading
 import time
@@ -72,6 +73,20 @@ from riskaudit.storage import StorageReport, check_storage, existing_ancestor
 logger = logging.getLogger("riskaudit")
 
 _OPEN, _CLOSING, _CLOSED, _FORKED, _FAILED = range(5)
+#: Control records the tools and the service write (the writer writes the rest itself).
+_TOOL_KINDS = frozenset(
+    {
+        "recovered",
+        "access",
+        "retention",
+        "conflict",
+        "approval_request",
+        "approval",
+        "tokens",
+        "holds",
+        "policy_violation",
+    }
+)
 _LIVE: weakref.WeakSet[AuditLog] = weakref.WeakSet()
 CLOSE_TIMEOUT = 10.0
 CLOCK_EVERY = 5.0
@@ -335,15 +350,17 @@ class AuditLog:
 
     # -- the producer side ----------------------------------------------------------
 
-    def append(self, event: RiskEvent) -> int | None:
+    def append(self, event: RiskEvent, *, principal: dict[str, Any] | None = None) -> int | None:
         """Hand the event to the writer; return its ``seq``. Microseconds, no I/O.
 
         Returns None when the queue was full and the event went out as an
         ``unsequenced`` emergency line instead (counted; ``recover`` puts it back).
+        ``principal`` is who handed the event in, as the service authenticated it (a
+        top-level field of the record); the library's own callers leave it out.
         """
         self._appends = n = self._appends + 1
         started = time.perf_counter() if not n & 63 else 0.0  # time 1 call in 64
-        body = encode_event_body(event, self._redactor)
+        body = encode_event_body(event, self._redactor, principal)
         if self._schema_policy and (problem := schema_problem(event)) is not None:
             self._schema_violation(event, problem)
         if self._actor_policy and event.event_type._name_ in ACTOR_TYPE_NAMES:
@@ -355,14 +372,18 @@ class AuditLog:
             self.append_samples.append(time.perf_counter() - started)
         return seq
 
-    def check(self, event: RiskEvent) -> None:
+    def check(self, event: RiskEvent, *, principal: dict[str, Any] | None = None) -> None:
         """Raise what :meth:`append` would raise for this event's content — an
         :class:`AuditEncodingError` (or :class:`AuditSchemaError` under an enforcing
         schema policy) — without writing anything: a batch is checked whole first, so
         it is written whole or not at all."""
-        encode_event_body(event, self._redactor)
+        encode_event_body(event, self._redactor, principal)
         if self._schema_policy == "enforce" and (problem := schema_problem(event)) is not None:
-            raise AuditSchemaError(f"event {event.event_id}: {problem}; nothing was written")
+            named = re.search(r"data\.\w+", problem)
+            raise AuditSchemaError(
+                f"event {event.event_id}: {problem}; nothing was written",
+                field=named.group(0) if named else "data",
+            )
 
     def _hand_off(self, event: RiskEvent, body: bytes) -> int | None:
         with self._lock:
@@ -478,9 +499,12 @@ class AuditLog:
 
     def append_control(self, kind: str, fields: dict[str, Any]) -> int:
         """Append a control record of a kind tools and the service write themselves:
-        ``recovered`` (by recover), ``access`` (who read what through the API) and
-        ``retention`` (what retention compressed, archived or deleted)."""
-        if kind not in ("recovered", "access", "retention"):
+        ``recovered`` (by recover), ``access`` (who read what through the API),
+        ``retention`` (what retention compressed, archived or deleted), ``conflict`` (an
+        ``event_id`` re-posted with other content), ``approval_request`` and
+        ``approval`` (four eyes over HTTP), ``tokens`` and ``holds`` (who may do what,
+        and what may not be deleted, as it changed)."""
+        if kind not in _TOOL_KINDS:
             raise ValueError(f"control records of kind {kind!r} are the writer's own")
         with self._lock:
             if self._state is not _OPEN:

@@ -80,7 +80,9 @@ def _default(obj: Any) -> Any:
     raise TypeError(f"type {type(obj).__name__} is not JSON serialisable")
 
 
-def encode_event_body(event: RiskEvent, redactor: Redactor | None = None) -> bytes:
+def encode_event_body(
+    event: RiskEvent, redactor: Redactor | None = None, principal: dict[str, Any] | None = None
+) -> bytes:
     """The event's fields as JSON without the opening brace: ``"event_id":...}``.
 
     Raises AuditEncodingError, naming the field, when the event cannot be written.
@@ -94,22 +96,20 @@ def encode_event_body(event: RiskEvent, redactor: Redactor | None = None) -> byt
             f"priority an EventPriority, got {event_type!r} and {priority!r}"
         )
     try:
-        return orjson.dumps(
-            {
-                "event_id": event.event_id,
-                "event_type": event_type._name_,
-                "priority": priority._name_,
-                "source": event.source,
-                "data": event.data if redactor is None else redactor.apply("data", event.data),
-                "metadata": (
-                    event.metadata
-                    if redactor is None
-                    else redactor.apply("metadata", event.metadata)
-                ),
-                "timestamp_ns": event.timestamp_ns,
-            },
-            default=_default,
-        )[1:]
+        fields = {
+            "event_id": event.event_id,
+            "event_type": event_type._name_,
+            "priority": priority._name_,
+            "source": event.source,
+            "data": event.data if redactor is None else redactor.apply("data", event.data),
+            "metadata": (
+                event.metadata if redactor is None else redactor.apply("metadata", event.metadata)
+            ),
+            "timestamp_ns": event.timestamp_ns,
+        }
+        if principal is not None:
+            fields["principal"] = principal
+        return orjson.dumps(fields, default=_default)[1:]
     except (TypeError, orjson.JSONEncodeError) as exc:
         message, field = _explain(event, exc)
         raise AuditEncodingError(message, field=field) from exc

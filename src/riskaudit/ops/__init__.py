@@ -1,7 +1,7 @@
 """Operations: metrics, health, the HTTP service and the embedded ops endpoints."""
 
 from riskaudit.ops._app import Service, create_app
-from riskaudit.ops._auth import Principal, TokenStore, create_token
+from riskaudit.ops._auth import Principal, TokenChange, TokenStore, create_token, revoke_token
 from riskaudit.ops._embedded import OpsServer, start_ops_server
 from riskaudit.ops._metrics import (
     CONTENT_TYPE,
@@ -17,9 +17,11 @@ __all__ = [
     "OpsServer",
     "Principal",
     "Service",
+    "TokenChange",
     "TokenStore",
     "create_app",
     "create_token",
     "register_process_metrics",
+    "revoke_token",
     "start_ops_server",
 ]

@@ -9,12 +9,16 @@ audit records is itself recorded as an ``access`` control record.
 
 import asyncio
 import contextlib
+import ipaddress
 import itertools
+import logging
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from typing import Annotated, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import orjson
 from fastapi import Depends, FastAPI, Query, Request
@@ -23,6 +27,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from pydantic import WithJsonSchema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
 
@@ -31,18 +36,44 @@ from riskaudit.bus import RiskEventBus
 from riskaudit.config import AuditConfig
 from riskaudit.errors import AuditEncodingError, AuditError, AuditPolicyError
 from riskaudit.events import EventPriority, EventType, RiskEvent
-from riskaudit.integrity._export import parse_time
+from riskaudit.integrity._export import TIME_FORMS, TIME_PATTERN, parse_time
 from riskaudit.log import AuditLog
-from riskaudit.ops._auth import Principal, TokenStore
-from riskaudit.ops._ingest import Deduplicator, Problem, parse_body, to_event
+from riskaudit.ops._approvals import Approvals
+from riskaudit.ops._auth import Principal, TokenChange, TokenStore
+from riskaudit.ops._ingest import (
+    Decision,
+    Deduplicator,
+    Problem,
+    content_digest,
+    parse_body,
+    parse_decision,
+    to_event,
+)
 from riskaudit.ops._metrics import CONTENT_TYPE, AuditMetrics
 from riskaudit.ops._page import render_page
 from riskaudit.ops._query import Query as EventQuery
 from riskaudit.ops._query import run_query
-from riskaudit.policy import actor_problem, schema_problem
+from riskaudit.policy import ACTOR_TYPE_NAMES, actor_problem
+from riskaudit.storage._holds import HoldsWatch, holds_path
+
+logger = logging.getLogger("riskaudit.ops")
 
 SAMPLE_EVERY = 5.0
+#: Seconds between looks at the tokens and holds files (a revocation lands within one).
+WATCH_EVERY = 0.25
 _MAX_SEQ = 2**63 - 1  # seq is a signed 64-bit integer on disk (orjson's limit)
+
+# GET /v1/events: the schema says exactly what the app takes. `since`/`until` are checked by
+# parse_time (a 422 naming the parameter); their `pattern` is the very regex it applies.
+_TIME_SCHEMA = WithJsonSchema({"type": "string", "pattern": TIME_PATTERN})
+_SINCE = f"Records at or after this time: {TIME_FORMS}."
+_UNTIL = f"Records before this time: {TIME_FORMS}."
+if TYPE_CHECKING:  # to mypy the names are strings; at run time a Literal lists them
+    _TypeName = str
+    _PriorityName = str
+else:
+    _TypeName = Literal[tuple(t.name for t in EventType)]
+    _PriorityName = Literal[tuple(p.name for p in EventPriority)]
 
 _EVENT_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -56,6 +87,15 @@ _EVENT_SCHEMA: dict[str, Any] = {
         "metadata": {"type": "object"},
         "event_id": {"type": "string"},
         "timestamp_ns": {"type": "integer", "minimum": 0},
+    },
+}
+_APPROVAL_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "decision": {"type": "string", "enum": ["approve", "reject"]},
+        "actor": {"type": "string"},
+        "comment": {"type": "string"},
     },
 }
 _ERROR = {
@@ -83,11 +123,75 @@ class Service:
         self.tokens = tokens
         self.owns_log = owns_log
         self.dedupe = Deduplicator(config.dedupe_window)
+        self.approvals = Approvals(config.approval_window)
+        self.proxies = tuple(ipaddress.ip_network(p, strict=False) for p in config.trusted_proxies)
         # Batches run in a thread pool: one at a time keeps each batch contiguous and
         # all-or-nothing, and the deduplicator consistent.
         self.ingest_lock = threading.Lock()
         self.samples: deque[tuple[float, int]] = deque(maxlen=int(900 / SAMPLE_EVERY) + 1)
         self.sample()
+        # Who may do what, and what may not be deleted, are evidence too: their state
+        # at start and every change after it are chained records.
+        self.holds = HoldsWatch(config.holds_file or holds_path(config.log_path))
+        self._record_holds(self.holds.snapshot(), "start")
+        if tokens is not None:
+            tokens.on_change = self._record_tokens
+            self._record_tokens(tokens.snapshot(), "start")
+
+    def watch(self) -> None:
+        """Pick up a changed tokens or holds file (the service calls this every
+        ``WATCH_EVERY`` seconds; a request's token check also looks)."""
+        if self.tokens is not None:
+            self.tokens.poll()
+        change = self.holds.poll()
+        if change is not None:
+            self._record_holds(change, "changed")
+
+    def _record_tokens(self, change: TokenChange, reason: str) -> None:
+        self.log.append_control("tokens", change.record(reason))
+
+    def _record_holds(self, fields: dict[str, Any], reason: str) -> None:
+        self.log.append_control("holds", {"reason": reason, **fields})
+
+    def principal(self, who: Principal, request: Request, request_id: str) -> dict[str, Any]:
+        """What the record says of who posted it: from the token and the connection,
+        never from the body. ``X-Forwarded-For`` is believed only from a trusted proxy."""
+        direct = request.client.host if request.client is not None else None
+        peer = direct
+        via: list[str] = []
+        if direct is not None and self._trusted(direct):
+            hops = [
+                h.strip()
+                for header in request.headers.getlist("x-forwarded-for")
+                for h in header.split(",")
+                if h.strip()
+            ]
+            via.append(direct)
+            while hops:  # from the nearest hop: the first one not a trusted proxy is the client
+                hop = hops.pop()
+                peer = hop
+                if not self._trusted(hop):
+                    break
+                via.append(hop)
+        fields: dict[str, Any] = {
+            "name": who.name,
+            "role": who.role,
+            "token": who.fingerprint,
+            "peer": peer,
+            "request_id": request_id,
+        }
+        if via:
+            fields["via"] = via
+        return fields
+
+    def _trusted(self, address: str) -> bool:
+        if not self.proxies:
+            return False
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in net for net in self.proxies)
 
     def sample(self) -> None:
         self.samples.append((time.monotonic(), self.log.last_seq))
@@ -103,11 +207,13 @@ class Service:
         ]
 
 
-def _problem(p: Problem) -> JSONResponse:
+def _problem(p: Problem, request_id: str | None = None) -> JSONResponse:
     """Every error answer has one shape, ``{"error": ..., "field": ...}``; a 401 says
     how to authenticate (RFC 6750)."""
-    headers = {"WWW-Authenticate": 'Bearer realm="riskaudit"'} if p.status == 401 else None
-    return JSONResponse(p.body(), status_code=p.status, headers=headers)
+    headers = {"WWW-Authenticate": 'Bearer realm="riskaudit"'} if p.status == 401 else {}
+    if request_id is not None:
+        headers["X-Request-ID"] = request_id
+    return JSONResponse(p.body(), status_code=p.status, headers=headers or None)
 
 
 def create_app(service: Service) -> FastAPI:
@@ -121,11 +227,21 @@ def create_app(service: Service) -> FastAPI:
                 await asyncio.sleep(SAMPLE_EVERY)
                 service.sample()
 
+        async def watcher() -> None:
+            while True:
+                await asyncio.sleep(WATCH_EVERY)
+                try:
+                    await run_in_threadpool(service.watch)
+                except AuditError:  # the log closed under us: nothing left to record
+                    logger.exception("could not record a tokens or holds change")
+
         task = asyncio.create_task(sampler())
+        watch = asyncio.create_task(watcher())
         try:
             yield
         finally:
             task.cancel()
+            watch.cancel()
             if service.owns_log:
                 await run_in_threadpool(service.log.close)
 
@@ -242,7 +358,17 @@ def create_app(service: Service) -> FastAPI:
                 "required": True,
                 "content": {
                     "application/json": {"schema": _EVENT_SCHEMA},
-                    "application/x-ndjson": {"schema": {"type": "string"}},
+                    # As OpenAPI 3.2 reads a sequential media type: the schema is the whole
+                    # stream as an array of its items (any string would not be a batch).
+                    "application/x-ndjson": {
+                        "schema": {
+                            "type": "array",
+                            "items": _EVENT_SCHEMA,
+                            "minItems": 1,
+                            "description": "The events, one JSON object per line (blank "
+                            f"lines are skipped); at most {cfg.max_batch} (413 above).",
+                        }
+                    },
                 },
             },
             "responses": {
@@ -284,43 +410,89 @@ def create_app(service: Service) -> FastAPI:
         raw = await request.body()
         if len(raw) > cfg.max_body_bytes:
             return _problem(Problem(413, None, f"body over {cfg.max_body_bytes} bytes"))
+        request_id = uuid.uuid4().hex
+        if who is None:  # the events endpoint is never open: the guard admitted a token
+            return _problem(Problem(401, "authorization", "a valid bearer token is required"))
+        principal = service.principal(who, request, request_id)
         try:
             objs = parse_body(raw, request.headers.get("content-type", ""), cfg.max_batch)
             batch = len(objs) > 1
             events = [to_event(o, f"[{i}]." if batch else "") for i, o in enumerate(objs)]
-            if cfg.schema_policy == "enforce":
-                for i, ev in enumerate(events):
-                    problem = schema_problem(ev)
-                    if problem is not None:
-                        field = problem.rsplit(" ", 1)[-1]
-                        raise Problem(422, f"[{i}].{field}" if batch else field, problem)
             for i, ev in enumerate(events):  # the whole batch encodes, or none is written
+                where = f"[{i}]." if batch else ""
+                if "approved_by" in ev.metadata and cfg.actor_policy != "off":
+                    raise Problem(
+                        422,
+                        f"{where}metadata.approved_by",
+                        "an approval is not taken from the body: the approver posts "
+                        "POST /v1/approvals/{event_id} with a token of their own",
+                    )
                 try:
-                    service.log.check(ev)
+                    service.log.check(ev, principal=principal)
                 except AuditEncodingError as exc:
-                    field = exc.field or "data"
-                    raise Problem(422, f"[{i}].{field}" if batch else field, str(exc)) from None
+                    raise Problem(422, f"{where}{exc.field or 'data'}", str(exc)) from None
         except Problem as p:
-            return _problem(p)
-        return await run_in_threadpool(_locked_append, service, events, durable)
+            return _problem(p, request_id)
+        digests = [content_digest(o) for o in objs]
+        answer = await run_in_threadpool(
+            _locked_append, service, Batch(events, digests, who, principal), durable
+        )
+        answer.headers["x-request-id"] = request_id
+        return answer
+
+    @app.get("/v1/approvals", summary="Changes waiting for a second principal's approval")
+    def list_approvals(
+        who: Annotated[Principal | None, Depends(guard("events", "reader"))],
+    ) -> JSONResponse:
+        return JSONResponse({"pending": service.approvals.listing()})
+
+    @app.post(
+        "/v1/approvals/{event_id}",
+        summary="Approve (or reject) a pending limit increase or kill-switch reset",
+        openapi_extra={
+            "requestBody": {
+                "required": False,
+                "content": {"application/json": {"schema": _APPROVAL_SCHEMA}},
+            }
+        },
+    )
+    async def approve(
+        event_id: str,
+        request: Request,
+        who: Annotated[Principal | None, Depends(guard("events", "writer"))],
+    ) -> JSONResponse:
+        request_id = uuid.uuid4().hex
+        if who is None:
+            return _problem(Problem(401, "authorization", "a valid bearer token is required"))
+        raw = await request.body()
+        if len(raw) > 4096:
+            return _problem(Problem(413, None, "an approval body is at most 4096 bytes"))
+        try:
+            decision = parse_decision(raw)
+        except Problem as p:
+            return _problem(p, request_id)
+        principal = service.principal(who, request, request_id)
+        answer = await run_in_threadpool(_decide, service, event_id, who, principal, decision)
+        answer.headers["x-request-id"] = request_id
+        return answer
 
     @app.get("/v1/events", summary="Query records; every read is itself recorded")
     def get_events(
         who: Annotated[Principal | None, Depends(guard("events", "reader"))],
-        since: str | None = None,
-        until: str | None = None,
+        since: Annotated[str | None, Query(description=_SINCE), _TIME_SCHEMA] = None,
+        until: Annotated[str | None, Query(description=_UNTIL), _TIME_SCHEMA] = None,
         seq_from: Annotated[int | None, Query(ge=1, le=_MAX_SEQ)] = None,
         seq_to: Annotated[int | None, Query(ge=1, le=_MAX_SEQ)] = None,
-        event_type: Annotated[list[str] | None, Query(alias="type")] = None,
+        event_type: Annotated[list[_TypeName] | None, Query(alias="type")] = None,
         source: Annotated[list[str] | None, Query()] = None,
-        priority: Annotated[list[str] | None, Query()] = None,
+        priority: Annotated[list[_PriorityName] | None, Query()] = None,
         after: Annotated[int, Query(ge=0, le=_MAX_SEQ)] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> JSONResponse:
         times: dict[str, int | None] = {}
         for name, text in (("since", since), ("until", until)):
             try:
-                times[name] = parse_time(text) if text else None
+                times[name] = parse_time(text) if text is not None else None
             except AuditError as exc:
                 return _problem(Problem(422, f"query.{name}", str(exc)))
         try:
@@ -385,12 +557,22 @@ def _methods_for(app: FastAPI, path: str) -> list[str]:
     return sorted(methods)
 
 
-def _locked_append(service: Service, events: list[RiskEvent], durable: bool) -> JSONResponse:
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """One request's events, with what each was posted as and who posted them."""
+
+    events: list[RiskEvent]
+    digests: list[str]  # of each event as posted: a re-post is compared by content
+    who: Principal
+    principal: dict[str, Any]  # the record's ``principal`` field
+
+
+def _locked_append(service: Service, batch: Batch, durable: bool) -> JSONResponse:
     if not durable:
         with service.ingest_lock:
-            return _append_batch(service, events)
+            return _append_batch(service, batch)
     with service.ingest_lock:
-        response = _append_batch(service, events)
+        response = _append_batch(service, batch)
     if response.status_code != 202:
         return response
     return _make_durable(service, response)
@@ -399,7 +581,13 @@ def _locked_append(service: Service, events: list[RiskEvent], durable: bool) -> 
 def _make_durable(service: Service, response: JSONResponse) -> JSONResponse:
     """Wait for the batch's fsync outside the ingest lock (other batches go on)."""
     body = orjson.loads(bytes(response.body))
-    target = max([body["last_seq"] or 0, *(int(d["seq"]) for d in body["duplicates"])])
+    target = max(
+        [
+            body["last_seq"] or 0,
+            *(int(d["seq"]) for d in body["duplicates"]),
+            *(int(p["request_seq"]) for p in body["pending_approval"]),
+        ]
+    )
     try:
         service.log.wait_durable(target, timeout=30)
     except AuditError as exc:
@@ -407,32 +595,109 @@ def _make_durable(service: Service, response: JSONResponse) -> JSONResponse:
     return JSONResponse({**body, "durable": True}, status_code=200)
 
 
-def _append_batch(service: Service, events: list[RiskEvent]) -> JSONResponse:
+def _refuse(status: int, field: str, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": message, "field": field, **extra}, status_code=status)
+
+
+def _append_batch(service: Service, batch: Batch) -> JSONResponse:
+    """Check the whole batch against the rules that need the log's state (actor
+    bindings, the actor rules, re-used ids), then write it — or write only the evidence
+    of why it was refused."""
     log = service.log
-    for i, ev in enumerate(events):  # the actor rules refuse the whole batch
-        if actor_problem(ev) is not None and log.config.actor_policy == "enforce":
+    events = batch.events
+    many = len(events) > 1
+    principal = batch.principal
+    enforce = log.config.actor_policy == "enforce"
+    plan: list[str] = []  # per event: "write", "duplicate", "approval"
+    seen: dict[str, str] = {}  # event_id → digest within this batch
+    for i, ev in enumerate(events):
+        where = f"[{i}]." if many else ""
+        actor = ev.metadata.get("actor")
+        if actor is not None and not (isinstance(actor, str) and batch.who.may_act_as(actor)):
+            seq = log.append_control(
+                "policy_violation",
+                {
+                    "rule": "actor_binding",
+                    "detail": f"token {batch.who.name!r} may not act as {actor!r}",
+                    "event_id": ev.event_id,
+                    "outcome": "refused",
+                    "principal": principal,
+                    "event": ev.to_dict(),
+                },
+            )
+            return _refuse(
+                403,
+                f"{where}metadata.actor",
+                f"token {batch.who.name!r} may not act as {actor!r}; the attempt is recorded "
+                f"as policy_violation seq {seq}",
+                rule="actor_binding",
+                violation_seq=seq,
+            )
+        rule = actor_problem(ev) if ev.event_type._name_ in ACTOR_TYPE_NAMES else None
+        if rule is not None and enforce and rule[0] != "approval_required":
             try:
-                log.append(ev)  # records the attempt as policy_violation, then raises
+                log.append(ev, principal=principal)  # records the attempt, then raises
             except AuditPolicyError as exc:
-                where = f"[{i}]." if len(events) > 1 else ""
-                return JSONResponse(
-                    {
-                        "error": str(exc),
-                        "field": f"{where}metadata",
-                        "rule": exc.rule,
-                        "violation_seq": exc.seq,
-                    },
-                    status_code=403,
+                return _refuse(
+                    403, f"{where}metadata", str(exc), rule=exc.rule, violation_seq=exc.seq
                 )
+        digest = batch.digests[i]
+        known = service.dedupe.get(ev.event_id)
+        earlier = seen.get(ev.event_id)
+        if (known is not None and known[1] != digest) or (
+            earlier is not None and earlier != digest
+        ):
+            original = known[0] if known is not None else None
+            seq = log.append_control(
+                "conflict",
+                {
+                    "event_id": ev.event_id,
+                    "original_seq": original,
+                    "principal": principal,
+                    "event": ev.to_dict(),
+                },
+            )
+            return _refuse(
+                409,
+                f"{where}event_id",
+                f"event_id {ev.event_id!r} was already used for other content"
+                + (f" (seq {original})" if original is not None else " earlier in this batch")
+                + f"; nothing of this request was written but the conflict record seq {seq}",
+                event_id=ev.event_id,
+                original_seq=original,
+                conflict_seq=seq,
+            )
+        seen[ev.event_id] = digest
+        if known is not None or earlier is not None:
+            plan.append("duplicate")
+        elif rule is not None and enforce:
+            plan.append("approval")
+        else:
+            plan.append("write")
     seqs: list[int] = []
     duplicates: list[dict[str, Any]] = []
-    for ev in events:
-        known = service.dedupe.get(ev.event_id)
-        if known is not None:
-            duplicates.append({"event_id": ev.event_id, "seq": known})
+    pending: list[dict[str, Any]] = []
+    for ev, step, digest in zip(events, plan, batch.digests, strict=True):
+        if step == "duplicate":
+            known = service.dedupe.get(ev.event_id)
+            duplicates.append({"event_id": ev.event_id, "seq": known[0] if known else None})
             continue
-        seq = log.append(ev)
-        if seq is None:
+        if step == "approval":
+            request_seq = log.append_control(
+                "approval_request",
+                {
+                    "event_id": ev.event_id,
+                    "principal": principal,
+                    "event": ev.to_dict(),
+                    "window_s": service.approvals.window,
+                },
+            )
+            service.approvals.add(ev, principal, request_seq)
+            service.dedupe.add(ev.event_id, request_seq, digest)
+            pending.append({"event_id": ev.event_id, "request_seq": request_seq})
+            continue
+        written = log.append(ev, principal=principal)
+        if written is None:
             return JSONResponse(
                 {
                     "error": "the audit queue was full: event(s) went out as unsequenced emergency "
@@ -442,13 +707,116 @@ def _append_batch(service: Service, events: list[RiskEvent]) -> JSONResponse:
                 },
                 status_code=503,
             )
-        service.dedupe.add(ev.event_id, seq)
-        seqs.append(seq)
+        service.dedupe.add(ev.event_id, written, digest)
+        seqs.append(written)
     body: dict[str, Any] = {
         "accepted": len(seqs),
         "first_seq": seqs[0] if seqs else None,
         "last_seq": seqs[-1] if seqs else None,
         "seqs": seqs,
         "duplicates": duplicates,
+        "pending_approval": pending,
     }
     return JSONResponse(body, status_code=202)
+
+
+def _decide(
+    service: Service,
+    event_id: str,
+    who: Principal,
+    principal: dict[str, Any],
+    decision: Decision,
+) -> JSONResponse:
+    """An approver's answer to a pending change: four eyes, each through its own token."""
+    log = service.log
+    with service.ingest_lock:
+        pending = service.approvals.get(event_id)
+        if pending is None:
+            return _refuse(
+                404, "event_id", f"no change {event_id!r} is waiting for approval (or it expired)"
+            )
+        requester = pending.principal
+        requested_actor = pending.event.metadata.get("actor")
+        approver = decision.actor or (
+            next(iter(who.actors)) if who.actors is not None and len(who.actors) == 1 else who.name
+        )
+        refusal: tuple[int, str, str, str] | None = None
+        if not who.may_act_as(approver):
+            refusal = (
+                403,
+                "actor",
+                "actor_binding",
+                f"token {who.name!r} may not act as {approver!r}",
+            )
+        elif requester.get("name") == who.name or approver == requested_actor:
+            refusal = (
+                403,
+                "authorization",
+                "four_eyes",
+                "the approver must be another principal, acting as another actor, than "
+                f"the requester ({requester.get('name')!r} as {requested_actor!r})",
+            )
+        if refusal is not None:
+            status, field, rule, detail = refusal
+            seq = log.append_control(
+                "policy_violation",
+                {
+                    "rule": rule,
+                    "detail": detail,
+                    "event_id": event_id,
+                    "outcome": "refused",
+                    "principal": principal,
+                    "request_seq": pending.request_seq,
+                },
+            )
+            return _refuse(
+                status,
+                field,
+                f"{detail}; the attempt is recorded as policy_violation seq {seq}",
+                rule=rule,
+                violation_seq=seq,
+            )
+        service.approvals.take(event_id)
+        approval_seq = log.append_control(
+            "approval",
+            {
+                "event_id": event_id,
+                "request_seq": pending.request_seq,
+                "decision": decision.decision,
+                "approver": approver,
+                "principal": principal,
+                "comment": decision.comment,
+            },
+        )
+        answer: dict[str, Any] = {
+            "event_id": event_id,
+            "decision": decision.decision,
+            "approval_seq": approval_seq,
+            "request_seq": pending.request_seq,
+            "seq": None,
+        }
+        if decision.decision == "reject":
+            return JSONResponse(answer, status_code=200)
+        ev = pending.event
+        approved = RiskEvent(
+            ev.event_type,
+            ev.priority,
+            ev.source,
+            ev.data,
+            {**ev.metadata, "approved_by": approver, "approval_seq": approval_seq},
+            event_id=ev.event_id,
+            timestamp_ns=ev.timestamp_ns,
+        )
+        try:
+            event_seq = log.append(approved, principal=requester)
+        except AuditError as exc:
+            return _refuse(409, "event_id", f"the approved change was not written: {exc}")
+        if event_seq is None:
+            return JSONResponse(
+                {**answer, "error": "only the emergency path took the approved change"},
+                status_code=503,
+            )
+        digest = service.dedupe.get(event_id)
+        if digest is not None:
+            service.dedupe.add(event_id, event_seq, digest[1])
+        return JSONResponse({**answer, "seq": event_seq}, status_code=200)

@@ -9,6 +9,7 @@ batch is all-or-nothing: every event is parsed and checked before any is written
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections import OrderedDict
@@ -123,6 +124,13 @@ def to_event(obj: Any, where: str) -> RiskEvent:
     """One validated RiskEvent; ``where`` prefixes field names in batches (``[3].data``)."""
     if not isinstance(obj, dict):
         raise Problem(422, where or None, "an event is a JSON object")
+    if "principal" in obj:
+        raise Problem(
+            422,
+            f"{where}principal",
+            "principal is not sent: the service records who posted from the token and the "
+            "connection",
+        )
     unknown = sorted(set(obj) - _FIELDS)
     if unknown:
         raise Problem(422, f"{where}{unknown[0]}", f"unknown field {unknown[0]!r}")
@@ -170,28 +178,67 @@ def to_event(obj: Any, where: str) -> RiskEvent:
     )
 
 
+def content_digest(obj: Any) -> str:
+    """What an event was posted as, key order aside: a retry sends the same, a changed
+    story under the same ``event_id`` does not."""
+    return hashlib.sha256(orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """An approver's answer: ``approve`` or ``reject``, as which actor, and why."""
+
+    decision: str = "approve"
+    actor: str | None = None
+    comment: str | None = None
+
+
+def parse_decision(raw: bytes) -> Decision:
+    """The optional body of ``POST /v1/approvals/{event_id}``."""
+    if not raw.strip():
+        return Decision()
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise Problem(400, None, f"malformed JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise Problem(422, None, "an approval is a JSON object")
+    unknown = sorted(set(obj) - {"decision", "actor", "comment"})
+    if unknown:
+        raise Problem(422, unknown[0], f"unknown field {unknown[0]!r}")
+    decision = obj.get("decision", "approve")
+    if decision not in ("approve", "reject"):
+        raise Problem(422, "decision", "decision is 'approve' or 'reject'")
+    for name in ("actor", "comment"):
+        if name in obj and not isinstance(obj[name], str):
+            raise Problem(422, name, f"{name} must be a string")
+    return Decision(decision, obj.get("actor"), obj.get("comment"))
+
+
 class Deduplicator:
-    """``event_id`` → ``seq`` for the dedupe window: a retried post is not written twice."""
+    """``event_id`` → (``seq``, content digest) for the dedupe window: a retried post is
+    not written twice, and a different content under a known id is a conflict."""
 
     def __init__(self, window: float, capacity: int = 1_000_000) -> None:
         self.window = window
         self.capacity = capacity
-        self._seen: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        self._seen: OrderedDict[str, tuple[int, str, float]] = OrderedDict()
 
-    def get(self, event_id: str) -> int | None:
+    def get(self, event_id: str) -> tuple[int, str] | None:
         self._expire()
         hit = self._seen.get(event_id)
-        return hit[0] if hit is not None else None
+        return (hit[0], hit[1]) if hit is not None else None
 
-    def add(self, event_id: str, seq: int) -> None:
-        self._seen[event_id] = (seq, time.monotonic())
+    def add(self, event_id: str, seq: int, digest: str) -> None:
+        self._seen.pop(event_id, None)
+        self._seen[event_id] = (seq, digest, time.monotonic())
         while len(self._seen) > self.capacity:
             self._seen.popitem(last=False)
 
     def _expire(self) -> None:
         limit = time.monotonic() - self.window
         while self._seen:
-            _eid, (_seq, at) = next(iter(self._seen.items()))
+            _eid, (_seq, _digest, at) = next(iter(self._seen.items()))
             if at >= limit:
                 break
             self._seen.popitem(last=False)

@@ -9,9 +9,11 @@ so they survive restarts and travel with the log directory.
 from __future__ import annotations
 
 import getpass
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -88,3 +90,60 @@ def remove_hold(path: Path, name: str) -> Hold:
         raise AuditConfigError("hold", f"no hold named {name!r}")
     _save(path, keep)
     return next(h for h in holds if h.name == name)
+
+
+class HoldsWatch:
+    """The holds file as last seen, so each change can be chained as a ``holds`` record
+    (a hold placed or lifted is evidence: what was kept from deletion, and when)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._signature = _signature(path)
+        self._holds = self._read()
+
+    def _read(self) -> list[Hold] | str:
+        try:
+            return load_holds(self.path)
+        except AuditFormatError as exc:
+            return str(exc)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Every hold in force, as a change from nothing."""
+        return _holds_change([], self._holds)
+
+    def poll(self) -> dict[str, Any] | None:
+        """The change since the last look, or None (one ``stat`` when nothing changed)."""
+        signature = _signature(self.path)
+        if signature == self._signature:
+            return None
+        self._signature = signature
+        old, self._holds = self._holds, self._read()
+        if old == self._holds:
+            return None
+        return _holds_change(old if isinstance(old, list) else [], self._holds)
+
+
+def holds_record(old: list[Hold], new: list[Hold]) -> dict[str, Any]:
+    """The fields of a ``holds`` record for a change the CLI made itself."""
+    return _holds_change(old, new)
+
+
+def _holds_change(old: list[Hold], new: list[Hold] | str) -> dict[str, Any]:
+    if isinstance(new, str):
+        return {"added": [], "removed": [], "holds": None, "error": new}
+    before = {h.name for h in old}
+    after = {h.name for h in new}
+    return {
+        "added": sorted(after - before),
+        "removed": sorted(before - after),
+        "holds": [asdict(h) for h in new],
+        "error": None,
+    }
+
+
+def _signature(path: Path) -> tuple[int, int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
