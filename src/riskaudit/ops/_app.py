@@ -382,7 +382,16 @@ def create_app(service: Service) -> FastAPI:
                     "description": "no valid token",
                     "content": {"application/json": {"schema": _ERROR}},
                 },
-                "403": {"description": "wrong role, or refused by the actor rules"},
+                "403": {
+                    "description": "wrong role, refused by the actor rules, or an actor the "
+                    "token is not bound to",
+                    "content": {"application/json": {"schema": _ERROR}},
+                },
+                "409": {
+                    "description": "an event_id already used for other content (recorded as "
+                    "a conflict record; nothing of the request written)",
+                    "content": {"application/json": {"schema": _ERROR}},
+                },
                 "413": {
                     "description": "too large",
                     "content": {"application/json": {"schema": _ERROR}},
@@ -440,7 +449,11 @@ def create_app(service: Service) -> FastAPI:
         answer.headers["x-request-id"] = request_id
         return answer
 
-    @app.get("/v1/approvals", summary="Changes waiting for a second principal's approval")
+    @app.get(
+        "/v1/approvals",
+        summary="Changes waiting for a second principal's approval",
+        responses=_errors(("401", "no valid token"), ("403", "wrong role")),
+    )
     def list_approvals(
         who: Annotated[Principal | None, Depends(guard("events", "reader"))],
     ) -> JSONResponse:
@@ -453,7 +466,20 @@ def create_app(service: Service) -> FastAPI:
             "requestBody": {
                 "required": False,
                 "content": {"application/json": {"schema": _APPROVAL_SCHEMA}},
-            }
+            },
+            "responses": {
+                "200": {"description": "approved (the event's seq) or rejected"},
+                **_errors(
+                    ("400", "malformed JSON"),
+                    ("401", "no valid token"),
+                    ("403", "wrong role, four eyes, or an actor the token is not bound to"),
+                    ("404", "no change with this event_id is waiting for approval"),
+                    ("409", "the approved change could not be written"),
+                    ("413", "body too large"),
+                    ("422", "invalid approval"),
+                    ("503", "only the emergency path took the approved change"),
+                ),
+            },
         },
     )
     async def approve(
@@ -539,6 +565,14 @@ def create_app(service: Service) -> FastAPI:
         return JSONResponse({"records": records, "next_after": cursor})
 
     return app
+
+
+def _errors(*pairs: tuple[str, str]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for error answers, all in the one error shape."""
+    return {
+        code: {"description": text, "content": {"application/json": {"schema": _ERROR}}}
+        for code, text in pairs
+    }
 
 
 class _HTTPProblem(Exception):
