@@ -398,3 +398,38 @@ def test_a_rotate_signal_during_start_up_is_kept_not_fatal(tmp_path: Path) -> No
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(STOP_TIMEOUT) in CLEAN_SIGTERM_EXITS, output.read_text()
     assert verify_paths([log.parent]).valid
+
+
+def test_token_revoke_and_sighup_refuse_the_token_within_a_second(server: Server) -> None:
+    """`riskaudit token revoke` on the running service's file, then kill -HUP: the
+    token gets 401 within a second, the service keeps running, and a `tokens` record
+    names the revocation."""
+    with httpx.Client(timeout=5) as client:
+        server.post(client, "before-revoke", 1)
+        out = subprocess.run(
+            [RISKAUDIT, "token", "revoke", "signals-test"],
+            env=server.env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert out.returncode == 0, out.stderr
+        server.proc.send_signal(signal.SIGHUP)
+
+        def refused() -> bool:
+            r = client.get(
+                f"{server.url}/v1/events", headers={"authorization": f"Bearer {server.token}"}
+            )
+            return r.status_code == 401
+
+        took = wait_for(refused, "the revoked token refused")
+        assert took < 1.0, took
+        assert client.get(f"{server.url}/health").status_code == 200
+
+    def changes() -> list[dict[str, Any]]:
+        return [r for r in file_records(server.log) if r.get("kind") == "tokens"]
+
+    wait_for(lambda: len(changes()) == 2, "the tokens record written")
+    start, revoked = changes()
+    assert start["reason"] == "start" and revoked["removed"] == ["signals-test"]
+    server.stop()
