@@ -147,6 +147,16 @@ def clean_env() -> dict[str, str]:
     }
 
 
+def run_captured(
+    argv: list[str], cwd: Path, env: dict[str, str], timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """A child process as a user starts it, its output captured as text (never raises
+    on a non-zero exit: the test reads the code)."""
+    return subprocess.run(
+        argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
 def wait_serving(
     proc: subprocess.Popen[bytes], url: str, output: Path, timeout: float = 30.0
 ) -> None:

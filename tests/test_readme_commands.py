@@ -20,7 +20,7 @@ import typer.main
 
 from riskaudit.cli import app
 from tests.conftest import RISKAUDIT
-from tests.helpers import clean_env
+from tests.helpers import clean_env, run_captured
 
 README = Path(__file__).parents[1] / "README.md"
 INLINE = re.compile(r"`(riskaudit [^`]*)`")
@@ -87,15 +87,7 @@ def run(shell: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """One command line in a fresh `sh`, as a user types it (riskaudit on PATH)."""
     env = clean_env()
     env["PATH"] = f"{Path(RISKAUDIT).parent}{os.pathsep}{env.get('PATH', '')}"
-    return subprocess.run(
-        ["sh", "-c", shell],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_captured(["sh", "-c", shell], cwd, env, timeout=120)
 
 
 def test_the_readmes_one_shot_commands_run_as_written(tmp_path: Path) -> None:

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import run_captured
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 SNIPPETS = re.findall(r"^```python\n(.*?)^```$", README.read_text(), re.S | re.M)
@@ -30,15 +31,7 @@ def test_a_readme_snippet_runs_as_written(code: str, tmp_path: Path) -> None:
         "HOME": str(tmp_path),
         "RISK_AUDIT_LOG_PATH": str(tmp_path / "logs" / "risk_audit.jsonl"),
     }
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_captured([sys.executable, "-c", code], tmp_path, env, timeout=60)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "SCHEMA_POLICY" not in done.stderr and "needs data." not in done.stderr, done.stderr
     assert "ACTOR_POLICY" not in done.stderr, done.stderr
