@@ -148,6 +148,14 @@ class DevTools:
                 os.close(fd)
         return cls(proc, cmd_w, resp_r, time.monotonic() + BROWSER_TIMEOUT)
 
+    def box_of(self, selector: str) -> dict[str, Any]:
+        """The box model Chromium laid out for the first element matching ``selector``."""
+        root = self.call("DOM.getDocument", depth=-1)["root"]["nodeId"]
+        node = self.call("DOM.querySelector", nodeId=root, selector=selector)
+        assert node["nodeId"], f"no {selector} on the page"
+        model: dict[str, Any] = self.call("DOM.getBoxModel", nodeId=node["nodeId"])["model"]
+        return model
+
     def _message(self) -> dict[str, Any]:
         while b"\0" not in self.buffer:
             left = self.deadline - time.monotonic()
@@ -306,15 +314,6 @@ def test_page_works_without_javascript(server: Server, browser: str) -> None:
     assert before["last_seq"] <= chain_head(dom) <= after["last_seq"], (before, after)
 
 
-def box_of(chrome: DevTools, selector: str) -> dict[str, Any]:
-    """The box model Chromium laid out for the first element matching ``selector``."""
-    root = chrome.call("DOM.getDocument", depth=-1)["root"]["nodeId"]
-    node = chrome.call("DOM.querySelector", nodeId=root, selector=selector)
-    assert node["nodeId"], f"no {selector} on the page"
-    model: dict[str, Any] = chrome.call("DOM.getBoxModel", nodeId=node["nodeId"])["model"]
-    return model
-
-
 def test_chart_fills_its_card(server: Server, browser: str) -> None:
     """Laid out by Chromium at two window sizes, the chart is as wide as its card's
     content box and keeps its proportions (no script involved: box model only)."""
@@ -323,7 +322,7 @@ def test_chart_fills_its_card(server: Server, browser: str) -> None:
         try:
             chrome.open_page()
             chrome.dom_of(server.url + "/")
-            svg, card = (box_of(chrome, sel) for sel in ("svg.chart", "div.card.wide"))
+            svg, card = (chrome.box_of(sel) for sel in ("svg.chart", "div.card.wide"))
         finally:
             chrome.close()
         content = card["content"]  # x1,y1, x2,y2, x3,y3, x4,y4
