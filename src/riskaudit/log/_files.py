@@ -108,3 +108,13 @@ def utc_stamp() -> str:
     """Now, for file names: ``20261126T093000.123456789Z`` (sorts in time order)."""
     ns = time.time_ns()
     return time.strftime("%Y%m%dT%H%M%S", time.gmtime(ns // 10**9)) + f".{ns % 10**9:09d}Z"
+
+
+def file_signature(path: Path) -> tuple[int, int, int, int] | None:
+    """What tells that a small file changed without reading it: inode (a rename over it
+    changes it), size, and modification and change times; None when it is not there."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)

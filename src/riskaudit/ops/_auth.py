@@ -35,7 +35,7 @@ from typing import Any
 from riskaudit.config import parse_duration
 from riskaudit.errors import AuditConfigError
 from riskaudit.log._codec import format_ts, parse_utc
-from riskaudit.log._files import atomic_write
+from riskaudit.log._files import atomic_write, file_signature
 
 logger = logging.getLogger("riskaudit.ops")
 
@@ -186,7 +186,7 @@ class TokenStore:
         self.clock = clock
         self.on_change: Callable[[TokenChange, str], None] | None = None
         self.error: str | None = None
-        self._signature = _signature(path) if path is not None else None
+        self._signature = file_signature(path) if path is not None else None
         self._checked = time.monotonic()
         self._forced = False
         self._lock = threading.Lock()
@@ -209,7 +209,7 @@ class TokenStore:
             return None
         with self._lock:
             self._checked = time.monotonic()
-            self._signature = _signature(self.path)
+            self._signature = file_signature(self.path)
             old = self._by_digest
             try:
                 new = parse_tokens(_read(self.path), self.path)
@@ -247,7 +247,7 @@ class TokenStore:
         if self._forced:
             self._forced = False
             return self.reload("SIGHUP")
-        if self.path is None or _signature(self.path) == self._signature:
+        if self.path is None or file_signature(self.path) == self._signature:
             with self._lock:
                 self._checked = time.monotonic()
             return None
@@ -271,15 +271,6 @@ def _read(path: Path) -> str:
         return path.read_text()
     except (OSError, UnicodeDecodeError) as exc:
         raise AuditConfigError(_SETTING, f"cannot read {path}: {exc}") from exc
-
-
-def _signature(path: Path) -> tuple[int, int, int, int] | None:
-    """What tells a changed file: inode, size and mtime (a rename-over changes the inode)."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def create_token(

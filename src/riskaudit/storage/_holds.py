@@ -9,7 +9,6 @@ so they survive restarts and travel with the log directory.
 from __future__ import annotations
 
 import getpass
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ import orjson
 
 from riskaudit.errors import AuditConfigError, AuditFormatError
 from riskaudit.log._codec import format_ts, parse_utc
-from riskaudit.log._files import atomic_write
+from riskaudit.log._files import atomic_write, file_signature
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +97,7 @@ class HoldsWatch:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._signature = _signature(path)
+        self._signature = file_signature(path)
         self._holds = self._read()
 
     def _read(self) -> list[Hold] | str:
@@ -113,7 +112,7 @@ class HoldsWatch:
 
     def poll(self) -> dict[str, Any] | None:
         """The change since the last look, or None (one ``stat`` when nothing changed)."""
-        signature = _signature(self.path)
+        signature = file_signature(self.path)
         if signature == self._signature:
             return None
         self._signature = signature
@@ -139,11 +138,3 @@ def _holds_change(old: list[Hold], new: list[Hold] | str) -> dict[str, Any]:
         "holds": [asdict(h) for h in new],
         "error": None,
     }
-
-
-def _signature(path: Path) -> tuple[int, int, int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
