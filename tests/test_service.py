@@ -12,7 +12,7 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
-from riskaudit import AuditConfig, AuditLog, RiskEventBus, verify_paths
+from riskaudit import AuditConfig, AuditLog, EventPriority, EventType, RiskEventBus, verify_paths
 from riskaudit.ops import Service, TokenStore, create_app, create_token
 from tests.helpers import records
 
@@ -255,6 +255,25 @@ def test_embedded_ops_endpoints_start_and_stop(tmp_path: Path) -> None:
             httpx.get(f"{base}/health", timeout=1)
 
 
+def test_embedded_ops_endpoints_close_a_request_that_never_finishes(tmp_path: Path) -> None:
+    """The embedded endpoints have the service's header timeout: a connection that
+    never finishes its headers is closed (with a 408) instead of held for ever."""
+    import socket
+
+    from riskaudit.ops import start_ops_server
+
+    cfg = AuditConfig(log_path=tmp_path / "e.jsonl", http_header_timeout=0.5)
+    with AuditLog(cfg) as log, start_ops_server(log, port=0) as server:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+            started = time.monotonic()
+            answer = b""
+            while chunk := sock.recv(4096):
+                answer += chunk
+            assert time.monotonic() - started < 2.0
+        assert answer.startswith(b"HTTP/1.1 408"), answer
+
+
 def test_concurrent_batches_stay_contiguous(client: TestClient, tokens: dict[str, str]) -> None:
     """Batches posted from several threads at once: all 200 OK-ish, each batch's seqs are
     consecutive, nothing duplicated."""
@@ -453,7 +472,7 @@ def test_an_integer_beyond_64_bits_is_a_422_not_a_rounded_float(
     )
     assert r.status_code == 422 and r.json()["field"] == "[1].data.n.v", r.text
     assert event_count(client) == before
-    for value in (b"18446744073709551615", b"-9223372036854775808", b"1e300"):
+    for value in (b"18446744073709551615", b"-9223372036854775808", b"1.5e18"):
         ok = client.post(
             "/v1/events",
             content=body.replace(b"%d", value),
@@ -462,4 +481,98 @@ def test_an_integer_beyond_64_bits_is_a_422_not_a_rounded_float(
         assert ok.status_code == 202, (value, ok.text)
     client.log.flush()  # type: ignore[attr-defined]
     tail = [r["data"]["n"]["v"] for r in records(client.log.path) if r.get("source") == "ui"]  # type: ignore[attr-defined]
-    assert tail[-3:] == [2**64 - 1, -(2**63), 1e300]
+    assert tail[-3:] == [2**64 - 1, -(2**63), 1.5e18] and isinstance(tail[-1], float)
+
+
+def query_schema(client: TestClient, name: str) -> dict[str, object]:
+    """The OpenAPI schema of one GET /v1/events query parameter."""
+    params = client.get("/openapi.json").json()["paths"]["/v1/events"]["get"]["parameters"]
+    schema: dict[str, object] = next(p["schema"] for p in params if p["name"] == name)
+    return schema
+
+
+@pytest.mark.parametrize(
+    ("text", "ok"),
+    [
+        ("2026-11-26", True),
+        ("2026-11-26T09:30:00Z", True),
+        ("2024-02-29T23:59:59.123456789Z", True),
+        ("2026-11-26t09:30:00Z", False),
+        ("2026-11-26T09:30:60Z", False),
+        (" 2026-11-26", False),
+        ("2026-11-26T09:30:00.Z", False),
+        ("2026-11-26T09:30:00.1234567891Z", False),
+        ("2026-02-29", False),
+        ("", False),
+    ],
+)
+def test_since_and_until_take_exactly_their_declared_pattern(
+    client: TestClient, tokens: dict[str, str], text: str, ok: bool
+) -> None:
+    """`since`/`until` are 200 exactly when the schema's pattern matches, else 422 naming them."""
+    for name in ("since", "until"):
+        r = client.get("/v1/events", params={name: text}, headers=auth(tokens, "reader"))
+        assert r.status_code == (200 if ok else 422), (name, text, r.text)
+        if not ok:
+            assert r.json()["field"] == f"query.{name}", r.text
+        pattern = str(query_schema(client, name)["pattern"])
+        assert (re.fullmatch(pattern, text) is not None) is ok
+
+
+def test_an_unknown_type_or_priority_name_in_the_query_is_a_422(
+    client: TestClient, tokens: dict[str, str]
+) -> None:
+    """`type` and `priority` take only the names their schema lists; `source` takes any text."""
+    reader = auth(tokens, "reader")
+    for name, value in (("type", ["ALERT", "false"]), ("priority", "0"), ("priority", "high")):
+        r = client.get("/v1/events", params={name: value}, headers=reader)
+        assert r.status_code == 422 and r.json()["field"].startswith(f"query.{name}"), r.text
+    good = {"type": ["ALERT", "HEARTBEAT"], "priority": "HIGH", "source": "false"}
+    assert client.get("/v1/events", params=good, headers=reader).status_code == 200
+    for name, enum in (("type", EventType), ("priority", EventPriority)):
+        declared = query_schema(client, name)["anyOf"][0]["items"]["enum"]  # type: ignore[index]
+        assert declared == [member.name for member in enum]
+
+
+@pytest.mark.parametrize(
+    "field", ["priority", "source", "data", "metadata", "event_id", "timestamp_ns"]
+)
+def test_null_for_an_optional_body_field_is_a_422_naming_it(
+    client: TestClient, tokens: dict[str, str], field: str
+) -> None:
+    """`"timestamp_ns": null` (any optional field null) is refused, not read as "not given"."""
+    before = event_count(client)
+    r = client.post(
+        "/v1/events",
+        content=orjson.dumps({**alert(), field: None}),
+        headers={**auth(tokens, "writer"), "content-type": "application/json"},
+    )
+    assert r.status_code == 422 and r.json()["field"] == field, r.text
+    assert event_count(client) == before
+
+
+def test_a_whole_number_beyond_64_bits_is_a_422_however_written(
+    client: TestClient, tokens: dict[str, str]
+) -> None:
+    """`1e20` in `data` is the integer 10**20 to JSON and the schema: a 422 naming its path."""
+    headers = {**auth(tokens, "writer"), "content-type": "application/json"}
+    before = event_count(client)
+    for value in (b"1e20", b"-1e19", b"1.7976931348623157e308"):
+        r = client.post(
+            "/v1/events",
+            content=b'{"event_type":"ALERT","data":{"message":"m","n":[%s]}}' % value,
+            headers=headers,
+        )
+        assert r.status_code == 422 and r.json()["field"] == "data.n[0]", (value, r.text)
+    assert event_count(client) == before
+    schema = client.get("/openapi.json").json()
+    value_schema = schema["components"]["schemas"]["JsonValue"]
+    assert {"type": "integer", "minimum": -(2**63), "maximum": 2**64 - 1} in value_schema["anyOf"]
+
+
+def test_the_ndjson_body_is_declared_as_the_array_of_events_it_is(client: TestClient) -> None:
+    """The NDJSON body's schema is an array of the JSON body's event schema, not any string."""
+    content = client.get("/openapi.json").json()["paths"]["/v1/events"]["post"]["requestBody"]
+    ndjson = content["content"]["application/x-ndjson"]["schema"]
+    assert ndjson["type"] == "array" and ndjson["minItems"] == 1
+    assert ndjson["items"] == content["content"]["application/json"]["schema"]

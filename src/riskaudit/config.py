@@ -139,6 +139,9 @@ class AuditConfig:
     max_body_bytes: int = 1 << 20
     max_batch: int = 1000
     dedupe_window: float = 300.0
+    http_header_timeout: float = 10.0
+    http_body_timeout: float = 30.0
+    http_max_connections: int = 10_000
     hmac_key_file: Path | None = None
     actor_policy: str = "enforce"
     approval_window: float = 3600.0
@@ -219,6 +222,12 @@ class AuditConfig:
             raise AuditConfigError("AUDIT_BACKUP_INTERVAL", "must be positive")
         if self.handler_failure_threshold < 1:
             raise AuditConfigError("RISK_AUDIT_HANDLER_FAILURE_THRESHOLD", "must be >= 1")
+        if self.http_header_timeout <= 0:
+            raise AuditConfigError("RISK_AUDIT_HTTP_HEADER_TIMEOUT", "must be positive")
+        if self.http_body_timeout <= 0:
+            raise AuditConfigError("RISK_AUDIT_HTTP_BODY_TIMEOUT", "must be positive")
+        if self.http_max_connections < 1:
+            raise AuditConfigError("RISK_AUDIT_HTTP_MAX_CONNECTIONS", "must be at least 1")
 
     def with_(self, **changes: Any) -> AuditConfig:
         """A copy with some settings changed (the object itself never changes)."""
@@ -285,6 +294,12 @@ class AuditConfig:
             kwargs["max_batch"] = parse_int(*got, minimum=1)
         if got := get("RISK_AUDIT_DEDUPE_WINDOW"):
             kwargs["dedupe_window"] = parse_duration(*got)
+        if got := get("RISK_AUDIT_HTTP_HEADER_TIMEOUT"):
+            kwargs["http_header_timeout"] = parse_duration(*got)
+        if got := get("RISK_AUDIT_HTTP_BODY_TIMEOUT"):
+            kwargs["http_body_timeout"] = parse_duration(*got)
+        if got := get("RISK_AUDIT_HTTP_MAX_CONNECTIONS"):
+            kwargs["http_max_connections"] = parse_int(*got, minimum=1)
         if got := get("RISK_AUDIT_SCHEMA_POLICY"):
             kwargs["schema_policy"] = got[1].strip().lower()
         if got := get("RISK_AUDIT_ACTOR_POLICY"):

@@ -12,14 +12,13 @@ from typing import Annotated
 
 import orjson
 import typer
-import uvicorn
 
 from riskaudit.bus import RiskEventBus
 from riskaudit.cli._common import EXIT_INVALID, fail, load_config, setup
 from riskaudit.demo import RiskEngineSimulator
 from riskaudit.errors import AuditConfigError, AuditError
 from riskaudit.log import AuditLog
-from riskaudit.ops import Service, TokenStore, create_app, create_token, revoke_token
+from riskaudit.ops import Service, TokenStore, create_app, create_token, revoke_token, run_server
 from riskaudit.replication import ForwarderThread
 from riskaudit.storage._housekeeping import Housekeeper
 
@@ -73,11 +72,11 @@ def serve(
         f"riskaudit serving {log.path} on http{'s' if ssl_certfile else ''}://{shown}:{port}/"
     )
     try:
-        uvicorn.run(
+        run_server(
             create_app(service),
+            config,
             host=host,
             port=port,
-            log_level=config.log_level.lower(),
             ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
             ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None,
         )

@@ -9,6 +9,7 @@ from riskaudit.ops._metrics import (
     ForwardCollector,
     register_process_metrics,
 )
+from riskaudit.ops._server import run_server
 
 __all__ = [
     "CONTENT_TYPE",
@@ -23,5 +24,6 @@ __all__ = [
     "create_token",
     "register_process_metrics",
     "revoke_token",
+    "run_server",
     "start_ops_server",
 ]

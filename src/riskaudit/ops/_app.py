@@ -29,6 +29,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import WithJsonSchema
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
 
 from riskaudit._version import __version__
@@ -41,6 +42,8 @@ from riskaudit.log import AuditLog
 from riskaudit.ops._approvals import Approvals
 from riskaudit.ops._auth import Principal, TokenChange, TokenStore
 from riskaudit.ops._ingest import (
+    _INT_MAX,
+    _INT_MIN,
     Decision,
     Deduplicator,
     Problem,
@@ -68,12 +71,33 @@ _MAX_SEQ = 2**63 - 1  # seq is a signed 64-bit integer on disk (orjson's limit)
 _TIME_SCHEMA = WithJsonSchema({"type": "string", "pattern": TIME_PATTERN})
 _SINCE = f"Records at or after this time: {TIME_FORMS}."
 _UNTIL = f"Records before this time: {TIME_FORMS}."
+# `source` is free text: one value or several, any text a source (`?source=false` included).
+_SOURCE_SCHEMA = WithJsonSchema(
+    {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
+)
 if TYPE_CHECKING:  # to mypy the names are strings; at run time a Literal lists them
     _TypeName = str
     _PriorityName = str
 else:
     _TypeName = Literal[tuple(t.name for t in EventType)]
     _PriorityName = Literal[tuple(p.name for p in EventPriority)]
+
+# Any JSON value a record can hold, for `data` and `metadata`: an integer beyond 64 bits
+# is a 422 (it would be written as a rounded float), so the schema bounds integers too.
+_JSON_VALUE_REF = "#/components/schemas/JsonValue"
+_SCHEMAS: dict[str, Any] = {
+    "JsonValue": {
+        "description": "Any JSON value; integers from -2**63 to 2**64-1 (send larger ones "
+        "as strings)",
+        "anyOf": [
+            {"type": ["null", "boolean", "string"]},
+            {"type": "integer", "minimum": _INT_MIN, "maximum": _INT_MAX},
+            {"type": "number", "not": {"type": "integer"}},
+            {"type": "array", "items": {"$ref": _JSON_VALUE_REF}},
+            {"type": "object", "additionalProperties": {"$ref": _JSON_VALUE_REF}},
+        ],
+    }
+}
 
 _EVENT_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -83,10 +107,10 @@ _EVENT_SCHEMA: dict[str, Any] = {
         "event_type": {"type": "string", "enum": [t.name for t in EventType]},
         "priority": {"type": "string", "enum": [p.name for p in EventPriority]},
         "source": {"type": "string"},
-        "data": {"type": "object"},
-        "metadata": {"type": "object"},
+        "data": {"type": "object", "additionalProperties": {"$ref": _JSON_VALUE_REF}},
+        "metadata": {"type": "object", "additionalProperties": {"$ref": _JSON_VALUE_REF}},
         "event_id": {"type": "string"},
-        "timestamp_ns": {"type": "integer", "minimum": 0},
+        "timestamp_ns": {"type": "integer", "minimum": 0, "maximum": _INT_MAX},
     },
 }
 _APPROVAL_SCHEMA: dict[str, Any] = {
@@ -216,6 +240,30 @@ def _problem(p: Problem, request_id: str | None = None) -> JSONResponse:
     return JSONResponse(p.body(), status_code=p.status, headers=headers or None)
 
 
+async def _read_body(request: Request, limit: int, too_large: str) -> bytes | JSONResponse:
+    """The body, counted while it arrives: the 413 comes as soon as ``limit`` is passed
+    (or at once for a Content-Length over it), so a chunked body without Content-Length
+    cannot make the service hold more than ``limit`` bytes. The rest is never read: the
+    413 closes the connection. A client gone before the end (or cut off by the body
+    timeout) gets an answer nobody reads, instead of a traceback in the log."""
+    length = request.headers.get("content-length")
+    refused = _problem(Problem(413, None, too_large))
+    refused.headers["connection"] = "close"
+    if length is not None and length.isdigit() and int(length) > limit:
+        return refused
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                return refused
+            chunks.append(chunk)
+    except ClientDisconnect:
+        return _problem(Problem(400, None, "the client closed the connection mid-body"))
+    return b"".join(chunks)
+
+
 def create_app(service: Service) -> FastAPI:
     """The ASGI app for one Service."""
     cfg = service.config
@@ -254,6 +302,15 @@ def create_app(service: Service) -> FastAPI:
         redoc_url=None,
     )
     app.mount("/docs/assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
+    fastapi_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        """FastAPI's document (built once) plus the schemas the request bodies refer to."""
+        doc = fastapi_openapi()
+        doc.setdefault("components", {}).setdefault("schemas", {}).update(_SCHEMAS)
+        return doc
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     @app.get("/docs", include_in_schema=False)
     def docs() -> HTMLResponse:
@@ -413,12 +470,9 @@ def create_app(service: Service) -> FastAPI:
         who: Annotated[Principal | None, Depends(guard("events", "writer"))],
         durable: bool = False,
     ) -> JSONResponse:
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > cfg.max_body_bytes:
-            return _problem(Problem(413, None, f"body over {cfg.max_body_bytes} bytes"))
-        raw = await request.body()
-        if len(raw) > cfg.max_body_bytes:
-            return _problem(Problem(413, None, f"body over {cfg.max_body_bytes} bytes"))
+        raw = await _read_body(request, cfg.max_body_bytes, f"body over {cfg.max_body_bytes} bytes")
+        if isinstance(raw, JSONResponse):
+            return raw
         request_id = uuid.uuid4().hex
         if who is None:  # the events endpoint is never open: the guard admitted a token
             return _problem(Problem(401, "authorization", "a valid bearer token is required"))
@@ -490,9 +544,9 @@ def create_app(service: Service) -> FastAPI:
         request_id = uuid.uuid4().hex
         if who is None:
             return _problem(Problem(401, "authorization", "a valid bearer token is required"))
-        raw = await request.body()
-        if len(raw) > 4096:
-            return _problem(Problem(413, None, "an approval body is at most 4096 bytes"))
+        raw = await _read_body(request, 4096, "an approval body is at most 4096 bytes")
+        if isinstance(raw, JSONResponse):
+            return raw
         try:
             decision = parse_decision(raw)
         except Problem as p:
@@ -510,7 +564,7 @@ def create_app(service: Service) -> FastAPI:
         seq_from: Annotated[int | None, Query(ge=1, le=_MAX_SEQ)] = None,
         seq_to: Annotated[int | None, Query(ge=1, le=_MAX_SEQ)] = None,
         event_type: Annotated[list[_TypeName] | None, Query(alias="type")] = None,
-        source: Annotated[list[str] | None, Query()] = None,
+        source: Annotated[list[str] | None, Query(), _SOURCE_SCHEMA] = None,
         priority: Annotated[list[_PriorityName] | None, Query()] = None,
         after: Annotated[int, Query(ge=0, le=_MAX_SEQ)] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,

@@ -2,7 +2,9 @@
 
 One call starts ``/health``, ``/ready`` and ``/metrics`` (and the status page) for an
 AuditLog on a port, served by uvicorn on a daemon thread; ``stop()`` shuts it down
-cleanly. The event API stays closed (no tokens), and the log stays the caller's.
+cleanly. The event API stays closed (no tokens), and the log stays the caller's. It has
+the service's HTTP limits (header and body timeouts, connection cap) but leaves the
+host process's file-descriptor limit alone.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from riskaudit.bus import RiskEventBus
 from riskaudit.errors import AuditStateError
 from riskaudit.log import AuditLog
 from riskaudit.ops._app import Service, create_app
+from riskaudit.ops._server import server_config
 
 
 class OpsServer:
@@ -48,9 +51,9 @@ def start_ops_server(
     """Serve ``/health``, ``/ready``, ``/metrics`` and ``/`` for ``log`` on a thread."""
     config = log.config.with_(tokens_file=None)
     app = create_app(Service(log, config, bus=bus, tokens=None, owns_log=False))
-    server = uvicorn.Server(
-        uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
-    )
+    # The same header and body timeouts and connection cap as `riskaudit serve`: a
+    # port inside a trading process must not be held open by clients that never finish.
+    server = uvicorn.Server(server_config(app, config, host=host, port=port, embedded=True))
     thread = threading.Thread(target=server.run, name="riskaudit-ops", daemon=True)
     thread.start()
     deadline = time.monotonic() + timeout

@@ -92,6 +92,8 @@ def _big_int_path(value: Any, path: str) -> str | None:
         return None
     if isinstance(value, int):
         return None if _INT_MIN <= value <= _INT_MAX else path
+    if isinstance(value, float):  # JSON has one kind of number: 1e20 is the integer 10**20
+        return path if value.is_integer() and not _INT_MIN <= value <= _INT_MAX else None
     if isinstance(value, dict):
         items: Any = ((f"{path}.{k}" if path else str(k), v) for k, v in value.items())
     elif isinstance(value, list):
@@ -107,7 +109,9 @@ def _big_int_path(value: Any, path: str) -> str | None:
 
 def refuse_big_ints(obj: Any, raw: bytes, where: str) -> None:
     """422 for an integer literal beyond 64 bits, which would otherwise be written as a
-    rounded float; the stdlib parser (exact integers) runs only on suspicion."""
+    rounded float, and for a whole number beyond them written as a float (``1e20``): to
+    JSON, and to the API's schema, that is the same integer. The stdlib parser (exact
+    integers) runs only on suspicion."""
     if not _maybe_big_int(obj):
         return
     found = _big_int_path(json.loads(raw), "")
@@ -115,8 +119,8 @@ def refuse_big_ints(obj: Any, raw: bytes, where: str) -> None:
         raise Problem(
             422,
             f"{where}{found}",
-            f"{found}: integer beyond 64 bits; a record holds integers from -2**63 to "
-            "2**64-1 (send larger values as strings)",
+            f"{found}: integer beyond 64 bits (a whole number however written, 1e20 too); a "
+            "record holds integers from -2**63 to 2**64-1 (send larger values as strings)",
         )
 
 
