@@ -444,3 +444,35 @@ def test_verify_and_export_name_an_id_reused_for_other_content(tmp_path: Path) -
     ]
     result = export([str(log_path.parent)], Selection(), tmp_path / "out")
     assert [w for w in result.warnings if "reused" in w] == reused
+
+
+def test_a_pending_change_cannot_be_swapped_under_its_approver(tmp_path: Path) -> None:
+    """Past the dedupe window a pending change's id still refuses other content (409),
+    and an approver naming the request it read gets 409 if another is waiting."""
+    api = Api(tmp_path, dedupe_window=0.01)
+    with TestClient(create_app(api.service)) as client:
+        first = client.post(
+            "/v1/events",
+            json=limit_change("up-9", 100, 500, actor="alice"),
+            headers=api.headers("alice-desk"),
+        )
+        request_seq = first.json()["pending_approval"][0]["request_seq"]
+        time.sleep(0.05)
+        swapped = client.post(
+            "/v1/events",
+            json=limit_change("up-9", 100, 5000, actor="alice"),
+            headers=api.headers("alice-desk"),
+        )
+        assert swapped.status_code == 409 and swapped.json()["original_seq"] == request_seq
+        wrong = client.post(
+            "/v1/approvals/up-9",
+            json={"request_seq": request_seq + 100},
+            headers=api.headers("bob-risk"),
+        )
+        assert wrong.status_code == 409 and wrong.json()["field"] == "request_seq"
+        ok = client.post(
+            "/v1/approvals/up-9", json={"request_seq": request_seq}, headers=api.headers("bob-risk")
+        )
+        assert ok.status_code == 200, ok.text
+        (event,) = api.events()
+        assert event["data"]["new"] == 500

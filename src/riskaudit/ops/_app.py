@@ -120,6 +120,7 @@ _APPROVAL_SCHEMA: dict[str, Any] = {
         "decision": {"type": "string", "enum": ["approve", "reject"]},
         "actor": {"type": "string"},
         "comment": {"type": "string"},
+        "request_seq": {"type": "integer", "minimum": 1, "maximum": _MAX_SEQ},
     },
 }
 _ERROR = {
@@ -731,6 +732,10 @@ def _append_batch(service: Service, batch: Batch) -> JSONResponse:
                 )
         digest = batch.digests[i]
         known = service.dedupe.get(ev.event_id)
+        if known is None and (waiting := service.approvals.get(ev.event_id)) is not None:
+            # Past the dedupe window but still pending: the approver may be reading
+            # it, so other content under its id must not take its place.
+            known = (waiting.request_seq, waiting.digest)
         earlier = seen.get(ev.event_id)
         if (known is not None and known[1] != digest) or (
             earlier is not None and earlier != digest
@@ -768,7 +773,9 @@ def _append_batch(service: Service, batch: Batch) -> JSONResponse:
     for ev, step, digest in zip(events, plan, batch.digests, strict=True):
         if step == "duplicate":
             known = service.dedupe.get(ev.event_id)
-            duplicates.append({"event_id": ev.event_id, "seq": known[0] if known else None})
+            waiting = service.approvals.get(ev.event_id)
+            seq_of = known[0] if known else waiting.request_seq if waiting else None
+            duplicates.append({"event_id": ev.event_id, "seq": seq_of})
             continue
         if step == "approval":
             request_seq = log.append_control(
@@ -780,7 +787,7 @@ def _append_batch(service: Service, batch: Batch) -> JSONResponse:
                     "window_s": service.approvals.window,
                 },
             )
-            service.approvals.add(ev, principal, request_seq)
+            service.approvals.add(ev, principal, request_seq, digest)
             service.dedupe.add(ev.event_id, request_seq, digest)
             pending.append({"event_id": ev.event_id, "request_seq": request_seq})
             continue
@@ -822,6 +829,13 @@ def _decide(
         if pending is None:
             return _refuse(
                 404, "event_id", f"no change {event_id!r} is waiting for approval (or it expired)"
+            )
+        if decision.request_seq is not None and decision.request_seq != pending.request_seq:
+            return _refuse(
+                409,
+                "request_seq",
+                f"the change waiting under {event_id!r} is approval_request seq "
+                f"{pending.request_seq}, not {decision.request_seq}: read it again",
             )
         requester = pending.principal
         requested_actor = pending.event.metadata.get("actor")

@@ -31,6 +31,7 @@ class PendingApproval:
     event: RiskEvent
     principal: dict[str, Any]  # the requester, as recorded
     request_seq: int
+    digest: str  # of the event as posted: a re-post is compared by content
     requested_at: float  # monotonic
 
     def describe(self, window: float, now: float) -> dict[str, Any]:
@@ -52,10 +53,12 @@ class Approvals:
         self._pending: OrderedDict[str, PendingApproval] = OrderedDict()
         self._lock = threading.Lock()
 
-    def add(self, event: RiskEvent, principal: dict[str, Any], request_seq: int) -> None:
+    def add(
+        self, event: RiskEvent, principal: dict[str, Any], request_seq: int, digest: str
+    ) -> None:
         with self._lock:
             self._pending[event.event_id] = PendingApproval(
-                event, principal, request_seq, time.monotonic()
+                event, principal, request_seq, digest, time.monotonic()
             )
             while len(self._pending) > self.capacity:
                 self._pending.popitem(last=False)

@@ -195,6 +195,7 @@ class Decision:
     decision: str = "approve"
     actor: str | None = None
     comment: str | None = None
+    request_seq: int | None = None  # the request the approver read: another is a 409
 
 
 def parse_decision(raw: bytes) -> Decision:
@@ -207,7 +208,7 @@ def parse_decision(raw: bytes) -> Decision:
         raise Problem(400, None, f"malformed JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise Problem(422, None, "an approval is a JSON object")
-    unknown = sorted(set(obj) - {"decision", "actor", "comment"})
+    unknown = sorted(set(obj) - {"decision", "actor", "comment", "request_seq"})
     if unknown:
         raise Problem(422, unknown[0], f"unknown field {unknown[0]!r}")
     decision = obj.get("decision", "approve")
@@ -216,7 +217,12 @@ def parse_decision(raw: bytes) -> Decision:
     for name in ("actor", "comment"):
         if name in obj and not isinstance(obj[name], str):
             raise Problem(422, name, f"{name} must be a string")
-    return Decision(decision, obj.get("actor"), obj.get("comment"))
+    seq = obj.get("request_seq")
+    if "request_seq" in obj and (
+        not isinstance(seq, int) or isinstance(seq, bool) or not 1 <= seq < 2**63
+    ):
+        raise Problem(422, "request_seq", "request_seq is the approval_request's seq")
+    return Decision(decision, obj.get("actor"), obj.get("comment"), seq)
 
 
 class Deduplicator:
