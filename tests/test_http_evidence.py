@@ -134,6 +134,10 @@ def test_every_event_records_the_principal_not_the_secret(api: Api, client: Test
     assert p["peer"] == "testclient" and len(p["token"]) == 12
     assert api.secret["carol-any"] not in api.log.path.read_text()
     assert verify_paths([api.log.path]).valid
+    read = client.get("/v1/events", headers=api.headers("auditor"))
+    (access,) = api.kind("access")
+    assert access["principal"]["name"] == "auditor"
+    assert access["principal"]["request_id"] == read.headers["x-request-id"]
 
 
 def test_a_client_cannot_send_its_own_principal(api: Api, client: TestClient) -> None:

@@ -559,6 +559,7 @@ def create_app(service: Service) -> FastAPI:
 
     @app.get("/v1/events", summary="Query records; every read is itself recorded")
     def get_events(
+        request: Request,
         who: Annotated[Principal | None, Depends(guard("events", "reader"))],
         since: Annotated[str | None, Query(description=_SINCE), _TIME_SCHEMA] = None,
         until: Annotated[str | None, Query(description=_UNTIL), _TIME_SCHEMA] = None,
@@ -591,11 +592,13 @@ def create_app(service: Service) -> FastAPI:
         except AuditError as exc:
             return _problem(Problem(422, "query", str(exc)))
         records, cursor = run_query(str(service.log.path.parent), q)
+        request_id = uuid.uuid4().hex
         service.log.append_control(
             "access",
             {
                 "who": who.name if who else "anonymous",
                 "role": who.role if who else None,
+                "principal": service.principal(who, request, request_id) if who else None,
                 "endpoint": "GET /v1/events",
                 "query": {
                     k: v
@@ -617,7 +620,9 @@ def create_app(service: Service) -> FastAPI:
                 "last_seq": records[-1]["seq"] if records else None,
             },
         )
-        return JSONResponse({"records": records, "next_after": cursor})
+        return JSONResponse(
+            {"records": records, "next_after": cursor}, headers={"X-Request-ID": request_id}
+        )
 
     return app
 
