@@ -4,6 +4,7 @@ chained records."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,6 +52,7 @@ class Api:
             ("alice-desk", "writer", ["alice"]),
             ("bob-risk", "writer", ["bob"]),
             ("carol-any", "writer", []),
+            ("risk-desk", "writer", ["dan", "erin"]),
             ("auditor", "reader", []),
         ):
             self.secret[name], line = create_token(name, role, actors=actors)
@@ -316,7 +318,7 @@ def test_a_revoked_token_is_refused_within_a_second(api: Api, client: TestClient
     wait_for(lambda: client.post("/v1/events", json=alert("t-2"), headers=h).status_code == 401)
     assert time.monotonic() - started < 1.0
     snapshot, change = api.kind("tokens")
-    assert snapshot["reason"] == "start" and len(snapshot["tokens"]) == 5
+    assert snapshot["reason"] == "start" and len(snapshot["tokens"]) == 6
     assert change["removed"] == ["carol-any"] and change["reason"] == "changed"
     assert api.secret["carol-any"] not in api.log.path.read_text()
 
@@ -480,3 +482,100 @@ def test_a_pending_change_cannot_be_swapped_under_its_approver(tmp_path: Path) -
         assert ok.status_code == 200, ok.text
         (event,) = api.events()
         assert event["data"]["new"] == 500
+
+
+def test_every_answer_names_its_request(api: Api, client: TestClient) -> None:
+    """401s, 413s and reads carry X-Request-ID too; listing the pending approvals is an
+    ``access`` record like any read of event content."""
+    assert len(client.post("/v1/events", json=alert("n-1")).headers["x-request-id"]) == 32
+    big = client.post(
+        "/v1/events", content=b"x" * (2 << 20), headers=api.headers("carol-any", **NDJSON)
+    )
+    assert big.status_code == 413 and big.headers["x-request-id"]
+    listed = client.get("/v1/approvals", headers=api.headers("auditor"))
+    (access,) = api.kind("access")
+    assert access["endpoint"] == "GET /v1/approvals"
+    assert access["principal"]["request_id"] == listed.headers["x-request-id"]
+
+
+def test_four_eyes_over_http_whatever_the_library_policy(tmp_path: Path) -> None:
+    """Under RISK_AUDIT_ACTOR_POLICY=warn (the library writes and flags) an increase over
+    HTTP still waits for approval; a client's own approval_seq is refused; a token bound
+    to several actors must name the one it approves as; one principal's pending
+    changes are capped (429)."""
+    api = Api(tmp_path, actor_policy="warn")
+    api.service.approvals.per_principal = 2
+    with TestClient(create_app(api.service)) as client:
+        r = client.post(
+            "/v1/events",
+            json=limit_change("w-1", 1, 2, actor="alice"),
+            headers=api.headers("alice-desk"),
+        )
+        assert r.json()["pending_approval"] and api.events() == []
+        claim = limit_change("w-2", 2, 1, actor="alice")
+        claim["metadata"]["approval_seq"] = 3
+        bad = client.post("/v1/events", json=claim, headers=api.headers("alice-desk"))
+        assert bad.status_code == 422 and bad.json()["field"] == "metadata.approval_seq"
+        second = limit_change("w-3", 1, 3, actor="alice")
+        assert client.post("/v1/events", json=second, headers=api.headers("alice-desk")).json()[
+            "pending_approval"
+        ]
+        third = client.post(
+            "/v1/events",
+            json=limit_change("w-4", 1, 4, actor="alice"),
+            headers=api.headers("alice-desk"),
+        )
+        assert third.status_code == 429, third.text
+        several = client.post("/v1/approvals/w-1", headers=api.headers("risk-desk"))
+        assert several.status_code == 422 and several.json()["field"] == "actor"
+        ok = client.post(
+            "/v1/approvals/w-1", json={"actor": "erin"}, headers=api.headers("risk-desk")
+        )
+        assert ok.status_code == 200 and api.events()[0]["metadata"]["approved_by"] == "erin"
+
+
+def test_forwarded_for_from_loopback_is_not_believed_by_the_real_server(api: Api) -> None:
+    """Through the real server (uvicorn with riskaudit's settings), a loopback client
+    claiming X-Forwarded-For: 6.6.6.6 is recorded as itself: only the trusted proxies of
+    the config are believed, not uvicorn's default of 127.0.0.1."""
+    import threading
+
+    import httpx
+    import uvicorn
+
+    from riskaudit.ops._server import server_config
+
+    server = uvicorn.Server(
+        server_config(create_app(api.service), api.config, host="127.0.0.1", port=0)
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started, timeout=10)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        r = httpx.post(
+            f"http://127.0.0.1:{port}/v1/events",
+            json=alert("xff-1"),
+            headers=api.headers("carol-any", **{"x-forwarded-for": "6.6.6.6"}),
+        )
+        assert r.status_code == 202, r.text
+    finally:
+        server.should_exit = True
+        thread.join(10)
+    (event,) = api.events()
+    assert event["principal"]["peer"] == "127.0.0.1" and "via" not in event["principal"]
+
+
+def test_token_revoke_keeps_the_files_owner_and_mode(tmp_path: Path) -> None:
+    """Run as root on a file the service's user owns (0640), ``token revoke`` leaves it
+    owned by that user with that mode, so the service can still read it."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to own a file as another user")
+    file = tmp_path / "tokens"
+    file.write_text(f"a writer {'a' * 64}\nb reader {'b' * 64}\n")
+    os.chown(file, 65534, 65534)
+    file.chmod(0o640)
+    assert runner.invoke(app, ["token", "revoke", "a", "--file", str(file)]).exit_code == 0
+    st = file.stat()
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (65534, 65534, 0o640)
+    assert file.read_text() == f"b reader {'b' * 64}\n"

@@ -23,7 +23,7 @@ from tests.conftest import VECTORS
 from tests.helpers import records
 
 
-def limit_change(old: int, new: int, **meta: str) -> RiskEvent:
+def limit_change(old: object, new: object, **meta: str) -> RiskEvent:
     return RiskEvent(
         EventType.CONFIG_UPDATE,
         EventPriority.HIGH,
@@ -81,6 +81,11 @@ def test_schema_enforce_refuses_naming_the_field(tmp_path: Path) -> None:
         (kill("deactivate"), "actor_required"),
         (kill("reset", actor="alice"), "approval_required"),
         (kill("reset", actor="alice", approved_by="alice"), "four_eyes"),
+        # Fail closed: a change not shown to lower the limit needs approval as a raise.
+        (limit_change(100, "1000000", actor="alice"), "approval_required"),
+        (limit_change(None, 10**9, actor="alice"), "approval_required"),
+        (limit_change(100, float("nan"), actor="alice"), "approval_required"),
+        (limit_change(False, True, actor="alice"), "approval_required"),
     ],
 )
 def test_actor_rules(event: RiskEvent, rule: str) -> None:

@@ -237,7 +237,8 @@ def test_closed_ops_endpoints_need_a_token(tmp_path: Path, tokens: dict[str, str
 
 
 def test_embedded_ops_endpoints_start_and_stop(tmp_path: Path) -> None:
-    """One call serves /health, /ready and /metrics for an embedded log; stop() ends it."""
+    """One call serves /health, /ready and /metrics for an embedded log; stop() ends it;
+    it writes no record of its own into the host's log."""
     import httpx
 
     from riskaudit.ops import start_ops_server
@@ -253,6 +254,9 @@ def test_embedded_ops_endpoints_start_and_stop(tmp_path: Path) -> None:
             server.stop()
         with pytest.raises(httpx.ConnectError):
             httpx.get(f"{base}/health", timeout=1)
+        log.flush()
+        # A status port adds nothing to the host's log (the holds are the service's).
+        assert not [r for r in records(log.path) if r.get("kind") == "holds"]
 
 
 def test_embedded_ops_endpoints_close_a_request_that_never_finishes(tmp_path: Path) -> None:
@@ -387,7 +391,7 @@ def test_too_deep_data_is_a_422_and_a_batch_holding_it_writes_nothing(
         headers={**headers, "content-type": "application/json"},
     )
     assert one.status_code == 422, one.text
-    assert one.json()["field"] == "data" and "cannot be encoded" in one.json()["error"]
+    assert one.json()["field"] == "data" and "nested 300 levels" in one.json()["error"]
     batch = b"\n".join(json.dumps(e).encode() for e in (alert("a"), alert("b"), deep))
     r = client.post(
         "/v1/events", content=batch, headers={**headers, "content-type": "application/x-ndjson"}
@@ -405,6 +409,33 @@ def test_too_deep_data_is_a_422_and_a_batch_holding_it_writes_nothing(
     )
     assert fits.status_code == 202, fits.text
     assert event_count(client) == before + 1
+
+
+def test_nesting_a_record_could_only_hold_in_part_is_refused_whole(
+    client: TestClient, tokens: dict[str, str]
+) -> None:
+    """Nesting orjson parses (1,000 deep) is a 422, not a 500 from a recursion limit; and
+    a kill-switch reset 240 deep — which the event record holds but the approval request
+    quoting it would not — is refused with the rest of its batch, nothing written."""
+    h = {**auth(tokens, "writer"), "content-type": "application/json"}
+    before = event_count(client)
+    deep_text = '{"k":' * 999 + '{"leaf":1}' + "}" * 999  # the stdlib cannot dump it
+    very = json.dumps({**alert(), "metadata": "HERE"}).replace('"HERE"', deep_text)
+    r = client.post("/v1/events", content=very.encode(), headers=h)
+    assert r.status_code == 422 and r.json()["field"] == "metadata", r.text
+    reset = {
+        "event_type": "KILL_SWITCH",
+        "priority": "CRITICAL",
+        "data": {"action": "reset", "scope": "desk", "why": nested(240)},
+        "metadata": {"actor": "alice"},
+    }
+    batch = json.dumps(alert("a")).encode() + b"\n" + json.dumps(reset).encode()
+    r2 = client.post(
+        "/v1/events", content=batch, headers={**h, "content-type": "application/x-ndjson"}
+    )
+    assert r2.status_code == 422 and r2.json()["field"] == "[1].data", r2.text
+    assert event_count(client) == before
+    assert not [x for x in records(client.log.path) if x.get("kind") == "approval_request"]  # type: ignore[attr-defined]
 
 
 def test_a_405_allows_every_method_the_path_serves(client: TestClient) -> None:

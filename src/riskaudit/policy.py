@@ -22,6 +22,7 @@ names the original ``event_id``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,11 +87,30 @@ def schema_problem(event: RiskEvent) -> str | None:
     return None
 
 
-def _increase(old: Any, new: Any) -> bool:
-    try:
-        return bool(new > old)
-    except TypeError:
+def _number(value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int | float):
         return False
+    return not math.isnan(value)
+
+
+def _increase(old: Any, new: Any) -> bool:
+    """Whether a limit change raises the limit. Fails closed: a change that cannot be
+    shown to lower it (a value missing, a string, NaN) counts as an increase, so a limit
+    written as ``"1000000"`` does not slip past the approval a raise needs."""
+    if not (_number(old) and _number(new)):
+        return True
+    return bool(new > old)
+
+
+def requires_approval(event: RiskEvent) -> bool:
+    """A change that must have a second person's approval: a limit increase (or a limit
+    change not shown to be a decrease) or a kill-switch reset."""
+    data = event.data if isinstance(event.data, dict) else {}
+    if event.event_type is EventType.CONFIG_UPDATE:
+        return "limit" in data and _increase(data.get("old"), data.get("new"))
+    if event.event_type is EventType.KILL_SWITCH:
+        return data.get("action") == "reset"
+    return False
 
 
 def actor_problem(event: RiskEvent) -> tuple[str, str] | None:
@@ -102,7 +122,7 @@ def actor_problem(event: RiskEvent) -> tuple[str, str] | None:
     if event.event_type is EventType.CONFIG_UPDATE:
         if not actor:
             return "actor_required", "CONFIG_UPDATE needs metadata.actor"
-        if "limit" in data and _increase(data.get("old"), data.get("new")):
+        if requires_approval(event):
             if not approver:
                 return (
                     "approval_required",
@@ -115,7 +135,7 @@ def actor_problem(event: RiskEvent) -> tuple[str, str] | None:
         action = data.get("action")
         if action in ("deactivate", "reset") and not actor:
             return "actor_required", f"kill-switch {action} needs metadata.actor"
-        if action == "reset":
+        if requires_approval(event):
             if not approver:
                 return "approval_required", "kill-switch reset needs metadata.approved_by"
             if approver == actor:

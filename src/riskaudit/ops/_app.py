@@ -30,6 +30,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import WithJsonSchema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
 
 from riskaudit._version import __version__
@@ -56,7 +57,7 @@ from riskaudit.ops._metrics import CONTENT_TYPE, AuditMetrics
 from riskaudit.ops._page import render_page
 from riskaudit.ops._query import Query as EventQuery
 from riskaudit.ops._query import run_query
-from riskaudit.policy import ACTOR_TYPE_NAMES, actor_problem
+from riskaudit.policy import ACTOR_TYPE_NAMES, actor_problem, requires_approval
 from riskaudit.storage._holds import HoldsWatch, holds_path
 
 logger = logging.getLogger("riskaudit.ops")
@@ -99,6 +100,8 @@ _SCHEMAS: dict[str, Any] = {
     }
 }
 
+#: What only an approval through its own token may say; a client sending it is refused.
+_APPROVAL_CLAIMS = ("approved_by", "approval_seq")
 _EVENT_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["event_type"],
@@ -108,7 +111,11 @@ _EVENT_SCHEMA: dict[str, Any] = {
         "priority": {"type": "string", "enum": [p.name for p in EventPriority]},
         "source": {"type": "string"},
         "data": {"type": "object", "additionalProperties": {"$ref": _JSON_VALUE_REF}},
-        "metadata": {"type": "object", "additionalProperties": {"$ref": _JSON_VALUE_REF}},
+        "metadata": {
+            "type": "object",
+            "properties": dict.fromkeys(_APPROVAL_CLAIMS, False),
+            "additionalProperties": {"$ref": _JSON_VALUE_REF},
+        },
         "event_id": {"type": "string"},
         "timestamp_ns": {"type": "integer", "minimum": 0, "maximum": _INT_MAX},
     },
@@ -140,6 +147,7 @@ class Service:
         bus: RiskEventBus | None = None,
         tokens: TokenStore | None = None,
         owns_log: bool = False,
+        record_state: bool = True,
     ) -> None:
         self.log = log
         self.config = config
@@ -147,6 +155,7 @@ class Service:
         self.metrics = AuditMetrics(log, bus)
         self.tokens = tokens
         self.owns_log = owns_log
+        self.record_state = record_state
         self.dedupe = Deduplicator(config.dedupe_window)
         self.approvals = Approvals(config.approval_window)
         self.proxies = tuple(ipaddress.ip_network(p, strict=False) for p in config.trusted_proxies)
@@ -158,7 +167,8 @@ class Service:
         # Who may do what, and what may not be deleted, are evidence too: their state
         # at start and every change after it are chained records.
         self.holds = HoldsWatch(config.holds_file or holds_path(config.log_path))
-        self._record_holds(self.holds.snapshot(), "start")
+        if record_state:  # the service that owns the log's housekeeping does, once
+            self._record_holds(self.holds.snapshot(), "start")
         if tokens is not None:
             tokens.on_change = self._record_tokens
             self._record_tokens(tokens.snapshot(), "start")
@@ -168,6 +178,8 @@ class Service:
         ``WATCH_EVERY`` seconds; a request's token check also looks)."""
         if self.tokens is not None:
             self.tokens.poll()
+        if not self.record_state:
+            return
         change = self.holds.poll()
         if change is not None:
             self._record_holds(change, "changed")
@@ -232,13 +244,39 @@ class Service:
         ]
 
 
-def _problem(p: Problem, request_id: str | None = None) -> JSONResponse:
+def _problem(p: Problem) -> JSONResponse:
     """Every error answer has one shape, ``{"error": ..., "field": ...}``; a 401 says
     how to authenticate (RFC 6750)."""
-    headers = {"WWW-Authenticate": 'Bearer realm="riskaudit"'} if p.status == 401 else {}
-    if request_id is not None:
-        headers["X-Request-ID"] = request_id
-    return JSONResponse(p.body(), status_code=p.status, headers=headers or None)
+    headers = {"WWW-Authenticate": 'Bearer realm="riskaudit"'} if p.status == 401 else None
+    return JSONResponse(p.body(), status_code=p.status, headers=headers)
+
+
+class _RequestIds:
+    """Every answer names its request in ``X-Request-ID``: the id the records written
+    for it carry in ``principal``, so a client can point at exactly what it did."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = rid
+
+        async def send_named(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [h for h in message.get("headers", []) if h[0] != b"x-request-id"]
+                message = {**message, "headers": [*headers, (b"x-request-id", rid.encode())]}
+            await send(message)
+
+        await self.app(scope, receive, send_named)
+
+
+def _request_id(request: Request) -> str:
+    rid = getattr(request.state, "request_id", None)
+    return rid if isinstance(rid, str) else uuid.uuid4().hex
 
 
 async def _read_body(request: Request, limit: int, too_large: str) -> bytes | JSONResponse:
@@ -281,7 +319,7 @@ def create_app(service: Service) -> FastAPI:
                 await asyncio.sleep(WATCH_EVERY)
                 try:
                     await run_in_threadpool(service.watch)
-                except AuditError:  # the log closed under us: nothing left to record
+                except Exception:  # keep watching: a change missed now is caught next time
                     logger.exception("could not record a tokens or holds change")
 
         task = asyncio.create_task(sampler())
@@ -303,6 +341,7 @@ def create_app(service: Service) -> FastAPI:
         redoc_url=None,
     )
     app.mount("/docs/assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
+    app.add_middleware(_RequestIds)
     fastapi_openapi = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -474,7 +513,7 @@ def create_app(service: Service) -> FastAPI:
         raw = await _read_body(request, cfg.max_body_bytes, f"body over {cfg.max_body_bytes} bytes")
         if isinstance(raw, JSONResponse):
             return raw
-        request_id = uuid.uuid4().hex
+        request_id = _request_id(request)
         if who is None:  # the events endpoint is never open: the guard admitted a token
             return _problem(Problem(401, "authorization", "a valid bearer token is required"))
         principal = service.principal(who, request, request_id)
@@ -484,24 +523,24 @@ def create_app(service: Service) -> FastAPI:
             events = [to_event(o, f"[{i}]." if batch else "") for i, o in enumerate(objs)]
             for i, ev in enumerate(events):  # the whole batch encodes, or none is written
                 where = f"[{i}]." if batch else ""
-                if "approved_by" in ev.metadata and cfg.actor_policy != "off":
-                    raise Problem(
-                        422,
-                        f"{where}metadata.approved_by",
-                        "an approval is not taken from the body: the approver posts "
-                        "POST /v1/approvals/{event_id} with a token of their own",
-                    )
+                for claim in _APPROVAL_CLAIMS:
+                    if claim in ev.metadata:
+                        raise Problem(
+                            422,
+                            f"{where}metadata.{claim}",
+                            "an approval is not taken from the body: the approver posts "
+                            "POST /v1/approvals/{event_id} with a token of their own",
+                        )
                 try:
                     service.log.check(ev, principal=principal)
                 except AuditEncodingError as exc:
                     raise Problem(422, f"{where}{exc.field or 'data'}", str(exc)) from None
         except Problem as p:
-            return _problem(p, request_id)
+            return _problem(p)
         digests = [content_digest(o) for o in objs]
         answer = await run_in_threadpool(
             _locked_append, service, Batch(events, digests, who, principal), durable
         )
-        answer.headers["x-request-id"] = request_id
         return answer
 
     @app.get(
@@ -510,9 +549,22 @@ def create_app(service: Service) -> FastAPI:
         responses=_errors(("401", "no valid token"), ("403", "wrong role")),
     )
     def list_approvals(
+        request: Request,
         who: Annotated[Principal | None, Depends(guard("events", "reader"))],
     ) -> JSONResponse:
-        return JSONResponse({"pending": service.approvals.listing()})
+        pending = service.approvals.listing()
+        service.log.append_control(  # it shows event content: a read like any other
+            "access",
+            {
+                "who": who.name if who else "anonymous",
+                "role": who.role if who else None,
+                "principal": service.principal(who, request, _request_id(request)) if who else None,
+                "endpoint": "GET /v1/approvals",
+                "count": len(pending),
+                "event_ids": [p["event_id"] for p in pending],
+            },
+        )
+        return JSONResponse({"pending": pending})
 
     @app.post(
         "/v1/approvals/{event_id}",
@@ -542,7 +594,7 @@ def create_app(service: Service) -> FastAPI:
         request: Request,
         who: Annotated[Principal | None, Depends(guard("events", "writer"))],
     ) -> JSONResponse:
-        request_id = uuid.uuid4().hex
+        request_id = _request_id(request)
         if who is None:
             return _problem(Problem(401, "authorization", "a valid bearer token is required"))
         raw = await _read_body(request, 4096, "an approval body is at most 4096 bytes")
@@ -551,10 +603,9 @@ def create_app(service: Service) -> FastAPI:
         try:
             decision = parse_decision(raw)
         except Problem as p:
-            return _problem(p, request_id)
+            return _problem(p)
         principal = service.principal(who, request, request_id)
         answer = await run_in_threadpool(_decide, service, event_id, who, principal, decision)
-        answer.headers["x-request-id"] = request_id
         return answer
 
     @app.get("/v1/events", summary="Query records; every read is itself recorded")
@@ -592,7 +643,7 @@ def create_app(service: Service) -> FastAPI:
         except AuditError as exc:
             return _problem(Problem(422, "query", str(exc)))
         records, cursor = run_query(str(service.log.path.parent), q)
-        request_id = uuid.uuid4().hex
+        request_id = _request_id(request)
         service.log.append_control(
             "access",
             {
@@ -620,9 +671,7 @@ def create_app(service: Service) -> FastAPI:
                 "last_seq": records[-1]["seq"] if records else None,
             },
         )
-        return JSONResponse(
-            {"records": records, "next_after": cursor}, headers={"X-Request-ID": request_id}
-        )
+        return JSONResponse({"records": records, "next_after": cursor})
 
     return app
 
@@ -690,13 +739,15 @@ def _make_durable(service: Service, response: JSONResponse) -> JSONResponse:
 
 
 def _refuse(status: int, field: str, message: str, **extra: Any) -> JSONResponse:
-    return JSONResponse({"error": message, "field": field, **extra}, status_code=status)
+    """A refusal in the one error shape, with what the client needs to act on it (the
+    rule, the seq of the record that keeps the attempt)."""
+    return JSONResponse(Problem(status, field, message).body() | extra, status_code=status)
 
 
 def _append_batch(service: Service, batch: Batch) -> JSONResponse:
-    """Check the whole batch against the rules that need the log's state (actor
-    bindings, the actor rules, re-used ids), then write it — or write only the evidence
-    of why it was refused."""
+    """Check the whole batch against the rules that need the service's state (actor
+    bindings, the actor rules, re-used ids, four eyes), then write it — or write only the
+    evidence of why it was refused."""
     log = service.log
     events = batch.events
     many = len(events) > 1
@@ -716,7 +767,7 @@ def _append_batch(service: Service, batch: Batch) -> JSONResponse:
                     "event_id": ev.event_id,
                     "outcome": "refused",
                     "principal": principal,
-                    "event": ev.to_dict(),
+                    "event": log.event_fields(ev),
                 },
             )
             return _refuse(
@@ -752,7 +803,7 @@ def _append_batch(service: Service, batch: Batch) -> JSONResponse:
                     "event_id": ev.event_id,
                     "original_seq": original,
                     "principal": principal,
-                    "event": ev.to_dict(),
+                    "event": log.event_fields(ev),
                 },
             )
             return _refuse(
@@ -768,7 +819,14 @@ def _append_batch(service: Service, batch: Batch) -> JSONResponse:
         seen[ev.event_id] = digest
         if known is not None or earlier is not None:
             plan.append("duplicate")
-        elif rule is not None and enforce:
+        elif requires_approval(ev):  # over HTTP always four eyes, whatever the policy
+            if service.approvals.count_for(principal["name"]) >= service.approvals.per_principal:
+                return _refuse(
+                    429,
+                    f"{where}event_id",
+                    f"{batch.who.name!r} has {service.approvals.per_principal} changes "
+                    "waiting for approval already: have them approved or let them expire",
+                )
             plan.append("approval")
         else:
             plan.append("write")
@@ -783,16 +841,17 @@ def _append_batch(service: Service, batch: Batch) -> JSONResponse:
             duplicates.append({"event_id": ev.event_id, "seq": seq_of})
             continue
         if step == "approval":
+            shown = log.event_fields(ev)
             request_seq = log.append_control(
                 "approval_request",
                 {
                     "event_id": ev.event_id,
                     "principal": principal,
-                    "event": ev.to_dict(),
+                    "event": shown,
                     "window_s": service.approvals.window,
                 },
             )
-            service.approvals.add(ev, principal, request_seq, digest)
+            service.approvals.add(ev, shown, principal, request_seq, digest)
             service.dedupe.add(ev.event_id, request_seq, digest)
             pending.append({"event_id": ev.event_id, "request_seq": request_seq})
             continue
@@ -842,11 +901,18 @@ def _decide(
                 f"the change waiting under {event_id!r} is approval_request seq "
                 f"{pending.request_seq}, not {decision.request_seq}: read it again",
             )
+        approver = decision.actor
+        if approver is None:
+            if who.actors is not None and len(who.actors) > 1:
+                return _refuse(
+                    422,
+                    "actor",
+                    f"token {who.name!r} may act as {sorted(who.actors)}: name the approver "
+                    'in "actor"',
+                )
+            approver = next(iter(who.actors)) if who.actors is not None else who.name
         requester = pending.principal
         requested_actor = pending.event.metadata.get("actor")
-        approver = decision.actor or (
-            next(iter(who.actors)) if who.actors is not None and len(who.actors) == 1 else who.name
-        )
         refusal: tuple[int, str, str, str] | None = None
         if not who.may_act_as(approver):
             refusal = (
@@ -917,13 +983,14 @@ def _decide(
         try:
             event_seq = log.append(approved, principal=requester)
         except AuditError as exc:
+            service.approvals.put_back(pending)  # the approval stands; it can be given again
             return _refuse(409, "event_id", f"the approved change was not written: {exc}")
         if event_seq is None:
             return JSONResponse(
                 {**answer, "error": "only the emergency path took the approved change"},
                 status_code=503,
             )
-        digest = service.dedupe.get(event_id)
-        if digest is not None:
-            service.dedupe.add(event_id, event_seq, digest[1])
+        # Past the dedupe window the id may be unknown again: a re-post of the same change
+        # must find the written event, not open a second request.
+        service.dedupe.add(event_id, event_seq, pending.digest)
         return JSONResponse({**answer, "seq": event_seq}, status_code=200)

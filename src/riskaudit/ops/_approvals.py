@@ -29,6 +29,7 @@ class PendingApproval:
     """A change waiting for its second pair of eyes."""
 
     event: RiskEvent
+    shown: dict[str, Any]  # the event as the approval_request records it (redacted)
     principal: dict[str, Any]  # the requester, as recorded
     request_seq: int
     digest: str  # of the event as posted: a re-post is compared by content
@@ -37,7 +38,7 @@ class PendingApproval:
     def describe(self, window: float, now: float) -> dict[str, Any]:
         return {
             "event_id": self.event.event_id,
-            "event": self.event.to_dict(),
+            "event": self.shown,
             "requested_by": self.principal,
             "request_seq": self.request_seq,
             "expires_in": max(0.0, round(self.requested_at + window - now, 3)),
@@ -47,18 +48,24 @@ class PendingApproval:
 class Approvals:
     """``event_id`` → pending request, for ``window`` seconds."""
 
-    def __init__(self, window: float, capacity: int = 10_000) -> None:
+    def __init__(self, window: float, capacity: int = 10_000, per_principal: int = 100) -> None:
         self.window = window
         self.capacity = capacity
+        self.per_principal = per_principal  # one writer cannot crowd out the others
         self._pending: OrderedDict[str, PendingApproval] = OrderedDict()
         self._lock = threading.Lock()
 
     def add(
-        self, event: RiskEvent, principal: dict[str, Any], request_seq: int, digest: str
+        self,
+        event: RiskEvent,
+        shown: dict[str, Any],
+        principal: dict[str, Any],
+        request_seq: int,
+        digest: str,
     ) -> None:
         with self._lock:
             self._pending[event.event_id] = PendingApproval(
-                event, principal, request_seq, digest, time.monotonic()
+                event, shown, principal, request_seq, digest, time.monotonic()
             )
             while len(self._pending) > self.capacity:
                 self._pending.popitem(last=False)
@@ -73,6 +80,12 @@ class Approvals:
         with self._lock:
             self._expire()
             return self._pending.get(event_id)
+
+    def count_for(self, name: str) -> int:
+        """How many changes ``name`` has waiting."""
+        with self._lock:
+            self._expire()
+            return sum(1 for p in self._pending.values() if p.principal.get("name") == name)
 
     def put_back(self, pending: PendingApproval) -> None:
         with self._lock:

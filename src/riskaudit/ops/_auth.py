@@ -234,8 +234,8 @@ class TokenStore:
                     list(change.removed),
                     list(change.modified),
                 )
-        if self.on_change is not None:
-            self.on_change(change, reason)
+            if self.on_change is not None:  # under the lock: records chain in load order
+                self.on_change(change, reason)
         return change
 
     def request_reload(self) -> None:
@@ -319,7 +319,8 @@ def revoke_token(path: Path, name: str) -> int:
             continue
         keep.append(raw)
     if removed:
-        mode = os.stat(path).st_mode & 0o777
-        atomic_write(path, "".join(keep).encode())
-        os.chmod(path, mode)  # a tokens file kept private stays private
+        st = os.stat(path)
+        # The new file keeps the old one's mode and owner from its first byte: run by
+        # root on a file the service owns (0640), it must stay readable to the service.
+        atomic_write(path, "".join(keep).encode(), mode=st.st_mode & 0o777, owner=st)
     return removed

@@ -50,7 +50,10 @@ def start_ops_server(
 ) -> OpsServer:
     """Serve ``/health``, ``/ready``, ``/metrics`` and ``/`` for ``log`` on a thread."""
     config = log.config.with_(tokens_file=None)
-    app = create_app(Service(log, config, bus=bus, tokens=None, owns_log=False))
+    # The host's own service (or `riskaudit serve`) records the legal holds; a status
+    # port must not add a record to the host's log each time it starts.
+    service = Service(log, config, bus=bus, tokens=None, owns_log=False, record_state=False)
+    app = create_app(service)
     # The same header and body timeouts and connection cap as `riskaudit serve`: a
     # port inside a trading process must not be held open by clients that never finish.
     server = uvicorn.Server(server_config(app, config, host=host, port=port, embedded=True))

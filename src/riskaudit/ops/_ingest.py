@@ -46,7 +46,11 @@ def parse_body(raw: bytes, content_type: str, max_batch: int) -> list[dict[str, 
         except orjson.JSONDecodeError as exc:
             raise Problem(400, None, f"malformed JSON: {exc}") from None
         objs = obj if isinstance(obj, list) else [obj]
-        refuse_big_ints(obj, raw, "")  # a list's paths start with [i] themselves
+        if isinstance(obj, list):  # the exact re-read covers the whole body: paths say [i]
+            if any([check_values(one, None, f"[{i}].") for i, one in enumerate(obj)]):
+                refuse_big_ints(raw, "")
+        else:
+            check_values(obj, raw, "")
     elif ctype in ("application/x-ndjson", "application/jsonl", "application/json-seq"):
         objs = []
         for n, line in enumerate(raw.splitlines(), start=1):
@@ -56,7 +60,7 @@ def parse_body(raw: bytes, content_type: str, max_batch: int) -> list[dict[str, 
                 one = orjson.loads(line)
             except orjson.JSONDecodeError as exc:
                 raise Problem(400, f"line {n}", f"malformed JSON on line {n}: {exc}") from None
-            refuse_big_ints(one, line, f"[{len(objs)}].")
+            check_values(one, line, f"[{len(objs)}].")
             objs.append(one)
     else:
         raise Problem(
@@ -74,17 +78,54 @@ def parse_body(raw: bytes, content_type: str, max_batch: int) -> list[dict[str, 
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 
 
-def _maybe_big_int(value: Any) -> bool:
-    """Whether a parsed value holds a float that may have been an integer literal out of
-    range (cheap: the exact check below runs only then)."""
-    if isinstance(value, float):
-        # Rounding can land an out-of-range literal on the boundary: suspect from 2**63.
-        return value.is_integer() and abs(value) >= 2.0**63
-    if isinstance(value, dict):
-        return any(_maybe_big_int(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_maybe_big_int(v) for v in value)
-    return False
+#: Deepest nesting of a field's value. A record wraps an event one level, a control
+#: record that quotes it (conflict, approval_request) two more, and the encoder stops at
+#: 255: 200 keeps every form of the event writable, so a batch is refused before any of
+#: it is written, never half-way.
+MAX_DEPTH = 200
+
+
+def _walk(value: Any) -> tuple[int, bool]:
+    """(deepest nesting, whether a float may hide an integer literal out of range), by
+    an explicit stack: a body nested 1,000 deep must not exhaust Python's recursion."""
+    deepest = 0
+    suspect = False
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            depth += 1
+            deepest = max(deepest, depth)
+            stack.extend((v, depth) for v in item.values())
+        elif isinstance(item, list):
+            depth += 1
+            deepest = max(deepest, depth)
+            stack.extend((v, depth) for v in item)
+        elif isinstance(item, float) and item.is_integer() and abs(item) >= 2.0**63:
+            # Rounding can land an out-of-range literal on the boundary: suspect from 2**63.
+            suspect = True
+    return deepest, suspect
+
+
+def check_values(obj: Any, raw: bytes | None, where: str) -> bool:
+    """422 for a field nested deeper than a record can hold, or holding an integer
+    beyond 64 bits (which would otherwise be written as a rounded float) — checked
+    exactly in ``raw``, or, without it, left to the caller (True: suspect)."""
+    if not isinstance(obj, dict):
+        return False  # to_event names the problem
+    suspects = False
+    for key, value in obj.items():
+        deepest, suspect = _walk(value)
+        if deepest > MAX_DEPTH:
+            raise Problem(
+                422,
+                f"{where}{key}",
+                f"{key} is nested {deepest} levels deep; a record holds at most {MAX_DEPTH}",
+            )
+        suspects = suspects or suspect
+    if suspects and raw is not None:
+        refuse_big_ints(raw, where)
+    return suspects
 
 
 def _big_int_path(value: Any, path: str) -> str | None:
@@ -107,13 +148,11 @@ def _big_int_path(value: Any, path: str) -> str | None:
     return None
 
 
-def refuse_big_ints(obj: Any, raw: bytes, where: str) -> None:
+def refuse_big_ints(raw: bytes, where: str) -> None:
     """422 for an integer literal beyond 64 bits, which would otherwise be written as a
     rounded float, and for a whole number beyond them written as a float (``1e20``): to
     JSON, and to the API's schema, that is the same integer. The stdlib parser (exact
     integers) runs only on suspicion."""
-    if not _maybe_big_int(obj):
-        return
     found = _big_int_path(json.loads(raw), "")
     if found is not None:
         raise Problem(

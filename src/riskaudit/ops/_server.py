@@ -299,6 +299,9 @@ def connection_budget(wanted: int, *, raise_limit: bool = True) -> int:
     if soft == resource.RLIM_INFINITY or soft >= need:
         return wanted
     cap = max(1, soft - FD_MARGIN)
+    if not raise_limit:  # a host process's limit is its own choice: fit it quietly
+        logger.debug("connection cap %d fits RLIMIT_NOFILE %d", cap, soft)
+        return cap
     logger.warning(
         "RISK_AUDIT_HTTP_MAX_CONNECTIONS is %d but RLIMIT_NOFILE allows %d descriptors: "
         "at most %d connections (raise the hard limit, e.g. `ulimit -Hn`, LimitNOFILE=)",
@@ -336,6 +339,9 @@ def server_config(
         ssl_certfile=ssl_certfile,
         ssl_keyfile=ssl_keyfile,
         http=guarded_protocol(guard),
+        # X-Forwarded-For is believed only from RISK_AUDIT_TRUSTED_PROXIES, by the app
+        # (Service.principal): uvicorn's own rewrite trusts 127.0.0.1 by default.
+        proxy_headers=False,
     )
 
 
