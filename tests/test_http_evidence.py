@@ -579,3 +579,24 @@ def test_token_revoke_keeps_the_files_owner_and_mode(tmp_path: Path) -> None:
     st = file.stat()
     assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (65534, 65534, 0o640)
     assert file.read_text() == f"b reader {'b' * 64}\n"
+
+
+def test_quotes_of_an_event_are_redacted_like_its_record(tmp_path: Path) -> None:
+    """A redacted field stays redacted where a control record quotes the event (a
+    conflict, an approval request) and in the approvals listing."""
+    key = tmp_path / "hmac.key"
+    key.write_bytes(b"k" * 32)
+    api = Api(tmp_path, redact_fields=("data.secret",), hmac_key_file=key)
+    with TestClient(create_app(api.service)) as client:
+        client.post("/v1/events", json=alert("r-1"), headers=api.headers("carol-any"))
+        changed = {**alert("r-1"), "data": {"message": "x", "secret": "hunter2"}}
+        assert (
+            client.post("/v1/events", json=changed, headers=api.headers("carol-any")).status_code
+            == 409
+        )
+        up = limit_change("r-2", 1, 2, actor="alice")
+        up["data"]["secret"] = "hunter2"
+        client.post("/v1/events", json=up, headers=api.headers("alice-desk"))
+        listing = client.get("/v1/approvals", headers=api.headers("auditor")).text
+    assert "hunter2" not in api.log.path.read_text() and "hunter2" not in listing
+    assert api.kind("conflict")[0]["event"]["data"]["secret"].startswith("hmac-sha256:")
