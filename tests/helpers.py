@@ -147,6 +147,20 @@ def clean_env() -> dict[str, str]:
     }
 
 
+def start_serve(
+    argv: list[str], port: int, env: dict[str, str], output: Path, **popen: Any
+) -> subprocess.Popen[bytes]:
+    """``<argv> serve`` on 127.0.0.1:``port``, its output (both streams) into ``output``."""
+    with output.open("wb") as out:
+        return subprocess.Popen(
+            [*argv, "serve", "--host", "127.0.0.1", "--port", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            **popen,
+        )
+
+
 def run_captured(
     argv: list[str], cwd: Path, env: dict[str, str], timeout: float
 ) -> subprocess.CompletedProcess[str]:

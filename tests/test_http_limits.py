@@ -25,7 +25,7 @@ import pytest
 from riskaudit import AuditConfig, AuditConfigError
 from riskaudit.ops import create_token
 from tests.conftest import RISKAUDIT
-from tests.helpers import clean_env, free_port, require, wait_serving
+from tests.helpers import clean_env, free_port, require, start_serve, wait_serving
 
 pytestmark = pytest.mark.slow
 
@@ -83,13 +83,7 @@ def serving(tmp_path: Path, **settings: str) -> Iterator[Server]:
     }
     port = free_port()
     output = tmp_path / "serve.out"
-    with output.open("wb") as out:
-        proc = subprocess.Popen(
-            [RISKAUDIT, "serve", "--host", "127.0.0.1", "--port", str(port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
+    proc = start_serve([RISKAUDIT], port, env, output)
     try:
         wait_serving(proc, f"http://127.0.0.1:{port}", output, STARTUP_TIMEOUT)
         yield Server(proc, port, log, output, token)

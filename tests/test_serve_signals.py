@@ -27,7 +27,7 @@ from riskaudit.log._writer import IDENTITY_EVERY
 from riskaudit.ops import create_token
 from riskaudit.storage._segments import list_segments
 from tests.conftest import RISKAUDIT
-from tests.helpers import clean_env, free_port, wait_serving
+from tests.helpers import clean_env, free_port, start_serve, wait_serving
 
 pytestmark = pytest.mark.slow
 
@@ -142,13 +142,7 @@ def serving(tmp_path: Path, *, slow_self_check: bool = False) -> Iterator[Server
     port = free_port()
     argv = [sys.executable, "-c", SLOW_SELF_CHECK] if slow_self_check else [RISKAUDIT]
     output = tmp_path / "serve.out"
-    with output.open("wb") as out:
-        proc = subprocess.Popen(
-            [*argv, "serve", "--host", "127.0.0.1", "--port", str(port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
+    proc = start_serve(argv, port, env, output)
     server = Server(proc, f"http://127.0.0.1:{port}", log, pid_file, output, token, env)
     try:
         wait_serving(proc, server.url, output, STARTUP_TIMEOUT)
@@ -379,13 +373,7 @@ def test_a_rotate_signal_during_start_up_is_kept_not_fatal(tmp_path: Path) -> No
     port = free_port()
     env = {**clean_env(), "RISK_AUDIT_LOG_PATH": str(log)}
     output = tmp_path / "serve.out"
-    with output.open("wb") as out:
-        proc = subprocess.Popen(
-            [RISKAUDIT, "serve", "--host", "127.0.0.1", "--port", str(port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
+    proc = start_serve([RISKAUDIT], port, env, output)
     try:
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while not (lock.exists() and lock.read_text().strip() == str(proc.pid)):

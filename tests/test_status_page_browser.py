@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import clean_env, free_port, wait_serving
+from tests.helpers import clean_env, free_port, start_serve, wait_serving
 
 pytestmark = pytest.mark.slow
 
@@ -239,14 +239,7 @@ def server(tmp_path: Path, browser: str) -> Iterator[Server]:
     env["RISK_AUDIT_LOG_PATH"] = str(log_path)
     port = free_port()
     output = tmp_path / "serve.out"
-    with output.open("wb") as out:
-        proc = subprocess.Popen(
-            [RISKAUDIT, "serve", "--host", "127.0.0.1", "--port", str(port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
+    proc = start_serve([RISKAUDIT], port, env, output, start_new_session=True)
     srv = Server(f"http://127.0.0.1:{port}", proc, output, tmp_path)
     try:
         wait_serving(proc, srv.url, output, STARTUP_TIMEOUT)
