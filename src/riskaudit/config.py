@@ -403,6 +403,8 @@ def _storage_from_env(get: Any, kwargs: dict[str, Any]) -> None:
             pol[key] = parse_duration(*got)
     if got := get("RISK_AUDIT_RETENTION_MIN_BY_TYPE"):
         pol["minimum_by_type"] = parse_minimums(*got)
+    if got := get("RISK_AUDIT_RETENTION_WAIT_FOR_REPLICATION"):
+        pol["wait_for_replication"] = parse_bool(*got)
     kwargs["retention"] = RetentionPolicy(**pol)
     if got := get("RISK_AUDIT_RETENTION_INTERVAL"):
         kwargs["retention_interval"] = parse_interval(*got)
@@ -453,4 +455,6 @@ def _storage_from_env(get: Any, kwargs: dict[str, Any]) -> None:
         rep["password_file"] = got[1].strip()
     if got := get("RISK_AUDIT_NATS_CONNECT_TIMEOUT"):
         rep["connect_timeout"] = parse_duration(*got)
+    if got := get("RISK_AUDIT_NATS_MONITOR_URL"):
+        rep["monitor_url"] = got[1].strip().rstrip("/")
     kwargs["replication"] = ReplicationSettings(**rep)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -28,10 +29,17 @@ def check(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Check this environment before deploying: volume, permissions, space, spool, key,
-    backup, metrics, rotation, clock, container logs. Exit 1 on any ✗."""
+    backup, metrics, rotation, clock, container logs, and (when RISK_AUDIT_NATS_URL or
+    RISK_AUDIT_NATS_MONITOR_URL is set) that NATS fsyncs every write. Exit 1 on any ✗."""
     config = load_config()
+    nats = config.replication.monitor_url is not None or bool(
+        os.environ.get("RISK_AUDIT_NATS_URL", "").strip()
+    )
     checks = run_checks(
-        config, metrics_url=metrics_url, logrotate_file=logrotate or config.logrotate_file
+        config,
+        metrics_url=metrics_url,
+        logrotate_file=logrotate or config.logrotate_file,
+        nats=nats,
     )
     failed = any(c.status == FAIL for c in checks)
     if as_json:

@@ -17,11 +17,13 @@ from riskaudit.ops import ForwardCollector, register_process_metrics
 from riskaudit.replication import (
     Collector,
     Forwarder,
+    KvBoard,
     connect_jetstream,
     ensure_stream,
     jetstream_publisher,
+    open_board,
 )
-from riskaudit.replication._setup import wanted_limits
+from riskaudit.replication._setup import SYNC_ALWAYS_FIX, check_sync_always, wanted_limits
 from riskaudit.storage._settings import DAY
 
 T = TypeVar("T")
@@ -62,6 +64,7 @@ def forward(
             config.replication,
             jetstream_publisher(js),
             sidecar=config.checkpoint_path,
+            board=await open_board(js, config.replication),
         )
         if metrics_port is not None:
             registry = CollectorRegistry()
@@ -108,7 +111,8 @@ def collect(
 
     async def main() -> None:
         nc, js = await connect_jetstream(config.replication)
-        collector = Collector(out, config.replication, js, partition=(index, parts))
+        board = await KvBoard.open(js, config.replication, create=True)
+        collector = Collector(out, config.replication, js, partition=(index, parts), board=board)
         stop = asyncio.Event()
         _stop_on_signals(stop)
         try:
@@ -131,11 +135,17 @@ def nats_init(
         int | None, typer.Option(help="Default: RISK_AUDIT_NATS_REPLICAS (3).")
     ] = None,
     allow_weaker: Annotated[
-        bool, typer.Option(help="Accept an existing stream weaker than recommended.")
+        bool,
+        typer.Option(
+            help="Accept an existing stream weaker than recommended, or a NATS server "
+            "that does not fsync every write."
+        ),
     ] = False,
 ) -> None:
     """Create the JetStream stream (file storage, replicas, max_age >= the retention
-    minimum, deny delete/purge, duplicate window), or check an existing one."""
+    minimum, deny delete/purge, duplicate window), or check an existing one. With
+    RISK_AUDIT_NATS_MONITOR_URL, first check that the server fsyncs every write
+    (sync_interval: always) and refuse it if not."""
     config = load_config()
     settings = config.replication
     if replicas is not None:
@@ -146,6 +156,15 @@ def nats_init(
         max_age, window = wanted_limits(settings, config.retention)
     except AuditConfigError as exc:
         raise fail(f"bad setting {exc}") from exc
+    synced, detail = check_sync_always(settings.monitor_url, settings.connect_timeout)
+    if synced is False and not allow_weaker:
+        raise fail(
+            f"{detail}; {SYNC_ALWAYS_FIX} (nats-server 2.10 or later) and restart it, or "
+            f"--allow-weaker to accept it (checked through RISK_AUDIT_NATS_MONITOR_URL="
+            f"{settings.monitor_url})",
+            EXIT_INVALID,
+        )
+    typer.echo(detail if synced else f"WARNING: {detail}")
 
     async def main() -> tuple[str, list[str]]:
         nc, js = await connect_jetstream(settings, bounded=True)

@@ -26,7 +26,7 @@ from riskaudit.storage._holds import (
     remove_hold,
 )
 from riskaudit.storage._housekeeping import open_backup, run_retention
-from riskaudit.storage._retention import plan
+from riskaudit.storage._retention import plan, replicated_through
 from riskaudit.storage._segments import list_segments
 
 retention_app = typer.Typer(help="Hot, warm and cold tiers of sealed segments.")
@@ -73,6 +73,7 @@ def retention_plan(
             load_holds(_holds_file(config)),
             now_ns=now_ns,
             archived_keys=archived,
+            replicated_through=replicated_through(config.log_path),
         )
     except AuditError as exc:
         raise fail(str(exc), EXIT_INVALID) from exc

@@ -242,8 +242,28 @@ class ForwardCollector(Collector):
         fwd = self.forwarder
         yield GaugeMetricFamily(
             "audit_forward_lag_records",
-            "Records in the local log not yet acknowledged by NATS JetStream",
+            "Records in the local log not yet acknowledged by NATS JetStream (the broker)",
             value=fwd.lag(),
+        )
+        yield GaugeMetricFamily(
+            "audit_forward_replicated_seq",
+            "The collector's watermark: the local log is fsynced centrally through this seq",
+            value=fwd.replicated_seq,
+        )
+        yield GaugeMetricFamily(
+            "audit_forward_replication_lag_records",
+            "Records in the local log not yet fsynced by the collector (end to end)",
+            value=fwd.replication_lag(),
+        )
+        yield GaugeMetricFamily(
+            "audit_forward_replication_lag_seconds",
+            "Age of the oldest local record not yet fsynced by the collector (end to end)",
+            value=fwd.replication_lag_seconds(),
+        )
+        yield CounterMetricFamily(
+            "audit_forward_repairs",
+            "Repair requests from the collector served from the local log",
+            value=fwd.stats.repairs,
         )
         yield CounterMetricFamily(
             "audit_forward_errors",

@@ -363,14 +363,44 @@ def check_runtime_log(config: AuditConfig) -> Check:
     return Check("container log rotation", OK, f"the runtime keeps {_gib(kept)} of stdout")
 
 
+def check_nats(config: AuditConfig) -> Check:
+    """The NATS server fsyncs every write (``sync_interval: always``), read from its
+    monitoring endpoint (RISK_AUDIT_NATS_MONITOR_URL): ✓, ✗ when it does not, ⚠ when
+    it could not be read (unset, unreachable)."""
+    # Here, not at the top: only a replicating deployment loads the replication package.
+    from riskaudit.replication._setup import SYNC_ALWAYS_FIX, check_sync_always  # noqa: PLC0415
+
+    rep = config.replication
+    synced, detail = check_sync_always(rep.monitor_url, min(rep.connect_timeout, 5.0))
+    if synced:
+        return Check("NATS durability", OK, detail)
+    if synced is False:
+        return Check(
+            "NATS durability",
+            FAIL,
+            detail,
+            f"{SYNC_ALWAYS_FIX} (nats-server 2.10 or later) and restart it, as "
+            "deploy/nats/nats-server.conf does — docs/operations.md, 'Multi-host "
+            "deployment with NATS'",
+        )
+    fix = (
+        "set RISK_AUDIT_NATS_MONITOR_URL to a NATS server's monitoring endpoint"
+        if rep.monitor_url is None
+        else "make the server's monitoring (`http`) port reachable from here"
+    )
+    return Check("NATS durability", WARN, detail, fix)
+
+
 def run_checks(
     config: AuditConfig,
     *,
     metrics_url: str | None = None,
     logrotate_file: Path | None = None,
     clock: Callable[[], object] = read_clock,
+    nats: bool = False,
 ) -> list[Check]:
-    """Every check, in the runbook's order."""
+    """Every check, in the runbook's order (``nats``: replication is configured, so the
+    NATS server's durability is checked too)."""
     checks = [*check_volume(config), check_spool(config), check_key(config)]
     checks.append(check_backup(config, time.time()))
     metrics = check_metrics(metrics_url)
@@ -381,4 +411,6 @@ def run_checks(
         check_clock(config, clock),
         check_runtime_log(config),
     ]
+    if nats:
+        checks.append(check_nats(config))
     return checks

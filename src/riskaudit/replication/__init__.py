@@ -5,6 +5,14 @@ the central copy holds the same bytes, so ``riskaudit verify`` checks it with th
 hashes and checkpoints.
 """
 
+from riskaudit.replication._board import (
+    Board,
+    KvBoard,
+    MemoryBoard,
+    RepairRequest,
+    Watermark,
+    bucket_name,
+)
 from riskaudit.replication._collect import CentralLog, Collector, CollectStats, partition_of
 from riskaudit.replication._follow import Chunk, LogFollower
 from riskaudit.replication._forward import (
@@ -15,10 +23,12 @@ from riskaudit.replication._forward import (
     connect_jetstream,
     cursor_path,
     jetstream_publisher,
+    open_board,
 )
 from riskaudit.replication._setup import ensure_stream, wanted_config, weaknesses
 
 __all__ = [
+    "Board",
     "CentralLog",
     "Chunk",
     "CollectStats",
@@ -27,11 +37,17 @@ __all__ = [
     "ForwardStats",
     "Forwarder",
     "ForwarderThread",
+    "KvBoard",
     "LogFollower",
+    "MemoryBoard",
+    "RepairRequest",
+    "Watermark",
+    "bucket_name",
     "connect_jetstream",
     "cursor_path",
     "ensure_stream",
     "jetstream_publisher",
+    "open_board",
     "partition_of",
     "wanted_config",
     "weaknesses",

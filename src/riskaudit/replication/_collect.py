@@ -26,6 +26,15 @@ instead of the collector stalling forever. Records of a called gap that still ar
 later go into ``audit.jsonl.recovered-<first>-<last>.jsonl``, which ``verify`` splices
 into the hole: late is never dropped.
 
+With a board (:mod:`riskaudit.replication._board`, a NATS key-value bucket), the
+collector closes the chain of custody: after each fsync it publishes the stream's
+watermark — the highest ``seq`` through which the central copy is complete — and a hole
+that outlasts ``REPAIR_AFTER`` (a message the broker acknowledged but lost, or a gap an
+operator's purge left) becomes a repair request, repeated every ``REPAIR_AFTER`` while
+it stays open; the host's forwarder re-sends the range from its log, and the central
+copy stays byte-equal to the source. Only when no repair comes for ``REPAIR_GIVE_UP``
+(the host gone for good) is the gap called, as without a board.
+
 Several collectors share the work by partition: ``--partition I/N`` takes the streams
 whose id hashes to I modulo N, so each stream has exactly one collector and its order
 is kept. Each central directory is locked (``flock``) by the collector writing it.
@@ -50,6 +59,7 @@ from riskaudit.log._codec import ZERO_HASH, gap_range, is_control, line_hash, sp
 from riskaudit.log._destinations import AppendFile
 from riskaudit.log._lock import CENTRAL_MARK
 from riskaudit.log._startup import sibling_head
+from riskaudit.replication._board import Board, RepairRequest, Watermark
 from riskaudit.storage._segments import seal_as_segment
 from riskaudit.storage._settings import ReplicationSettings
 
@@ -59,6 +69,11 @@ logger = logging.getLogger("riskaudit.collect")
 #: chunks that arrive ahead of them must wait longer than that before a gap is called.
 ACK_WAIT = 10.0
 GAP_WAIT = 60.0
+#: With a board: a hole open this long is asked for again from the host (longer than a
+#: killed collector's messages take to come back), and called a gap only after
+#: ``REPAIR_GIVE_UP`` without an answer.
+REPAIR_AFTER = ACK_WAIT + 2.0
+REPAIR_GIVE_UP = 900.0
 _RECOVERED_NAME = re.compile(r"\.recovered-(\d+)-(\d+)\.jsonl$")
 CENTRAL_NAME = "audit.jsonl"
 
@@ -71,6 +86,7 @@ class CollectStats:
     chain_breaks: list[tuple[str, int]] = field(default_factory=list)
     checkpoints: int = 0
     segments: int = 0
+    repairs_asked: int = 0
 
 
 class CentralLog:
@@ -102,6 +118,15 @@ class CentralLog:
         self.last_checkpoint = side.last_seq if side is not None else 0
         self.waiting: dict[int, tuple[bytes, list[Any], float]] = {}
         self.holes: list[tuple[int, int]] = []  # gaps called in this run
+        self.asked_at = -1e9  # when the last repair request went out (one per REPAIR_AFTER)
+        self.confirmed = 0  # the watermark last published
+
+    def complete_through(self) -> tuple[int, str | None]:
+        """The watermark: the highest seq through which this copy is complete and
+        synced, with that record's hash (unknown below a gap called in this run)."""
+        if self.holes:
+            return min(first for first, _last in self.holes) - 1, None
+        return self.last_seq, self.last_hash.decode() if self.last_seq else None
 
     def take_records(self, data: bytes) -> list[bytes]:
         """The lines of ``data`` that extend this log (duplicates dropped), as pieces:
@@ -246,6 +271,7 @@ class Collector:
         partition: tuple[int, int] = (0, 1),
         durable: str = "riskaudit-collect",
         batch: int = 64,
+        board: Board | None = None,
     ) -> None:
         self.out_dir = out_dir
         self.settings = settings
@@ -257,6 +283,7 @@ class Collector:
         self.logs: dict[str, CentralLog] = {}
         self.subs: dict[str, Any] = {}
         self._next_discovery = 0.0
+        self.board = board
 
     async def discover(self) -> None:
         """Subscribe to every stream id of our partition (new ones appear over time)."""
@@ -328,14 +355,17 @@ class Collector:
             else:
                 central.waiting[first] = (msg.data, [msg], now)
         # Take waiting chunks in seq order while they connect (or have waited too long).
+        give_up = GAP_WAIT if self.board is None else REPAIR_GIVE_UP
         while central.waiting:
             first = min(central.waiting)
             data, chunk_msgs, since = central.waiting[first]
             if (
                 first > central.last_seq + 1
-                and now - since < GAP_WAIT
+                and now - since < give_up
                 and not _names_hole(data, central.last_seq + 1, first - 1)
             ):
+                if self.board is not None and now - since >= REPAIR_AFTER:
+                    await self._ask(central, central.last_seq + 1, first - 1, now)
                 break
             del central.waiting[first]
             taken = central.take_records(data)
@@ -348,6 +378,41 @@ class Collector:
             central.sidecar.write([side])
         for msg in acks:
             await msg.ack()
+        await self._confirm(central)
+
+    async def _confirm(self, central: CentralLog) -> None:
+        """Publish the watermark once the central copy has moved (it is synced: written
+        above with ``AppendFile.write``, which fsyncs before returning)."""
+        seq, line_hash_hex = central.complete_through()
+        if self.board is None or seq <= central.confirmed:
+            return
+        try:
+            await self.board.confirm(central.stream, Watermark(seq, line_hash_hex, time.time()))
+        except Exception as exc:  # published again with the next write
+            logger.warning("stream %s: watermark %d not published: %s", central.stream, seq, exc)
+            return
+        central.confirmed = seq
+
+    async def _ask(self, central: CentralLog, first: int, last: int, now: float) -> None:
+        """Ask the host for records it has and we never got (again every REPAIR_AFTER
+        while the hole stays open: a repair under way shrinks it chunk by chunk)."""
+        if self.board is None or now - central.asked_at < REPAIR_AFTER:
+            return
+        request = RepairRequest(first, last, time.time_ns(), time.time())
+        try:
+            await self.board.ask(central.stream, request)
+        except Exception as exc:
+            logger.warning("stream %s: repair request not posted: %s", central.stream, exc)
+            return
+        central.asked_at = now
+        self.stats.repairs_asked += 1
+        logger.warning(
+            "stream %s: seq %d-%d missing (lost by the broker, or purged): asked the host "
+            "to send them again",
+            central.stream,
+            first,
+            last,
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

@@ -13,6 +13,13 @@ A window of chunks is published at once and the acknowledgements awaited togethe
 capped exponential backoff until the server acknowledges it. Only then does the cursor
 move: ``<log>.forward.json``, written to a temp file, fsynced and renamed, so a restart
 resumes exactly where the acknowledged data ends.
+
+The broker's acknowledgement moves the cursor, but it is not what "replicated" means:
+that is the collector's watermark (:mod:`riskaudit.replication._board`), read every
+``BOARD_EVERY`` seconds and kept in the cursor file for retention to see. A repair
+request on the board is served from the host's log, the system of record: the range is
+read again and published under a message id of its own (the broker's duplicate window
+would drop the original id), and the collector drops by ``seq`` what it already has.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,8 +38,9 @@ from typing import Any
 import orjson
 
 from riskaudit.errors import AuditConfigError
-from riskaudit.log._codec import split_head
+from riskaudit.log._codec import split_head, ts_ns_of
 from riskaudit.log._files import atomic_write
+from riskaudit.replication._board import Board, KvBoard, RepairRequest, bucket_name
 from riskaudit.replication._follow import Chunk, LogFollower
 from riskaudit.storage._backup import find_stream
 from riskaudit.storage._segments import last_line
@@ -43,6 +52,8 @@ POLL = 0.05
 RETRY_MIN, RETRY_MAX = 0.05, 5.0
 #: How long one publish waits for the server's acknowledgement before it is retried.
 ACK_TIMEOUT = 5.0
+#: Seconds between looks at the collector's watermark and repair requests.
+BOARD_EVERY = 0.5
 
 Publish = Callable[[str, bytes, dict[str, str]], Awaitable[Any]]
 
@@ -60,6 +71,9 @@ class Cursor:
     hash: str | None = None
     sidecar_offset: int = 0
     recovered: list[str] = field(default_factory=list)
+    replicated_seq: int = 0  # the collector's watermark: fsynced centrally through here
+    replicated_at: float = 0.0
+    repair_served: int = 0  # the number of the last repair request served
 
     @classmethod
     def load(cls, path: Path, stream: str) -> Cursor:
@@ -78,6 +92,9 @@ class Cursor:
             raw.get("hash"),
             int(raw.get("sidecar_offset", 0)),
             list(raw.get("recovered", [])),
+            int(raw.get("replicated_seq", 0)),
+            float(raw.get("replicated_at", 0.0)),
+            int(raw.get("repair_served", 0)),
         )
 
     def save(self, path: Path) -> None:
@@ -87,6 +104,9 @@ class Cursor:
             "hash": self.hash,
             "sidecar_offset": self.sidecar_offset,
             "recovered": self.recovered,
+            "replicated_seq": self.replicated_seq,
+            "replicated_at": self.replicated_at,
+            "repair_served": self.repair_served,
             "saved": time.time(),
         }
         atomic_write(path, orjson.dumps(data))
@@ -99,6 +119,8 @@ class ForwardStats:
     errors: int = 0
     checkpoints: int = 0
     last_error: str | None = None
+    repairs: int = 0  # repair requests served
+    repaired_records: int = 0
 
 
 class Forwarder:
@@ -112,6 +134,7 @@ class Forwarder:
         publish: Publish,
         *,
         sidecar: Path | None = None,
+        board: Board | None = None,
     ) -> None:
         self.log_path = log_path
         self.settings = settings
@@ -124,6 +147,11 @@ class Forwarder:
         self.cursor_file = cursor_path(log_path)
         self.cursor: Cursor | None = None
         self._ahead: list[Chunk] = []
+        self.board = board
+        self._board_at = 0.0
+        # (last seq, ts of its first record) of chunks the broker has and the collector
+        # has not confirmed yet: how old the oldest unconfirmed record is.
+        self._unconfirmed: deque[tuple[int, int]] = deque()
 
     def _ensure_cursor(self) -> Cursor | None:
         if self.cursor is None:
@@ -142,7 +170,78 @@ class Forwarder:
         return head[0] if head else (self.cursor.seq if self.cursor else 0)
 
     def lag(self) -> int:
+        """Records not yet acknowledged by the broker."""
         return max(0, self.local_seq() - (self.cursor.seq if self.cursor else 0))
+
+    @property
+    def replicated_seq(self) -> int:
+        """The collector's watermark, as last read: fsynced centrally through here."""
+        return self.cursor.replicated_seq if self.cursor else 0
+
+    def replication_lag(self) -> int:
+        """Records in the local log the collector has not yet fsynced centrally."""
+        return max(0, self.local_seq() - self.replicated_seq)
+
+    def replication_lag_seconds(self, now_ns: int | None = None) -> float:
+        """How old the oldest record not yet fsynced centrally is (by its ``ts``); when
+        the forwarder has not sent it itself (after a restart), the time since the
+        central copy last advanced."""
+        if self.replication_lag() == 0:
+            return 0.0
+        now = time.time_ns() if now_ns is None else now_ns
+        if self._unconfirmed:
+            return max(0.0, (now - self._unconfirmed[0][1]) / 1e9)
+        since = self.cursor.replicated_at if self.cursor else 0.0
+        return max(0.0, now / 1e9 - since) if since else 0.0
+
+    async def look_at_board(self, cursor: Cursor, *, force: bool = False) -> bool:
+        """Take the collector's watermark and serve its repair request; True if the
+        cursor changed (to be saved)."""
+        if self.board is None or (not force and time.monotonic() < self._board_at):
+            return False
+        self._board_at = time.monotonic() + BOARD_EVERY
+        try:
+            mark, want = await self.board.read(cursor.stream)
+        except Exception as exc:  # the bucket's leader moving: look again next time
+            self.stats.errors += 1
+            self.stats.last_error = f"board: {type(exc).__name__}: {exc}"
+            return False
+        changed = False
+        if mark is not None and mark.seq > cursor.replicated_seq:
+            cursor.replicated_seq, cursor.replicated_at = mark.seq, mark.at
+            while self._unconfirmed and self._unconfirmed[0][0] <= mark.seq:
+                self._unconfirmed.popleft()
+            changed = True
+        if want is not None and want.number > cursor.repair_served:
+            await self._repair(cursor, want)
+            cursor.repair_served = want.number
+            changed = True
+        return changed
+
+    async def _repair(self, cursor: Cursor, want: RepairRequest) -> None:
+        """Publish records ``want.first``..``want.last`` again, from the local files."""
+        logger.warning(
+            "the collector is missing seq %d-%d of stream %s: sending them again from the log",
+            want.first,
+            want.last,
+            cursor.stream,
+        )
+        reader = LogFollower(
+            self.log_path,
+            max_records=self.settings.chunk_records,
+            max_bytes=self.settings.chunk_bytes,
+        )
+        seq = want.first - 1
+        while seq < want.last:
+            chunk = await asyncio.to_thread(reader.next_chunk, seq, None)
+            if chunk is None:
+                break  # no longer on this host (retention): verify will name the hole
+            headers = self._headers(cursor.stream, chunk)
+            headers["Nats-Msg-Id"] += f":repair-{want.number}"
+            await self._publish_acked(chunk.data, headers)
+            self.stats.repaired_records += chunk.records
+            seq = chunk.last_seq
+        self.stats.repairs += 1
 
     async def _publish_acked(self, data: bytes, headers: dict[str, str]) -> None:
         subject = self.settings.subject(headers["Riskaudit-Stream"])
@@ -209,10 +308,15 @@ class Forwarder:
                 await asyncio.gather(*sends)
             cursor.seq = chunks[-1].last_seq
             cursor.hash = chunks[-1].last_hash.decode()
+            if self.board is not None:
+                self._unconfirmed.extend(
+                    (c.last_seq, ts_ns_of(c.data[: c.data.find(b"\n")])) for c in chunks
+                )
             self.stats.published_messages += len(chunks)
             self.stats.published_records += sum(c.records for c in chunks)
         shipped = await self._ship_checkpoints(cursor)
         shipped = await self._ship_recovered(cursor) or shipped
+        shipped = await self.look_at_board(cursor) or shipped
         if chunks or shipped:
             cursor.save(self.cursor_file)  # after every acknowledged window: exact resume
         return bool(chunks)
@@ -374,6 +478,25 @@ async def connect_jetstream(
     return nc, nc.jetstream()
 
 
+async def open_board(js: Any, settings: ReplicationSettings) -> Board | None:
+    """The collector's board, for a forwarder (which does not create it: ``nats init``
+    and the collector do). Without it "replicated" can mean only the broker's ack: said
+    once, loudly, and the forwarder goes on."""
+    from nats.js.errors import BucketNotFoundError  # noqa: PLC0415
+
+    try:
+        return await KvBoard.open(js, settings, create=False)
+    except BucketNotFoundError:
+        logger.warning(
+            "no key-value bucket %s: the collector's watermark cannot be read, so nothing "
+            "counts as replicated (run `riskaudit nats init`, start `riskaudit collect`)",
+            bucket_name(settings),
+        )
+    except Exception as exc:  # no permission, the cluster electing: the same warning
+        logger.warning("the collector's watermark cannot be read: %s", exc)
+    return None
+
+
 def jetstream_publisher(js: Any, timeout: float = ACK_TIMEOUT) -> Publish:
     async def publish(subject: str, data: bytes, headers: dict[str, str]) -> Any:
         return await js.publish(subject, data, timeout=timeout, headers=headers)
@@ -415,6 +538,7 @@ class ForwarderThread:
         while nc is None and not self._stop.is_set():
             try:
                 nc, self._js = await connect_jetstream(self.settings)
+                self.forwarder.board = await open_board(self._js, self.settings)
             except Exception as exc:
                 self.forwarder.stats.errors += 1
                 self.forwarder.stats.last_error = f"connect: {exc}"

@@ -9,18 +9,24 @@ longer than the forwarder's retry horizon (:data:`RETRY_HORIZON`: a re-sent chun
 dropped by the server). An existing stream that is weaker is refused unless the caller
 says so.
 
-NATS durability caveat: by default nats-server fsyncs its stream files only every two
-minutes, so an acknowledged write can be lost if the machines lose power together (an
-independent analysis showed it). Replicas on separate failure domains cover a single
-machine; for power loss set ``sync_interval: always`` (nats-server 2.10 and later; the
-2.9 series rejects it) — docs/operations.md.
+NATS durability: by default nats-server fsyncs its stream files only every two minutes,
+so an acknowledged write can be lost if the machines lose power together (an independent
+analysis showed it). Replicas on separate failure domains cover a single machine; for
+power loss the servers need ``sync_interval: always`` (nats-server 2.10 and later; the
+project tests on 2.15), as deploy/nats/nats-server.conf has. The stream API cannot tell,
+so :func:`check_sync_always` asks a server's monitoring endpoint
+(``RISK_AUDIT_NATS_MONITOR_URL``) — docs/operations.md.
 """
 
 from __future__ import annotations
 
+import json
+import urllib.error
+import urllib.request
 from typing import Any
 
 from riskaudit.errors import AuditConfigError
+from riskaudit.replication._board import KvBoard
 from riskaudit.replication._forward import ACK_TIMEOUT, RETRY_MAX
 from riskaudit.storage._settings import DAY, ReplicationSettings, RetentionPolicy
 
@@ -32,6 +38,52 @@ from riskaudit.storage._settings import DAY, ReplicationSettings, RetentionPolic
 #: be stored twice; the collector drops those by ``seq``. The default window, 10
 #: minutes, also covers short outages and restarts.
 RETRY_HORIZON = ACK_TIMEOUT + RETRY_MAX
+
+
+#: What to add to the server's configuration when it does not sync every write.
+SYNC_ALWAYS_FIX = "add `sync_interval: always` inside `jetstream { }` on every NATS server"
+
+
+def check_sync_always(monitor_url: str | None, timeout: float = 5.0) -> tuple[bool | None, str]:
+    """Whether the NATS server at ``monitor_url`` (its monitoring endpoint, e.g.
+    ``http://127.0.0.1:8222``) fsyncs every write: ``jetstream.config.sync_always`` in
+    its ``/varz``. (True, what it saw), (False, why not) when the server answers without
+    it, (None, "could not check: ...") when the URL is unset or the server does not
+    answer with /varz JSON. One server speaks for itself only: point the setting at each
+    node in turn to check them all."""
+    cannot = "could not check that NATS fsyncs every write (sync_interval: always)"
+    if not monitor_url:
+        return None, (
+            f"{cannot}: RISK_AUDIT_NATS_MONITOR_URL is not set; set it to a NATS server's "
+            "monitoring endpoint (its `http` port, e.g. http://127.0.0.1:8222) to check"
+        )
+    url = monitor_url.rstrip("/") + "/varz"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (operator's URL)
+            varz = json.loads(resp.read(4 << 20))
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return None, f"{cannot}: {url} (RISK_AUDIT_NATS_MONITOR_URL): {reason}"
+    if not isinstance(varz, dict):
+        return None, f"{cannot}: {url} did not answer with a JSON object"
+    name = varz.get("server_name") or varz.get("server_id") or monitor_url
+    version = varz.get("version", "?")
+    js = varz.get("jetstream")
+    config = js.get("config") if isinstance(js, dict) else None
+    if not isinstance(config, dict):
+        return False, f"NATS server {name} ({version}) at {monitor_url} has JetStream disabled"
+    if config.get("sync_always") is True:
+        return True, (
+            f"NATS server {name} ({version}) at {monitor_url} fsyncs every write "
+            "(sync_interval: always)"
+        )
+    interval = config.get("sync_interval")
+    every = f"every {interval / 1e9:g}s" if isinstance(interval, int | float) else "periodically"
+    return False, (
+        f"NATS server {name} ({version}) at {monitor_url} does not fsync every write: "
+        f"/varz shows no jetstream.config.sync_always, so it syncs stream files only "
+        f"{every} and an acknowledged write can be lost when the machines lose power"
+    )
 
 
 def wanted_limits(
@@ -119,14 +171,17 @@ async def ensure_stream(
     from nats.js.errors import NotFoundError  # noqa: PLC0415
 
     wanted = wanted_config(settings, retention)
+    # The collector's board (watermarks, repair requests) lives beside the stream.
     try:
         info = await js.stream_info(settings.stream)
     except NotFoundError:
         await js.add_stream(wanted)
+        await KvBoard.open(js, settings, create=True)
         return "created", []
     problems = weaknesses(info.config, settings, retention)
     if problems and not allow_weaker:
         raise ValueError(
             f"stream {settings.stream} is weaker than riskaudit needs: " + "; ".join(problems)
         )
+    await KvBoard.open(js, settings, create=True)
     return ("weaker" if problems else "ok"), problems

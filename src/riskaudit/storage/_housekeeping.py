@@ -22,7 +22,13 @@ from riskaudit.errors import AuditError
 from riskaudit.log import AuditLog
 from riskaudit.storage._backup import SHIP_EVERY, Backup
 from riskaudit.storage._holds import holds_path, load_holds
-from riskaudit.storage._retention import apply, archive_expiry, expire_archive, plan
+from riskaudit.storage._retention import (
+    apply,
+    archive_expiry,
+    expire_archive,
+    plan,
+    replicated_through,
+)
 from riskaudit.storage._segments import list_segments
 
 logger = logging.getLogger("riskaudit.housekeeping")
@@ -62,7 +68,14 @@ def run_retention(
     holds = load_holds(config.holds_file or holds_path(log.path))
     archived = backup.archived() if backup is not None else None
     segments = list_segments(log.path)
-    decisions = plan(segments, config.retention, holds, archived_keys=archived, facts=facts)
+    decisions = plan(
+        segments,
+        config.retention,
+        holds,
+        archived_keys=archived,
+        facts=facts,
+        replicated_through=replicated_through(log.path),
+    )
 
     def record(fields: dict[str, Any]) -> None:
         log.append_control("retention", fields)

@@ -23,7 +23,10 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from riskaudit.errors import AuditBackupError
 from riskaudit.log._files import fsync_dir
@@ -84,8 +87,14 @@ def plan(
     now_ns: int | None = None,
     archived_keys: Mapping[str, Any] | None = None,
     facts: dict[str, tuple[int, set[str]]] | None = None,
+    replicated_through: int | None = None,
 ) -> list[Decision]:
     """Decide for every local segment (nothing is touched).
+
+    ``replicated_through`` is the collector's watermark when the log is replicated
+    (None: it is not): a segment with records beyond it is not removed locally before
+    the minimum — the central copy does not hold it yet — nor deleted after it unless
+    ``policy.wait_for_replication`` is off.
 
     ``archived_keys`` is what the configured archive holds (base segment name → object
     info), listed once by the caller; None when no archive is configured. ``facts``
@@ -144,8 +153,35 @@ def plan(
                 f"older than {_days(keep_until)} (cold tier and compliance minimum "
                 f"{_days(minimum)} both passed)"
             )
+        if replicated_through is not None and seg.last_seq > replicated_through:
+            _wait_for_collector(d, seg, replicated_through, policy.wait_for_replication)
         out.append(d)
     return out
+
+
+def replicated_through(log_path: Path) -> int | None:
+    """The collector's watermark as the forwarder last saved it in ``<log>.forward.json``
+    (None when the log is not forwarded: no cursor file)."""
+    try:
+        raw = orjson.loads((log_path.with_name(log_path.name + ".forward.json")).read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    seq = raw.get("replicated_seq", 0) if isinstance(raw, dict) else 0
+    return seq if isinstance(seq, int) else 0
+
+
+def _wait_for_collector(d: Decision, seg: Segment, through: int, wait: bool) -> None:
+    """A segment the collector has not fsynced whole: its local copy is the only one
+    on a disk that riskaudit knows of."""
+    missing = f"the collector has fsynced only through seq {through}, not {seg.last_seq}"
+    if d.action == "remove-local":
+        d.action = "keep"
+        d.reason = f"{missing}: the local copy stays until it has"
+    elif d.action == "delete" and wait:
+        d.action = "keep"
+        d.reason = f"past the minimum, but {missing} (RISK_AUDIT_RETENTION_WAIT_FOR_REPLICATION)"
+    elif d.action == "delete":
+        d.reason += f"; deleted although {missing} (RISK_AUDIT_RETENTION_WAIT_FOR_REPLICATION=0)"
 
 
 def archive_expiry(

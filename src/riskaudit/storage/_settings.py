@@ -44,6 +44,9 @@ class RetentionPolicy:
     cold: float = 1827 * DAY
     minimum: float = 1827 * DAY
     minimum_by_type: Mapping[str, float] = field(default_factory=dict)
+    #: A replicated log's segments the collector has not fsynced are kept even past the
+    #: minimum (False: deleted at the minimum all the same, and the reason says so).
+    wait_for_replication: bool = True
 
     def __post_init__(self) -> None:
         if not 0 <= self.hot <= self.warm <= self.cold:
@@ -99,8 +102,20 @@ class ReplicationSettings:
     #: How long one-shot commands (``forward --once``, ``nats init``) try to reach NATS
     #: before they give up with an error; long-running ones retry for ever.
     connect_timeout: float = 5.0
+    #: The monitoring endpoint (``http`` port) of one NATS server, e.g.
+    #: ``http://127.0.0.1:8222``: ``nats init`` and ``check`` read its ``/varz`` to see
+    #: that the server fsyncs every write (``sync_interval: always``). Unset: not checked.
+    monitor_url: str | None = None
 
     def __post_init__(self) -> None:
+        if self.monitor_url is not None and not self.monitor_url.startswith(
+            ("http://", "https://")
+        ):
+            raise AuditConfigError(
+                "RISK_AUDIT_NATS_MONITOR_URL",
+                f"{self.monitor_url!r} is not an http:// or https:// URL "
+                "(the server's monitoring port, e.g. http://127.0.0.1:8222)",
+            )
         if self.connect_timeout <= 0:
             raise AuditConfigError("RISK_AUDIT_NATS_CONNECT_TIMEOUT", "must be above 0")
         if not self.urls:

@@ -1,0 +1,169 @@
+"""The chain of custody: "replicated" means fsynced by the collector, not acknowledged by
+the broker; a hole the broker left is asked for and re-sent from the host's log; retention
+keeps what the collector has not confirmed. Unit level (a board in memory, messages by
+hand); tests/test_replication_repair.py does the same against a real cluster."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from riskaudit import AuditConfig, AuditLog
+from riskaudit.log._codec import split_head
+from riskaudit.replication import (
+    Collector,
+    Forwarder,
+    MemoryBoard,
+    RepairRequest,
+    Watermark,
+)
+from riskaudit.replication import _collect as collect_module
+from riskaudit.storage._retention import plan
+from riskaudit.storage._segments import Segment
+from riskaudit.storage._settings import DAY, ReplicationSettings, RetentionPolicy
+from tests.helpers import event
+
+
+class Msg:
+    """A JetStream message as the collector sees it."""
+
+    def __init__(self, data: bytes) -> None:
+        first = split_head(data.split(b"\n", 1)[0])
+        assert first is not None
+        self.headers = {"Riskaudit-Kind": "records", "Riskaudit-First-Seq": str(first[0])}
+        self.data = data
+        self.acked = False
+
+    async def ack(self) -> None:
+        self.acked = True
+
+
+def written_log(log_path: Path, n: int) -> list[bytes]:
+    with AuditLog(AuditConfig(log_path=log_path, checkpoint_interval=0)) as log:
+        for i in range(n):
+            log.append(event(i))
+    return [x + b"\n" for x in log_path.read_bytes().split(b"\n")[:-1]]
+
+
+def test_forwarder_counts_replicated_only_from_the_collectors_watermark(
+    log_path: Path,
+) -> None:
+    """Acknowledged by the broker is not replicated: the forwarder's replicated seq,
+    its end-to-end lags and the cursor file follow the board's watermark alone."""
+    lines = written_log(log_path, 40)
+    board = MemoryBoard()
+    sent: list[dict[str, str]] = []
+
+    async def publish(subject: str, data: bytes, headers: dict[str, str]) -> None:
+        sent.append(headers)
+
+    async def main() -> Forwarder:
+        fwd = Forwarder(log_path, ReplicationSettings(chunk_records=10), publish, board=board)
+        while await fwd.step():
+            pass
+        assert fwd.cursor is not None and fwd.cursor.seq == len(lines)
+        assert fwd.replicated_seq == 0 and fwd.replication_lag() == len(lines)
+        assert fwd.replication_lag_seconds() > 0
+        await board.confirm(fwd.cursor.stream, Watermark(20, None, time.time()))
+        await fwd.look_at_board(fwd.cursor, force=True)
+        assert fwd.replicated_seq == 20 and fwd.replication_lag() == len(lines) - 20
+        fwd.cursor.save(fwd.cursor_file)
+        return fwd
+
+    fwd = asyncio.run(main())
+    again = Forwarder(log_path, ReplicationSettings(), publish)
+    again._ensure_cursor()
+    assert again.replicated_seq == 20  # kept in <log>.forward.json, for retention too
+    assert fwd.lag() == 0  # the broker has everything: a different question
+
+
+def test_forwarder_serves_a_repair_request_from_the_log(log_path: Path) -> None:
+    """A repair request is answered once, with exactly the records the local log holds
+    for the range, under message ids the broker's duplicate window will not drop."""
+    lines = written_log(log_path, 30)
+    board = MemoryBoard()
+    sent: list[tuple[bytes, dict[str, str]]] = []
+
+    async def publish(subject: str, data: bytes, headers: dict[str, str]) -> None:
+        sent.append((data, headers))
+
+    async def main() -> None:
+        fwd = Forwarder(log_path, ReplicationSettings(chunk_records=8), publish, board=board)
+        while await fwd.step():
+            pass
+        assert fwd.cursor is not None
+        before = len(sent)
+        await board.ask(fwd.cursor.stream, RepairRequest(11, 14, 7, time.time()))
+        await fwd.look_at_board(fwd.cursor, force=True)
+        repaired = sent[before:]
+        assert repaired and all(h["Nats-Msg-Id"].endswith(":repair-7") for _d, h in repaired)
+        data = b"".join(d for d, _h in repaired)
+        assert data.startswith(lines[10]) and lines[13] in data
+        await fwd.look_at_board(fwd.cursor, force=True)  # the same request: served once
+        assert len(sent) == before + len(repaired) and fwd.stats.repairs == 1
+
+    asyncio.run(main())
+
+
+def test_collector_asks_for_a_hole_and_publishes_only_a_complete_watermark(
+    log_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chunk ahead of a missing one waits; past REPAIR_AFTER the collector asks the
+    host for the hole, its watermark stays below it, and once the records come back
+    the central copy is byte-equal and the watermark moves to the end."""
+    lines = written_log(log_path, 30)
+    board = MemoryBoard()
+    collector = Collector(tmp_path / "central", ReplicationSettings(), js=None, board=board)
+    central = collect_module.CentralLog(tmp_path / "central" / "s", "s", collector.stats)
+    monkeypatch.setattr(collect_module, "REPAIR_AFTER", 0.0)
+
+    async def main() -> None:
+        await collector._handle(central, [Msg(b"".join(lines[:10]))])
+        assert board.marks["s"].seq == 10
+        ahead = Msg(b"".join(lines[20:]))
+        await collector._handle(central, [ahead])
+        want = board.requests["s"]
+        assert (want.first, want.last) == (11, 20) and not ahead.acked
+        assert board.marks["s"].seq == 10
+        await collector._handle(central, [Msg(b"".join(lines[10:20]))])
+        assert ahead.acked and board.marks["s"].seq == len(lines)
+
+    asyncio.run(main())
+    central.close()
+    assert (tmp_path / "central" / "s" / "audit.jsonl").read_bytes() == b"".join(lines)
+    assert collector.stats.gaps == [] and collector.stats.repairs_asked == 1
+
+
+def _segment(tmp_path: Path, last_seq: int) -> Segment:
+    path = tmp_path / f"log.seg-{last_seq}.jsonl"
+    path.write_bytes(b"")
+    return Segment(path, last_seq - 9, last_seq, 0, "gzip")
+
+
+def test_retention_keeps_what_the_collector_has_not_fsynced(tmp_path: Path) -> None:
+    """Past the minimum, a segment beyond the watermark is kept (by default) or deleted
+    with a reason that says so; before it, an archived one is not removed locally."""
+    seg = _segment(tmp_path, 100)
+    facts = {seg.key: (0, set[str]())}
+    old = int(3000 * DAY * 1e9)
+    policy = RetentionPolicy()
+    kept = plan([seg], policy, [], now_ns=old, facts=facts, replicated_through=50)[0]
+    assert kept.action == "keep" and "fsynced only through seq 50" in kept.reason
+    done = plan([seg], policy, [], now_ns=old, facts=facts, replicated_through=100)[0]
+    assert done.action == "delete"
+    eager = RetentionPolicy(wait_for_replication=False)
+    gone = plan([seg], eager, [], now_ns=old, facts=facts, replicated_through=50)[0]
+    assert gone.action == "delete" and "WAIT_FOR_REPLICATION=0" in gone.reason
+    cold = int(800 * DAY * 1e9)
+    archived = {seg.key: object()}
+    stay = plan(
+        [seg], policy, [], now_ns=cold, facts=facts, archived_keys=archived, replicated_through=50
+    )[0]
+    assert stay.action == "keep"
+    assert (
+        plan([seg], policy, [], now_ns=cold, facts=facts, archived_keys=archived)[0].action
+        == "remove-local"
+    )
