@@ -167,3 +167,37 @@ def test_retention_keeps_what_the_collector_has_not_fsynced(tmp_path: Path) -> N
         plan([seg], policy, [], now_ns=cold, facts=facts, archived_keys=archived)[0].action
         == "remove-local"
     )
+
+
+def test_ready_status_and_page_follow_the_watermark(log_path: Path) -> None:
+    """With a forwarder attached, /v1/status and the status page show what is fsynced
+    centrally beside what the broker has, and /ready turns 503 when the oldest record
+    not yet replicated is older than RISK_AUDIT_READY_MAX_REPLICATION_LAG."""
+    from fastapi.testclient import TestClient
+
+    from riskaudit.ops import Service, create_app
+
+    written_log(log_path, 10)
+    config = AuditConfig(log_path=log_path, ready_max_replication_lag=30.0)
+
+    async def publish(subject: str, data: bytes, headers: dict[str, str]) -> None:
+        return None
+
+    with AuditLog(config) as log:
+        fwd = Forwarder(log_path, ReplicationSettings(), publish, board=MemoryBoard())
+        while asyncio.run(fwd.step()):
+            pass
+        service = Service(log, config)
+        service.forwarder = fwd
+        with TestClient(create_app(service)) as client:
+            st = client.get("/v1/status").json()["replication"]
+            assert st["replicated_seq"] == 0 and st["broker_acked_seq"] >= 10
+            assert client.get("/ready").status_code == 200
+            assert "fsynced centrally (seq)" in client.get("/").text
+            fwd._unconfirmed.clear()
+            assert fwd.cursor is not None
+            fwd.cursor.replicated_at = time.time() - 100
+            fwd.cursor.replicated_seq = 1
+            late = client.get("/ready")
+            assert late.status_code == 503
+            assert any("READY_MAX_REPLICATION_LAG" in r for r in late.json()["reasons"])

@@ -145,6 +145,7 @@ class AuditConfig:
     hmac_key_file: Path | None = None
     actor_policy: str = "enforce"
     approval_window: float = 3600.0
+    ready_max_replication_lag: float | None = None
     trusted_proxies: tuple[str, ...] = ()
     host: str = field(default_factory=socket.gethostname)
     log_level: str = "INFO"
@@ -183,6 +184,8 @@ class AuditConfig:
             raise AuditConfigError(
                 "RISK_AUDIT_ACTOR_POLICY", f"{self.actor_policy!r} is not enforce, warn or off"
             )
+        if self.ready_max_replication_lag is not None and self.ready_max_replication_lag <= 0:
+            raise AuditConfigError("RISK_AUDIT_READY_MAX_REPLICATION_LAG", "must be positive")
         if self.approval_window <= 0:
             raise AuditConfigError("RISK_AUDIT_APPROVAL_WINDOW", "must be positive")
         for proxy in self.trusted_proxies:
@@ -304,6 +307,8 @@ class AuditConfig:
             kwargs["schema_policy"] = got[1].strip().lower()
         if got := get("RISK_AUDIT_ACTOR_POLICY"):
             kwargs["actor_policy"] = got[1].strip().lower()
+        if got := get("RISK_AUDIT_READY_MAX_REPLICATION_LAG"):
+            kwargs["ready_max_replication_lag"] = parse_duration(*got)
         if got := get("RISK_AUDIT_APPROVAL_WINDOW"):
             kwargs["approval_window"] = parse_duration(*got)
         if got := get("RISK_AUDIT_TRUSTED_PROXIES"):

@@ -84,7 +84,8 @@ def forward(
         typer.echo(
             f"forwarded {s.published_records} records in {s.published_messages} messages "
             f"and {s.checkpoints} checkpoints; up to seq "
-            f"{forwarder.cursor.seq if forwarder.cursor else 0}; {s.errors} errors"
+            f"{forwarder.cursor.seq if forwarder.cursor else 0} (acknowledged by NATS; "
+            f"fsynced centrally through {forwarder.replicated_seq}); {s.errors} errors"
         )
 
     _run(main())

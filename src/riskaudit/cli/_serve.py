@@ -58,6 +58,7 @@ def serve(
     if forward:
         forwarder = ForwarderThread(log.path, config.replication, sidecar=config.checkpoint_path)
         service.metrics.watch_forwarder(forwarder.forwarder)
+        service.forwarder = forwarder.forwarder
         forwarder.start()
     stop = threading.Event()
     runner = None

@@ -76,6 +76,9 @@ _UNTIL = f"Records before this time: {TIME_FORMS}."
 _SOURCE_SCHEMA = WithJsonSchema(
     {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
 )
+if TYPE_CHECKING:
+    from riskaudit.replication import Forwarder
+
 if TYPE_CHECKING:  # to mypy the names are strings; at run time a Literal lists them
     _TypeName = str
     _PriorityName = str
@@ -156,6 +159,7 @@ class Service:
         self.tokens = tokens
         self.owns_log = owns_log
         self.record_state = record_state
+        self.forwarder: Forwarder | None = None  # `serve --forward` sets it
         self.dedupe = Deduplicator(config.dedupe_window)
         self.approvals = Approvals(config.approval_window)
         self.proxies = tuple(ipaddress.ip_network(p, strict=False) for p in config.trusted_proxies)
@@ -172,6 +176,55 @@ class Service:
         if tokens is not None:
             tokens.on_change = self._record_tokens
             self._record_tokens(tokens.snapshot(), "start")
+
+    def replication(self) -> dict[str, Any] | None:
+        """The forwarder's view, end to end (None when this service does not forward):
+        ``replicated_seq`` is the collector's watermark — fsynced centrally — and the
+        only thing that counts as replicated; the broker's ack is shown beside it."""
+        fwd = self.forwarder
+        if fwd is None:
+            return None
+        return {
+            "replicated_seq": fwd.replicated_seq,
+            "broker_acked_seq": fwd.cursor.seq if fwd.cursor else 0,
+            "lag_records": fwd.replication_lag(),
+            "lag_seconds": round(fwd.replication_lag_seconds(), 3),
+            "repairs": fwd.stats.repairs,
+            "errors": fwd.stats.errors,
+            "last_error": fwd.stats.last_error,
+        }
+
+    def status(self) -> dict[str, Any]:
+        """The log's status, with replication when this service forwards."""
+        st = self.log.status()
+        rep = self.replication()
+        if rep is not None:
+            st["replication"] = rep
+        return st
+
+    def ready(self) -> tuple[bool, dict[str, Any]]:
+        """Whether to take traffic: records reach a durable destination, and — with
+        ``RISK_AUDIT_READY_MAX_REPLICATION_LAG`` — the collector is not too far behind."""
+        st = self.status()
+        body: dict[str, Any] = {
+            "ready": st["ready"],
+            "destination": st["destination"],
+            **st["health"],
+            "integrity": st["integrity"],
+        }
+        limit = self.config.ready_max_replication_lag
+        rep = st.get("replication")
+        if rep is not None:
+            body["replication"] = rep
+            if limit is not None and rep["lag_seconds"] > limit:
+                body["ready"] = False
+                body["reasons"] = [
+                    *body.get("reasons", []),
+                    f"replication: the oldest record not fsynced centrally is "
+                    f"{rep['lag_seconds']:.0f}s old (RISK_AUDIT_READY_MAX_REPLICATION_LAG "
+                    f"{limit:g}s)",
+                ]
+        return bool(body["ready"]), body
 
     def watch(self) -> None:
         """Pick up a changed tokens or holds file (the service calls this every
@@ -423,14 +476,8 @@ def create_app(service: Service) -> FastAPI:
 
     @app.get("/ready", summary="200 only while records reach the primary or the spool")
     def ready(_: Annotated[Principal | None, Depends(guard("ready", None))]) -> JSONResponse:
-        st = service.log.status()
-        body = {
-            "ready": st["ready"],
-            "destination": st["destination"],
-            **st["health"],
-            "integrity": st["integrity"],
-        }
-        return JSONResponse(body, status_code=200 if st["ready"] else 503)
+        ok, body = service.ready()
+        return JSONResponse(body, status_code=200 if ok else 503)
 
     @app.get("/metrics", summary="Prometheus text format", response_class=Response)
     def metrics(_: Annotated[Principal | None, Depends(guard("metrics", None))]) -> Response:
@@ -440,11 +487,11 @@ def create_app(service: Service) -> FastAPI:
     def status(
         _: Annotated[Principal | None, Depends(guard("status", "reader"))],
     ) -> dict[str, Any]:
-        return service.log.status()
+        return service.status()
 
     @app.get("/", response_class=HTMLResponse, summary="Status page (no event content)")
     def page(_: Annotated[Principal | None, Depends(guard("page", "reader"))]) -> HTMLResponse:
-        return HTMLResponse(render_page(service.log.status(), service.rates(), __version__))
+        return HTMLResponse(render_page(service.status(), service.rates(), __version__))
 
     @app.post(
         "/v1/events",

@@ -95,6 +95,25 @@ def _chart(rates: list[tuple[float, float]]) -> str:
     return "".join(parts)
 
 
+def _replication_card(rep: dict[str, Any] | None) -> str:
+    """The forwarder's view, end to end: what the broker has, and what the collector
+    has fsynced centrally (the only one that counts as replicated)."""
+    if rep is None:
+        return ""
+    lag = rep["lag_seconds"]
+    return f"""<div class="card"><h2>Replication</h2><table>{
+        _rows(
+            [
+                ("fsynced centrally (seq)", rep["replicated_seq"]),
+                ("acknowledged by NATS (seq)", rep["broker_acked_seq"]),
+                ("not yet replicated", f"{rep['lag_records']:,} records"),
+                ("oldest of them", "—" if not rep["lag_records"] else f"{lag:.0f} s"),
+                ("repairs served", rep["repairs"]),
+            ]
+        )
+    }</table></div>"""
+
+
 def render_page(status: dict[str, Any], rates: list[tuple[float, float]], version: str) -> str:
     health = status["health"]
     cls = html.escape(health["status"])
@@ -172,6 +191,7 @@ def render_page(status: dict[str, Any], rates: list[tuple[float, float]], versio
             ]
         )
     }</table></div>
+{_replication_card(status.get("replication"))}
 <div class="card wide"><h2>Events per second ({latest})</h2>{_chart(rates)}</div>
 </div>
 <p class="sub">No event content is shown here. API: <a href="/docs">/docs</a> ·
