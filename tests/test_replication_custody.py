@@ -201,3 +201,108 @@ def test_ready_status_and_page_follow_the_watermark(log_path: Path) -> None:
             late = client.get("/ready")
             assert late.status_code == 503
             assert any("READY_MAX_REPLICATION_LAG" in r for r in late.json()["reasons"])
+
+
+def test_a_called_gap_holds_the_watermark_across_restarts(
+    log_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A gap called after no repair came keeps the watermark below it, also for a new
+    collector on the same directory; a recovered segment that fills it lets it move."""
+    lines = written_log(log_path, 30)
+    board = MemoryBoard()
+    monkeypatch.setattr(collect_module, "REPAIR_GIVE_UP", 0.0)
+    directory = tmp_path / "central" / "s"
+
+    async def feed(central: collect_module.CentralLog, collector: Collector, data: bytes) -> None:
+        await collector._handle(central, [Msg(data)])
+
+    collector = Collector(tmp_path / "central", ReplicationSettings(), js=None, board=board)
+    central = collect_module.CentralLog(directory, "s", collector.stats)
+    asyncio.run(feed(central, collector, b"".join(lines[:10])))
+    asyncio.run(feed(central, collector, b"".join(lines[20:])))
+    assert collector.stats.gaps == [("s", 11, 20)] and board.marks["s"].seq == 10
+    central.close()
+    again = Collector(tmp_path / "central", ReplicationSettings(), js=None, board=MemoryBoard())
+    reopened = collect_module.CentralLog(directory, "s", again.stats)
+    assert reopened.complete_through()[0] == 10  # not 32: the hole is remembered
+    reopened.add_recovered("x.recovered-11-20.jsonl", b"".join(lines[10:20]))
+    assert reopened.complete_through()[0] == len(lines)
+    reopened.close()
+
+
+def test_the_forwarder_refuses_a_watermark_that_is_not_its_own(log_path: Path) -> None:
+    """A watermark past what this host sent, or naming another record's hash, is refused
+    (counted, logged); the true one is taken."""
+    written_log(log_path, 20)
+    board = MemoryBoard()
+
+    async def publish(subject: str, data: bytes, headers: dict[str, str]) -> None:
+        return None
+
+    async def main() -> None:
+        fwd = Forwarder(log_path, ReplicationSettings(chunk_records=5), publish, board=board)
+        while await fwd.step():
+            pass
+        assert fwd.cursor is not None
+        stream = fwd.cursor.stream
+        await board.confirm(stream, Watermark(10**6, None, time.time()))
+        await fwd.look_at_board(fwd.cursor, force=True)
+        assert fwd.replicated_seq == 0 and "past what this host sent" in str(fwd.stats.last_error)
+        await board.confirm(stream, Watermark(10, "ab" * 32, time.time()))
+        await fwd.look_at_board(fwd.cursor, force=True)
+        assert fwd.replicated_seq == 0 and "hash" in str(fwd.stats.last_error)
+        true_hash = fwd._hash_of(10)
+        await board.confirm(stream, Watermark(10, true_hash, time.time()))
+        await fwd.look_at_board(fwd.cursor, force=True)
+        assert fwd.replicated_seq == 10
+
+    asyncio.run(main())
+
+
+def test_a_repair_for_records_not_on_the_host_sends_nothing(log_path: Path) -> None:
+    """Asked for a range the local log does not hold, the forwarder sends nothing
+    (not the next records it has) and says so."""
+    written_log(log_path, 10)
+    board = MemoryBoard()
+    sent: list[dict[str, str]] = []
+
+    async def publish(subject: str, data: bytes, headers: dict[str, str]) -> None:
+        sent.append(headers)
+
+    async def main() -> None:
+        fwd = Forwarder(log_path, ReplicationSettings(), publish, board=board)
+        while await fwd.step():
+            pass
+        assert fwd.cursor is not None
+        before = len(sent)
+        await board.ask(fwd.cursor.stream, RepairRequest(500, 600, 1, time.time()))
+        await fwd.look_at_board(fwd.cursor, force=True)
+        assert len(sent) == before
+
+    asyncio.run(main())
+
+
+def test_without_a_board_nothing_is_replicated_and_the_lag_shows_it(log_path: Path) -> None:
+    """No watermark can be read: everything counts as not replicated and its age grows,
+    so the alert and /ready see it (it was 0 s)."""
+    written_log(log_path, 10)
+
+    async def publish(subject: str, data: bytes, headers: dict[str, str]) -> None:
+        return None
+
+    fwd = Forwarder(log_path, ReplicationSettings(), publish)
+    while asyncio.run(fwd.step()):
+        pass
+    assert fwd.replication_lag() > 0
+    assert fwd.replication_lag_seconds(time.time_ns() + 60 * 10**9) >= 60
+
+
+def test_retention_keeps_everything_when_the_cursor_cannot_be_read(log_path: Path) -> None:
+    """An unreadable forward cursor means nothing is confirmed, not "not replicated"."""
+    from riskaudit.storage._retention import replicated_through
+    from riskaudit.storage._segments import forward_cursor_path
+
+    log_path.parent.mkdir(parents=True)
+    assert replicated_through(log_path) is None
+    forward_cursor_path(log_path).write_bytes(b"{not json")
+    assert replicated_through(log_path) == 0

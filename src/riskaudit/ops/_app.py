@@ -76,10 +76,9 @@ _UNTIL = f"Records before this time: {TIME_FORMS}."
 _SOURCE_SCHEMA = WithJsonSchema(
     {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
 )
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # to mypy the names are strings; at run time a Literal lists them
     from riskaudit.replication import Forwarder
 
-if TYPE_CHECKING:  # to mypy the names are strings; at run time a Literal lists them
     _TypeName = str
     _PriorityName = str
 else:

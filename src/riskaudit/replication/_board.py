@@ -12,14 +12,14 @@ retention may delete locally) follows that watermark, not the broker's ack.
 When the collector finds a hole (a message the broker acknowledged and lost, or a gap
 an operator's purge left), it posts a **repair request** naming the range; the
 forwarder of that stream re-sends it from the host's log, the system of record. Both
-live in a JetStream key-value bucket (``<stream>.replicated`` and ``<stream>.repair``
-per host stream), which survives either side's restart; :class:`MemoryBoard` is the
+live in a JetStream key-value bucket (keys ``<host stream id>.replicated`` and
+``<host stream id>.repair``: the stream id of a host's log, not the JetStream stream),
+which survives either side's restart; :class:`MemoryBoard` is the
 same in memory, for tests and for a collector without NATS.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
@@ -134,7 +134,3 @@ class KvBoard:
             return None
         value: dict[str, Any] = orjson.loads(entry.value)
         return value
-
-
-def now() -> float:
-    return time.time()

@@ -54,9 +54,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from riskaudit.errors import AuditLockedError
 from riskaudit.log._codec import ZERO_HASH, gap_range, is_control, line_hash, split_head, ts_ns_of
 from riskaudit.log._destinations import AppendFile
+from riskaudit.log._files import atomic_write
 from riskaudit.log._lock import CENTRAL_MARK
 from riskaudit.log._startup import sibling_head
 from riskaudit.replication._board import Board, RepairRequest, Watermark
@@ -74,8 +77,16 @@ GAP_WAIT = 60.0
 #: ``REPAIR_GIVE_UP`` without an answer.
 REPAIR_AFTER = ACK_WAIT + 2.0
 REPAIR_GIVE_UP = 900.0
+#: A hole unchanged after a request is asked for again after twice the wait, up to this.
+REPAIR_BACKOFF_MAX = 300.0
+#: Chunks held ahead of a hole, at most (well under the consumer's max_ack_pending, so
+#: the repair can still be delivered); more are handed back to the server for later.
+HOLD_MAX = 256
 _RECOVERED_NAME = re.compile(r"\.recovered-(\d+)-(\d+)\.jsonl$")
 CENTRAL_NAME = "audit.jsonl"
+#: The ranges the central copy lacks (gaps called, records that broke the chain), kept
+#: across restarts: the watermark must never pass them.
+HOLES_NAME = CENTRAL_NAME + ".holes.json"
 
 
 @dataclass(slots=True)
@@ -117,13 +128,37 @@ class CentralLog:
             self.sidecar.repair(side)
         self.last_checkpoint = side.last_seq if side is not None else 0
         self.waiting: dict[int, tuple[bytes, list[Any], float]] = {}
-        self.holes: list[tuple[int, int]] = []  # gaps called in this run
-        self.asked_at = -1e9  # when the last repair request went out (one per REPAIR_AFTER)
+        self.holes_file = directory / HOLES_NAME
+        self.holes: list[tuple[int, int]] = self._load_holes()
+        # The hole being repaired: since when it has been as it is, and the wait before
+        # asking (again): doubled after each unanswered request, reset when it changes.
+        self.hole: tuple[int, int] | None = None
+        self.hole_since = 0.0
+        self.ask_wait = REPAIR_AFTER
         self.confirmed = 0  # the watermark last published
+
+    def _load_holes(self) -> list[tuple[int, int]]:
+        try:
+            raw = orjson.loads(self.holes_file.read_bytes())
+        except FileNotFoundError:
+            return []
+        except (OSError, orjson.JSONDecodeError) as exc:
+            # Unreadable: claim nothing past the start rather than too much.
+            logger.error("stream %s: %s unreadable (%s)", self.stream, self.holes_file, exc)
+            return [(1, 1)]
+        return [(int(a), int(b)) for a, b in raw.get("holes", [])]
+
+    def _save_holes(self) -> None:
+        atomic_write(self.holes_file, orjson.dumps({"holes": self.holes}))
+
+    def _add_hole(self, first: int, last: int) -> None:
+        self.holes.append((first, last))
+        self._save_holes()
 
     def complete_through(self) -> tuple[int, str | None]:
         """The watermark: the highest seq through which this copy is complete and
-        synced, with that record's hash (unknown below a gap called in this run)."""
+        synced, with that record's hash (unknown below a hole: a gap called, or a record
+        that broke the chain, in this run or an earlier one)."""
         if self.holes:
             return min(first for first, _last in self.holes) - 1, None
         return self.last_seq, self.last_hash.decode() if self.last_seq else None
@@ -148,8 +183,17 @@ class CentralLog:
                 else:
                     self.stats.duplicates += 1
                 continue
-            if seq != self.last_seq + 1:
-                self.holes.append((self.last_seq + 1, seq - 1))
+            if seq != self.last_seq + 1 and gap_range(line) == (self.last_seq + 1, seq - 1):
+                # The host's own gap record: those records reached only its stdout, and
+                # its log lacks them too. Nothing to wait for; not a hole of ours.
+                logger.warning(
+                    "stream %s: seq %d-%d reached only the host's stdout (its gap record)",
+                    self.stream,
+                    self.last_seq + 1,
+                    seq - 1,
+                )
+            elif seq != self.last_seq + 1:
+                self._add_hole(self.last_seq + 1, seq - 1)
                 self.stats.gaps.append((self.stream, self.last_seq + 1, seq - 1))
                 logger.error(
                     "stream %s: seq %d-%d never arrived; continuing at %d",
@@ -160,6 +204,7 @@ class CentralLog:
                 )
             elif self.last_seq and prev != self.last_hash:
                 self.stats.chain_breaks.append((self.stream, seq))
+                self._add_hole(seq, seq)  # the watermark stops before it
                 logger.error("stream %s: seq %d does not link to its predecessor", self.stream, seq)
             if is_control(line, "segment"):
                 pieces.append(b"".join(out))
@@ -238,8 +283,12 @@ class CentralLog:
             ]
             if fresh:
                 target.write([b"".join(fresh)])
+            complete = target.head().last_seq >= last
         finally:
             target.close()
+        if complete and (first, last) in self.holes:  # the recovered segment fills it
+            self.holes.remove((first, last))
+            self._save_holes()
 
     def close(self) -> None:
         self.log.close()
@@ -350,8 +399,11 @@ class Collector:
                 continue
             first = int(headers.get("Riskaudit-First-Seq", "0"))
             held = central.waiting.get(first)
-            if held is not None:  # the same chunk again (a redelivery): ack both at once
-                central.waiting[first] = (held[0], [*held[1], msg], held[2])
+            if held is not None:  # the same chunk again (a redelivery): ack them together,
+                # keeping the last few deliveries only (a hole can last many redeliveries)
+                central.waiting[first] = (held[0], [*held[1][-3:], msg], held[2])
+            elif first > central.last_seq + 1 and len(central.waiting) >= HOLD_MAX:
+                await msg.nak(delay=REPAIR_AFTER)  # back to the server: room for the repair
             else:
                 central.waiting[first] = (msg.data, [msg], now)
         # Take waiting chunks in seq order while they connect (or have waited too long).
@@ -364,7 +416,7 @@ class Collector:
                 and now - since < give_up
                 and not _names_hole(data, central.last_seq + 1, first - 1)
             ):
-                if self.board is not None and now - since >= REPAIR_AFTER:
+                if self.board is not None:
                     await self._ask(central, central.last_seq + 1, first - 1, now)
                 break
             del central.waiting[first]
@@ -394,9 +446,12 @@ class Collector:
         central.confirmed = seq
 
     async def _ask(self, central: CentralLog, first: int, last: int, now: float) -> None:
-        """Ask the host for records it has and we never got (again every REPAIR_AFTER
-        while the hole stays open: a repair under way shrinks it chunk by chunk)."""
-        if self.board is None or now - central.asked_at < REPAIR_AFTER:
+        """Ask the host for records it has and we never got, once the hole has stayed
+        as it is for the wait (a repair under way shrinks it: no new request then), and
+        again after twice as long while nothing comes (each request is re-sent whole)."""
+        if central.hole != (first, last):
+            central.hole, central.hole_since, central.ask_wait = (first, last), now, REPAIR_AFTER
+        if self.board is None or now - central.hole_since < central.ask_wait:
             return
         request = RepairRequest(first, last, time.time_ns(), time.time())
         try:
@@ -404,7 +459,8 @@ class Collector:
         except Exception as exc:
             logger.warning("stream %s: repair request not posted: %s", central.stream, exc)
             return
-        central.asked_at = now
+        central.hole_since = now
+        central.ask_wait = min(REPAIR_BACKOFF_MAX, central.ask_wait * 2)
         self.stats.repairs_asked += 1
         logger.warning(
             "stream %s: seq %d-%d missing (lost by the broker, or purged): asked the host "

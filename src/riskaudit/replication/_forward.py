@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -40,10 +41,10 @@ import orjson
 from riskaudit.errors import AuditConfigError
 from riskaudit.log._codec import split_head, ts_ns_of
 from riskaudit.log._files import atomic_write
-from riskaudit.replication._board import Board, KvBoard, RepairRequest, bucket_name
+from riskaudit.replication._board import Board, KvBoard, RepairRequest, Watermark, bucket_name
 from riskaudit.replication._follow import Chunk, LogFollower
 from riskaudit.storage._backup import find_stream
-from riskaudit.storage._segments import last_line
+from riskaudit.storage._segments import forward_cursor_path, last_line
 from riskaudit.storage._settings import ReplicationSettings
 
 logger = logging.getLogger("riskaudit.forward")
@@ -54,12 +55,15 @@ RETRY_MIN, RETRY_MAX = 0.05, 5.0
 ACK_TIMEOUT = 5.0
 #: Seconds between looks at the collector's watermark and repair requests.
 BOARD_EVERY = 0.5
+#: Seconds between attempts to open the board while it cannot be (no bucket yet, ...).
+BOARD_RETRY = 30.0
+UNCONFIRMED_MAX = 100_000
 
 Publish = Callable[[str, bytes, dict[str, str]], Awaitable[Any]]
 
 
 def cursor_path(log_path: Path) -> Path:
-    return log_path.with_name(log_path.name + ".forward.json")
+    return forward_cursor_path(log_path)
 
 
 @dataclass(slots=True)
@@ -135,6 +139,7 @@ class Forwarder:
         *,
         sidecar: Path | None = None,
         board: Board | None = None,
+        open_board: Callable[[], Awaitable[Board | None]] | None = None,
     ) -> None:
         self.log_path = log_path
         self.settings = settings
@@ -148,10 +153,14 @@ class Forwarder:
         self.cursor: Cursor | None = None
         self._ahead: list[Chunk] = []
         self.board = board
+        self.board_opener = open_board  # tried again every BOARD_RETRY while board is None
         self._board_at = 0.0
-        # (last seq, ts of its first record) of chunks the broker has and the collector
-        # has not confirmed yet: how old the oldest unconfirmed record is.
-        self._unconfirmed: deque[tuple[int, int]] = deque()
+        self._board_retry_at = 0.0
+        self._started_at = time.time()
+        # (last seq, ts of its first record, hash of its last) of chunks sent and not yet
+        # confirmed by the collector: how old the oldest unconfirmed record is, and the
+        # hashes a watermark must match. Bounded: past UNCONFIRMED_MAX the oldest stay.
+        self._unconfirmed: deque[tuple[int, int, str]] = deque()
 
     def _ensure_cursor(self) -> Cursor | None:
         if self.cursor is None:
@@ -189,14 +198,20 @@ class Forwarder:
         if self.replication_lag() == 0:
             return 0.0
         now = time.time_ns() if now_ns is None else now_ns
-        if self._unconfirmed:
+        try:  # the forwarder's thread may pop it meanwhile (metrics read from another)
             return max(0.0, (now - self._unconfirmed[0][1]) / 1e9)
-        since = self.cursor.replicated_at if self.cursor else 0.0
-        return max(0.0, now / 1e9 - since) if since else 0.0
+        except IndexError:
+            pass
+        since = self.cursor.replicated_at if self.cursor and self.cursor.replicated_at else 0.0
+        return max(0.0, now / 1e9 - (since or self._started_at))
 
     async def look_at_board(self, cursor: Cursor, *, force: bool = False) -> bool:
         """Take the collector's watermark and serve its repair request; True if the
         cursor changed (to be saved)."""
+        opener = self.board_opener if self.board is None else None
+        if opener is not None and time.monotonic() >= self._board_retry_at:
+            self._board_retry_at = time.monotonic() + BOARD_RETRY
+            self.board = await opener()
         if self.board is None or (not force and time.monotonic() < self._board_at):
             return False
         self._board_at = time.monotonic() + BOARD_EVERY
@@ -207,16 +222,52 @@ class Forwarder:
             self.stats.last_error = f"board: {type(exc).__name__}: {exc}"
             return False
         changed = False
-        if mark is not None and mark.seq > cursor.replicated_seq:
+        if mark is not None and mark.seq != cursor.replicated_seq and self._believe(cursor, mark):
+            if mark.seq < cursor.replicated_seq:
+                logger.warning(
+                    "the collector's watermark went back from %d to %d (a central copy "
+                    "restored or rebuilt): replicated is what it says now",
+                    cursor.replicated_seq,
+                    mark.seq,
+                )
             cursor.replicated_seq, cursor.replicated_at = mark.seq, mark.at
             while self._unconfirmed and self._unconfirmed[0][0] <= mark.seq:
                 self._unconfirmed.popleft()
             changed = True
-        if want is not None and want.number > cursor.repair_served:
+        if want is not None and want.number != cursor.repair_served:
             await self._repair(cursor, want)
             cursor.repair_served = want.number
             changed = True
         return changed
+
+    def _believe(self, cursor: Cursor, mark: Watermark) -> bool:
+        """A watermark names a record this host sent, and its hash is that record's:
+        anything else (another host's history, a rewritten one) is refused, loudly."""
+        problem = None
+        if mark.seq > cursor.seq:
+            problem = f"seq {mark.seq} is past what this host sent ({cursor.seq})"
+        elif mark.hash is not None:
+            mine = self._hash_of(mark.seq)
+            if mine is not None and mine != mark.hash:
+                problem = f"seq {mark.seq} has hash {mark.hash[:12]}…, this host's {mine[:12]}…"
+        if problem is not None:
+            self.stats.errors += 1
+            self.stats.last_error = f"watermark refused: {problem}"
+            logger.error("the collector's watermark is refused: %s", problem)
+            return False
+        return True
+
+    def _hash_of(self, seq: int) -> str | None:
+        """The hash of local record ``seq``: from the chunks sent in this run, or read."""
+        for last, _ts, last_hash in self._unconfirmed:
+            if last == seq:
+                return last_hash
+        chunk = LogFollower(self.log_path, max_records=1, max_bytes=1 << 20).next_chunk(
+            seq - 1, None
+        )
+        if chunk is None or chunk.first_seq != seq:
+            return None  # no longer here (retention): nothing to compare
+        return chunk.last_hash.decode()
 
     async def _repair(self, cursor: Cursor, want: RepairRequest) -> None:
         """Publish records ``want.first``..``want.last`` again, from the local files."""
@@ -234,8 +285,16 @@ class Forwarder:
         seq = want.first - 1
         while seq < want.last:
             chunk = await asyncio.to_thread(reader.next_chunk, seq, None)
-            if chunk is None:
-                break  # no longer on this host (retention): verify will name the hole
+            if chunk is None or chunk.first_seq != seq + 1:
+                # No longer on this host (retention) or never was: nothing to send; the
+                # collector calls the gap in the end and verify names it.
+                logger.error(
+                    "seq %d-%d of stream %s are not in this host's log: cannot repair them",
+                    seq + 1,
+                    want.last,
+                    cursor.stream,
+                )
+                break
             headers = self._headers(cursor.stream, chunk)
             headers["Nats-Msg-Id"] += f":repair-{want.number}"
             await self._publish_acked(chunk.data, headers)
@@ -308,10 +367,10 @@ class Forwarder:
                 await asyncio.gather(*sends)
             cursor.seq = chunks[-1].last_seq
             cursor.hash = chunks[-1].last_hash.decode()
-            if self.board is not None:
-                self._unconfirmed.extend(
-                    (c.last_seq, ts_ns_of(c.data[: c.data.find(b"\n")])) for c in chunks
-                )
+            for c in chunks:
+                if len(self._unconfirmed) < UNCONFIRMED_MAX:
+                    first_ts = ts_ns_of(c.data[: c.data.find(b"\n")])
+                    self._unconfirmed.append((c.last_seq, first_ts, c.last_hash.decode()))
             self.stats.published_messages += len(chunks)
             self.stats.published_records += sum(c.records for c in chunks)
         shipped = await self._ship_checkpoints(cursor)
@@ -538,7 +597,7 @@ class ForwarderThread:
         while nc is None and not self._stop.is_set():
             try:
                 nc, self._js = await connect_jetstream(self.settings)
-                self.forwarder.board = await open_board(self._js, self.settings)
+                self.forwarder.board_opener = functools.partial(open_board, self._js, self.settings)
             except Exception as exc:
                 self.forwarder.stats.errors += 1
                 self.forwarder.stats.last_error = f"connect: {exc}"

@@ -37,6 +37,7 @@ from riskaudit.storage._segments import (
     compress,
     content_sha256,
     event_types,
+    forward_cursor_path,
     parse_segment_name,
     segment_end_ns,
 )
@@ -161,13 +162,18 @@ def plan(
 
 def replicated_through(log_path: Path) -> int | None:
     """The collector's watermark as the forwarder last saved it in ``<log>.forward.json``
-    (None when the log is not forwarded: no cursor file)."""
+    (None when the log is not forwarded: no cursor file). A cursor that cannot be read
+    counts as nothing confirmed: retention errs on keeping."""
+    path = forward_cursor_path(log_path)
     try:
-        raw = orjson.loads((log_path.with_name(log_path.name + ".forward.json")).read_bytes())
-    except (OSError, orjson.JSONDecodeError):
+        raw = orjson.loads(path.read_bytes())
+    except FileNotFoundError:
         return None
+    except (OSError, orjson.JSONDecodeError) as exc:
+        logger.warning("%s unreadable (%s): no segment counts as replicated", path, exc)
+        return 0
     seq = raw.get("replicated_seq", 0) if isinstance(raw, dict) else 0
-    return seq if isinstance(seq, int) else 0
+    return seq if isinstance(seq, int) and not isinstance(seq, bool) else 0
 
 
 def _wait_for_collector(d: Decision, seg: Segment, through: int, wait: bool) -> None:

@@ -119,6 +119,12 @@ def parse_segment(log_path: Path, path: Path) -> Segment | None:
     )
 
 
+def forward_cursor_path(log_path: Path) -> Path:
+    """``<log>.forward.json``: the forwarder's cursor, with the collector's watermark
+    that retention reads."""
+    return log_path.with_name(log_path.name + ".forward.json")
+
+
 def list_segments(log_path: Path) -> list[Segment]:
     """The log's sealed segments, in ``seq`` order (a plain and a compressed copy of
     the same segment, left by an interrupted compression, are both listed)."""
