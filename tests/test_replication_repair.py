@@ -220,3 +220,35 @@ def test_a_store_cut_back_under_a_stopped_server_is_refilled_from_the_host(
     assert fwd.stats.repairs >= 1 and collector.stats.gaps == []
     assert fwd.cursor is not None
     assert verify_paths([tmp_path / "central" / fwd.cursor.stream]).valid
+
+
+def test_nats_init_reports_a_watermark_bucket_weaker_than_needed(cluster: _nats.Cluster) -> None:
+    """A bucket beside the stream with one replica (a watermark lost with a node) or
+    direct reads is named by `nats init`, refused unless --allow-weaker."""
+    from nats.js.api import KeyValueConfig, StorageType
+
+    from riskaudit.replication import bucket_name, ensure_stream
+
+    settings = ReplicationSettings(
+        urls=tuple(cluster.urls), stream="WEAKKV", subject_prefix="weakkv"
+    )
+
+    async def main() -> list[str]:
+        nc, js = await connect_jetstream(settings)
+        try:
+            await js.create_key_value(
+                KeyValueConfig(
+                    bucket=bucket_name(settings),
+                    replicas=1,
+                    storage=StorageType.FILE,
+                    direct=True,
+                )
+            )
+            with pytest.raises(ValueError, match="bucket WEAKKV_REPLICATED"):
+                await ensure_stream(js, settings)  # the stream is created, the bucket named
+            return (await ensure_stream(js, settings, allow_weaker=True))[1]
+        finally:
+            await nc.close()
+
+    problems = asyncio.run(main())
+    assert any("1 replicas" in p for p in problems) and any("direct" in p for p in problems)

@@ -17,7 +17,6 @@ from riskaudit.ops import ForwardCollector, register_process_metrics
 from riskaudit.replication import (
     Collector,
     Forwarder,
-    KvBoard,
     connect_jetstream,
     ensure_stream,
     jetstream_publisher,
@@ -112,8 +111,13 @@ def collect(
 
     async def main() -> None:
         nc, js = await connect_jetstream(config.replication)
-        board = await KvBoard.open(js, config.replication, create=True)
-        collector = Collector(out, config.replication, js, partition=(index, parts), board=board)
+        collector = Collector(
+            out,
+            config.replication,
+            js,
+            partition=(index, parts),
+            board_opener=lambda: open_board(js, config.replication, create=True),
+        )
         stop = asyncio.Event()
         _stop_on_signals(stop)
         try:

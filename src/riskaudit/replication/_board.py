@@ -109,6 +109,29 @@ class KvBoard:
         )
         return cls(await js.create_key_value(config))
 
+    @staticmethod
+    async def weaknesses(js: Any, settings: ReplicationSettings) -> list[str]:
+        """Why an existing bucket is weaker than riskaudit needs (empty if it is not):
+        a watermark lost with a node would let a host count as replicated what is not,
+        and direct reads need a permission the shipped forwarder user does not have."""
+        from nats.js.api import StorageType  # noqa: PLC0415
+
+        name = bucket_name(settings)
+        config = (await js.stream_info(f"KV_{name}")).config
+        out = []
+        if config.storage != StorageType.FILE:
+            out.append(f"bucket {name}: storage is not file")
+        if (config.num_replicas or 1) < settings.replicas:
+            out.append(
+                f"bucket {name}: {config.num_replicas} replicas, fewer than {settings.replicas}"
+            )
+        if config.allow_direct:
+            out.append(
+                f"bucket {name}: direct reads on (the shipped forwarder permissions read "
+                "through $JS.API.STREAM.MSG.GET)"
+            )
+        return out
+
     async def confirm(self, stream: str, mark: Watermark) -> None:
         await self.kv.put(f"{stream}.replicated", orjson.dumps(asdict(mark)))
 

@@ -50,6 +50,7 @@ import logging
 import os
 import re
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,8 @@ REPAIR_BACKOFF_MAX = 300.0
 #: Chunks held ahead of a hole, at most (well under the consumer's max_ack_pending, so
 #: the repair can still be delivered); more are handed back to the server for later.
 HOLD_MAX = 256
+#: Seconds between attempts to open the board while it cannot be.
+BOARD_RETRY = 5.0
 _RECOVERED_NAME = re.compile(r"\.recovered-(\d+)-(\d+)\.jsonl$")
 CENTRAL_NAME = "audit.jsonl"
 #: The ranges the central copy lacks (gaps called, records that broke the chain), kept
@@ -321,6 +324,7 @@ class Collector:
         durable: str = "riskaudit-collect",
         batch: int = 64,
         board: Board | None = None,
+        board_opener: Callable[[], Awaitable[Board | None]] | None = None,
     ) -> None:
         self.out_dir = out_dir
         self.settings = settings
@@ -333,6 +337,10 @@ class Collector:
         self.subs: dict[str, Any] = {}
         self._next_discovery = 0.0
         self.board = board
+        # The board is opened (and created) once the cluster answers: a collector
+        # restarted while the bucket's leader is being elected must not die of it.
+        self.board_opener = board_opener
+        self._board_retry_at = 0.0
 
     async def discover(self) -> None:
         """Subscribe to every stream id of our partition (new ones appear over time)."""
@@ -366,6 +374,10 @@ class Collector:
 
     async def poll(self, timeout: float = 0.2) -> int:
         """Fetch, write, sync and acknowledge one round; the number of messages."""
+        opener = self.board_opener if self.board is None else None
+        if opener is not None and time.monotonic() >= self._board_retry_at:
+            self._board_retry_at = time.monotonic() + BOARD_RETRY
+            self.board = await opener()
         if time.monotonic() >= self._next_discovery:
             self._next_discovery = time.monotonic() + 2.0
             await self.discover()

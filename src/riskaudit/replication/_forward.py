@@ -537,14 +537,16 @@ async def connect_jetstream(
     return nc, nc.jetstream()
 
 
-async def open_board(js: Any, settings: ReplicationSettings) -> Board | None:
-    """The collector's board, for a forwarder (which does not create it: ``nats init``
-    and the collector do). Without it "replicated" can mean only the broker's ack: said
-    once, loudly, and the forwarder goes on."""
+async def open_board(
+    js: Any, settings: ReplicationSettings, *, create: bool = False
+) -> Board | None:
+    """The collector's board, or None (said loudly) when it cannot be had now: the
+    caller goes on and tries again later. A forwarder does not create it (``create``:
+    ``nats init`` and the collector do); without it nothing counts as replicated."""
     from nats.js.errors import BucketNotFoundError  # noqa: PLC0415
 
     try:
-        return await KvBoard.open(js, settings, create=False)
+        return await KvBoard.open(js, settings, create=create)
     except BucketNotFoundError:
         logger.warning(
             "no key-value bucket %s: the collector's watermark cannot be read, so nothing "

@@ -45,12 +45,25 @@ SYNC_ALWAYS_FIX = "add `sync_interval: always` inside `jetstream { }` on every N
 
 
 def check_sync_always(monitor_url: str | None, timeout: float = 5.0) -> tuple[bool | None, str]:
+    """Every server named in ``monitor_url`` (comma-separated) fsyncs every write: True
+    when all say so, False when one does not, None when one could not be asked (and
+    none said no). The lines say each server's answer."""
+    urls = [u.strip() for u in (monitor_url or "").split(",") if u.strip()]
+    if len(urls) <= 1:
+        return _check_one(urls[0] if urls else None, timeout)
+    answers = [_check_one(u, timeout) for u in urls]
+    verdicts = [ok for ok, _text in answers]
+    verdict: bool | None = False if False in verdicts else None if None in verdicts else True
+    return verdict, "; ".join(text for _ok, text in answers)
+
+
+def _check_one(monitor_url: str | None, timeout: float) -> tuple[bool | None, str]:
     """Whether the NATS server at ``monitor_url`` (its monitoring endpoint, e.g.
     ``http://127.0.0.1:8222``) fsyncs every write: ``jetstream.config.sync_always`` in
     its ``/varz``. (True, what it saw), (False, why not) when the server answers without
     it, (None, "could not check: ...") when the URL is unset or the server does not
-    answer with /varz JSON. One server speaks for itself only: point the setting at each
-    node in turn to check them all."""
+    answer with /varz JSON. One server speaks for itself only: the setting lists every
+    node."""
     cannot = "could not check that NATS fsyncs every write (sync_interval: always)"
     if not monitor_url:
         return None, (
@@ -176,12 +189,13 @@ async def ensure_stream(
         info = await js.stream_info(settings.stream)
     except NotFoundError:
         await js.add_stream(wanted)
-        await KvBoard.open(js, settings, create=True)
-        return "created", []
-    problems = weaknesses(info.config, settings, retention)
+        created, problems = True, []
+    else:
+        created, problems = False, weaknesses(info.config, settings, retention)
+    await KvBoard.open(js, settings, create=True)
+    problems += await KvBoard.weaknesses(js, settings)
     if problems and not allow_weaker:
         raise ValueError(
             f"stream {settings.stream} is weaker than riskaudit needs: " + "; ".join(problems)
         )
-    await KvBoard.open(js, settings, create=True)
-    return ("weaker" if problems else "ok"), problems
+    return ("created" if created else "weaker" if problems else "ok"), problems

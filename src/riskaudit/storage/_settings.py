@@ -102,20 +102,25 @@ class ReplicationSettings:
     #: How long one-shot commands (``forward --once``, ``nats init``) try to reach NATS
     #: before they give up with an error; long-running ones retry for ever.
     connect_timeout: float = 5.0
-    #: The monitoring endpoint (``http`` port) of one NATS server, e.g.
-    #: ``http://127.0.0.1:8222``: ``nats init`` and ``check`` read its ``/varz`` to see
-    #: that the server fsyncs every write (``sync_interval: always``). Unset: not checked.
+    #: The monitoring endpoints (``http`` ports) of the NATS servers, comma-separated,
+    #: e.g. ``http://nats-1:8222,http://nats-2:8222``: ``nats init`` and ``check`` read
+    #: each one's ``/varz`` to see that it fsyncs every write (``sync_interval:
+    #: always``). Unset: not checked.
     monitor_url: str | None = None
 
+    @property
+    def monitor_urls(self) -> tuple[str, ...]:
+        text = self.monitor_url or ""
+        return tuple(u.strip().rstrip("/") for u in text.split(",") if u.strip())
+
     def __post_init__(self) -> None:
-        if self.monitor_url is not None and not self.monitor_url.startswith(
-            ("http://", "https://")
-        ):
-            raise AuditConfigError(
-                "RISK_AUDIT_NATS_MONITOR_URL",
-                f"{self.monitor_url!r} is not an http:// or https:// URL "
-                "(the server's monitoring port, e.g. http://127.0.0.1:8222)",
-            )
+        for url in self.monitor_urls:
+            if not url.startswith(("http://", "https://")):
+                raise AuditConfigError(
+                    "RISK_AUDIT_NATS_MONITOR_URL",
+                    f"{url!r} is not an http:// or https:// URL "
+                    "(a server's monitoring port, e.g. http://127.0.0.1:8222)",
+                )
         if self.connect_timeout <= 0:
             raise AuditConfigError("RISK_AUDIT_NATS_CONNECT_TIMEOUT", "must be above 0")
         if not self.urls:
