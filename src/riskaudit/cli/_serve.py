@@ -18,7 +18,15 @@ from riskaudit.cli._common import EXIT_INVALID, fail, load_config, setup
 from riskaudit.demo import RiskEngineSimulator
 from riskaudit.errors import AuditConfigError, AuditError
 from riskaudit.log import AuditLog
-from riskaudit.ops import Service, TokenStore, create_app, create_token, revoke_token, run_server
+from riskaudit.ops import (
+    Service,
+    TokenStore,
+    create_app,
+    create_token,
+    revoke_token,
+    run_server,
+    server_config,
+)
 from riskaudit.replication import ForwarderThread
 from riskaudit.storage._housekeeping import Housekeeper
 
@@ -74,12 +82,14 @@ def serve(
     )
     try:
         run_server(
-            create_app(service),
-            config,
-            host=host,
-            port=port,
-            ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
-            ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None,
+            server_config(
+                create_app(service),
+                config,
+                host=host,
+                port=port,
+                ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
+                ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None,
+            )
         )
     finally:
         stop.set()

@@ -25,7 +25,6 @@ import atexit
 import contextlib
 import logging
 import os
-import re
 import sys
 import threading
 import time
@@ -66,7 +65,7 @@ from riskaudit.log._files import ensure_dir
 from riskaudit.log._lock import CENTRAL_MARK, WriterLock, lock_path_for
 from riskaudit.log._startup import open_log
 from riskaudit.log._writer import Destination, QueueItem, Writer
-from riskaudit.policy import ACTOR_TYPE_NAMES, actor_problem, schema_problem
+from riskaudit.policy import ACTOR_TYPE_NAMES, SchemaProblem, actor_problem, schema_problem
 from riskaudit.redact import Redactor, load_key
 from riskaudit.storage import StorageReport, check_storage, existing_ancestor
 
@@ -379,11 +378,7 @@ class AuditLog:
         it is written whole or not at all."""
         encode_event_body(event, self._redactor, principal)
         if self._schema_policy == "enforce" and (problem := schema_problem(event)) is not None:
-            named = re.search(r"data\.\w+", problem)
-            raise AuditSchemaError(
-                f"event {event.event_id}: {problem}; nothing was written",
-                field=named.group(0) if named else "data",
-            )
+            self._schema_violation(event, problem)
 
     def event_fields(self, event: RiskEvent) -> dict[str, Any]:
         """The event's fields as its record would hold them (redacted, converted), for
@@ -417,9 +412,11 @@ class AuditLog:
             self._wake.set()
         return seq
 
-    def _schema_violation(self, event: RiskEvent, problem: str) -> None:
+    def _schema_violation(self, event: RiskEvent, problem: SchemaProblem) -> None:
         if self._schema_policy == "enforce":
-            raise AuditSchemaError(f"event {event.event_id}: {problem}; nothing was written")
+            raise AuditSchemaError(
+                f"event {event.event_id}: {problem}; nothing was written", field=problem.field
+            )
         self.schema_warnings += 1
         if self.schema_warnings == 1 or self.schema_warnings % 1000 == 0:
             logger.warning(

@@ -9,7 +9,7 @@ from riskaudit.ops._metrics import (
     ForwardCollector,
     register_process_metrics,
 )
-from riskaudit.ops._server import run_server
+from riskaudit.ops._server import run_server, server_config
 
 __all__ = [
     "CONTENT_TYPE",
@@ -25,5 +25,6 @@ __all__ = [
     "register_process_metrics",
     "revoke_token",
     "run_server",
+    "server_config",
     "start_ops_server",
 ]

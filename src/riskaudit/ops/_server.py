@@ -345,20 +345,9 @@ def server_config(
     )
 
 
-def run_server(
-    app: Any,
-    config: AuditConfig,
-    *,
-    host: str,
-    port: int,
-    ssl_certfile: str | None = None,
-    ssl_keyfile: str | None = None,
-) -> None:
-    """Serve ``app`` until stopped, as ``uvicorn.run`` would (exit status 3 if it could
-    not start), with the header and body timeouts and the connection cap."""
-    cfg = server_config(
-        app, config, host=host, port=port, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile
-    )
+def run_server(cfg: uvicorn.Config) -> None:
+    """Serve until stopped, as ``uvicorn.run`` would (exit status 3 if it could not
+    start); ``cfg`` from :func:`server_config` carries the timeouts and the cap."""
     server = uvicorn.Server(config=cfg)
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: uvicorn has shut down
         server.run()
