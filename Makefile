@@ -8,7 +8,11 @@ STAMP     := $(VENV)/.installed
 
 .PHONY: run verify test soak lint bench bench-nats install clean system-deps
 
-$(RUN_STAMP): pyproject.toml
+# The Rust core (native/) is built by maturin, the package's build backend, into
+# src/riskaudit/_native*.so: any change to the crate rebuilds it.
+NATIVE_SOURCES := native/Cargo.toml native/Cargo.lock $(wildcard native/src/*.rs)
+
+$(RUN_STAMP): pyproject.toml $(NATIVE_SOURCES)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e .

@@ -1,1 +1,5 @@
-__version__ = "0.2.0"
+"""The release: the crate's version (native/Cargo.toml), which maturin also gives the wheel."""
+
+from riskaudit._native import __version__
+
+__all__ = ["__version__"]

@@ -116,6 +116,7 @@ class AuditConfig:
     log_path: Path = DEFAULT_LOG_PATH
     flush_interval: float = 0.0
     queue_size: int = 262_144
+    queue_bytes: int = 256 << 20
     backlog_limit: int = 16_384
     reserve: int = 4_096
     append_timeout: float = 0.05
@@ -201,6 +202,8 @@ class AuditConfig:
             raise AuditConfigError("RISK_AUDIT_CHECKPOINT_INTERVAL", "must not be negative")
         if self.reserve < 0:
             raise AuditConfigError("RISK_AUDIT_RESERVE", "must not be negative")
+        if self.queue_bytes < 1 << 16:
+            raise AuditConfigError("RISK_AUDIT_QUEUE_BYTES", "must be at least 65536")
         if self.retry_max <= 0:
             raise AuditConfigError("RISK_AUDIT_RETRY_MAX", "must be positive")
         if self.storage_check_interval <= 0:
@@ -255,6 +258,8 @@ class AuditConfig:
             kwargs["flush_interval"] = parse_duration(*got)
         if got := get("RISK_AUDIT_QUEUE_SIZE"):
             kwargs["queue_size"] = parse_int(*got, minimum=1)
+        if got := get("RISK_AUDIT_QUEUE_BYTES"):
+            kwargs["queue_bytes"] = parse_int(*got, minimum=1 << 16)
         if got := get("RISK_AUDIT_BACKLOG_LIMIT"):
             kwargs["backlog_limit"] = parse_int(*got, minimum=0)
         if got := get("RISK_AUDIT_RESERVE"):

@@ -9,7 +9,9 @@ trading process can catch the whole family in one place::
     │   └── AuditLockedError    another writer holds ``<log>.lock`` (names its pid)
     ├── AuditStateError         the log cannot take records in its current state
     │   ├── AuditClosedError    ... because it was closed
-    │   └── AuditForkedError    ... because this process is a fork of its owner
+    │   ├── AuditForkedError    ... because this process is a fork of its owner
+    │   └── AuditNativeError    ... because the Rust core failed (a bug; its panic
+    │                           is caught at the boundary, never crosses into the host)
     ├── AuditEncodingError      an event cannot be written as format v1 (nothing written)
     │   └── AuditSchemaError    an event lacks a field its type's schema requires
     ├── AuditPolicyError        an event breaks the actor rules (a policy_violation
@@ -63,6 +65,14 @@ class AuditClosedError(AuditStateError):
 
 class AuditForkedError(AuditStateError):
     """This process is a fork of the log's owner: the child must open its own log."""
+
+
+class AuditNativeError(AuditStateError):
+    """The native core (``riskaudit._native``) panicked: a bug, caught at its boundary.
+
+    On the writer thread it ends the writer the documented way (the log fails; queued
+    records go to the emergency output); in a producer or in ``verify`` the call fails
+    with this error and nothing half-done is kept."""
 
 
 class AuditEncodingError(AuditError, TypeError):

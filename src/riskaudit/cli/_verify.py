@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import sys
 import time
 from pathlib import Path
@@ -18,9 +19,16 @@ from riskaudit.cli._common import (
     plural,
     progress,
 )
-from riskaudit.errors import AuditFormatError
+from riskaudit.errors import AuditFormatError, AuditNativeError
 from riskaudit.integrity import VerifyReport, stream_directories, verify_paths
 from riskaudit.integrity._keys import PublicKey, load_keyring, load_public_key
+
+
+class Engine(enum.StrEnum):
+    """verify --engine."""
+
+    NATIVE = "native"
+    PYTHON = "python"
 
 
 def verify(
@@ -46,6 +54,13 @@ def verify(
             "--torn", help="Read named .torn-* files too (bytes cut from torn tails: not records)."
         ),
     ] = False,
+    engine: Annotated[
+        Engine,
+        typer.Option(
+            help="Who scans the records: native (the Rust core, fast) or python (the "
+            "readable reference in riskaudit/integrity/_verify.py; the same report)."
+        ),
+    ] = Engine.NATIVE,
 ) -> None:
     """Check the hash chain, seq and checkpoints of a log; exit 0 valid, 1 invalid, 2
     usage/I-O error, 3 unanchored (consistent, but the files start after seq 1 and no
@@ -68,8 +83,9 @@ def verify(
                 checkpoint_interval=checkpoint_interval,
                 progress=step,
                 torn=torn,
+                engine="python" if engine is Engine.PYTHON else "native",
             )
-    except AuditFormatError as exc:
+    except (AuditFormatError, AuditNativeError) as exc:
         raise fail(str(exc)) from exc
     except OSError as exc:
         raise fail(f"cannot read: {exc}") from exc

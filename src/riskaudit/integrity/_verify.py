@@ -25,18 +25,21 @@ one line ahead to name what happened and to which ``seq``:
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
+from riskaudit._native import Ring
+from riskaudit._native import scan as native_scan
 from riskaudit.errors import AuditFormatError
 from riskaudit.integrity._keys import PublicKey
-from riskaudit.integrity._reuse import ReusedIds
+from riskaudit.integrity._reuse import NativeReusedIds, ReusedIds
 from riskaudit.integrity._seals import Checkpoint, SealInput, check_seals, read_sidecars
 from riskaudit.integrity._sources import (
     Source,
@@ -50,6 +53,8 @@ from riskaudit.log._codec import ZERO_HASH, gap_range, split_head
 from riskaudit.storage._segments import parse_segment_name
 
 _RING = 1 << 16
+#: Who runs the scan of records that follow the chain (verify --engine).
+Engine = Literal["native", "python"]
 _RING_MASK = _RING - 1
 #: Names of files that are closed pieces of a stream, never its growing end.
 _SEALED = re.compile(r"\.seg-\d{20}-\d{20}-|\.jsonl\.\d+(\.gz|\.zst)?$|\.jsonl-\d{8,}")
@@ -171,11 +176,15 @@ def verify_paths(
     now_ns: int | None = None,
     progress: Callable[[int, int, str], None] | None = None,
     torn: bool = False,
+    engine: Engine = "native",
 ) -> VerifyReport:
     """Verify the stream made of these files, globs or directories, and what its
     checkpoints prove (the sidecar next to the log and any sidecar named, unless
     ``checkpoints`` is given; signatures with ``keys``). ``torn``: read ``.torn-*``
     files too (bytes cut from torn tails: not records, so expect findings).
+    ``engine``: ``"native"`` runs the scan of records that follow the chain in the
+    Rust core; ``"python"`` runs it in this module's readable loop (the reference;
+    both give the same report, which the tests check).
 
     Raises AuditFormatError if an argument names no file.
     """
@@ -195,7 +204,7 @@ def verify_paths(
     given = SealInput(
         keys=keys, sidecars=sidecars, interval=checkpoint_interval, now_ns=now_ns, subset=subset
     )
-    report = _Verifier(progress).run(order(files), given)
+    report = _Verifier(progress, engine).run(order(files), given)
     report.warnings[:0] = named.skipped
     return report
 
@@ -256,8 +265,16 @@ def _ts_of(line: bytes | None) -> str | None:
 class _Verifier:
     """The chain walk. ``p*`` attributes describe the last accepted record."""
 
-    def __init__(self, progress: Callable[[int, int, str], None] | None = None) -> None:
+    def __init__(
+        self,
+        progress: Callable[[int, int, str], None] | None = None,
+        engine: Engine = "native",
+    ) -> None:
+        if engine not in ("native", "python"):
+            raise ValueError(f"no verify engine {engine!r}: native or python")
         self.progress = progress
+        self.native = engine == "native"
+        self.wanted_sorted: list[int] = []
         self.pseq = 0
         self.phash = ZERO_HASH
         self.pline: bytes | None = None
@@ -267,7 +284,11 @@ class _Verifier:
         # A file that starts at or before the chain head repeats records (a rotated copy):
         # (file index, hash of its previous line, seqs taken on its own chain unchecked).
         self.overlap: tuple[int, bytes | None, list[int]] | None = None
-        self.ring: list[tuple[int, bytes, bytes, int] | None] = [None] * _RING
+        # The look-back ring: a list here, or the core's when it runs the scan.
+        self.ring: list[tuple[int, bytes, bytes, int] | None] = (
+            [] if self.native else [None] * _RING
+        )
+        self.native_ring = Ring()
         self.held: dict[int, tuple[bytes, bytes, int, int, int, bytes]] = {}
         self.missing: list[list[Any]] = []  # [first, last, kind, file, line]
         self.findings: dict[tuple[int, str], Finding] = {}
@@ -277,7 +298,7 @@ class _Verifier:
         self.covered: dict[int, bytes] = {}  # their hashes, as the walk found them
         self.in_log: list[Checkpoint] = []
         self.warnings: list[str] = []
-        self.reuse = ReusedIds()
+        self.reuse: ReusedIds | NativeReusedIds = NativeReusedIds() if self.native else ReusedIds()
         self.torn_wanted: dict[int, tuple[bytes, str, tuple[int, int]]] = {}
         self.last_main = 0  # files before this index are not the last (newest) one
         self.count = 0
@@ -295,6 +316,7 @@ class _Verifier:
         given = given or SealInput()
         sidecar, problems = read_sidecars(given.sidecars)
         self.wanted = {cp.covers_seq for cp in sidecar}
+        self.wanted_sorted = sorted(self.wanted)
         # Recovered segments fill holes: they are spliced in where the chain needs them.
         main = []
         for src in sources:
@@ -457,6 +479,10 @@ class _Verifier:
             )
 
         for lines, complete in line_chunks(path, past_end):
+            if complete and self.native:
+                pending, pending_at = self._feed_native(lines, fidx, lineno, pending, pending_at)
+                lineno += len(lines)
+                continue
             if not complete:
                 if pending is not None:
                     self._step(pending, pending_at, None)
@@ -512,6 +538,70 @@ class _Verifier:
             self._sync(pseq, phash, pline, accepted)
         if pending is not None:
             self._step(pending, pending_at, None)
+
+    def _feed_native(
+        self,
+        lines: list[bytes],
+        fidx: int,
+        lineno: int,
+        pending: bytes | None,
+        pending_at: tuple[int, int],
+    ) -> tuple[bytes | None, tuple[int, int]]:
+        """The loop above with its fast path in the core (``riskaudit._native.scan``):
+        the same walk, the same one line of delay, the same calls on the slow path.
+        Returns the new pending line and where it is."""
+        seq_lines = lines if pending is None else [pending, *lines]
+        shift = lineno if pending is not None else lineno + 1
+
+        def at(j: int) -> tuple[int, int]:
+            return pending_at if j == 0 and pending is not None else (fidx, shift + j)
+
+        last = len(seq_lines) - 1  # stays pending: the slow path may need it as a peek
+        reuse = self.reuse
+        assert isinstance(reuse, NativeReusedIds)
+        j = 0
+        while j < last:
+            if self.count > 0 and not self.after_bad and not self.held:
+                k, pseq, phash, control, prev = native_scan(
+                    seq_lines,
+                    j,
+                    last,
+                    self.pseq,
+                    self.phash,
+                    self._next_stop(),
+                    reuse.core,
+                    self.native_ring,
+                    fidx,
+                )
+                if k > j:
+                    line = seq_lines[k - 1]
+                    # Only the last record of a run can be wanted, torn or a control
+                    # record: the scan stops right after any of them.
+                    if pseq in self.wanted:
+                        self.covered[pseq] = phash
+                    if self.torn_wanted and pseq in self.torn_wanted:
+                        self._torn_resolved(pseq, line)
+                    if control:
+                        self._control_seen(pseq, line, prev, at(k - 1))
+                    self._sync(pseq, phash, line, k - j)
+                    j = k
+                    continue
+            self._step(seq_lines[j], at(j), seq_lines[j + 1])
+            j += 1
+        if last < 0:
+            return None, pending_at
+        return seq_lines[last], at(last)
+
+    def _next_stop(self) -> int:
+        """The next seq the walk must look at itself (a sidecar checkpoint covers it,
+        or a torn copy waits for it); 0 for none."""
+        wanted = self.wanted_sorted
+        i = bisect.bisect_right(wanted, self.pseq)
+        stop = wanted[i] if i < len(wanted) else 0
+        for seq in self.torn_wanted:
+            if seq > self.pseq and (stop == 0 or seq < stop):
+                stop = seq
+        return stop
 
     # -- bookkeeping -------------------------------------------------------------
 
@@ -602,7 +692,7 @@ class _Verifier:
             other = self.held.pop(seq)
             kind = "duplicated" if other[1] == h else "inserted"
             self._add(seq, kind, "another record with this seq was stored earlier", None)
-        self.ring[seq & _RING_MASK] = (seq, h, prev, at[0])
+        self._ring_put(seq, h, prev, at[0])
         if seq in self.wanted:
             self.covered[seq] = h
         if self.torn_wanted and seq in self.torn_wanted:
@@ -630,8 +720,14 @@ class _Verifier:
             )
             self._accept(self.pseq + 1, hprev, hh, hline, (hf, hl))
 
+    def _ring_put(self, seq: int, h: bytes, prev: bytes, fidx: int) -> None:
+        if self.native:
+            self.native_ring.put(seq, h, prev, fidx)
+        else:
+            self.ring[seq & _RING_MASK] = (seq, h, prev, fidx)
+
     def _ring_get(self, seq: int) -> tuple[int, bytes, bytes, int] | None:
-        entry = self.ring[seq & _RING_MASK]
+        entry = self.native_ring.get(seq) if self.native else self.ring[seq & _RING_MASK]
         return entry if entry is not None and entry[0] == seq else None
 
     def _take_missing(self, seq: int) -> bool:
@@ -815,7 +911,7 @@ class _Verifier:
             return
         if self._take_missing(seq):
             self._add(seq, "reordered", f"stored after seq {self.pseq}", at)
-            self.ring[seq & _RING_MASK] = (seq, h, prev, at[0])
+            self._ring_put(seq, h, prev, at[0])
             return
         self._add(seq, "inserted", "a record older than the chain head, not seen before", at)
 

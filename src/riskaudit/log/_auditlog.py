@@ -1,13 +1,17 @@
 """AuditLog: the non-blocking hand-off between producers and the writer thread.
 
 ``append`` does the least it can on the producer's thread: encode the event body (which
-also snapshots it and rejects what JSON cannot hold), then, under one lock, take the
-next ``seq``, stamp the acceptance time and put the item on a list. Because ``seq`` is
-taken under the same lock as the list append, queue order is ``seq`` order. The writer
-swaps the whole list out in O(1), so producers and the writer touch the lock briefly.
+also snapshots it and rejects what JSON cannot hold), then one call into the native
+queue (``riskaudit._native.Queue``), which takes the next ``seq``, stamps the acceptance
+time and queues a copy of the bytes under its own lock. Because ``seq`` is taken under
+the same lock as the append, queue order is ``seq`` order. The writer takes the whole
+queue in one call that waits without the GIL, so the host's threads keep it.
 
 When the writer cannot keep up, the policy is explicit and asymmetric, as trading
 needs (DESIGN.md, rule 2):
+
+The queue is bounded in records (``queue_size``) and in bytes (``queue_bytes``);
+whichever limit comes first applies, tier by tier:
 
 * past ``backlog_limit`` queued records, an ordinary append waits (at most the append
   timeout) for the writer to take the queue — backpressure against GIL starvation;
@@ -38,6 +42,7 @@ from typing import Any
 
 import orjson
 
+from riskaudit._native import Batch, Queue
 from riskaudit._version import __version__
 from riskaudit.clock import ClockReader, read_clock
 from riskaudit.config import AuditConfig
@@ -58,13 +63,13 @@ from riskaudit.errors import (
 from riskaudit.events import RiskEvent
 from riskaudit.integrity._keys import load_signer
 from riskaudit.log._checkpoint import Checkpointer
-from riskaudit.log._codec import FORMAT, encode_event_body, format_ts
+from riskaudit.log._codec import FORMAT, control_mid, encode_event_body, format_ts
 from riskaudit.log._destinations import SetAside
 from riskaudit.log._emergency import EmergencyOutput
 from riskaudit.log._files import ensure_dir
 from riskaudit.log._lock import CENTRAL_MARK, WriterLock, lock_path_for
 from riskaudit.log._startup import open_log
-from riskaudit.log._writer import Destination, QueueItem, Writer
+from riskaudit.log._writer import Destination, Writer
 from riskaudit.policy import ACTOR_TYPE_NAMES, SchemaProblem, actor_problem, schema_problem
 from riskaudit.redact import Redactor, load_key
 from riskaudit.storage import StorageReport, check_storage, existing_ancestor
@@ -147,16 +152,15 @@ class AuditLog:
         self.config = cfg
         self.path = Path(os.path.abspath(cfg.log_path))
         self._lock = threading.Lock()
-        self._space = threading.Condition(self._lock)
-        self._space_waiters = 0
-        self._pending: list[QueueItem] = []
         self._maxsize = cfg.queue_size
         # The reserve never takes more than a quarter of the queue.
         self._normal_limit = max(1, cfg.queue_size - min(cfg.reserve, cfg.queue_size // 4))
         self._backlog_limit = min(cfg.backlog_limit or cfg.queue_size, self._normal_limit)
-        self._wake_at = 1 if cfg.flush_interval == 0 else max(1, cfg.queue_size // 4)
-        self._wake = threading.Event()
-        self._writer_idle = False
+        # Bytes: the same share is kept for risk-reducing events; the backlog throttle
+        # counts records only.
+        self._max_bytes = cfg.queue_bytes
+        self._normal_bytes = max(1, cfg.queue_bytes * self._normal_limit // cfg.queue_size)
+        self._queue = Queue(1, 1 if cfg.flush_interval == 0 else max(1, cfg.queue_size // 4))
         self._durable = threading.Condition(threading.Lock())
         self._durable_seq = 0
         self._handled_seq = 0
@@ -251,7 +255,7 @@ class AuditLog:
             self._writer.primary_last = opened.primary_last
             if opened.aside is not None:
                 self._writer.set_aside.append(opened.aside)
-            self._next_seq = opened.last_seq + 1
+            self._queue.next_seq = opened.last_seq + 1
             self._durable_seq = self._handled_seq = opened.last_seq
             try:
                 self._start_writer_state(opened.primary_writable, opened.spool_last)
@@ -292,7 +296,7 @@ class AuditLog:
     ) -> None:
         now = time.time_ns()
         seq = last_seq
-        items: list[QueueItem] = []
+        items: list[tuple[int, int, tuple[str, dict[str, Any]]]] = []
         if stdout_gap is not None:  # right after the hole it names
             first, last = stdout_gap
             seq += 1
@@ -329,8 +333,8 @@ class AuditLog:
             seq += 1
             items.append((seq, now, ("clock", self._clock_fields())))
             logger.warning("system clock: %s (%s)", self._clock_problem, self.clock)
-        self._next_seq = seq + 1
-        self._writer.chain(items)
+        self._queue.next_seq = seq + 1
+        self._writer.chain(Batch.of_controls([(q, t, *control_mid(*c)) for q, t, c in items]))
         if not self._writer.commit():
             # Only stdout took them: the records that name a file set aside or a cut
             # tail are owed to the durable log, written again once it is back.
@@ -388,28 +392,19 @@ class AuditLog:
         return parsed
 
     def _hand_off(self, event: RiskEvent, body: bytes) -> int | None:
-        with self._lock:
-            if self._state is not _OPEN:
+        seq = self._queue.push(body, self._backlog_limit, self._normal_bytes)
+        if seq <= 0:
+            if seq < 0:
                 self._raise_state()
-            n = len(self._pending)
-            if n >= self._backlog_limit and not self._make_room(event, n):
-                seq = None
-            else:
-                seq = self._next_seq
-                self._next_seq = seq + 1
-                ts = time.time_ns()
-                self._pending.append((seq, ts, body))
-        if seq is None:
-            self._unsequenced(body, "audit queue full")
-            return None
+            seq = self._make_room(event, body)
+            if not seq:
+                self._unsequenced(body, "audit queue full")
+                return None
         # Plain dict updates here; the metrics collector reads them at scrape time.
         key = (event.event_type._name_, event.priority._name_)
         counts = self.event_counts
         counts[key] = counts.get(key, 0) + 1
-        self.last_by_source[event.source] = ts
-        if n + 1 >= self._wake_at and self._writer_idle:  # n was the length before
-            self._writer_idle = False
-            self._wake.set()
+        self.last_by_source[event.source] = time.time_ns()
         return seq
 
     def _schema_violation(self, event: RiskEvent, problem: SchemaProblem) -> None:
@@ -450,52 +445,50 @@ class AuditLog:
         logger.warning("event %s flagged: %s", event.event_id, detail)
         return event_seq
 
-    def _make_room(self, event: RiskEvent, n: int) -> bool:
-        """The slow path, with the lock held. True: enqueue; False: emergency line."""
-        if event.risk_reducing:
-            return n < self._maxsize  # the reserve: never wait
-        if n < self._normal_limit:
+    def _make_room(self, event: RiskEvent, body: bytes) -> int:
+        """The slow path: the queue holds the backlog limit or more. Returns the seq, or
+        0 for an emergency line; raises when the log closed or under fail-closed."""
+        queue = self._queue
+        if event.risk_reducing:  # the reserve: never wait
+            return self._pushed(queue.push(body, self._maxsize, self._max_bytes))
+        if len(queue) < self._normal_limit and queue.bytes < self._normal_bytes:
             self._throttle()
-            return True
-        self._wake.set()
+            # After the throttle the event is queued below the full limit, never refused.
+            seq = self._pushed(queue.push(body, self._normal_limit, self._normal_bytes))
+            if seq:
+                return seq
         deadline = time.monotonic() + self.config.append_timeout
-        self._space_waiters += 1
-        try:
-            while len(self._pending) >= self._normal_limit:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                self._space.wait(remaining)
-                if self._state is not _OPEN:
-                    self._raise_state()
-        finally:
-            self._space_waiters -= 1
-        if len(self._pending) < self._normal_limit:
-            return True
+        while True:
+            seq = self._pushed(queue.push(body, self._normal_limit, self._normal_bytes))
+            remaining = deadline - time.monotonic()
+            if seq or remaining <= 0:
+                break
+            queue.wait_room(self._normal_limit, self._normal_bytes, remaining)
+        if seq:
+            return seq
         if self.config.fail_closed:
             self.refused += 1
             raise AuditQueueFullError(
-                f"audit queue full ({self._normal_limit} records) for "
-                f"{self.config.append_timeout:g}s and RISK_AUDIT_FAIL_CLOSED is set: "
-                f"the event was not recorded ({self.path})"
+                f"audit queue full ({self._normal_limit} records or "
+                f"{self._normal_bytes} bytes) for {self.config.append_timeout:g}s and "
+                f"RISK_AUDIT_FAIL_CLOSED is set: the event was not recorded ({self.path})"
             )
-        return False
+        return 0
+
+    def _pushed(self, seq: int) -> int:
+        if seq < 0:
+            self._raise_state()
+        return seq
 
     def _throttle(self) -> None:
-        """Backpressure past the backlog limit (the lock is held).
+        """Backpressure past the backlog limit.
 
         A producer that never pauses starves the writer of the GIL, and the backlog (so
         the time to durable) then grows without bound. Waiting here, at most the append
-        timeout, hands the GIL to the writer until it has taken the queue. Never raises.
+        timeout and without the GIL, lets the writer take the queue. Never raises.
         """
         self.throttled += 1
-        if self._writer_idle:
-            self._wake.set()
-        self._space_waiters += 1
-        try:
-            self._space.wait(self.config.append_timeout)
-        finally:
-            self._space_waiters -= 1
+        self._queue.wait_taken(self.config.append_timeout)
 
     def append_recovered(self, fields: dict[str, Any]) -> int:
         """Append a ``recovered`` record (what ``riskaudit recover`` puts back)."""
@@ -517,6 +510,7 @@ class AuditLog:
         return self._enqueue_control(kind, fields)
 
     def _unsequenced(self, body: bytes, reason: str) -> None:
+        """One unsequenced emergency line (``riskaudit recover`` puts it back)."""
         self.unsequenced += 1
         line = b'{"kind":"unsequenced","ts":"%b","reason":"%b","log":"%b","event":{%b}' % (
             format_ts(time.time_ns()).encode(),
@@ -553,7 +547,7 @@ class AuditLog:
     @property
     def last_seq(self) -> int:
         """The last ``seq`` handed out (it may not be durable yet)."""
-        return self._next_seq - 1
+        return int(self._queue.next_seq) - 1
 
     def flush(self, timeout: float | None = None) -> None:
         """Return once every record appended before the call is synced in the primary
@@ -567,10 +561,10 @@ class AuditLog:
         """
         with self._lock:
             if self._state is not _OPEN and self._state is not _CLOSING:
-                if self._state is _CLOSED and self._handled_seq >= self._next_seq - 1:
+                if self._state is _CLOSED and self._handled_seq >= self.last_seq:
                     return
                 self._raise_state()
-            target = self._next_seq - 1
+            target = self.last_seq
         self._wait_handled(target, timeout)
         self._raise_if_stdout(1, target)
 
@@ -601,7 +595,7 @@ class AuditLog:
 
     def _wait_handled(self, seq: int, timeout: float | None) -> None:
         if self._handled_seq < seq:
-            self._wake.set()
+            self._queue.kick()
             deadline = None if timeout is None else time.monotonic() + timeout
             with self._durable:
                 while self._handled_seq < seq:
@@ -618,53 +612,31 @@ class AuditLog:
 
     # -- the writer side (called from the writer thread) ----------------------------
 
-    def _take(self) -> tuple[list[QueueItem], bool]:
-        """Wait for work (group-commit window), then take everything queued."""
+    def _take(self) -> tuple[Batch, bool]:
+        """Wait for work (group-commit window, without the GIL), then take everything
+        queued. Closing: drain and stop without waiting out a window."""
+        closing = self._state is _CLOSING
         interval = self.config.flush_interval
-        self._writer_idle = True  # set before looking, so a producer cannot miss it
-        if self._state is _CLOSING:
-            pass  # drain and stop without waiting out a window
-        elif interval > 0:
-            if len(self._pending) < self._wake_at:
-                self._wake.wait(interval)
-        elif not self._pending:
-            self._wake.wait(0.5)
-        self._writer_idle = False
-        self._wake.clear()
-        with self._lock:
-            items = self._pending
-            if items:
-                self._pending = []
-                if self._space_waiters:
-                    self._space.notify_all()
-            closing = self._state is _CLOSING
-        return items, closing
+        batch = self._queue.take(0.0 if closing else interval if interval > 0 else 0.5)
+        return batch, closing
 
-    def _take_all_and_reserve_seq(self, n: int = 1) -> tuple[list[QueueItem], int]:
+    def _take_all_and_reserve_seq(self, n: int = 1) -> tuple[Batch, int]:
         """Everything queued plus the next ``n`` seqs (the first is returned),
         atomically: the writer's own records then follow everything queued before."""
-        with self._lock:
-            items = self._pending
-            self._pending = []
-            seq = self._next_seq
-            self._next_seq = seq + n
-            if self._space_waiters:
-                self._space.notify_all()
-        return items, seq
+        return self._queue.take_reserving(n)
 
-    def _enqueue_control(self, kind: str, fields: dict[str, Any]) -> int:
+    def _enqueue_control(self, kind: str, fields: dict[str, Any], *, force: bool = False) -> int:
         """Queue a control record of the writer's own (it takes the next ``seq``).
 
         The fields are encoded here first, so a value JSON cannot hold fails in the
         caller, never in the writer thread."""
         try:
-            orjson.dumps(fields)
+            mid, has_ts = control_mid(kind, fields)
         except (TypeError, orjson.JSONEncodeError) as exc:
             raise AuditEncodingError(f"{kind} record cannot be encoded: {exc}") from exc
-        with self._lock:
-            seq = self._next_seq
-            self._next_seq = seq + 1
-            self._pending.append((seq, time.time_ns(), (kind, fields)))
+        seq = self._queue.push_control(mid, has_ts, force)
+        if seq < 0:
+            self._raise_state()
         return seq
 
     def _mark_handled(
@@ -748,10 +720,14 @@ class AuditLog:
         logger.critical("riskaudit writer thread died: %r", exc)
         self._failure = exc
         self._state = _FAILED
+        self._queue.shut()
         with self._durable:
             self._durable.notify_all()
-        with self._lock:
-            self._space.notify_all()
+        # What was queued and never chained: unsequenced lines, so nothing confirmed
+        # by a seq is only in memory of a dead writer (recover puts them back).
+        batch, _seq = self._queue.take_reserving(0)
+        for body in batch.event_bodies():
+            self._unsequenced(body, "audit writer died")
 
     # -- state ----------------------------------------------------------------------
 
@@ -823,7 +799,7 @@ class AuditLog:
             destination=w.destination.value,
             last_seq=self.last_seq,
             durable_seq=self._durable_seq,
-            queued=len(self._pending),
+            queued=len(self._queue),
             stdout_records=w.counters.stdout_records,
             unsequenced=self.unsequenced,
             lost=lost,
@@ -861,7 +837,8 @@ class AuditLog:
             "writer_alive": self._writer.thread.is_alive(),
             "last_seq": self.last_seq,
             "durable_seq": self._durable_seq,
-            "queued": len(self._pending),
+            "queued": len(self._queue),
+            "queued_bytes": self._queue.bytes,
             "queue_capacity": self._maxsize,
             "destination": w.destination.value,
             "checkpoint": {
@@ -910,12 +887,12 @@ class AuditLog:
         file was rotated away it is sealed and the chain continues in the new file.
         Safe to call from a signal handler (it only sets a flag)."""
         self._writer.reopen_requested = True
-        self._wake.set()
+        self._queue.kick()
 
     def rotate(self) -> None:
         """Ask the writer to rotate now (built-in rotation): seal, rename, start anew."""
         self._writer.rotate_requested = True
-        self._wake.set()
+        self._queue.kick()
 
     @property
     def counters(self) -> Any:
@@ -930,11 +907,9 @@ class AuditLog:
             if self._state is not _OPEN:
                 return
             self._state = _CLOSING
-            seq = self._next_seq
-            self._next_seq = seq + 1
-            self._pending.append((seq, time.time_ns(), ("stop", self._identity())))
-            self._space.notify_all()
-        self._wake.set()
+            self._queue.shut()  # producers are refused from here; waiters wake
+            seq = self._enqueue_control("stop", self._identity(), force=True)
+        self._queue.kick()
         self._writer.thread.join(timeout)
         if self._owns_emergency:
             self._emergency.close(timeout=min(timeout, 5.0))
@@ -970,7 +945,7 @@ class AuditLog:
     def stall_writer(self) -> Iterator[None]:
         """Test seam: hold the writer thread still (a slow disk) inside the block."""
         self._writer.gate.clear()
-        self._wake.set()
+        self._queue.kick()
         if not self._writer.parked.wait(5.0):
             raise AuditStateError("the writer did not stop within 5 s")
         try:
@@ -980,7 +955,10 @@ class AuditLog:
 
     def _after_fork_in_child(self) -> None:
         self._state = _FORKED
-        self._pending = []
+        # A fresh, shut queue: the parent's may have been locked by a thread that does
+        # not exist in the child.
+        self._queue = Queue(1, 1)
+        self._queue.shut()
         self._lock = threading.Lock()
         self._file_lock.abandon()
         self._writer.forget()

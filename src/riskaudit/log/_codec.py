@@ -14,7 +14,10 @@ records carry ``kind`` third, their own fields, and ``ts`` last.
 The split of work follows the data flow: the producer's thread encodes the event body
 once (:func:`encode_event_body`), which both snapshots its mutable dicts and rejects
 what JSON cannot hold before a ``seq`` is spent; the writer thread only glues
-``seq``/``prev``/``ts`` in front (:func:`event_line`) and hashes.
+``seq``/``prev``/``ts`` in front and hashes. The writer does that in the Rust core
+(``riskaudit._native.chain``, without the GIL); :func:`event_line`,
+:func:`control_line` and :func:`chain_batch` here are the readable reference of the
+same bytes, which the tests hold the core to (tests/test_native.py).
 """
 
 from __future__ import annotations
@@ -178,6 +181,15 @@ def chain_batch(
     if parts:
         chunks.append((seq, b"".join(parts)))
     return prev, chunks
+
+
+def control_mid(kind: str, fields: dict[str, Any]) -> tuple[bytes, bool]:
+    """What the native chain needs of a control record: ``"kind":...,<fields>`` (the
+    middle of :func:`control_line`'s object) and whether the fields carry their own
+    ``ts``. Raises what orjson raises for a value JSON cannot hold."""
+    if "seq" in fields or "prev" in fields:
+        raise ValueError(f"{kind} record: seq and prev are the chain's own keys")
+    return orjson.dumps({"kind": kind, **fields})[1:-1], "ts" in fields
 
 
 def control_line(seq: int, prev: bytes, kind: str, fields: dict[str, Any], ts_ns: int) -> bytes:

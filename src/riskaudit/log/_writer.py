@@ -28,9 +28,11 @@ reached only stdout leave a hole in the durable chain, which the writer names wi
 next one, so every stdout-only range is named, however many failures come in a row.
 
 The GIL matters here: every blocking call releases it, and taking it back from a
-producer that never pauses costs a whole switch interval (5 ms by default). So a batch
-costs one system call (``pwritev`` with ``RWF_DSYNC``) and the chaining loop does as
-little as it can per record (see ``chain_batch``).
+producer that never pauses costs a whole switch interval (5 ms by default). So the
+per-record work runs in the Rust core without the GIL (taking the queue, building each
+line and its SHA-256: ``riskaudit._native``), a batch costs one system call (``pwritev``
+with ``RWF_DSYNC``, which releases the GIL too), and this thread runs Python only per
+batch and per episode.
 """
 
 from __future__ import annotations
@@ -46,8 +48,11 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
+from riskaudit._native import Batch
+from riskaudit._native import chain as native_chain
+from riskaudit.errors import AuditNativeError
 from riskaudit.log._checkpoint import Checkpointer, unsigned_fields
-from riskaudit.log._codec import chain_batch, control_line, split_head, ts_ns_of
+from riskaudit.log._codec import control_mid, split_head, ts_ns_of
 from riskaudit.log._destinations import AppendFile, SetAside, Spool, replay_lines, set_aside
 from riskaudit.log._emergency import EmergencyOutput
 from riskaudit.log._files import atomic_write, utc_stamp
@@ -66,8 +71,6 @@ logger = logging.getLogger("riskaudit.writer")
 CHUNK_BYTES = 4 << 20
 RETRY_MIN = 0.05
 IDENTITY_EVERY = 0.5
-
-QueueItem = tuple[int, int, Any]
 
 
 class Destination(Enum):
@@ -160,23 +163,33 @@ class Writer:
 
     # -- chaining -----------------------------------------------------------------
 
-    def chain(self, items: list[QueueItem]) -> None:
-        """Encode and chain queued items into the backlog, in ``seq`` order."""
+    def chain(self, batch: Batch) -> None:
+        """Chain a batch into the backlog, in ``seq`` order (native, without the GIL).
+
+        A panic of the core (AuditNativeError) ends the writer; the batch's events go
+        out as unsequenced emergency lines first, so none is only in memory."""
+        n = len(batch)
+        if not n:
+            return
+        try:
+            self.prev, chunks = native_chain(batch, self.prev, CHUNK_BYTES)
+        except AuditNativeError:
+            for body in batch.event_bodies():
+                self._log._unsequenced(body, "audit writer failed")
+            raise
         if not self._backlog:
-            self._backlog_first = items[0][0]
-            self._backlog_first_ts = items[0][1]
+            self._backlog_first = batch.first_seq or 0
+            self._backlog_first_ts = batch.first_ts or 0
         if self.checkpointer is not None:
-            self.checkpointer.records += len(items)
-        self.prev, chunks = chain_batch(items, self.prev, CHUNK_BYTES)
+            self.checkpointer.records += n
         self._backlog.extend(chunks)
-        self.last_seq = items[-1][0]
+        self.last_seq = batch.last_seq or self.last_seq
 
     def control(self, seq: int, kind: str, fields: dict[str, Any]) -> bytes:
         """Chain one control record now (the writer's own records); return its line."""
-        now = time.time_ns()
-        line = control_line(seq, self.prev, kind, fields, now)
-        self.chain([(seq, now, (kind, fields))])
-        return line
+        mid, has_ts = control_mid(kind, fields)
+        self.chain(Batch.of_controls([(seq, time.time_ns(), mid, has_ts)]))
+        return self._backlog[-1][1].rsplit(b"\n", 2)[-2]
 
     # -- committing ---------------------------------------------------------------
 

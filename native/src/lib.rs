@@ -1,0 +1,42 @@
+//! `riskaudit._native`: the per-record work of riskaudit, without the GIL.
+//!
+//! Four things run per record and nothing else does: the hand-off (`Queue`), the
+//! chain (`chain`: line bytes and SHA-256), the durable watermark that callers wait on
+//! (`Watermark`) and the verifier's scan (`scan`). Everything
+//! that happens per batch or per episode (destinations, rotation, checkpoints,
+//! signatures, metrics) stays in Python. See docs/benchmarks.md for the measured split.
+
+mod format;
+mod guard;
+mod queue;
+mod scan;
+mod watermark;
+
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+/// The hex SHA-256 of a line (the hash the next record names in `prev`).
+#[pyfunction]
+fn line_hash<'py>(py: Python<'py>, line: &[u8]) -> Bound<'py, PyBytes> {
+    PyBytes::new(py, &format::line_hash(line))
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("TEST_PANICS", cfg!(feature = "test-panics"))?;
+    m.add_class::<queue::Queue>()?;
+    m.add_class::<queue::Batch>()?;
+    m.add_class::<scan::ReusedIds>()?;
+    m.add_class::<scan::Ring>()?;
+    m.add_class::<watermark::Watermark>()?;
+    m.add("PRIMARY", watermark::PRIMARY)?;
+    m.add("SPOOL", watermark::SPOOL)?;
+    m.add("STDOUT", watermark::STDOUT)?;
+    m.add_function(wrap_pyfunction!(queue::chain, m)?)?;
+    m.add_function(wrap_pyfunction!(scan::scan, m)?)?;
+    m.add_function(wrap_pyfunction!(line_hash, m)?)?;
+    #[cfg(feature = "test-panics")]
+    m.add_function(wrap_pyfunction!(guard::_arm_panic, m)?)?;
+    Ok(())
+}

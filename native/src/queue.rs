@@ -1,0 +1,447 @@
+//! The hand-off between producer threads and the writer thread, and the chain.
+//!
+//! A producer's `append` encodes its event with orjson and makes one call here: `push`
+//! copies the body, gives it the next `seq` and the acceptance time, and queues it, or
+//! says there is no room (the Python side then applies the full-queue policy: the
+//! reserve, the backlog throttle, waiting, fail-closed or an emergency line). The
+//! writer takes everything queued in one call that waits without the GIL, and chains
+//! the batch (line bytes and SHA-256) without the GIL too.
+//!
+//! Lock order: the queue's mutex is never held while the GIL is taken. A producer
+//! holds the GIL and takes the mutex for a few instructions; every call that waits
+//! releases the GIL first.
+
+use std::collections::VecDeque;
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use crate::format::{control_line, event_line, line_hash, HashHex, TsPrefix, HASH_HEX};
+use crate::guard::{guarded, maybe_panic, Site};
+
+/// One queued record: an event body, or a control record's `"kind":...` part.
+pub struct Item {
+    seq: u64,
+    ts_ns: i64,
+    body: Box<[u8]>,
+    /// None for an event; Some(has_ts) for a control record.
+    control: Option<bool>,
+}
+
+/// What a queued record costs beyond its bytes (the struct and the allocator's header).
+pub const ITEM_OVERHEAD: usize = std::mem::size_of::<Item>() + 16;
+
+struct State {
+    items: VecDeque<Item>,
+    bytes: usize,
+    next_seq: u64,
+    open: bool,
+    writer_waiting: bool,
+    kicked: bool,
+    takes: u64,
+    space_waiters: u32,
+}
+
+/// The bounded queue (in records and in bytes), with the seq counter.
+#[pyclass(frozen, module = "riskaudit._native")]
+pub struct Queue {
+    state: Mutex<State>,
+    writer: Condvar,
+    space: Condvar,
+    wake_at: usize,
+}
+
+fn now_ns() -> i64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the struct we own. CLOCK_REALTIME is what
+    // Python's time.time_ns() reads.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    // time_t and c_long are i64 on the 64-bit Linux targets this is built for.
+    #[allow(clippy::unnecessary_cast)]
+    let ns = ts.tv_sec as i64 * 1_000_000_000 + ts.tv_nsec as i64;
+    ns
+}
+
+fn secs(timeout: f64) -> Duration {
+    if timeout.is_finite() && timeout > 0.0 {
+        Duration::from_secs_f64(timeout.min(1e9))
+    } else {
+        Duration::ZERO
+    }
+}
+
+impl Queue {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic never happens with the lock held (no code that can panic runs under
+        // it); a poisoned lock is still consistent, so it is used as it is.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn enqueue(&self, st: &mut State, item: Item) -> u64 {
+        let seq = item.seq;
+        st.bytes += item.body.len();
+        st.items.push_back(item);
+        if st.writer_waiting && st.items.len() >= self.wake_at {
+            st.writer_waiting = false;
+            self.writer.notify_one();
+        }
+        seq
+    }
+}
+
+#[pymethods]
+impl Queue {
+    #[new]
+    #[pyo3(signature = (next_seq, wake_at))]
+    fn new(next_seq: u64, wake_at: usize) -> Self {
+        Queue {
+            state: Mutex::new(State {
+                items: VecDeque::new(),
+                bytes: 0,
+                next_seq,
+                open: true,
+                writer_waiting: false,
+                kicked: false,
+                takes: 0,
+                space_waiters: 0,
+            }),
+            writer: Condvar::new(),
+            space: Condvar::new(),
+            wake_at: wake_at.max(1),
+        }
+    }
+
+    /// Queue an event body: its seq (> 0); 0 when `limit` records or `byte_limit`
+    /// bytes are already queued; -1 when the queue is closed.
+    fn push(&self, body: &[u8], limit: usize, byte_limit: usize) -> PyResult<i64> {
+        guarded(|| {
+            maybe_panic(Site::HandOff);
+            let body: Box<[u8]> = body.into();
+            let mut st = self.lock();
+            if !st.open {
+                return -1;
+            }
+            if st.items.len() >= limit || st.bytes + body.len() > byte_limit {
+                return 0;
+            }
+            let seq = st.next_seq;
+            st.next_seq += 1;
+            let item = Item {
+                seq,
+                ts_ns: now_ns(),
+                body,
+                control: None,
+            };
+            self.enqueue(&mut st, item) as i64
+        })
+    }
+
+    /// Queue a control record (never refused for room): its seq; -1 when closed and
+    /// not `force` (the writer's own closing records are forced).
+    #[pyo3(signature = (mid, has_ts, force=false))]
+    fn push_control(&self, mid: &[u8], has_ts: bool, force: bool) -> PyResult<i64> {
+        guarded(|| {
+            let mut st = self.lock();
+            if !st.open && !force {
+                return -1;
+            }
+            let seq = st.next_seq;
+            st.next_seq += 1;
+            let item = Item {
+                seq,
+                ts_ns: now_ns(),
+                body: mid.into(),
+                control: Some(has_ts),
+            };
+            self.enqueue(&mut st, item) as i64
+        })
+    }
+
+    /// The writer's turn: wait up to `timeout` seconds (without the GIL) until
+    /// `wake_at` records are queued or `kick` is called, then take everything.
+    fn take(&self, py: Python<'_>, timeout: f64) -> PyResult<Batch> {
+        let wait = secs(timeout);
+        py.detach(|| {
+            guarded(|| {
+                let mut st = self.lock();
+                if !st.kicked && st.items.len() < self.wake_at && !wait.is_zero() {
+                    st.writer_waiting = true;
+                    let deadline = Instant::now() + wait;
+                    while !st.kicked && st.items.len() < self.wake_at {
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        if left.is_zero() {
+                            break;
+                        }
+                        st = self
+                            .writer
+                            .wait_timeout(st, left)
+                            .unwrap_or_else(|e| e.into_inner())
+                            .0;
+                    }
+                    st.writer_waiting = false;
+                }
+                st.kicked = false;
+                self.take_locked(&mut st)
+            })
+        })
+    }
+
+    /// Everything queued plus the next `n` seqs (the first is returned), atomically:
+    /// the writer's own records then follow everything queued before them.
+    fn take_reserving(&self, n: u64) -> PyResult<(Batch, u64)> {
+        guarded(|| {
+            let mut st = self.lock();
+            let batch = self.take_locked(&mut st);
+            let seq = st.next_seq;
+            st.next_seq += n;
+            (batch, seq)
+        })
+    }
+
+    /// Wake the writer now (flush, reopen, rotate, close).
+    fn kick(&self) {
+        let mut st = self.lock();
+        st.kicked = true;
+        st.writer_waiting = false;
+        self.writer.notify_one();
+    }
+
+    /// Wait (without the GIL) up to `timeout` seconds until fewer than `below`
+    /// records and `below_bytes` bytes are queued or the queue closes; whether there
+    /// is room now.
+    fn wait_room(&self, py: Python<'_>, below: usize, below_bytes: usize, timeout: f64) -> bool {
+        let wait = secs(timeout);
+        py.detach(|| {
+            let deadline = Instant::now() + wait;
+            let mut st = self.lock();
+            st.space_waiters += 1;
+            st.kicked = true;
+            self.writer.notify_one();
+            while st.open && (st.items.len() >= below || st.bytes >= below_bytes) {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                st = self
+                    .space
+                    .wait_timeout(st, left)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+            st.space_waiters -= 1;
+            st.items.len() < below && st.bytes < below_bytes
+        })
+    }
+
+    /// The backlog throttle: wait (without the GIL) up to `timeout` seconds until the
+    /// writer has taken the queue once more, or the queue closes.
+    fn wait_taken(&self, py: Python<'_>, timeout: f64) {
+        let wait = secs(timeout);
+        py.detach(|| {
+            let deadline = Instant::now() + wait;
+            let mut st = self.lock();
+            let takes = st.takes;
+            st.space_waiters += 1;
+            if st.writer_waiting {
+                st.kicked = true;
+                self.writer.notify_one();
+            }
+            while st.open && st.takes == takes {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                st = self
+                    .space
+                    .wait_timeout(st, left)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+            st.space_waiters -= 1;
+        })
+    }
+
+    /// Refuse new events from now on (close, a dead writer, a fork); wake every waiter.
+    fn shut(&self) {
+        let mut st = self.lock();
+        st.open = false;
+        st.kicked = true;
+        self.writer.notify_all();
+        self.space.notify_all();
+    }
+
+    /// Drop everything queued (a forked child's copy).
+    fn clear(&self) {
+        let mut st = self.lock();
+        st.items.clear();
+        st.bytes = 0;
+    }
+
+    /// The seq the next record gets.
+    #[getter]
+    fn next_seq(&self) -> u64 {
+        self.lock().next_seq
+    }
+
+    #[setter]
+    fn set_next_seq(&self, seq: u64) {
+        self.lock().next_seq = seq;
+    }
+
+    /// Bytes of queued bodies.
+    #[getter]
+    fn bytes(&self) -> usize {
+        self.lock().bytes
+    }
+
+    /// What one queued record costs beyond its bytes.
+    #[classattr]
+    fn item_overhead() -> usize {
+        ITEM_OVERHEAD
+    }
+
+    fn __len__(&self) -> usize {
+        self.lock().items.len()
+    }
+}
+
+impl Queue {
+    fn take_locked(&self, st: &mut State) -> Batch {
+        let items: Vec<Item> = std::mem::take(&mut st.items).into();
+        st.bytes = 0;
+        st.takes += 1;
+        if st.space_waiters > 0 {
+            self.space.notify_all();
+        }
+        Batch { items }
+    }
+}
+
+/// Records taken from the queue (or made by the writer itself), in seq order.
+#[pyclass(frozen, module = "riskaudit._native")]
+pub struct Batch {
+    items: Vec<Item>,
+}
+
+#[pymethods]
+impl Batch {
+    /// A batch of the writer's own control records: `(seq, ts_ns, mid, has_ts)` each.
+    #[staticmethod]
+    fn of_controls(records: Vec<(u64, i64, Vec<u8>, bool)>) -> Batch {
+        let items = records
+            .into_iter()
+            .map(|(seq, ts_ns, mid, has_ts)| Item {
+                seq,
+                ts_ns,
+                body: mid.into(),
+                control: Some(has_ts),
+            })
+            .collect();
+        Batch { items }
+    }
+
+    /// A batch of event bodies: `(seq, ts_ns, body)` each (tests and tools).
+    #[staticmethod]
+    fn of_events(records: Vec<(u64, i64, Vec<u8>)>) -> Batch {
+        let items = records
+            .into_iter()
+            .map(|(seq, ts_ns, body)| Item {
+                seq,
+                ts_ns,
+                body: body.into(),
+                control: None,
+            })
+            .collect();
+        Batch { items }
+    }
+
+    fn __len__(&self) -> usize {
+        self.items.len()
+    }
+
+    #[getter]
+    fn first_seq(&self) -> Option<u64> {
+        self.items.first().map(|i| i.seq)
+    }
+
+    #[getter]
+    fn first_ts(&self) -> Option<i64> {
+        self.items.first().map(|i| i.ts_ns)
+    }
+
+    #[getter]
+    fn last_seq(&self) -> Option<u64> {
+        self.items.last().map(|i| i.seq)
+    }
+
+    /// The bodies of the event records (the unsequenced fallback of a dead writer).
+    fn event_bodies<'py>(&self, py: Python<'py>) -> Vec<Bound<'py, PyBytes>> {
+        self.items
+            .iter()
+            .filter(|i| i.control.is_none())
+            .map(|i| PyBytes::new(py, &i.body))
+            .collect()
+    }
+}
+
+/// `(new head hash, [(last seq, chunk bytes), ...])`.
+type Chained<'py> = (Bound<'py, PyBytes>, Vec<(u64, Bound<'py, PyBytes>)>);
+
+/// Chain a batch after `prev`: `(new prev, [(last seq, bytes), ...])`, each chunk
+/// about `chunk_bytes` long, every line ending in `\n`. Runs without the GIL.
+#[pyfunction]
+pub fn chain<'py>(
+    py: Python<'py>,
+    batch: &Batch,
+    prev: &[u8],
+    chunk_bytes: usize,
+) -> PyResult<Chained<'py>> {
+    let prev: HashHex = prev
+        .try_into()
+        .map_err(|_| pyo3::exceptions::PyValueError::new_err("prev must be 64 hex bytes"))?;
+    let items = &batch.items;
+    let (head, chunks) = py.detach(|| guarded(|| chain_items(items, prev, chunk_bytes)))?;
+    let chunks = chunks
+        .into_iter()
+        .map(|(seq, data)| (seq, PyBytes::new(py, &data)))
+        .collect();
+    Ok((PyBytes::new(py, &head), chunks))
+}
+
+fn chain_items(
+    items: &[Item],
+    mut prev: HashHex,
+    chunk_bytes: usize,
+) -> (HashHex, Vec<(u64, Vec<u8>)>) {
+    maybe_panic(Site::Chain);
+    let mut ts = TsPrefix::new();
+    let mut chunks = Vec::new();
+    let mut buf: Vec<u8> =
+        Vec::with_capacity(chunk_bytes.min(items.iter().map(|i| i.body.len() + 140).sum()));
+    let mut last = 0;
+    for item in items {
+        let start = buf.len();
+        match item.control {
+            None => event_line(item.seq, &prev, item.ts_ns, &item.body, &mut ts, &mut buf),
+            Some(has_ts) => control_line(
+                item.seq, &prev, item.ts_ns, &item.body, has_ts, &mut ts, &mut buf,
+            ),
+        }
+        prev = line_hash(&buf[start..]);
+        buf.push(b'\n');
+        last = item.seq;
+        if buf.len() >= chunk_bytes {
+            chunks.push((last, std::mem::take(&mut buf)));
+        }
+    }
+    if !buf.is_empty() {
+        chunks.push((last, buf));
+    }
+    debug_assert_eq!(prev.len(), HASH_HEX);
+    (prev, chunks)
+}

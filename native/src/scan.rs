@@ -1,0 +1,327 @@
+//! The verifier's fast path: records that follow the chain head exactly.
+//!
+//! `riskaudit verify` walks every line; nearly all of them are the next record in
+//! order, and for those it only has to check that the line starts with
+//! `{"seq":<head+1>,"prev":"<head hash>"` and ends with `}`, hash it, and move on (the
+//! next record's `prev` vouches for every byte). `scan` does that for a run of lines
+//! without the GIL and stops at the first line that needs the Python verifier's
+//! judgement (anything else), right after a control record (the verifier reads those),
+//! or after a seq the caller wants to see. The event-id reuse check of
+//! `riskaudit/integrity/_reuse.py` runs here too, on the same terms.
+
+use std::sync::Mutex;
+
+use rustc_hash::FxHashMap;
+
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList};
+
+use crate::format::{line_hash, HashHex};
+use crate::guard::{catch, maybe_panic, Site};
+
+const ID: &[u8] = b"\"event_id\":\"";
+const TS_SPAN: usize = b",\"ts\":\"2026-12-03T08:00:00.000000000Z\",".len();
+const PRINCIPAL: &[u8] = b",\"principal\":{\"name\":";
+const KIND: &[u8] = b",\"kind\":\"";
+/// Slots of the look-back ring (the verifier's `_RING`): record `seq` lives in slot
+/// `seq % RING`.
+const RING: usize = 1 << 16;
+/// Lines handed over per release of the GIL.
+const BLOCK: usize = 512;
+
+/// Ids are kept as their 128-bit xxh3 digest (no allocation per id; two ids sharing
+/// a digest are as likely as a SHA-256 collision of a short string is not, about
+/// 2^-128 per pair), content as its 64-bit digest, as the Python twin keeps `hash()`.
+struct Reuse {
+    seen: FxHashMap<u128, (u64, u64)>,
+    reused: Vec<(Box<[u8]>, u64, u64)>,
+    full: bool,
+    limit: usize,
+}
+
+impl Reuse {
+    /// The twin of `ReusedIds.see`: same search for the id, same content span.
+    fn see(&mut self, seq: u64, line: &[u8], start: usize) {
+        let mut i = start + TS_SPAN;
+        if !line.get(i..).is_some_and(|rest| rest.starts_with(ID)) {
+            match memchr::memmem::find(line.get(start..).unwrap_or(b""), ID) {
+                Some(at) => i = start + at,
+                None => return,
+            }
+        }
+        i += ID.len();
+        let find_quote = |from: usize| {
+            line.get(from..)
+                .and_then(|r| memchr::memchr(b'"', r))
+                .map(|k| from + k)
+        };
+        let mut j = find_quote(i);
+        while let Some(k) = j {
+            if k > 0 && line[k - 1] == b'\\' {
+                j = find_quote(k + 1);
+            } else {
+                break;
+            }
+        }
+        let Some(j) = j else { return };
+        let cut = if line.ends_with(b"}}") {
+            memchr::memmem::rfind(&line[j..], PRINCIPAL).map(|k| j + k)
+        } else {
+            None
+        };
+        let content = match cut {
+            Some(c) if c > 0 => &line[j..c],
+            _ => &line[j..],
+        };
+        let digest = xxhash_rust::xxh3::xxh3_64(content);
+        let id = &line[i..j];
+        let key = xxhash_rust::xxh3::xxh3_128(id);
+        match self.seen.get(&key) {
+            Some(&(first, known)) => {
+                if known != digest && first != seq {
+                    self.reused.push((id.into(), first, seq));
+                }
+            }
+            None => {
+                if self.seen.len() >= self.limit {
+                    self.full = true;
+                } else {
+                    self.seen.insert(key, (seq, digest));
+                }
+            }
+        }
+    }
+}
+
+/// Event ids seen, for the reuse warning (see `riskaudit/integrity/_reuse.py`).
+#[pyclass(frozen, module = "riskaudit._native")]
+pub struct ReusedIds {
+    inner: Mutex<Reuse>,
+}
+
+impl ReusedIds {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Reuse> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[pymethods]
+impl ReusedIds {
+    #[new]
+    #[pyo3(signature = (limit = 2_000_000))]
+    fn new(limit: usize) -> Self {
+        ReusedIds {
+            inner: Mutex::new(Reuse {
+                seen: FxHashMap::default(),
+                reused: Vec::new(),
+                full: false,
+                limit,
+            }),
+        }
+    }
+
+    /// Feed one event record line (for the lines the Python verifier judges itself).
+    #[pyo3(signature = (seq, line, start = 0))]
+    fn see(&self, py: Python<'_>, seq: u64, line: &[u8], start: usize) -> PyResult<()> {
+        py.detach(|| {
+            let mut r = self.lock();
+            catch(|| r.see(seq, line, start))
+        })
+        .map_err(PyErr::from)
+    }
+
+    /// `(raw id bytes, first seq, later seq)` for each reuse found, in order.
+    fn reused<'py>(&self, py: Python<'py>) -> Vec<(Bound<'py, PyBytes>, u64, u64)> {
+        self.lock()
+            .reused
+            .iter()
+            .map(|(id, a, b)| (PyBytes::new(py, id), *a, *b))
+            .collect()
+    }
+
+    /// Whether the limit of distinct ids was reached (the check stopped short).
+    #[getter]
+    fn full(&self) -> bool {
+        self.lock().full
+    }
+
+    #[getter]
+    fn limit(&self) -> usize {
+        self.lock().limit
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Slot {
+    seq: u64,
+    hash: HashHex,
+    prev: HashHex,
+    file: u32,
+}
+
+/// The verifier's look-back ring: `(seq, hash, prev hash, file index)` of the last
+/// 65,536 records accepted, so a record seen again (a rotated copy, a duplicate) can
+/// be told from a modified one.
+#[pyclass(frozen, module = "riskaudit._native")]
+pub struct Ring {
+    slots: Mutex<Vec<Option<Slot>>>,
+}
+
+impl Ring {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Option<Slot>>> {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[pymethods]
+impl Ring {
+    #[new]
+    fn new() -> Self {
+        Ring {
+            slots: Mutex::new(vec![None; RING]),
+        }
+    }
+
+    /// The entry in `seq`'s slot (it may be another seq's, as in the Python ring).
+    fn get<'py>(
+        &self,
+        py: Python<'py>,
+        seq: u64,
+    ) -> Option<(u64, Bound<'py, PyBytes>, Bound<'py, PyBytes>, u32)> {
+        let slot = self.lock()[(seq as usize) % RING];
+        slot.map(|s| {
+            (
+                s.seq,
+                PyBytes::new(py, &s.hash),
+                PyBytes::new(py, &s.prev),
+                s.file,
+            )
+        })
+    }
+
+    fn put(&self, seq: u64, hash: &[u8], prev: &[u8], file: u32) -> PyResult<()> {
+        let hash: HashHex = hash
+            .try_into()
+            .map_err(|_| pyo3::exceptions::PyValueError::new_err("hash must be 64 bytes"))?;
+        let prev: HashHex = prev
+            .try_into()
+            .map_err(|_| pyo3::exceptions::PyValueError::new_err("prev must be 64 bytes"))?;
+        self.lock()[(seq as usize) % RING] = Some(Slot {
+            seq,
+            hash,
+            prev,
+            file,
+        });
+        Ok(())
+    }
+}
+
+/// What a scan accepted: `(next index, head seq, head hash, stopped after a control
+/// record, prev hash of the head)`.
+type Scanned<'py> = (usize, u64, Bound<'py, PyBytes>, bool, Bound<'py, PyBytes>);
+
+/// Accept `lines[begin..end]` while each is the next record in the chain; stop
+/// before the first that is not, after a control record, or after seq `stop_at`.
+#[pyfunction]
+#[pyo3(signature = (lines, begin, end, seq, prev, stop_at, reuse, ring, file))]
+#[allow(clippy::too_many_arguments)]
+pub fn scan<'py>(
+    py: Python<'py>,
+    lines: &Bound<'py, PyList>,
+    begin: usize,
+    end: usize,
+    seq: u64,
+    prev: &[u8],
+    stop_at: u64,
+    reuse: &ReusedIds,
+    ring: &Ring,
+    file: u32,
+) -> PyResult<Scanned<'py>> {
+    let mut head: HashHex = prev
+        .try_into()
+        .map_err(|_| pyo3::exceptions::PyValueError::new_err("prev must be 64 hex bytes"))?;
+    let end = end.min(lines.len());
+    let mut seq = seq;
+    let mut at = begin;
+    let mut control = false;
+    let mut head_prev: HashHex = head;
+    let mut slices: Vec<(usize, usize)> = Vec::with_capacity(BLOCK);
+    let mut owners: Vec<Bound<'py, PyBytes>> = Vec::with_capacity(BLOCK);
+    'outer: while at < end {
+        slices.clear();
+        owners.clear();
+        let stop = (at + BLOCK).min(end);
+        for k in at..stop {
+            let item = lines.get_item(k)?;
+            let bytes = item.cast_into::<PyBytes>()?;
+            let data = bytes.as_bytes();
+            slices.push((data.as_ptr() as usize, data.len()));
+            owners.push(bytes);
+        }
+        // The bytes objects stay alive (`owners`) and are immutable while the GIL is
+        // released; the slices are rebuilt from their addresses on the other side.
+        let slices_ref = &slices;
+        let outcome = py.detach(|| {
+            // Locked without the GIL, here and in `see`: no thread waits for the GIL
+            // while it holds this lock.
+            let mut r = reuse.lock();
+            let reuse_ref = &mut *r;
+            let mut slots = ring.lock();
+            catch(|| {
+                maybe_panic(Site::Scan);
+                let mut taken = 0;
+                let mut stopped = false;
+                let mut pfx: Vec<u8> = Vec::with_capacity(96);
+                let mut buf = itoa::Buffer::new();
+                for &(ptr, len) in slices_ref {
+                    // SAFETY: see above; each (ptr, len) is a live bytes object's buffer.
+                    let line = unsafe { std::slice::from_raw_parts(ptr as *const u8, len) };
+                    pfx.clear();
+                    pfx.extend_from_slice(b"{\"seq\":");
+                    pfx.extend_from_slice(buf.format(seq + 1).as_bytes());
+                    pfx.extend_from_slice(b",\"prev\":\"");
+                    pfx.extend_from_slice(&head);
+                    pfx.push(b'"');
+                    if !(line.starts_with(&pfx) && line.ends_with(b"}")) {
+                        stopped = true;
+                        break;
+                    }
+                    seq += 1;
+                    let h = line_hash(line);
+                    slots[(seq as usize) % RING] = Some(Slot {
+                        seq,
+                        hash: h,
+                        prev: head,
+                        file,
+                    });
+                    head_prev = head;
+                    head = h;
+                    taken += 1;
+                    if line[pfx.len()..].starts_with(KIND) {
+                        control = true;
+                        stopped = true;
+                        break;
+                    }
+                    reuse_ref.see(seq, line, pfx.len());
+                    if seq == stop_at {
+                        stopped = true;
+                        break;
+                    }
+                }
+                (taken, stopped)
+            })
+        });
+        let (taken, stopped) = outcome?;
+        at += taken;
+        if stopped {
+            break 'outer;
+        }
+    }
+    Ok((
+        at,
+        seq,
+        PyBytes::new(py, &head),
+        control,
+        PyBytes::new(py, &head_prev),
+    ))
+}
