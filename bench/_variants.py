@@ -876,3 +876,176 @@ def run_attrib(n_events: int) -> Result:
         "tail_neither": share(lambda i: not faults[i] and not switches[i]),
         "clean_call": latency_us(clean),
     }
+
+
+# -- the native core's targets: cost to the host, verify at SHA-256 speed, queue memory --
+
+
+def run_host(n_events: int, rate: int, seconds: float, producer: str) -> Result:
+    """Cost to the host process: a pure-Python CPU-bound thread (the stand-in for the
+    trading engine) counts loop iterations while another thread appends ``rate``
+    events/s (sleeping to 1 ms ticks, then that tick's events back to back).
+
+    ``producer``: ``riskaudit`` (``AuditLog.append``, the default configuration),
+    ``lower`` (the lower bound (e): ``orjson.dumps(event.to_dict())`` into a buffer and
+    one ``os.write`` per 64 KiB, so the producer's own encode is in both) or ``none``.
+    The engine's iterations/s is the measure; the run's first 0.5 s are not counted.
+    """
+    events = _events(n_events)
+    n = len(events)
+    warmup = 0.5
+    stop = threading.Event()
+    counted = {"iterations": 0, "t0": 0.0, "t1": 0.0}
+
+    def engine() -> None:
+        x = 0
+        iterations = 0
+        t_begin = time.perf_counter() + warmup
+        counting = False
+        while not stop.is_set():
+            for _ in range(1000):
+                x += 1
+            if counting:
+                iterations += 1000
+            elif time.perf_counter() >= t_begin:
+                counting = True
+                counted["t0"] = time.perf_counter()
+        counted["t1"] = time.perf_counter()
+        counted["iterations"] = iterations
+
+    with _tmpdir() as tmp:
+        path = Path(tmp) / "host.jsonl"
+        log = AuditLog(AuditConfig(log_path=path)) if producer == "riskaudit" else None
+        fd = os.open(path.with_suffix(".lower"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        buf = bytearray()
+        dumps = orjson.dumps
+        opt = orjson.OPT_APPEND_NEWLINE
+
+        def lower(e: RiskEvent) -> None:
+            buf.extend(dumps(e.to_dict(), option=opt))
+            if len(buf) >= WRITE_CHUNK:
+                os.write(fd, buf)
+                buf.clear()
+
+        emit: Callable[[RiskEvent], Any] | None = (
+            log.append if log is not None else lower if producer == "lower" else None
+        )
+        appended = {"n": 0}
+
+        def produce() -> None:
+            if emit is None:
+                return
+            per_tick = max(1, rate // 1000)
+            pc = time.perf_counter_ns
+            t_start = pc() + 1_000_000
+            i = 0
+            k = 0
+            while not stop.is_set():
+                target = t_start + k * 1_000_000
+                now = pc()
+                if target > now:
+                    time.sleep((target - now) / 1e9)
+                for _ in range(per_tick):
+                    emit(events[i % n])
+                    i += 1
+                k += 1
+            appended["n"] = i
+
+        threads = [
+            threading.Thread(target=engine, name="bench-engine"),
+            threading.Thread(target=produce, name="bench-producer"),
+        ]
+        for t in threads:
+            t.start()
+        time.sleep(warmup + seconds)
+        stop.set()
+        for t in threads:
+            t.join()
+        if log is not None:
+            log.close()
+        os.close(fd)
+    span = counted["t1"] - counted["t0"]
+    return {
+        "producer": producer,
+        "rate_target": rate,
+        "seconds": span,
+        "appended": appended["n"],
+        "engine_iterations_per_s": counted["iterations"] / span if span > 0 else 0.0,
+    }
+
+
+def _openssl_sha256_512() -> float | None:
+    """Bytes/s of ``openssl speed -bytes 512 -evp sha256`` on one core (None: no openssl)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        return None
+    out = subprocess.run(
+        ["openssl", "speed", "-bytes", "512", "-seconds", "2", "-evp", "sha256"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    for line in out.splitlines():
+        if line.startswith("sha256"):
+            return float(line.split()[-1].rstrip("k")) * 1000.0
+    return None
+
+
+def run_verify_big(n_records: int) -> Result:
+    """``verify`` bytes/s on a log of ``n_records`` events, native and Python engines,
+    beside ``openssl speed -bytes 512 -evp sha256`` measured in the same process."""
+    events = _events(min(n_records, 50_000))
+    with _tmpdir() as tmp:
+        path = Path(tmp) / "verify.jsonl"
+        with AuditLog(AuditConfig(log_path=path, queue_size=QUEUE_SIZE)) as log:
+            for i in range(n_records):
+                log.append(events[i % len(events)])
+        size = path.stat().st_size
+        timings: dict[str, list[float]] = {"native": [], "python": []}
+        records = 0
+        for engine, repeats in (("native", 5), ("python", 1)):
+            for _ in range(repeats):
+                t0 = time.perf_counter_ns()
+                report = verify_paths([path], engine=engine)  # type: ignore[arg-type]
+                timings[engine].append((time.perf_counter_ns() - t0) / 1e9)
+                assert report.valid, report.findings[:3]
+                records = report.records
+    sha = _openssl_sha256_512()
+    native = sorted(timings["native"])[len(timings["native"]) // 2]
+    python = timings["python"][0]
+    return {
+        "records": records,
+        "bytes": size,
+        "native_bytes_per_s": size / native,
+        "native_records_per_s": records / native,
+        "python_bytes_per_s": size / python,
+        "python_records_per_s": records / python,
+        "openssl_sha256_512_bytes_per_s": sha,
+        "native_vs_openssl": (size / native) / sha if sha else None,
+    }
+
+
+def run_queue_memory(n_events: int) -> Result:
+    """What a queued record costs: RSS growth of a native queue holding the encoded
+    bodies of ``n_events`` events (no writer takes them), less their bytes."""
+    from riskaudit._native import Queue
+
+    events = _events(min(n_events, 50_000))
+    bodies = [encode_event_body(events[i % len(events)]) for i in range(n_events)]
+    body_bytes = sum(len(b) for b in bodies)
+    queue_ = Queue(1, n_events + 1)
+    gc.collect()
+    before = rss_now_mib()
+    for body in bodies:
+        queue_.push(body, n_events + 1, 1 << 40)
+    after = rss_now_mib()
+    grown = (after - before) * 1024 * 1024
+    return {
+        "records": n_events,
+        "body_bytes": body_bytes,
+        "rss_growth_bytes": grown,
+        "overhead_per_record": (grown - body_bytes) / n_events,
+        "item_overhead_declared": Queue.item_overhead,
+    }

@@ -67,6 +67,10 @@ def _parser() -> argparse.ArgumentParser:
         "--http-seconds", type=float, default=4.0, help="measured posting per HTTP run, s"
     )
     p.add_argument("--ops-events", type=int, default=500_000, help="appends per embedded-ops run")
+    p.add_argument("--host-seconds", type=float, default=3.0, help="cost-to-host run, s")
+    p.add_argument(
+        "--verify-records", type=int, default=500_000, help="records of the verify-speed log"
+    )
     p.add_argument("--scrape-every", type=float, default=1.0, help="ops scrape interval, s")
     p.add_argument("--no-http", action="store_true", help="skip the HTTP / ops workloads")
     p.add_argument("--no-docs", action="store_true", help="skip docs/benchmarks.{md,png}")
@@ -116,6 +120,12 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
         return v.run_stall(small, args.stall_appends, args.queue_size, args.stall_seconds)
     if name == "attrib":
         return v.run_attrib(args.events)
+    if name.startswith("host:"):
+        return v.run_host(small, args.pace_rate, args.host_seconds, name.split(":", 1)[1])
+    if name == "verify:big":
+        return v.run_verify_big(args.verify_records)
+    if name == "queue:memory":
+        return v.run_queue_memory(200_000)
     if name.startswith(("http:", "ops:")) or name == "scrape":
         import _http
 
@@ -151,6 +161,11 @@ def _jobs(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
     jobs.append(("stall:bounded", ["--one", "stall", "--queue-size", str(args.stall_queue)]))
     jobs.append(("stall:unbounded", ["--one", "stall", "--queue-size", str(UNBOUNDED)]))
     jobs.append(("attrib", ["--one", "attrib"]))
+    # The native core's targets: cost to the host (three producers, side by side),
+    # verify against SHA-256's own speed, and what a queued record costs.
+    jobs += [(k, ["--one", k]) for k in ("host:none", "host:lower", "host:riskaudit")]
+    jobs.append(("verify:big", ["--one", "verify:big"]))
+    jobs.append(("queue:memory", ["--one", "queue:memory"]))
     if not args.no_http:
         # HTTP ingest and the embedded ops endpoints, after the rest of each round.
         jobs += [(k, ["--one", k]) for k in ("http:single", "http:batch", "http:durable")]
@@ -180,6 +195,10 @@ def _common_argv(args: argparse.Namespace) -> list[str]:
         str(args.ops_events),
         "--scrape-every",
         str(args.scrape_every),
+        "--host-seconds",
+        str(args.host_seconds),
+        "--verify-records",
+        str(args.verify_records),
     ]
 
 

@@ -30,7 +30,7 @@ def test_clock_state_is_in_start_and_chained_before_the_checkpoint_that_covers_i
     readings = iter([GOOD] + [ClockState(True, 0.0005, 0.0001, "TIME_OK")] * 100)
     cfg = AuditConfig(log_path=tmp_path / "c.jsonl", checkpoint_records=1)
     with AuditLog(cfg, clock=lambda: next(readings)) as log:
-        log._check_clock()
+        log._monitor.check_clock()
         log.append(RiskEvent(EventType.PRE_TRADE_CHECK, EventPriority.HIGH, "t", {}))
     recs = records(cfg.log_path, checkpoints=True)
     start = next(r for r in recs if r.get("kind") == "start")
@@ -63,12 +63,12 @@ def test_clock_required_makes_health_degraded(tmp_path: Path) -> None:
 
 def test_a_clock_record_on_each_change_not_each_event(tmp_path: Path) -> None:
     """The clock goes bad then good again: exactly two clock records, however many events."""
-    from riskaudit.log import _auditlog
+    from riskaudit.log import _monitor
 
     states = {"now": GOOD}
     cfg = AuditConfig(log_path=tmp_path / "c.jsonl", clock_max_error=0.001)
-    old_every = _auditlog.CLOCK_EVERY
-    _auditlog.CLOCK_EVERY = 0.1
+    old_every = _monitor.CLOCK_EVERY
+    _monitor.CLOCK_EVERY = 0.1
     try:
         with AuditLog(cfg, clock=lambda: states["now"]) as log:
             time.sleep(0.7)
@@ -78,6 +78,6 @@ def test_a_clock_record_on_each_change_not_each_event(tmp_path: Path) -> None:
             time.sleep(0.7)
             assert log.health().warnings == ()
     finally:
-        _auditlog.CLOCK_EVERY = old_every
+        _monitor.CLOCK_EVERY = old_every
     clock = [r for r in records(cfg.log_path) if r.get("kind") == "clock"]
     assert [c["problem"] for c in clock] == ["maximum error 0.5s exceeds 0.001s", "ok"]

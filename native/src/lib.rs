@@ -10,6 +10,7 @@ mod format;
 mod guard;
 mod queue;
 mod scan;
+mod tally;
 mod watermark;
 
 use pyo3::prelude::*;
@@ -29,6 +30,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<queue::Batch>()?;
     m.add_class::<scan::ReusedIds>()?;
     m.add_class::<scan::Ring>()?;
+    m.add_class::<tally::Tally>()?;
     m.add_class::<watermark::Watermark>()?;
     m.add("PRIMARY", watermark::PRIMARY)?;
     m.add("SPOOL", watermark::SPOOL)?;

@@ -20,6 +20,7 @@ use pyo3::types::PyBytes;
 
 use crate::format::{control_line, event_line, line_hash, HashHex, TsPrefix, HASH_HEX};
 use crate::guard::{guarded, maybe_panic, Site};
+use crate::tally::Tally;
 
 /// One queued record: an event body, or a control record's `"kind":...` part.
 pub struct Item {
@@ -393,19 +394,35 @@ impl Batch {
 type Chained<'py> = (Bound<'py, PyBytes>, Vec<(u64, Bound<'py, PyBytes>)>);
 
 /// Chain a batch after `prev`: `(new prev, [(last seq, bytes), ...])`, each chunk
-/// about `chunk_bytes` long, every line ending in `\n`. Runs without the GIL.
+/// about `chunk_bytes` long, every line ending in `\n`. Runs without the GIL; a
+/// `tally` given counts the batch's events for the metrics on the way.
 #[pyfunction]
+#[pyo3(signature = (batch, prev, chunk_bytes, tally=None))]
 pub fn chain<'py>(
     py: Python<'py>,
     batch: &Batch,
     prev: &[u8],
     chunk_bytes: usize,
+    tally: Option<&Tally>,
 ) -> PyResult<Chained<'py>> {
     let prev: HashHex = prev
         .try_into()
         .map_err(|_| pyo3::exceptions::PyValueError::new_err("prev must be 64 hex bytes"))?;
     let items = &batch.items;
-    let (head, chunks) = py.detach(|| guarded(|| chain_items(items, prev, chunk_bytes)))?;
+    let (head, chunks) = py.detach(|| {
+        guarded(|| {
+            let out = chain_items(items, prev, chunk_bytes);
+            if let Some(t) = tally {
+                let events: Vec<(&[u8], i64)> = items
+                    .iter()
+                    .filter(|i| i.control.is_none())
+                    .map(|i| (&i.body[..], i.ts_ns))
+                    .collect();
+                t.see(&events);
+            }
+            out
+        })
+    })?;
     let chunks = chunks
         .into_iter()
         .map(|(seq, data)| (seq, PyBytes::new(py, &data)))

@@ -20,8 +20,7 @@ import orjson
 from riskaudit.config import AuditConfig
 from riskaudit.errors import AuditDegradedError, AuditEncodingError, AuditError, AuditStateError
 from riskaudit.events import RiskEvent
-from riskaudit.log import EMERGENCY_PREFIX, AuditLog, format_ts
-from riskaudit.log._auditlog import Health
+from riskaudit.log import EMERGENCY_PREFIX, AuditLog, Health, format_ts
 
 logger = logging.getLogger("riskaudit.sink")
 

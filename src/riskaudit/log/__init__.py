@@ -1,4 +1,5 @@
-"""The engine: AuditLog (hand-off), the writer thread, format v1, start-up repair, lock."""
+"""The engine: AuditLog (the public face), the hand-off, the writer thread, the monitor,
+health and status, format v1, start-up repair, lock."""
 
 from riskaudit.log._auditlog import AuditLog
 from riskaudit.log._codec import (
@@ -12,12 +13,15 @@ from riskaudit.log._codec import (
     split_head,
 )
 from riskaudit.log._lock import lock_path_for
+from riskaudit.log._status import Health, LogState
 
 __all__ = [
     "EMERGENCY_PREFIX",
     "FORMAT",
     "ZERO_HASH",
     "AuditLog",
+    "Health",
+    "LogState",
     "encode_event_body",
     "format_ts",
     "line_hash",

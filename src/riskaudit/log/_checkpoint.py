@@ -84,6 +84,11 @@ class Checkpointer:
         """This reading is in the chain already (the ``start`` record carries it)."""
         self.clock = self._clock_chained = reading
 
+    def clock_read(self, reading: dict[str, Any]) -> None:
+        """The clock's latest reading (the monitor's): chained before the next
+        checkpoint if it differs from the one already in the chain."""
+        self.clock = reading
+
     def clock_to_chain(self) -> dict[str, Any] | None:
         """The clock reading to chain before the next checkpoint (None: unchanged)."""
         if self.clock is None or self.clock == self._clock_chained:

@@ -44,11 +44,12 @@ import math
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from riskaudit._native import Batch
+from riskaudit._native import PRIMARY, SPOOL, STDOUT, Batch, Watermark
 from riskaudit._native import chain as native_chain
 from riskaudit.errors import AuditNativeError
 from riskaudit.log._checkpoint import Checkpointer, unsigned_fields
@@ -56,15 +57,14 @@ from riskaudit.log._codec import control_mid, split_head, ts_ns_of
 from riskaudit.log._destinations import AppendFile, SetAside, Spool, replay_lines, set_aside
 from riskaudit.log._emergency import EmergencyOutput
 from riskaudit.log._files import atomic_write, utc_stamp
+from riskaudit.log._handoff import HandOff
+from riskaudit.log._monitor import Monitor
 from riskaudit.log._resume import Tail, validate_tail
 from riskaudit.log._rotation import RecentRecords, Rotation
 from riskaudit.log._startup import leftover_spool_files
 from riskaudit.storage import probe_write
 from riskaudit.storage._segments import log_stem
 from riskaudit.storage._segments import seal_as_segment as seal_segment_file
-
-if TYPE_CHECKING:
-    from riskaudit.log._auditlog import AuditLog
 
 logger = logging.getLogger("riskaudit.writer")
 
@@ -103,29 +103,63 @@ class WriterCounters:
     durable_latency: deque[float] = field(default_factory=lambda: deque(maxlen=4096))
 
 
+#: How each destination is told to the watermark.
+_OUTCOME = {Destination.PRIMARY: PRIMARY, Destination.SPOOL: SPOOL, Destination.STDOUT: STDOUT}
+
+
+@dataclass(frozen=True, slots=True)
+class WriterSetup:
+    """What the writer is given at start: where the chain stands and how to go on."""
+
+    last_seq: int
+    last_hash: bytes
+    #: The last ``seq`` durable in the primary (spool records after it are replayed).
+    primary_last: int
+    stream: str
+    retry_max: float
+    rotation: Rotation
+    ring_limit: int
+    checkpointer: Checkpointer | None = None
+
+
 class Writer:
-    """Chain state, destinations and the thread body (:meth:`run`)."""
+    """Chain state, destinations and the thread body (:meth:`run`).
+
+    It takes records from the hand-off, marks what it committed on the watermark, and
+    asks the monitor to look around between batches; it knows nothing of ``AuditLog``.
+    ``on_died`` is told if the thread ends by an exception.
+    """
 
     def __init__(
         self,
-        log: AuditLog,
-        primary: AppendFile,
-        spool: Spool | None,
+        setup: WriterSetup,
+        handoff: HandOff,
+        watermark: Watermark,
+        monitor: Monitor,
+        files: tuple[AppendFile, Spool | None],
         emergency: EmergencyOutput,
-        last_seq: int,
-        last_hash: bytes,
-        retry_max: float,
+        *,
+        on_durable: Callable[[int], None] | None = None,
+        on_died: Callable[[BaseException], None] | None = None,
     ) -> None:
-        self._log = log
+        self.handoff = handoff
+        self.watermark = watermark
+        self.monitor = monitor
+        self._on_durable = on_durable
+        self._on_died = on_died
+        primary, spool = files
+        last_seq = setup.last_seq
+        self.retry_max = setup.retry_max
+        #: Set by close(): drain, seal, stop.
+        self.stopping = False
         self.primary = primary
         self.spool = spool
         self.emergency = emergency
         self.last_seq = last_seq
-        self.prev = last_hash
-        self.retry_max = retry_max
+        self.prev = setup.last_hash
         self.destination = Destination.PRIMARY
         #: The last ``seq`` durable in the primary (spool records after it are replayed).
-        self.primary_last = last_seq
+        self.primary_last = setup.primary_last
         #: Files set aside (untrusted, corrupt) by this writer and at start-up.
         self.set_aside: list[SetAside] = []
         self._backlog: list[tuple[int, bytes]] = []
@@ -142,10 +176,10 @@ class Writer:
         self.owed: list[tuple[str, dict[str, Any]]] = []
         self._spool_announce = True  # log the switch to the spool once per episode
         self.counters = WriterCounters()
-        self.checkpointer: Checkpointer | None = None
-        self.stream = ""
-        self.ring = RecentRecords(0)
-        self.rotation = Rotation()
+        self.checkpointer = setup.checkpointer
+        self.stream = setup.stream
+        self.ring = RecentRecords(setup.ring_limit)
+        self.rotation = setup.rotation
         #: Test seam: the wall clock that time-based rotation follows.
         self.wall = time.time
         self._next_rotation = math.inf
@@ -175,7 +209,7 @@ class Writer:
             self.prev, chunks = native_chain(batch, self.prev, CHUNK_BYTES)
         except AuditNativeError:
             for body in batch.event_bodies():
-                self._log._unsequenced(body, "audit writer failed")
+                self.handoff.unsequenced(body, "audit writer failed")
             raise
         if not self._backlog:
             self._backlog_first = batch.first_seq or 0
@@ -213,14 +247,14 @@ class Writer:
             except OSError as exc:
                 self.primary.poison(str(exc))
                 self._failed("primary", exc)
-                self.destination = Destination.SPOOL if self.spool else Destination.STDOUT
+                self._fall_back(f"primary write failed: {exc}")
                 self._schedule_retry()
             else:
                 self.counters.primary_records += count
                 self.primary_last = last
                 self.ring.add(first, self._backlog)
                 self._synced(started, size)
-                self._done(last, durable=True)
+                self._done(first, last)
                 rot = self.rotation
                 if rot.max_bytes and self.primary.offset >= rot.max_bytes:
                     self._rotate_pending = True
@@ -231,7 +265,7 @@ class Writer:
             except OSError as exc:
                 self._failed("spool", exc)
                 self.spool.end_episode()
-                self.destination = Destination.STDOUT
+                self._switch_to(Destination.STDOUT, f"spool write failed: {exc}")
             else:
                 if self._spool_announce:
                     logger.warning(
@@ -243,7 +277,7 @@ class Writer:
                 self.counters.spool_records += count
                 self.counters.spool_pending += count
                 self._synced(started, size)
-                self._done(last, durable=True)
+                self._done(first, last)
                 return True
         self._to_stdout(chunks, first, last)
         return False
@@ -263,7 +297,7 @@ class Writer:
         self.counters.stdout_records += last - first + 1
         self._backlog.clear()
         self.counters.batches += 1
-        self._log._mark_handled(last, durable=False, stdout=(first, last))
+        self._mark(first, last, Destination.STDOUT)
 
     def reopen_stdout_range(self, first: int) -> None:
         """Records from ``first`` on are named by no durable ``gap`` record yet (a gap
@@ -278,16 +312,44 @@ class Writer:
         if self._backlog_first_ts:
             c.durable_latency.append((time.time_ns() - self._backlog_first_ts) / 1e9)
 
-    def _done(self, last: int, *, durable: bool) -> None:
+    def _done(self, first: int, last: int) -> None:
         self._backlog.clear()
         self.counters.batches += 1
-        self._log._mark_handled(last, durable=durable)
+        self._mark(first, last, self.destination)
+
+    def _mark(self, first: int, last: int, where: Destination) -> None:
+        """The one place a committed range is told: the watermark keeps it with where
+        it went (per-caller durability reads it), waiters wake without the GIL."""
+        self.watermark.mark(first, last, _OUTCOME[where])
+        if where is not Destination.STDOUT and self._on_durable is not None:
+            self._on_durable(last)
+
+    def _switch_to(self, destination: Destination, reason: str) -> None:
+        """The one place the destination changes (the log line says why)."""
+        if destination is not self.destination:
+            logger.info(
+                "audit destination %s -> %s: %s",
+                self.destination.value,
+                destination.value,
+                reason,
+            )
+        self.destination = destination
+
+    def _fall_back(self, reason: str) -> None:
+        """The primary failed: the spool if there is one, else stdout."""
+        self._switch_to(Destination.SPOOL if self.spool else Destination.STDOUT, reason)
 
     def _failed(self, what: str, exc: OSError) -> None:
         self.counters.write_failures += 1
         self.counters.failures_by[what] = self.counters.failures_by.get(what, 0) + 1
         self.counters.last_error = f"{what}: {exc}"
         logger.error("audit %s write failed: %s", what, exc)
+
+    def start_degraded(self) -> None:
+        """The primary cannot be written at start: begin on the spool (or stdout) and
+        retry the primary with backoff."""
+        self._fall_back("the primary is not writable at start")
+        self._schedule_retry()
 
     def _schedule_retry(self) -> None:
         self._retry_delay = min(self.retry_max, max(RETRY_MIN, self._retry_delay * 2))
@@ -316,7 +378,7 @@ class Writer:
             return
         logger.warning("audit log %s writable again; back on the primary", self.primary.path)
         self._retry_delay = 0.0
-        self.destination = Destination.PRIMARY
+        self._switch_to(Destination.PRIMARY, "the primary takes writes again")
         self._spool_announce = True
         self._close_stdout_range()
 
@@ -475,7 +537,7 @@ class Writer:
         assert self.spool is not None
         if probe_write(self.spool.directory) is not None:
             return
-        self.destination = Destination.SPOOL
+        self._switch_to(Destination.SPOOL, "the spool takes writes again")
         self._close_stdout_range()
 
     def _close_stdout_range(self) -> None:
@@ -487,7 +549,7 @@ class Writer:
         owed = list(self.owed)
         if self._stdout_first is None:
             if owed:
-                items, seq = self._log._take_all_and_reserve_seq(len(owed))
+                items, seq = self.handoff.take_reserving(len(owed))
                 if items:
                     self.chain(items)
                 for i, (kind, fields) in enumerate(owed):
@@ -495,7 +557,7 @@ class Writer:
                 if self.commit():
                     del self.owed[: len(owed)]
             return
-        items, gap_seq = self._log._take_all_and_reserve_seq(1 + len(owed))
+        items, gap_seq = self.handoff.take_reserving(1 + len(owed))
         if items:
             self.chain(items)
             chunks = [data for _last, data in self._backlog]
@@ -543,7 +605,7 @@ class Writer:
         and has no sidecar."""
         cp = self.checkpointer
         clock = cp.clock_to_chain() if cp is not None else None
-        items, seq = self._log._take_all_and_reserve_seq(1 + (clock is not None) + extra_seqs)
+        items, seq = self.handoff.take_reserving(1 + (clock is not None) + extra_seqs)
         if items:
             self.chain(items)
         if clock is not None:  # covered by the checkpoint that follows
@@ -609,7 +671,7 @@ class Writer:
                         )
             except OSError as exc:
                 self._failed("primary", exc)
-                self.destination = Destination.SPOOL if self.spool else Destination.STDOUT
+                self._fall_back(f"a new file cannot be opened: {exc}")
                 self._schedule_retry()
         self.control(
             seq + 1,
@@ -657,7 +719,7 @@ class Writer:
             expected,
             f"seq {span[0]}-{span[1]}" if span else "nothing (RISK_AUDIT_TRUNCATE_RING=0)",
         )
-        self._log._enqueue_control(
+        self.handoff.control(
             "truncated",
             {
                 "stream": self.stream,
@@ -703,7 +765,7 @@ class Writer:
         except OSError as exc:
             old.poison(str(exc))
             self._failed("primary", exc)
-            self.destination = Destination.SPOOL if self.spool else Destination.STDOUT
+            self._fall_back(f"a deleted log cannot be read back: {exc}")
             self._schedule_retry()
             return
         logger.critical(
@@ -732,7 +794,7 @@ class Writer:
             # No spool: the records are still readable through stdout, at least.
             for line in content.split(b"\n")[:-1]:
                 self.emergency.put(line)
-            self.destination = Destination.STDOUT
+            self._switch_to(Destination.STDOUT, "deleted log rescued to stdout (no spool)")
             self._schedule_retry()
             return
         first = content[: content.find(b",")]
@@ -744,15 +806,14 @@ class Writer:
             logger.critical("cannot rescue the deleted log into the spool either: %s", exc)
             for line in content.split(b"\n")[:-1]:
                 self.emergency.put(line)
-            self.destination = Destination.STDOUT
+            self._switch_to(Destination.STDOUT, "deleted log rescued to stdout")
         else:
-            self.destination = Destination.SPOOL
+            self._switch_to(Destination.SPOOL, "deleted log rescued into the spool")
         self._schedule_retry()
 
     # -- the thread ---------------------------------------------------------------
 
     def run(self) -> None:
-        log = self._log
         try:
             while True:
                 if not self.gate.is_set():
@@ -766,7 +827,7 @@ class Writer:
                 if now >= self._next_identity:
                     self._next_identity = now + IDENTITY_EVERY
                     self.check_identity()
-                    log._periodic(now)
+                    self.monitor.tick(now, self.destination is Destination.PRIMARY)
                     if self.checkpointer is not None and self.checkpointer.due(now):
                         self.checkpoint()
                     if self.rotation.interval:
@@ -783,7 +844,8 @@ class Writer:
                     self.switch_file("rotate", seal_as_segment=True)
                 if self.destination is not Destination.PRIMARY:
                     self.try_restore()
-                items, closing = log._take()
+                closing = self.stopping  # read first: a stop queued before it is taken now
+                items = self.handoff.take(closing)
                 if items:
                     self.chain(items)
                     self.commit()
@@ -796,7 +858,8 @@ class Writer:
                     self.checkpoint()  # seals the stop record
                     return
         except BaseException as exc:  # the thread must never die silently
-            log._writer_died(exc)
+            if self._on_died is not None:
+                self._on_died(exc)
             raise
         finally:
             self.primary.close()

@@ -1,0 +1,222 @@
+"""The log's state, computed from the facts its parts keep: health and status.
+
+Health is ``ok`` (writing to the primary), ``degraded`` (spool, retrying, low space,
+volatile storage, records only on stdout) or ``failing`` (emergency stdout, lock lost,
+writer dead, corrupt files), always with the reasons. Nothing here keeps state of its
+own: each call reads the writer, the monitor, the hand-off and the watermark anew.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from riskaudit._native import STDOUT, Watermark
+from riskaudit.log._handoff import HandOff
+from riskaudit.log._monitor import Monitor
+from riskaudit.log._writer import Destination, Writer
+
+
+class LogState(enum.Enum):
+    """The lifecycle of an AuditLog."""
+
+    OPEN = "open"
+    CLOSING = "closing"
+    CLOSED = "closed"
+    FORKED = "forked"  # this process is a fork of the owner: the child opens its own
+    FAILED = "failed"  # the writer thread died
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """The log's state from facts: ``ok`` (writing to the primary), ``degraded``
+    (spool, retrying, low space, volatile storage), ``failing`` (emergency stdout, lock
+    lost, writer dead)."""
+
+    status: str
+    reasons: tuple[str, ...]
+    destination: str
+    last_seq: int
+    durable_seq: int
+    queued: int
+    stdout_records: int
+    unsequenced: int
+    lost: int
+    warnings: tuple[str, ...] = ()
+    #: Ranges of seqs that reached only stdout (not durable until `riskaudit recover`).
+    unrecovered: tuple[tuple[int, int], ...] = ()
+    #: Files kept untouched because a write or sync on them failed (trusted only up to
+    #: their sealed end) and files found corrupt or truncated, by name.
+    untrusted: tuple[str, ...] = ()
+    corrupt: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """Where health and status read from (the parts of one AuditLog)."""
+
+    path: Path
+    stream: str
+    state: LogState
+    failure: BaseException | None
+    writer: Writer
+    monitor: Monitor
+    handoff: HandOff
+    watermark: Watermark
+    emergency_lost: int
+    clock_required: bool
+    schema_warnings: int
+    policy_violations: int
+
+
+def build_health(f: Facts) -> Health:
+    """ok / degraded / failing, with the reasons."""
+    w = f.writer
+    reasons: list[str] = []
+    status = "ok"
+    if f.state is LogState.FAILED:
+        status = "failing"
+        reasons.append(f"writer thread died: {f.failure!r}")
+    if f.monitor.lock_lost:
+        status = "failing"
+        reasons.append(f"lock {f.monitor.lock.path if f.monitor.lock else ''} lost")
+    if w.destination is Destination.STDOUT:
+        status = "failing"
+        reasons.append("emergency path: records go to stdout only")
+    elif w.destination is Destination.SPOOL:
+        status = "degraded" if status == "ok" else status
+        reasons.append(f"primary unavailable, spooling ({w.counters.last_error})")
+    storage = f.monitor.storage
+    if storage is not None:
+        if storage.space in ("warning", "critical"):
+            status = "degraded" if status == "ok" else status
+            reasons.append(f"free space {storage.space}")
+        if storage.volatile_reason is not None:
+            status = "degraded" if status == "ok" else status
+            reasons.append(f"volatile storage: {storage.volatile_reason}")
+        if not storage.writable and w.destination is Destination.PRIMARY:
+            status = "degraded" if status == "ok" else status
+            reasons.append(f"write probe failed: {storage.probe_error}")
+    warnings: list[str] = []
+    if f.monitor.clock_problem is not None:
+        text = f"clock: {f.monitor.clock_problem}"
+        warnings.append(text)
+        if f.clock_required:
+            status = "degraded" if status == "ok" else status
+            reasons.append(text)
+    lost = f.emergency_lost
+    if lost:
+        status = "failing"
+        reasons.append(f"{lost} records lost (emergency output full or broken)")
+    if w.primary.poisoned is not None:
+        reasons.append(f"primary untrusted after a failed write or sync: {w.primary.poisoned}")
+    untrusted = tuple(a.name or "" for a in w.set_aside if a.reason == "untrusted")
+    corrupt = tuple(a.name or str(f.path.name) for a in w.set_aside if a.reason != "untrusted")
+    if corrupt:
+        status = "failing"
+        reasons.append(
+            "corrupt: " + ", ".join(corrupt) + " (confirmed records damaged or missing; "
+            "kept untouched, see docs/operations.md)"
+        )
+    unrecovered = tuple(f.watermark.ranges(STDOUT, 0, 2**63))
+    if unrecovered:
+        status = "degraded" if status == "ok" else status
+        count = sum(b - a + 1 for a, b in unrecovered)
+        reasons.append(
+            f"{count} records reached only stdout (seq "
+            + ", ".join(f"{a}-{b}" for a, b in unrecovered[:5])
+            + (" ..." if len(unrecovered) > 5 else "")
+            + "): run `riskaudit recover` with the container's stdout log"
+        )
+    return Health(
+        status=status,
+        reasons=tuple(reasons),
+        destination=w.destination.value,
+        last_seq=f.handoff.last_seq,
+        durable_seq=f.watermark.durable,
+        queued=f.handoff.queued,
+        stdout_records=w.counters.stdout_records,
+        unsequenced=f.handoff.unsequenced_count,
+        lost=lost,
+        warnings=tuple(warnings),
+        unrecovered=unrecovered,
+        untrusted=untrusted,
+        corrupt=corrupt,
+    )
+
+
+def build_status(f: Facts) -> dict[str, Any]:
+    """One snapshot of everything the service, its status page and the metrics show."""
+    w = f.writer
+    c = w.counters
+    cp = w.checkpointer
+    storage = f.monitor.storage
+    health = build_health(f)
+    return {
+        "path": str(f.path),
+        "stream": f.stream,
+        "health": {
+            "status": health.status,
+            "reasons": list(health.reasons),
+            "warnings": list(health.warnings),
+        },
+        "integrity": {
+            "primary_trusted": w.primary.poisoned is None,
+            "untrusted_files": list(health.untrusted),
+            "corrupt_files": list(health.corrupt),
+            "unrecovered": [list(r) for r in health.unrecovered],
+            "unrecovered_records": sum(b - a + 1 for a, b in health.unrecovered),
+        },
+        "ready": health.destination != "stdout"
+        and not f.monitor.lock_lost
+        and f.state is LogState.OPEN,
+        "writer_alive": f.writer.thread.is_alive(),
+        "last_seq": f.handoff.last_seq,
+        "durable_seq": f.watermark.durable,
+        "queued": f.handoff.queued,
+        "queued_bytes": f.handoff.queued_bytes,
+        "queue_capacity": f.handoff.capacity,
+        "destination": w.destination.value,
+        "checkpoint": {
+            "enabled": cp is not None,
+            "signed": cp is not None and cp.signer is not None,
+            "written": cp.written if cp is not None else 0,
+            "age_s": (time.monotonic() - cp.last) if cp is not None else None,
+            "sidecar": str(cp.sidecar.path) if cp is not None else None,
+            "sidecar_failures": cp.sidecar_failures if cp is not None else 0,
+        },
+        "storage": None
+        if storage is None
+        else {
+            "directory": storage.directory,
+            "container": storage.container,
+            "mount": None if storage.mount is None else storage.mount.mount_point,
+            "fstype": None if storage.mount is None else storage.mount.fstype,
+            "persistent": storage.persistent,
+            "free_bytes": storage.free_bytes,
+            "total_bytes": storage.total_bytes,
+            "space": storage.space,
+            "writable": storage.writable,
+        },
+        "clock": {**f.monitor.clock.to_record(), "problem": f.monitor.clock_problem},
+        "records": {
+            "primary": c.primary_records,
+            "spool": c.spool_records,
+            "spool_pending": c.spool_pending,
+            "stdout": c.stdout_records,
+            "unsequenced": f.handoff.unsequenced_count,
+            "lost": f.emergency_lost,
+            "replayed": c.replayed_records,
+        },
+        "write_failures": {
+            **c.failures_by,
+            "checkpoint_sidecar": cp.sidecar_failures if cp else 0,
+        },
+        "bytes_written": c.bytes_written,
+        "throttled": f.handoff.throttled,
+        "schema_warnings": f.schema_warnings,
+        "policy_violations": f.policy_violations,
+    }
