@@ -337,3 +337,37 @@ def test_one_version_for_package_crate_and_wheel() -> None:
     found = re.search(r'^version = "([^"]+)"', cargo, re.M)
     assert found is not None
     assert riskaudit.__version__ == found.group(1) == importlib.metadata.version("riskaudit")
+
+
+def test_the_writer_counts_events_by_kind_and_source_for_the_metrics(tmp_path: Path) -> None:
+    """event_counts and last_by_source (read by /metrics) are counted by the writer in
+    the native chain: by type and priority, the newest acceptance time per source, a
+    source with quotes and non-ASCII decoded; control records are not counted."""
+    from riskaudit import AuditLog
+
+    sources = ["engine-1", 'desk "A"\\b', "Zürich-ü"]
+    with AuditLog(path=tmp_path / "risk_audit.jsonl") as log:
+        for i in range(30):
+            log.append(
+                RiskEvent(
+                    EventType.ALERT if i % 3 else EventType.LIMIT_BREACH,
+                    EventPriority.HIGH if i % 2 else EventPriority.LOW,
+                    sources[i % 3],
+                    {"message": "m", "limit": 1, "value": 2, "scope": "s"},
+                )
+            )
+        log.flush()
+        counts = log.event_counts
+        last = log.last_by_source
+    assert sum(counts.values()) == 30
+    assert counts[("LIMIT_BREACH", "LOW")] == 5 and counts[("ALERT", "HIGH")] == 10
+    assert set(last) == set(sources)
+    records = [
+        orjson.loads(line)
+        for line in (tmp_path / "risk_audit.jsonl").read_bytes().split(b"\n")[:-1]
+    ]
+    newest = {}
+    for rec in records:
+        if "source" in rec:
+            newest[rec["source"]] = parse_ts(rec["ts"])
+    assert last == newest

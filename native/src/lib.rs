@@ -14,6 +14,9 @@ mod tally;
 mod watermark;
 
 use pyo3::prelude::*;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use pyo3::types::PyBytes;
 
 /// The hex SHA-256 of a line (the hash the next record names in `prev`).

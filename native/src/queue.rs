@@ -313,7 +313,11 @@ impl Queue {
 
 impl Queue {
     fn take_locked(&self, st: &mut State) -> Batch {
-        let items: Vec<Item> = std::mem::take(&mut st.items).into();
+        // The next batch starts with this one's capacity: a producer does not pay for
+        // the queue growing again, doubling by doubling, after every take.
+        let keep = st.items.capacity().min(1 << 20);
+        let items: Vec<Item> =
+            std::mem::replace(&mut st.items, VecDeque::with_capacity(keep)).into();
         st.bytes = 0;
         st.takes += 1;
         if st.space_waiters > 0 {

@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from riskaudit._native import PRIMARY, SPOOL, STDOUT, Batch, Watermark
+from riskaudit._native import PRIMARY, SPOOL, STDOUT, Batch, Tally, Watermark
 from riskaudit._native import chain as native_chain
 from riskaudit.errors import AuditNativeError
 from riskaudit.log._checkpoint import Checkpointer, unsigned_fields
@@ -141,12 +141,14 @@ class Writer:
         *,
         on_durable: Callable[[int], None] | None = None,
         on_died: Callable[[BaseException], None] | None = None,
+        tally: Tally | None = None,
     ) -> None:
         self.handoff = handoff
         self.watermark = watermark
         self.monitor = monitor
         self._on_durable = on_durable
         self._on_died = on_died
+        self._tally = tally
         primary, spool = files
         last_seq = setup.last_seq
         self.retry_max = setup.retry_max
@@ -206,7 +208,7 @@ class Writer:
         if not n:
             return
         try:
-            self.prev, chunks = native_chain(batch, self.prev, CHUNK_BYTES)
+            self.prev, chunks = native_chain(batch, self.prev, CHUNK_BYTES, self._tally)
         except AuditNativeError:
             for body in batch.event_bodies():
                 self.handoff.unsequenced(body, "audit writer failed")

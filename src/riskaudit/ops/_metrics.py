@@ -290,7 +290,7 @@ class AuditMetrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.append_seconds = Histogram(
             "audit_append_seconds",
-            "append() on the producer's thread (1 call in 64 is timed)",
+            "append() on the producer's thread (1 call in 1024 is timed)",
             buckets=_APPEND_BUCKETS,
             registry=self.registry,
         )
