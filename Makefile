@@ -37,6 +37,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
+	cd native && cargo fmt --check
+	cd native && PYO3_PYTHON=$(abspath $(BIN)/python) cargo clippy --locked --release \
+		--features pyo3/extension-module -- -D warnings
 
 # Debian packages the tests use: unshare/setpriv (util-linux), mount, a
 # system python3.11 for the unprivileged writer (the venv may live under /root), prometheus
@@ -64,6 +67,7 @@ system-deps:
 
 ## make test: install everything the tests need, lint, then every test.
 test: system-deps lint
+	cd native && PYO3_PYTHON=$(abspath $(BIN)/python) cargo test --locked --release
 	$(BIN)/python -m pytest -m "not soak"
 
 ## make soak: the fault suites with many more seeds (a random base, printed for replay).

@@ -12,9 +12,12 @@ use std::sync::Mutex;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
+/// (event_type, priority) as the body spells them.
+type Kind = (Box<[u8]>, Box<[u8]>);
+
 #[derive(Default)]
 struct Counts {
-    by_kind: HashMap<(Box<[u8]>, Box<[u8]>), u64>,
+    by_kind: HashMap<Kind, u64>,
     last_by_source: HashMap<Box<[u8]>, i64>,
 }
 
