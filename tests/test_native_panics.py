@@ -152,6 +152,55 @@ def test_a_panic_in_the_chain_ends_the_writer_the_documented_way(
     )
 
 
+def test_a_panic_in_the_commit_sends_the_batch_to_stdout_and_ends_the_writer(
+    panicky: Path, tmp_path: Path
+) -> None:
+    """A panic in the native write of a chained batch: its records go out as
+    AUDIT_EMERGENCY lines (chained, so `recover` can put them back), the writer dies the
+    documented way, and the next start finds a log that verifies."""
+    out = run_with(
+        panicky,
+        f"""
+        from riskaudit import AuditLog, AuditDegradedError, AuditStateError, RiskEvent
+        from riskaudit import EventType, EventPriority, verify_paths
+        from riskaudit._native import _arm_panic
+        ev = lambda i: RiskEvent(EventType.ALERT, EventPriority.LOW, "s", {{"message": str(i)}},
+                                 event_id=f"ev-{{i}}")
+        path = {str(tmp_path / "logs" / "risk_audit.jsonl")!r}
+        log = AuditLog(path=path)
+        log.append(ev(1))
+        log.flush()
+        _arm_panic("commit")
+        seq = log.append(ev(2))
+        try:
+            log.flush(timeout=10)
+        except AuditDegradedError as exc:
+            print("flush:", exc)
+        try:
+            log.append(ev(4))
+        except AuditStateError as exc:
+            print("append:", exc)
+        print("health:", log.health().status)
+        log.close()
+        with AuditLog(path=path) as again:
+            again.append(ev(3))
+        print("status:", verify_paths([{str(tmp_path / "logs")!r}]).status)
+        print("seq:", seq)
+        """,
+        tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "reached only stdout" in out.stdout
+    assert "append: the writer of" in out.stdout and "AuditNativeError" in out.stdout
+    assert "health: failing" in out.stdout
+    assert "status: valid" in out.stdout
+    seq = next(line.split()[1] for line in out.stdout.splitlines() if line.startswith("seq:"))
+    emergency = [
+        line for line in out.stdout.splitlines() if line.startswith("AUDIT_EMERGENCY ")
+    ]
+    assert any(f'{{"seq":{seq},' in line and '"ev-2"' in line for line in emergency), out.stdout
+
+
 def test_a_panic_in_the_verify_scan_is_a_clear_error(panicky: Path, tmp_path: Path) -> None:
     """verify_paths raises AuditNativeError; `riskaudit verify` says so in one line and
     exits 2, no traceback; --engine=python still verifies the log."""

@@ -16,6 +16,7 @@ pub enum Site {
     HandOff = 1,
     Chain = 2,
     Scan = 4,
+    Commit = 8,
 }
 
 /// A caught panic, turned into the Python exception when it reaches the boundary.
@@ -78,7 +79,8 @@ pub fn maybe_panic(site: Site) {
     let _ = site;
 }
 
-/// Arm a one-shot panic at `site` ("hand-off", "chain" or "scan"); test builds only.
+/// Arm a one-shot panic at `site` ("hand-off", "chain", "commit" or "scan"); test
+/// builds only.
 #[cfg(feature = "test-panics")]
 #[pyfunction]
 pub fn _arm_panic(site: &str) -> PyResult<()> {
@@ -87,6 +89,7 @@ pub fn _arm_panic(site: &str) -> PyResult<()> {
         "hand-off" => Site::HandOff,
         "chain" => Site::Chain,
         "scan" => Site::Scan,
+        "commit" => Site::Commit,
         _ => {
             return Err(pyo3::exceptions::PyValueError::new_err(format!(
                 "no site {site:?}"

@@ -6,6 +6,7 @@
 //! that happens per batch or per episode (destinations, rotation, checkpoints,
 //! signatures, metrics) stays in Python. See docs/benchmarks.md for the measured split.
 
+mod commit;
 mod format;
 mod guard;
 mod queue;
@@ -39,6 +40,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("SPOOL", watermark::SPOOL)?;
     m.add("STDOUT", watermark::STDOUT)?;
     m.add_function(wrap_pyfunction!(queue::chain, m)?)?;
+    m.add_function(wrap_pyfunction!(commit::write_durably, m)?)?;
     m.add_function(wrap_pyfunction!(scan::scan, m)?)?;
     m.add_function(wrap_pyfunction!(line_hash, m)?)?;
     #[cfg(feature = "test-panics")]

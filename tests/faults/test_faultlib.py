@@ -579,3 +579,32 @@ def test_preload_env_and_build_cache() -> None:
     assert library_path() == lib
     assert lib.parent == BUILD_DIR
     assert (BUILD_DIR / ".gitignore").read_text() == "*\n"
+
+
+def test_the_native_commit_goes_through_the_library(dirs: tuple[Path, Path]) -> None:
+    """The core's commit (riskaudit._native.write_durably: pwritev2 with RWF_DSYNC, from
+    Rust through the C library) is intercepted like Python's own calls: under the
+    prefix it fails with the set errno and writes nothing, counted as pwritev2; outside
+    it writes."""
+    spec = with_prefix(Spec(calls=("pwritev2",), errnos=("EIO",), modes=("none",)), dirs[0])
+    result, _ = run_child(
+        """
+        from riskaudit._native import write_durably
+        fin = os.open(INSIDE / "seg", os.O_CREAT | os.O_WRONLY)
+        fout = os.open(OUTSIDE / "seg", os.O_CREAT | os.O_WRONLY)
+        emit(
+            inside=attempt(write_durably, fin, [b"hello ", b"world"], 0, True),
+            outside=attempt(write_durably, fout, [b"hello ", b"world"], 0, True),
+            inside_bytes=(INSIDE / "seg").read_bytes().decode(),
+            outside_bytes=(OUTSIDE / "seg").read_bytes().decode(),
+            stats=[list(k) + [v] for k, v in FaultControl().stats().items()],
+        )
+        """,
+        spec,
+        dirs,
+    )
+    assert result["inside"] == "EIO"
+    assert result["outside"] == "ok"
+    assert result["inside_bytes"] == ""
+    assert result["outside_bytes"] == "hello world"
+    assert result["stats"] == [["pwritev2", "EIO", 1]]

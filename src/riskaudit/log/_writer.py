@@ -860,6 +860,7 @@ class Writer:
                     self.checkpoint()  # seals the stop record
                     return
         except BaseException as exc:  # the thread must never die silently
+            self._spill_backlog()
             if self._on_died is not None:
                 self._on_died(exc)
             raise
@@ -869,6 +870,17 @@ class Writer:
                 self.spool.end_episode()
             if self.checkpointer is not None:
                 self.checkpointer.close()
+
+    def _spill_backlog(self) -> None:
+        """The thread is dying with chained records not yet written: they go out as
+        AUDIT_EMERGENCY lines (``recover`` puts them back), never only in memory."""
+        if not self._backlog:
+            return
+        try:
+            chunks = [data for _last, data in self._backlog]
+            self._to_stdout(chunks, self._backlog_first, self._backlog[-1][0])
+        except Exception:  # the emergency output itself failed: counted there as lost
+            logger.exception("audit writer could not spill its backlog")
 
     def close_files(self) -> None:
         """Close the files when the thread never started (open failed half-way)."""
