@@ -195,9 +195,7 @@ def test_a_panic_in_the_commit_sends_the_batch_to_stdout_and_ends_the_writer(
     assert "health: failing" in out.stdout
     assert "status: valid" in out.stdout
     seq = next(line.split()[1] for line in out.stdout.splitlines() if line.startswith("seq:"))
-    emergency = [
-        line for line in out.stdout.splitlines() if line.startswith("AUDIT_EMERGENCY ")
-    ]
+    emergency = [line for line in out.stdout.splitlines() if line.startswith("AUDIT_EMERGENCY ")]
     assert any(f'{{"seq":{seq},' in line and '"ev-2"' in line for line in emergency), out.stdout
 
 
