@@ -42,6 +42,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(queue::chain, m)?)?;
     m.add_function(wrap_pyfunction!(commit::write_durably, m)?)?;
     m.add_function(wrap_pyfunction!(scan::scan, m)?)?;
+    m.add_function(wrap_pyfunction!(scan::scan_block, m)?)?;
     m.add_function(wrap_pyfunction!(line_hash, m)?)?;
     #[cfg(feature = "test-panics")]
     m.add_function(wrap_pyfunction!(guard::_arm_panic, m)?)?;

@@ -16,7 +16,7 @@ use rustc_hash::FxHashMap;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 
-use crate::format::{line_hash, HashHex};
+use crate::format::{line_hash, HashHex, HASH_HEX};
 use crate::guard::{catch, maybe_panic, Site};
 
 const ID: &[u8] = b"\"event_id\":\"";
@@ -324,4 +324,145 @@ pub fn scan<'py>(
         control,
         PyBytes::new(py, &head_prev),
     ))
+}
+
+/// What a block scan accepted: `(offset after the last accepted line, lines accepted,
+/// head seq, head hash, stopped after a control record, prev hash of the head, offset
+/// where the last accepted line starts)`.
+type BlockScanned<'py> = (
+    usize,
+    usize,
+    u64,
+    Bound<'py, PyBytes>,
+    bool,
+    Bound<'py, PyBytes>,
+    usize,
+);
+
+/// `scan` over the lines of one block of a file (each ending in `\n`) from byte
+/// `begin` up to byte `end`, without the GIL and without a bytes object per line: the
+/// verifier's fast path at the speed of SHA-256. Stops as `scan` does.
+#[pyfunction]
+#[pyo3(signature = (data, begin, end, seq, prev, stop_at, reuse, ring, file))]
+#[allow(clippy::too_many_arguments)]
+pub fn scan_block<'py>(
+    py: Python<'py>,
+    data: &Bound<'py, PyBytes>,
+    begin: usize,
+    end: usize,
+    seq: u64,
+    prev: &[u8],
+    stop_at: u64,
+    reuse: &ReusedIds,
+    ring: &Ring,
+    file: u32,
+) -> PyResult<BlockScanned<'py>> {
+    let head0: HashHex = prev
+        .try_into()
+        .map_err(|_| pyo3::exceptions::PyValueError::new_err("prev must be 64 hex bytes"))?;
+    let bytes = data.as_bytes();
+    let end = end.min(bytes.len());
+    let begin = begin.min(end);
+    let block = &bytes[begin..end];
+    // `data` is an immutable bytes object kept alive by the caller's reference for the
+    // whole call, so its buffer may be read without the GIL.
+    let outcome = py.detach(|| {
+        let mut r = reuse.lock();
+        let reuse_ref = &mut *r;
+        let mut slots = ring.lock();
+        catch(|| {
+            maybe_panic(Site::Scan);
+            // Each line's hash depends on nothing but the line: they are computed on
+            // every core first, then the links are checked in order.
+            let spans: Vec<(usize, usize)> = {
+                let mut out = Vec::new();
+                let mut start = 0usize;
+                for nl in memchr::memchr_iter(b'\n', block) {
+                    out.push((start, nl));
+                    start = nl + 1;
+                }
+                out
+            };
+            let hashes = hash_all(block, &spans);
+            let mut seq = seq;
+            let mut head = head0;
+            let mut head_prev = head0;
+            let mut pos = 0usize;
+            let mut last_start = 0usize;
+            let mut taken = 0usize;
+            let mut control = false;
+            let mut pfx: Vec<u8> = Vec::with_capacity(96);
+            let mut buf = itoa::Buffer::new();
+            for (k, &(start, nl)) in spans.iter().enumerate() {
+                let line = &block[start..nl];
+                pfx.clear();
+                pfx.extend_from_slice(b"{\"seq\":");
+                pfx.extend_from_slice(buf.format(seq + 1).as_bytes());
+                pfx.extend_from_slice(b",\"prev\":\"");
+                pfx.extend_from_slice(&head);
+                pfx.push(b'"');
+                if !(line.starts_with(&pfx) && line.ends_with(b"}")) {
+                    break;
+                }
+                seq += 1;
+                let h = hashes[k];
+                slots[(seq as usize) % RING] = Some(Slot {
+                    seq,
+                    hash: h,
+                    prev: head,
+                    file,
+                });
+                head_prev = head;
+                head = h;
+                taken += 1;
+                last_start = start;
+                pos = nl + 1;
+                if line[pfx.len()..].starts_with(KIND) {
+                    control = true;
+                    break;
+                }
+                reuse_ref.see(seq, line, pfx.len());
+                if seq == stop_at {
+                    break;
+                }
+            }
+            (pos, taken, seq, head, control, head_prev, last_start)
+        })
+    })?;
+    let (pos, taken, seq, head, control, head_prev, last_start) = outcome;
+    Ok((
+        begin + pos,
+        taken,
+        seq,
+        PyBytes::new(py, &head),
+        control,
+        PyBytes::new(py, &head_prev),
+        begin + last_start,
+    ))
+}
+
+/// The hash of every line, spread over the machine's cores (at most 8 threads; one
+/// for a short block).
+fn hash_all(block: &[u8], spans: &[(usize, usize)]) -> Vec<HashHex> {
+    let mut out = vec![[0u8; HASH_HEX]; spans.len()];
+    let cores = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
+    let threads = if block.len() < (1 << 20) { 1 } else { cores };
+    let per = spans.len().div_ceil(threads.max(1)).max(1);
+    std::thread::scope(|scope| {
+        for (part, dest) in spans.chunks(per).zip(out.chunks_mut(per)) {
+            let mut work = move || {
+                for (&(start, nl), slot) in part.iter().zip(dest.iter_mut()) {
+                    *slot = line_hash(&block[start..nl]);
+                }
+            };
+            if threads == 1 {
+                work();
+            } else {
+                scope.spawn(work);
+            }
+        }
+    });
+    out
 }

@@ -67,6 +67,18 @@ def scan(
     ring: Ring,
     file: int,
 ) -> tuple[int, int, bytes, bool, bytes]: ...
+def scan_block(
+    data: bytes,
+    begin: int,
+    end: int,
+    seq: int,
+    prev: bytes,
+    stop_at: int,
+    reuse: ReusedIds,
+    ring: Ring,
+    file: int,
+) -> tuple[int, int, int, bytes, bool, bytes, int]: ...
+def write_durably(fd: int, chunks: list[bytes], offset: int, dsync: bool) -> int: ...
 def line_hash(line: bytes) -> bytes: ...
 def _arm_panic(site: str) -> None: ...
 

@@ -218,3 +218,45 @@ def _end_of_segment(lines: list[bytes], end_seq: int) -> int | None:
         if head is not None and head[0] <= end_seq:
             return j + 1 if head[0] == end_seq else None
     return None
+
+
+def block_chunks(
+    path: Path, past_end: Callable[[int], None] | None = None
+) -> Iterator[tuple[bytes, int, bool]]:
+    """:func:`line_chunks` for the native scan: ``(block, end, complete)`` where
+    ``block[:end]`` is whole lines, each ending in ``\n`` (no bytes object per line,
+    and no copy of the block to cut it). The same file, the same lines, the same stop
+    at a sealed segment's end; the final item has the flag False when the file does
+    not end in ``\n`` (``block`` is then the torn last line alone).
+    """
+    named = parse_segment_name(path.name)
+    end_seq = None if named is None else named[1]
+    carry = b""
+    with open_binary(path) as fh:
+        while True:
+            block = fh.read(_READ)
+            if not block:
+                break
+            data = carry + block if carry else block
+            cut = data.rfind(b"\n")
+            if cut < 0:
+                carry = data
+                continue
+            carry = data[cut + 1 :]
+            if end_seq is not None:
+                last = split_head(data[data.rfind(b"\n", 0, cut) + 1 : cut])
+                if last is None or last[0] >= end_seq:
+                    lines = data[:cut].split(b"\n")
+                    end = _end_of_segment(lines, end_seq)
+                    if end is not None:
+                        kept = sum(len(x) + 1 for x in lines[:end])
+                        extra = cut + 1 - kept + len(carry)
+                        extra += sum(len(b) for b in iter(lambda: fh.read(_READ), b""))
+                        if end:
+                            yield data, kept, True
+                        if past_end is not None and extra:
+                            past_end(extra)
+                        return
+            yield data, cut + 1, True
+    if carry:
+        yield carry, len(carry), False

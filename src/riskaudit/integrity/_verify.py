@@ -35,7 +35,7 @@ from typing import Any, Literal
 
 import orjson
 
-from riskaudit._native import Ring
+from riskaudit._native import Ring, scan_block
 from riskaudit._native import scan as native_scan
 from riskaudit.errors import AuditFormatError
 from riskaudit.integrity._keys import PublicKey
@@ -43,6 +43,7 @@ from riskaudit.integrity._reuse import NativeReusedIds, ReusedIds
 from riskaudit.integrity._seals import Checkpoint, SealInput, check_seals, read_sidecars
 from riskaudit.integrity._sources import (
     Source,
+    block_chunks,
     expand,
     line_chunks,
     name_files,
@@ -478,11 +479,10 @@ class _Verifier:
                 "aside); not read as records"
             )
 
+        if self.native:
+            self._feed_blocks(path, fidx, past_end)
+            return
         for lines, complete in line_chunks(path, past_end):
-            if complete and self.native:
-                pending, pending_at = self._feed_native(lines, fidx, lineno, pending, pending_at)
-                lineno += len(lines)
-                continue
             if not complete:
                 if pending is not None:
                     self._step(pending, pending_at, None)
@@ -538,6 +538,91 @@ class _Verifier:
             self._sync(pseq, phash, pline, accepted)
         if pending is not None:
             self._step(pending, pending_at, None)
+
+    def _feed_blocks(self, path: Path, fidx: int, past_end: Callable[[int], None]) -> None:
+        """The walk of :meth:`_feed_file` with its fast path in the core, over blocks of
+        the file (``block_chunks``): the same lines, the same one line of delay, the
+        same calls on the slow path, so the same report."""
+        pending: bytes | None = None
+        pending_at = (fidx, 0)
+        lineno = 0
+        for data, end, complete in block_chunks(path, past_end):
+            if not complete:
+                # The torn last line: exactly what the Python walk does with it.
+                self._feed_torn(data, fidx, lineno, pending, pending_at)
+                return
+            pending, pending_at = self._feed_block(data, end, fidx, lineno, pending, pending_at)
+            lineno = pending_at[1]
+        if pending is not None:
+            self._step(pending, pending_at, None)
+
+    def _feed_torn(
+        self,
+        line: bytes,
+        fidx: int,
+        lineno: int,
+        pending: bytes | None,
+        pending_at: tuple[int, int],
+    ) -> None:
+        if pending is not None:
+            self._step(pending, pending_at, None)
+        lineno += 1
+        detail = f"last line has no newline ({len(line)} bytes after seq {self.pseq})"
+        head = split_head(line)
+        if fidx < self.last_main:
+            seq = head[0] if head is not None else self.pseq + 1
+            self.torn_wanted[seq] = (line, detail, (fidx, lineno))
+        else:
+            self._add(self.pseq + 1, "torn", detail, (fidx, lineno))
+
+    def _feed_block(
+        self,
+        data: bytes,
+        end: int,
+        fidx: int,
+        lineno: int,
+        pending: bytes | None,
+        pending_at: tuple[int, int],
+    ) -> tuple[bytes, tuple[int, int]]:
+        """``data[:end]``, whole lines numbered from ``lineno + 1``: the carried pending
+        line first (the block's first line is its peek), then runs of records the core
+        accepts, the slow path between them. Returns the block's last line, pending."""
+        reuse = self.reuse
+        assert isinstance(reuse, NativeReusedIds)
+        if pending is not None:
+            first = data[: data.index(b"\n")]
+            self._feed_native([first], fidx, lineno, pending, pending_at)
+        last_start = data.rfind(b"\n", 0, end - 1) + 1
+        pos, num = 0, lineno + 1  # the offset and number of the next line to judge
+        while pos < last_start:
+            if self.count > 0 and not self.after_bad and not self.held:
+                nxt, taken, pseq, phash, control, prev, start = scan_block(
+                    data,
+                    pos,
+                    last_start,
+                    self.pseq,
+                    self.phash,
+                    self._next_stop(),
+                    reuse.core,
+                    self.native_ring,
+                    fidx,
+                )
+                if taken:
+                    line = data[start : nxt - 1]
+                    if pseq in self.wanted:
+                        self.covered[pseq] = phash
+                    if self.torn_wanted and pseq in self.torn_wanted:
+                        self._torn_resolved(pseq, line)
+                    if control:
+                        self._control_seen(pseq, line, prev, (fidx, num + taken - 1))
+                    self._sync(pseq, phash, line, taken)
+                    pos, num = nxt, num + taken
+                    continue
+            nl = data.index(b"\n", pos)
+            peek_end = data.index(b"\n", nl + 1)
+            self._step(data[pos:nl], (fidx, num), data[nl + 1 : peek_end])
+            pos, num = nl + 1, num + 1
+        return data[last_start : end - 1], (fidx, num)
 
     def _feed_native(
         self,
