@@ -77,8 +77,8 @@ def fuzzed_log() -> Iterator[None]:
     yield
     status = LOG.status()
     LOG.close()
-    assert status["writer_alive"], status["health"]
-    assert status["records"]["lost"] == 0, status["records"]
+    assert status.writer_alive, status.health
+    assert status.records.lost == 0, status.records
     report = verify_paths([LOG.path])
     assert report.valid, report
 
@@ -98,11 +98,11 @@ def test_huge_query_integer_keeps_the_writer_alive(tmp_path: Path) -> None:
         first = get.Case(query={"after": HUGE}).call(headers=auth)
         assert first.status_code in (200, 422), first.text
         deadline = time.monotonic() + 10
-        while log.status()["writer_alive"] and log.durable_seq < log.last_seq:
+        while log.status().writer_alive and log.durable_seq < log.last_seq:
             assert time.monotonic() < deadline, "the access record never became durable"
             time.sleep(0.02)
         later = get.Case(query={"after": 0}).call(headers=auth)
-        assert log.status()["writer_alive"]
+        assert log.status().writer_alive
         assert later.status_code == 200, later.text
     finally:
         log.close()

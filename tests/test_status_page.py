@@ -15,7 +15,7 @@ SVG = re.compile(r"<svg [^>]*>.*?</svg>", re.S)
 
 
 def page_of(log: AuditLog, rates: list[tuple[float, float]]) -> str:
-    return render_page(log.status(), rates, "test")
+    return render_page(log.status().to_dict(), rates, "test")
 
 
 def checkpoint_age(page: str) -> str:
@@ -34,7 +34,7 @@ def test_checkpoint_age_says_none_yet_until_the_first_checkpoint(tmp_path: Path)
             log.append(event(i))
         log.flush()
         deadline = time.monotonic() + 10
-        while log.status()["checkpoint"]["written"] == 0 and time.monotonic() < deadline:
+        while log.status().checkpoint.written == 0 and time.monotonic() < deadline:
             time.sleep(0.01)
         assert re.fullmatch(r"\d+ s", checkpoint_age(page_of(log, [])))
     finally:
@@ -46,7 +46,7 @@ def test_checkpoint_age_says_off_when_checkpoints_are_off(tmp_path: Path) -> Non
     cfg = AuditConfig(log_path=tmp_path / "a.jsonl", checkpoint_interval=0, checkpoint_records=0)
     log = AuditLog(cfg)
     try:
-        assert log.status()["checkpoint"]["enabled"] is False
+        assert log.status().checkpoint.enabled is False
         assert checkpoint_age(page_of(log, [])) == "checkpoints off"
     finally:
         log.close()

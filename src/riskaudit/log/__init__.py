@@ -13,7 +13,7 @@ from riskaudit.log._codec import (
     split_head,
 )
 from riskaudit.log._lock import lock_path_for
-from riskaudit.log._status import Health, LogState
+from riskaudit.log._status import Health, LogState, LogStatus
 
 __all__ = [
     "EMERGENCY_PREFIX",
@@ -22,6 +22,7 @@ __all__ = [
     "AuditLog",
     "Health",
     "LogState",
+    "LogStatus",
     "encode_event_body",
     "format_ts",
     "line_hash",

@@ -60,7 +60,14 @@ from riskaudit.log._handoff import HandOff
 from riskaudit.log._lock import CENTRAL_MARK
 from riskaudit.log._monitor import Monitor
 from riskaudit.log._startup import open_log
-from riskaudit.log._status import Facts, Health, LogState, build_health, build_status
+from riskaudit.log._status import (
+    Facts,
+    Health,
+    LogState,
+    LogStatus,
+    build_health,
+    build_status,
+)
 from riskaudit.log._writer import Writer, WriterSetup
 from riskaudit.policy import ACTOR_TYPE_NAMES, SchemaProblem, actor_problem, schema_problem
 from riskaudit.redact import Redactor, load_key
@@ -512,7 +519,7 @@ class AuditLog:
         """ok / degraded / failing, with the reasons, computed from facts."""
         return build_health(self._facts())
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> LogStatus:
         """One snapshot of everything the service, its status page and the metrics show."""
         return build_status(self._facts())
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from riskaudit._native import STDOUT, Watermark
 from riskaudit.log._handoff import HandOff
 from riskaudit.log._monitor import Monitor
@@ -148,75 +150,153 @@ def build_health(f: Facts) -> Health:
     )
 
 
-def build_status(f: Facts) -> dict[str, Any]:
-    """One snapshot of everything the service, its status page and the metrics show."""
+@dataclass(frozen=True, slots=True)
+class HealthView:
+    status: str
+    reasons: tuple[str, ...]
+    warnings: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class IntegrityStatus:
+    primary_trusted: bool
+    untrusted_files: tuple[str, ...]
+    corrupt_files: tuple[str, ...]
+    unrecovered: tuple[tuple[int, int], ...]
+    unrecovered_records: int
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointStatus:
+    enabled: bool
+    signed: bool
+    written: int
+    age_s: float | None
+    sidecar: str | None
+    sidecar_failures: int
+
+
+@dataclass(frozen=True, slots=True)
+class StorageStatus:
+    directory: str
+    container: str | None
+    mount: str | None
+    fstype: str | None
+    persistent: bool
+    free_bytes: int | None
+    total_bytes: int | None
+    space: str
+    writable: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RecordCounts:
+    primary: int
+    spool: int
+    spool_pending: int
+    stdout: int
+    unsequenced: int
+    lost: int
+    replayed: int
+
+
+@dataclass(frozen=True, slots=True)
+class LogStatus:
+    """One snapshot of everything the service, its status page and the metrics show.
+
+    ``to_dict()`` is its JSON form (``GET /status``, the status page)."""
+
+    path: str
+    stream: str
+    health: HealthView
+    integrity: IntegrityStatus
+    ready: bool
+    writer_alive: bool
+    last_seq: int
+    durable_seq: int
+    queued: int
+    queued_bytes: int
+    queue_capacity: int
+    destination: str
+    checkpoint: CheckpointStatus
+    storage: StorageStatus | None
+    #: The kernel clock's reading (``ClockState.to_record()``) and its problem, if any.
+    clock: dict[str, Any]
+    records: RecordCounts
+    #: Failed writes by destination (``primary``, ``spool``, ``checkpoint_sidecar``).
+    write_failures: dict[str, int]
+    bytes_written: int
+    throttled: int
+    schema_warnings: int
+    policy_violations: int
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = orjson.loads(orjson.dumps(self))
+        return out
+
+
+def build_status(f: Facts) -> LogStatus:
+    """The snapshot, read from the parts' facts."""
     w = f.writer
     c = w.counters
     cp = w.checkpointer
     storage = f.monitor.storage
     health = build_health(f)
-    return {
-        "path": str(f.path),
-        "stream": f.stream,
-        "health": {
-            "status": health.status,
-            "reasons": list(health.reasons),
-            "warnings": list(health.warnings),
-        },
-        "integrity": {
-            "primary_trusted": w.primary.poisoned is None,
-            "untrusted_files": list(health.untrusted),
-            "corrupt_files": list(health.corrupt),
-            "unrecovered": [list(r) for r in health.unrecovered],
-            "unrecovered_records": sum(b - a + 1 for a, b in health.unrecovered),
-        },
-        "ready": health.destination != "stdout"
+    return LogStatus(
+        path=str(f.path),
+        stream=f.stream,
+        health=HealthView(health.status, health.reasons, health.warnings),
+        integrity=IntegrityStatus(
+            primary_trusted=w.primary.poisoned is None,
+            untrusted_files=health.untrusted,
+            corrupt_files=health.corrupt,
+            unrecovered=health.unrecovered,
+            unrecovered_records=sum(b - a + 1 for a, b in health.unrecovered),
+        ),
+        ready=health.destination != "stdout"
         and not f.monitor.lock_lost
         and f.state is LogState.OPEN,
-        "writer_alive": f.writer.thread.is_alive(),
-        "last_seq": f.handoff.last_seq,
-        "durable_seq": f.watermark.durable,
-        "queued": f.handoff.queued,
-        "queued_bytes": f.handoff.queued_bytes,
-        "queue_capacity": f.handoff.capacity,
-        "destination": w.destination.value,
-        "checkpoint": {
-            "enabled": cp is not None,
-            "signed": cp is not None and cp.signer is not None,
-            "written": cp.written if cp is not None else 0,
-            "age_s": (time.monotonic() - cp.last) if cp is not None else None,
-            "sidecar": str(cp.sidecar.path) if cp is not None else None,
-            "sidecar_failures": cp.sidecar_failures if cp is not None else 0,
-        },
-        "storage": None
+        writer_alive=w.thread.is_alive(),
+        last_seq=f.handoff.last_seq,
+        durable_seq=f.watermark.durable,
+        queued=f.handoff.queued,
+        queued_bytes=f.handoff.queued_bytes,
+        queue_capacity=f.handoff.capacity,
+        destination=w.destination.value,
+        checkpoint=CheckpointStatus(
+            enabled=cp is not None,
+            signed=cp is not None and cp.signer is not None,
+            written=cp.written if cp is not None else 0,
+            age_s=(time.monotonic() - cp.last) if cp is not None else None,
+            sidecar=str(cp.sidecar.path) if cp is not None else None,
+            sidecar_failures=cp.sidecar_failures if cp is not None else 0,
+        ),
+        storage=None
         if storage is None
-        else {
-            "directory": storage.directory,
-            "container": storage.container,
-            "mount": None if storage.mount is None else storage.mount.mount_point,
-            "fstype": None if storage.mount is None else storage.mount.fstype,
-            "persistent": storage.persistent,
-            "free_bytes": storage.free_bytes,
-            "total_bytes": storage.total_bytes,
-            "space": storage.space,
-            "writable": storage.writable,
-        },
-        "clock": {**f.monitor.clock.to_record(), "problem": f.monitor.clock_problem},
-        "records": {
-            "primary": c.primary_records,
-            "spool": c.spool_records,
-            "spool_pending": c.spool_pending,
-            "stdout": c.stdout_records,
-            "unsequenced": f.handoff.unsequenced_count,
-            "lost": f.emergency_lost,
-            "replayed": c.replayed_records,
-        },
-        "write_failures": {
-            **c.failures_by,
-            "checkpoint_sidecar": cp.sidecar_failures if cp else 0,
-        },
-        "bytes_written": c.bytes_written,
-        "throttled": f.handoff.throttled,
-        "schema_warnings": f.schema_warnings,
-        "policy_violations": f.policy_violations,
-    }
+        else StorageStatus(
+            directory=storage.directory,
+            container=storage.container,
+            mount=None if storage.mount is None else storage.mount.mount_point,
+            fstype=None if storage.mount is None else storage.mount.fstype,
+            persistent=storage.persistent,
+            free_bytes=storage.free_bytes,
+            total_bytes=storage.total_bytes,
+            space=storage.space,
+            writable=storage.writable,
+        ),
+        clock={**f.monitor.clock.to_record(), "problem": f.monitor.clock_problem},
+        records=RecordCounts(
+            primary=c.primary_records,
+            spool=c.spool_records,
+            spool_pending=c.spool_pending,
+            stdout=c.stdout_records,
+            unsequenced=f.handoff.unsequenced_count,
+            lost=f.emergency_lost,
+            replayed=c.replayed_records,
+        ),
+        write_failures={**c.failures_by, "checkpoint_sidecar": cp.sidecar_failures if cp else 0},
+        bytes_written=c.bytes_written,
+        throttled=f.handoff.throttled,
+        schema_warnings=f.schema_warnings,
+        policy_violations=f.policy_violations,
+    )

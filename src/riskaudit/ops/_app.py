@@ -195,7 +195,7 @@ class Service:
 
     def status(self) -> dict[str, Any]:
         """The log's status, with replication when this service forwards."""
-        st = self.log.status()
+        st = self.log.status().to_dict()
         rep = self.replication()
         if rep is not None:
             st["replication"] = rep
@@ -470,8 +470,14 @@ def create_app(service: Service) -> FastAPI:
     @app.get("/health", summary="Liveness: the process answers and the writer thread is alive")
     def health(_: Annotated[Principal | None, Depends(guard("health", None))]) -> JSONResponse:
         st = service.log.status()
-        body = {**st["health"], "writer_alive": st["writer_alive"]}
-        return JSONResponse(body, status_code=200 if st["writer_alive"] else 503)
+        h = st.health
+        body = {
+            "status": h.status,
+            "reasons": list(h.reasons),
+            "warnings": list(h.warnings),
+            "writer_alive": st.writer_alive,
+        }
+        return JSONResponse(body, status_code=200 if st.writer_alive else 503)
 
     @app.get("/ready", summary="200 only while records reach the primary or the spool")
     def ready(_: Annotated[Principal | None, Depends(guard("ready", None))]) -> JSONResponse:

@@ -50,7 +50,7 @@ class _AuditCollector(Collector):
     def collect(self) -> Iterator[Any]:
         log = self.log
         st = log.status()
-        rec = st["records"]
+        rec = st.records
 
         events = CounterMetricFamily(
             "audit_events", "Events accepted by the log", labels=["event_type", "priority"]
@@ -64,74 +64,77 @@ class _AuditCollector(Collector):
         failures = CounterMetricFamily(
             "audit_write_failures", "Failed writes or syncs, by destination", labels=["reason"]
         )
-        for reason, n in sorted(st["write_failures"].items()):
+        for reason, n in sorted(st.write_failures.items()):
             failures.add_metric([reason], n)
         yield failures
 
         yield CounterMetricFamily(
             "audit_events_emergency",
             "Records that reached only stdout, plus unsequenced events (recover them)",
-            value=rec["stdout"] + rec["unsequenced"],
+            value=rec.stdout + rec.unsequenced,
         )
         yield CounterMetricFamily(
             "audit_events_dropped",
             "Records lost even to stdout (must stay 0)",
-            value=rec["lost"],
+            value=rec.lost,
         )
         yield CounterMetricFamily(
             "audit_bytes_written",
             "Bytes made durable (primary and spool)",
-            value=st["bytes_written"],
+            value=st.bytes_written,
         )
 
         fallback = GaugeMetricFamily(
             "audit_fallback_active", "1 while records go to this fallback", labels=["destination"]
         )
         for dest in ("spool", "stdout"):
-            fallback.add_metric([dest], 1.0 if st["destination"] == dest else 0.0)
+            fallback.add_metric([dest], 1.0 if st.destination == dest else 0.0)
         yield fallback
 
         gauges = {
             "audit_ready": (
-                1.0 if st["ready"] else 0.0,
+                1.0 if st.ready else 0.0,
                 "1 while records reach a durable destination",
             ),
-            "audit_queue_depth": (st["queued"], "Records waiting for the writer"),
-            "audit_queue_capacity": (st["queue_capacity"], "Queue size limit"),
-            "audit_chain_seq": (st["last_seq"], "Last seq handed out"),
-            "audit_durable_seq": (st["durable_seq"], "Durable watermark"),
-            "audit_spool_records": (rec["spool_pending"], "Records in the spool, not yet replayed"),
+            "audit_queue_depth": (st.queued, "Records waiting for the writer"),
+            "audit_queue_capacity": (st.queue_capacity, "Queue size limit"),
+            "audit_chain_seq": (st.last_seq, "Last seq handed out"),
+            "audit_durable_seq": (st.durable_seq, "Durable watermark"),
+            "audit_spool_records": (rec.spool_pending, "Records in the spool, not yet replayed"),
             "audit_primary_trusted": (
-                1.0 if st["integrity"]["primary_trusted"] else 0.0,
+                1.0 if st.integrity.primary_trusted else 0.0,
                 "0 after a write or sync on the primary failed, until it is set aside",
             ),
             "audit_untrusted_files": (
-                len(st["integrity"]["untrusted_files"]),
+                len(st.integrity.untrusted_files),
                 "Files set aside untouched after a failed write or sync (trusted to their end)",
             ),
             "audit_corrupt_files": (
-                len(st["integrity"]["corrupt_files"]),
+                len(st.integrity.corrupt_files),
                 "Files found corrupt or truncated before confirmed records (kept untouched)",
             ),
             "audit_unrecovered_records": (
-                st["integrity"]["unrecovered_records"],
+                st.integrity.unrecovered_records,
                 "Records that reached only stdout in this process (recover them)",
             ),
         }
-        cp = st["checkpoint"]
-        if cp["enabled"] and cp["age_s"] is not None:
+        cp = st.checkpoint
+        if cp.enabled and cp.age_s is not None:
             gauges["audit_checkpoint_age_seconds"] = (
-                cp["age_s"],
+                cp.age_s,
                 "Seconds since the last checkpoint",
             )
-        storage = st["storage"]
-        if storage is not None and storage["free_bytes"] is not None:
+        storage = st.storage
+        if storage is not None and storage.free_bytes is not None:
             gauges["audit_volume_free_bytes"] = (
-                storage["free_bytes"],
+                storage.free_bytes,
                 "Free bytes on the log volume",
             )
-            gauges["audit_volume_size_bytes"] = (storage["total_bytes"], "Size of the log volume")
-        clock = st["clock"]
+            gauges["audit_volume_size_bytes"] = (
+                float(storage.total_bytes or 0),
+                "Size of the log volume",
+            )
+        clock = st.clock
         if clock["max_error_s"] is not None:
             gauges["audit_clock_max_error_seconds"] = (
                 clock["max_error_s"],
