@@ -23,12 +23,46 @@ use crate::guard::{guarded, maybe_panic, Site};
 use crate::tally::Tally;
 
 /// One queued record: an event body, or a control record's `"kind":...` part.
+///
+/// 32 bytes: what the record is lives in the top two bits of `tagged_seq` (a seq never
+/// reaches 2^62), so a queued record costs its bytes plus this and the allocator's
+/// header.
 pub struct Item {
-    seq: u64,
+    tagged_seq: u64,
     ts_ns: i64,
     body: Box<[u8]>,
+}
+
+const CONTROL: u64 = 1 << 63;
+const OWN_TS: u64 = 1 << 62;
+const SEQ_MASK: u64 = OWN_TS - 1;
+
+impl Item {
+    fn event(seq: u64, ts_ns: i64, body: Box<[u8]>) -> Item {
+        Item {
+            tagged_seq: seq & SEQ_MASK,
+            ts_ns,
+            body,
+        }
+    }
+
+    fn control(seq: u64, ts_ns: i64, body: Box<[u8]>, has_ts: bool) -> Item {
+        let tag = CONTROL | if has_ts { OWN_TS } else { 0 };
+        Item {
+            tagged_seq: (seq & SEQ_MASK) | tag,
+            ts_ns,
+            body,
+        }
+    }
+
+    fn seq(&self) -> u64 {
+        self.tagged_seq & SEQ_MASK
+    }
+
     /// None for an event; Some(has_ts) for a control record.
-    control: Option<bool>,
+    fn control_ts(&self) -> Option<bool> {
+        (self.tagged_seq & CONTROL != 0).then_some(self.tagged_seq & OWN_TS != 0)
+    }
 }
 
 /// What a queued record costs beyond its bytes (the struct and the allocator's header).
@@ -84,7 +118,7 @@ impl Queue {
     }
 
     fn enqueue(&self, st: &mut State, item: Item) -> u64 {
-        let seq = item.seq;
+        let seq = item.seq();
         st.bytes += item.body.len();
         st.items.push_back(item);
         if st.writer_waiting && st.items.len() >= self.wake_at {
@@ -132,12 +166,7 @@ impl Queue {
             }
             let seq = st.next_seq;
             st.next_seq += 1;
-            let item = Item {
-                seq,
-                ts_ns: now_ns(),
-                body,
-                control: None,
-            };
+            let item = Item::event(seq, now_ns(), body);
             self.enqueue(&mut st, item) as i64
         })
     }
@@ -153,12 +182,7 @@ impl Queue {
             }
             let seq = st.next_seq;
             st.next_seq += 1;
-            let item = Item {
-                seq,
-                ts_ns: now_ns(),
-                body: mid.into(),
-                control: Some(has_ts),
-            };
+            let item = Item::control(seq, now_ns(), mid.into(), has_ts);
             self.enqueue(&mut st, item) as i64
         })
     }
@@ -340,12 +364,7 @@ impl Batch {
     fn of_controls(records: Vec<(u64, i64, Vec<u8>, bool)>) -> Batch {
         let items = records
             .into_iter()
-            .map(|(seq, ts_ns, mid, has_ts)| Item {
-                seq,
-                ts_ns,
-                body: mid.into(),
-                control: Some(has_ts),
-            })
+            .map(|(seq, ts_ns, mid, has_ts)| Item::control(seq, ts_ns, mid.into(), has_ts))
             .collect();
         Batch { items }
     }
@@ -355,12 +374,7 @@ impl Batch {
     fn of_events(records: Vec<(u64, i64, Vec<u8>)>) -> Batch {
         let items = records
             .into_iter()
-            .map(|(seq, ts_ns, body)| Item {
-                seq,
-                ts_ns,
-                body: body.into(),
-                control: None,
-            })
+            .map(|(seq, ts_ns, body)| Item::event(seq, ts_ns, body.into()))
             .collect();
         Batch { items }
     }
@@ -371,7 +385,7 @@ impl Batch {
 
     #[getter]
     fn first_seq(&self) -> Option<u64> {
-        self.items.first().map(|i| i.seq)
+        self.items.first().map(|i| i.seq())
     }
 
     #[getter]
@@ -381,14 +395,14 @@ impl Batch {
 
     #[getter]
     fn last_seq(&self) -> Option<u64> {
-        self.items.last().map(|i| i.seq)
+        self.items.last().map(|i| i.seq())
     }
 
     /// The bodies of the event records (the unsequenced fallback of a dead writer).
     fn event_bodies<'py>(&self, py: Python<'py>) -> Vec<Bound<'py, PyBytes>> {
         self.items
             .iter()
-            .filter(|i| i.control.is_none())
+            .filter(|i| i.control_ts().is_none())
             .map(|i| PyBytes::new(py, &i.body))
             .collect()
     }
@@ -419,7 +433,7 @@ pub fn chain<'py>(
             if let Some(t) = tally {
                 let events: Vec<(&[u8], i64)> = items
                     .iter()
-                    .filter(|i| i.control.is_none())
+                    .filter(|i| i.control_ts().is_none())
                     .map(|i| (&i.body[..], i.ts_ns))
                     .collect();
                 t.see(&events);
@@ -447,15 +461,21 @@ fn chain_items(
     let mut last = 0;
     for item in items {
         let start = buf.len();
-        match item.control {
-            None => event_line(item.seq, &prev, item.ts_ns, &item.body, &mut ts, &mut buf),
+        match item.control_ts() {
+            None => event_line(item.seq(), &prev, item.ts_ns, &item.body, &mut ts, &mut buf),
             Some(has_ts) => control_line(
-                item.seq, &prev, item.ts_ns, &item.body, has_ts, &mut ts, &mut buf,
+                item.seq(),
+                &prev,
+                item.ts_ns,
+                &item.body,
+                has_ts,
+                &mut ts,
+                &mut buf,
             ),
         }
         prev = line_hash(&buf[start..]);
         buf.push(b'\n');
-        last = item.seq;
+        last = item.seq();
         if buf.len() >= chunk_bytes {
             chunks.push((last, std::mem::take(&mut buf)));
         }
