@@ -393,7 +393,7 @@ def test_backpressure_past_the_backlog_limit_never_raises(log_path: Path) -> Non
 
 
 def test_fallback_to_write_and_fsync(log_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Where pwritev(RWF_DSYNC) is refused (EINVAL), batches use write + fsync instead."""
+    """Where pwritev2(RWF_DSYNC) is refused (EINVAL), batches use write + fsync instead."""
     import errno
 
     from riskaudit.log import _files
@@ -404,7 +404,7 @@ def test_fallback_to_write_and_fsync(log_path: Path, monkeypatch: pytest.MonkeyP
         calls.append(1)
         raise OSError(errno.EINVAL, "not supported here")
 
-    monkeypatch.setattr(_files.os, "pwritev", refuse)
+    monkeypatch.setattr(_files, "native_write_durably", refuse)
     monkeypatch.setattr(_files, "_DSYNC", 4)
     fsyncs: list[int] = []
     real_fsync = os.fsync

@@ -36,7 +36,7 @@ pub fn write_durably(
         })
         .collect();
     let flags = if dsync { libc::RWF_DSYNC } else { 0 };
-    let written = py.detach(|| {
+    let written = crate::gil::writer_detach(py, || {
         catch(|| {
             maybe_panic(Site::Commit);
             pwritev2(&spans, fd, offset, flags)

@@ -88,7 +88,7 @@ pub struct Queue {
     wake_at: usize,
 }
 
-fn now_ns() -> i64 {
+pub fn now_ns() -> i64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -152,10 +152,17 @@ impl Queue {
     }
 
     /// Queue an event body: its seq (> 0); 0 when `limit` records or `byte_limit`
-    /// bytes are already queued; -1 when the queue is closed.
-    fn push(&self, body: &[u8], limit: usize, byte_limit: usize) -> PyResult<i64> {
+    /// bytes are already queued; -1 when the queue is closed; -2 (only if `may_yield`)
+    /// when the writer has waited for the GIL too long: nothing queued, step aside
+    /// (`yield_to_writer`) and push again.
+    #[pyo3(signature = (body, limit, byte_limit, may_yield=true))]
+    fn push(&self, body: &[u8], limit: usize, byte_limit: usize, may_yield: bool) -> PyResult<i64> {
         guarded(|| {
             maybe_panic(Site::HandOff);
+            let now = now_ns();
+            if may_yield && crate::gil::writer_starved(now) {
+                return -2;
+            }
             let body: Box<[u8]> = body.into();
             let mut st = self.lock();
             if !st.open {
@@ -166,7 +173,7 @@ impl Queue {
             }
             let seq = st.next_seq;
             st.next_seq += 1;
-            let item = Item::event(seq, now_ns(), body);
+            let item = Item::event(seq, now, body);
             self.enqueue(&mut st, item) as i64
         })
     }
@@ -191,7 +198,7 @@ impl Queue {
     /// `wake_at` records are queued or `kick` is called, then take everything.
     fn take(&self, py: Python<'_>, timeout: f64) -> PyResult<Batch> {
         let wait = secs(timeout);
-        py.detach(|| {
+        crate::gil::writer_detach(py, || {
             guarded(|| {
                 let mut st = self.lock();
                 if !st.kicked && st.items.len() < self.wake_at && !wait.is_zero() {
@@ -427,7 +434,7 @@ pub fn chain<'py>(
         .try_into()
         .map_err(|_| pyo3::exceptions::PyValueError::new_err("prev must be 64 hex bytes"))?;
     let items = &batch.items;
-    let (head, chunks) = py.detach(|| {
+    let (head, chunks) = crate::gil::writer_detach(py, || {
         guarded(|| {
             let out = chain_items(items, prev, chunk_bytes);
             if let Some(t) = tally {

@@ -7,17 +7,20 @@
 //! string is always escaped, so `,"event_type":"` can only be the field itself.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
+
+use memchr::memmem::Finder;
 
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-/// (event_type, priority) as the body spells them.
-type Kind = (Box<[u8]>, Box<[u8]>);
+/// Counts by event_type, then by priority, as the body spells them (two levels, so a
+/// lookup borrows the body's bytes and allocates nothing).
+type ByKind = HashMap<Box<[u8]>, HashMap<Box<[u8]>, u64>>;
 
 #[derive(Default)]
 struct Counts {
-    by_kind: HashMap<Kind, u64>,
+    by_kind: ByKind,
     last_by_source: HashMap<Box<[u8]>, i64>,
 }
 
@@ -26,8 +29,9 @@ pub struct Tally {
     counts: Mutex<Counts>,
 }
 
-fn field<'a>(body: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
-    let at = memchr::memmem::find(body, key)? + key.len();
+/// The raw JSON string after `key` in `body[from..]` (escapes kept), and where it ends.
+fn field<'a>(body: &'a [u8], from: usize, key: &Finder<'_>) -> Option<(&'a [u8], usize)> {
+    let at = from + key.find(&body[from..])? + key.needle().len();
     let rest = &body[at..];
     let mut k = 0;
     loop {
@@ -35,28 +39,45 @@ fn field<'a>(body: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
         // A quote preceded by an odd number of backslashes is escaped.
         let slashes = rest[..q].iter().rev().take_while(|&&c| c == b'\\').count();
         if slashes % 2 == 0 {
-            return Some(&rest[..q]);
+            return Some((&rest[..q], at + q));
         }
         k = q + 1;
     }
 }
 
+static KEYS: OnceLock<[Finder<'static>; 3]> = OnceLock::new();
+
 impl Tally {
     /// Count one event body accepted at `ts_ns` (called by the chain, lock held by it).
     pub fn see(&self, items: &[(&[u8], i64)]) {
+        let [kt, kp, ks] = KEYS.get_or_init(|| {
+            [
+                Finder::new(b",\"event_type\":\""),
+                Finder::new(b",\"priority\":\""),
+                Finder::new(b",\"source\":\""),
+            ]
+        });
         let mut c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         for &(body, ts_ns) in items {
-            let (Some(t), Some(p), Some(s)) = (
-                field(body, b",\"event_type\":\""),
-                field(body, b",\"priority\":\""),
-                field(body, b",\"source\":\""),
-            ) else {
+            // In the order encode_event_body writes them, each search after the last.
+            let Some((t, end)) = field(body, 0, kt) else {
                 continue;
             };
-            if let Some(n) = c.by_kind.get_mut(&(t.into(), p.into())) {
-                *n += 1;
-            } else {
-                c.by_kind.insert((t.into(), p.into()), 1);
+            let Some((p, end)) = field(body, end, kp) else {
+                continue;
+            };
+            let Some((s, _)) = field(body, end, ks) else {
+                continue;
+            };
+            let per_type = match c.by_kind.get_mut(t) {
+                Some(m) => m,
+                None => c.by_kind.entry(t.into()).or_default(),
+            };
+            match per_type.get_mut(p) {
+                Some(n) => *n += 1,
+                None => {
+                    per_type.insert(p.into(), 1);
+                }
             }
             match c.last_by_source.get_mut(s) {
                 Some(v) => *v = (*v).max(ts_ns),
@@ -85,7 +106,8 @@ impl Tally {
         let c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         c.by_kind
             .iter()
-            .map(|((t, p), n)| (PyBytes::new(py, t), PyBytes::new(py, p), *n))
+            .flat_map(|(t, m)| m.iter().map(move |(p, n)| (t, p, *n)))
+            .map(|(t, p, n)| (PyBytes::new(py, t), PyBytes::new(py, p), n))
             .collect()
     }
 

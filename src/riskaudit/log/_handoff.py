@@ -32,7 +32,7 @@ from typing import Any, NoReturn
 
 import orjson
 
-from riskaudit._native import Batch, Queue
+from riskaudit._native import Batch, Queue, yield_to_writer
 from riskaudit.config import AuditConfig
 from riskaudit.errors import AuditEncodingError, AuditQueueFullError
 from riskaudit.log._codec import control_mid, format_ts
@@ -71,6 +71,8 @@ class HandOff:
         self._wake_at = 1 if config.flush_interval == 0 else max(1, size // 4)
         self.queue = Queue(1, self._wake_at)
         self.throttled = 0
+        #: Pushes that stepped aside for a writer waiting for the GIL.
+        self.yields = 0
         self.refused = 0
         self.unsequenced_count = 0
 
@@ -79,7 +81,11 @@ class HandOff:
     def put(self, body: bytes, risk_reducing: bool) -> int | None:
         """Queue an encoded event body: its seq, or None when it went out as an
         unsequenced emergency line (the queue stayed full)."""
-        seq = self.queue.push(body, self.backlog_limit, self.normal_bytes)
+        seq = self.queue.push(body, self.backlog_limit, self.normal_bytes, not risk_reducing)
+        while seq == -2:  # the writer waits for the GIL: step aside, then push again
+            self.yields += 1
+            yield_to_writer(self._config.append_timeout)
+            seq = self.queue.push(body, self.backlog_limit, self.normal_bytes)
         if seq > 0:
             return seq
         if seq < 0:
@@ -95,15 +101,15 @@ class HandOff:
         an emergency line; raises under fail-closed."""
         queue = self.queue
         if risk_reducing:  # the reserve: never wait
-            return self._pushed(queue.push(body, self.capacity, self.max_bytes))
+            return self._pushed(queue.push(body, self.capacity, self.max_bytes, False))
         if len(queue) < self.normal_limit and queue.bytes < self.normal_bytes:
             self._throttle()
-            seq = self._pushed(queue.push(body, self.normal_limit, self.normal_bytes))
+            seq = self._pushed(queue.push(body, self.normal_limit, self.normal_bytes, False))
             if seq:
                 return seq
         deadline = time.monotonic() + self._config.append_timeout
         while True:
-            seq = self._pushed(queue.push(body, self.normal_limit, self.normal_bytes))
+            seq = self._pushed(queue.push(body, self.normal_limit, self.normal_bytes, False))
             remaining = deadline - time.monotonic()
             if seq or remaining <= 0:
                 break
