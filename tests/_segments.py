@@ -13,11 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from riskaudit import EventPriority, EventType, RiskEvent
+from riskaudit.format import control_line, encode_event_body, event_line, segment_name
 from riskaudit.integrity._keys import load_signer
 from riskaudit.log import ZERO_HASH, line_hash
 from riskaudit.log._checkpoint import Checkpointer
-from riskaudit.log._codec import control_line, encode_event_body, event_line
-from riskaudit.storage._segments import segment_name
 
 DAY_NS = 86_400 * 10**9
 

@@ -15,8 +15,8 @@ import orjson
 import pytest
 
 from riskaudit import EventPriority, EventType, RiskEvent
+from riskaudit.format import control_line, encode_event_body, event_line
 from riskaudit.log import ZERO_HASH, line_hash
-from riskaudit.log._codec import control_line, encode_event_body, event_line
 
 
 def build_log(

@@ -396,7 +396,7 @@ def test_fallback_to_write_and_fsync(log_path: Path, monkeypatch: pytest.MonkeyP
     """Where pwritev2(RWF_DSYNC) is refused (EINVAL), batches use write + fsync instead."""
     import errno
 
-    from riskaudit.log import _files
+    from riskaudit.format import _files
 
     calls: list[int] = []
 

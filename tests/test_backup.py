@@ -12,11 +12,11 @@ import pytest
 
 from riskaudit import AuditConfig, AuditLog, EventType, verify_paths
 from riskaudit.errors import AuditBackupError
+from riskaudit.format import holds_path, parse_segment_name
 from riskaudit.integrity._keys import generate, load_public_key
 from riskaudit.storage._backup import Backup
-from riskaudit.storage._holds import add_hold, holds_path, remove_hold
+from riskaudit.storage._holds import add_hold, remove_hold
 from riskaudit.storage._housekeeping import Housekeeper
-from riskaudit.storage._segments import parse_segment_name
 from riskaudit.storage._settings import DAY, BackupSettings, RetentionPolicy
 from riskaudit.storage._targets import DirectoryTarget, S3Target
 from tests._segments import DAY_NS, Span, synthetic_stream

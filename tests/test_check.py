@@ -13,6 +13,7 @@ import pytest
 
 from riskaudit import AuditConfig
 from riskaudit.clock import ClockState
+from riskaudit.format import backup_state_path
 from riskaudit.ops._preflight import (
     FAIL,
     OK,
@@ -23,7 +24,6 @@ from riskaudit.ops._preflight import (
     logrotate_keeps_days,
     run_checks,
 )
-from riskaudit.storage._backup import state_path
 from riskaudit.storage._settings import BackupSettings, Rotation
 from tests.conftest import RISKAUDIT
 from tests.helpers import require
@@ -260,7 +260,7 @@ def test_backup_check_follows_the_last_success(tmp_path: Path) -> None:
     now = 1_800_000_000.0
     assert check_backup(AuditConfig(log_path=log), now).status == WARN
     assert "no backup has succeeded" in check_backup(on, now).detail
-    state = state_path(log.absolute())
+    state = backup_state_path(log.absolute())
     state.write_bytes(orjson.dumps({"last_success_ns": int((now - 600) * 1e9)}))
     assert check_backup(on, now).status == OK
     state.write_bytes(orjson.dumps({"last_success_ns": int((now - 3 * 3600) * 1e9)}))

@@ -6,8 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from riskaudit import EventPriority, EventType, RiskEvent
+from riskaudit.format import chain_batch, control_line, encode_event_body, event_line
 from riskaudit.log import ZERO_HASH, line_hash
-from riskaudit.log._codec import chain_batch, control_line, encode_event_body, event_line
 
 timestamps = st.integers(min_value=0, max_value=4_102_444_800 * 10**9)
 

@@ -357,7 +357,7 @@ def test_recover_finds_the_gap_in_a_compressed_segment_from_a_compressed_capture
     from typer.testing import CliRunner
 
     from riskaudit.cli import app
-    from riskaudit.storage._segments import compress, list_segments
+    from riskaudit.format import compress, list_segments
 
     config = cfg(tmp_path)
     out = io.BytesIO()

@@ -9,8 +9,8 @@ import orjson
 import pytest
 
 from riskaudit import RiskEvent, verify_paths
+from riskaudit.format import control_line, encode_event_body, event_line
 from riskaudit.log import ZERO_HASH, format_ts, line_hash, parse_ts, split_head
-from riskaudit.log._codec import control_line, encode_event_body, event_line
 from tests.conftest import VECTORS
 
 README = json.loads((VECTORS / "README.json").read_text())

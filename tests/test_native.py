@@ -1,7 +1,7 @@
 """The Rust core against the readable reference: the same bytes, the same reports.
 
 The writer chains lines in ``riskaudit._native`` and verify scans them there; format v1
-stays defined by the pure-Python code in ``riskaudit.log._codec`` and the Python walk of
+stays defined by the pure-Python code in ``riskaudit.format._codec`` and the Python walk of
 ``verify --engine=python``. These tests hold the two to each other: the conformance
 vectors byte for byte, random records and timestamps, and identical verify reports on
 the tamper corpus.
@@ -25,9 +25,7 @@ import riskaudit
 from riskaudit import EventPriority, EventType, RiskEvent, verify_paths
 from riskaudit._native import Batch, Queue, chain
 from riskaudit._native import line_hash as native_line_hash
-from riskaudit.integrity._keys import load_public_key
-from riskaudit.log import ZERO_HASH, line_hash
-from riskaudit.log._codec import (
+from riskaudit.format import (
     chain_batch,
     control_line,
     control_mid,
@@ -35,6 +33,8 @@ from riskaudit.log._codec import (
     event_line,
     parse_ts,
 )
+from riskaudit.integrity._keys import load_public_key
+from riskaudit.log import ZERO_HASH, line_hash
 from tests.helpers import build_log, write_lines
 from tests.test_verify_truth import TAMPERS, copy_of, keys_of, write_real_log
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from riskaudit import AuditConfig, AuditConfigError, AuditLog, verify_paths
+from riskaudit.format import compress, list_segments, rotated_files, split_head
 from riskaudit.integrity._keys import generate, load_public_key
-from riskaudit.log._codec import split_head
 from riskaudit.replication import (
     Forwarder,
     LogFollower,
@@ -23,7 +23,6 @@ from riskaudit.replication import (
     jetstream_publisher,
 )
 from riskaudit.replication._follow import ChainBreak
-from riskaudit.storage._segments import compress, list_segments, rotated_files
 from riskaudit.storage._settings import ReplicationSettings, Rotation
 from tests import _nats
 from tests.conftest import RISKAUDIT
@@ -34,7 +33,7 @@ ROOT = Path(__file__).parent.parent
 
 def local_bytes(log_path: Path) -> bytes:
     """Every record of a local log, each once, in seq order, as the bytes on disk."""
-    from riskaudit.storage._segments import iter_bytes
+    from riskaudit.format import iter_bytes
 
     files = [s.path for s in list_segments(log_path)] + rotated_files(log_path) + [log_path]
     out: dict[int, bytes] = {}
@@ -517,8 +516,8 @@ def test_recovered_segments_travel_and_fill_the_central_hole(tmp_path: Path) -> 
     """Records that reached only stdout and were put back by `recover` (a recovered
     segment) are forwarded too, kept centrally as a recovered segment, and the central
     copy verifies; without them it would be `unrecovered`."""
+    from riskaudit.format import control_line, encode_event_body, event_line
     from riskaudit.log import ZERO_HASH, line_hash
-    from riskaudit.log._codec import control_line, encode_event_body, event_line
     from riskaudit.replication import Collector
     from riskaudit.replication import _collect as collect_module
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from riskaudit import AuditConfig, AuditLog
-from riskaudit.log._codec import split_head
+from riskaudit.format import Segment, split_head
 from riskaudit.replication import (
     Collector,
     Forwarder,
@@ -22,7 +22,6 @@ from riskaudit.replication import (
 )
 from riskaudit.replication import _collect as collect_module
 from riskaudit.storage._retention import plan
-from riskaudit.storage._segments import Segment
 from riskaudit.storage._settings import DAY, ReplicationSettings, RetentionPolicy
 from tests.helpers import event
 
@@ -294,8 +293,8 @@ def test_without_a_board_nothing_is_replicated_and_the_lag_shows_it(log_path: Pa
 
 def test_retention_keeps_everything_when_the_cursor_cannot_be_read(log_path: Path) -> None:
     """An unreadable forward cursor means nothing is confirmed, not "not replicated"."""
+    from riskaudit.format import forward_cursor_path
     from riskaudit.storage._retention import replicated_through
-    from riskaudit.storage._segments import forward_cursor_path
 
     log_path.parent.mkdir(parents=True)
     assert replicated_through(log_path) is None

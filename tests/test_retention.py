@@ -11,13 +11,13 @@ import orjson
 import pytest
 
 from riskaudit import AuditConfig, AuditLog, EventType, verify_paths
+from riskaudit.format import holds_path, list_segments
 from riskaudit.integrity._keys import generate, load_public_key
 from riskaudit.storage import _backup as backup_module
 from riskaudit.storage._backup import Backup
-from riskaudit.storage._holds import add_hold, holds_path, load_holds, remove_hold
+from riskaudit.storage._holds import add_hold, load_holds, remove_hold
 from riskaudit.storage._housekeeping import run_retention
 from riskaudit.storage._retention import plan
-from riskaudit.storage._segments import list_segments
 from riskaudit.storage._settings import DAY, BackupSettings, RetentionPolicy
 from riskaudit.storage._targets import DirectoryTarget
 from tests._segments import DAY_NS, Span, synthetic_stream

@@ -11,8 +11,8 @@ import orjson
 import pytest
 
 from riskaudit import AuditConfig, AuditLog, verify_paths
+from riskaudit.format import compress, list_segments
 from riskaudit.integrity._keys import generate, load_public_key
-from riskaudit.storage._segments import compress, list_segments
 from riskaudit.storage._settings import Rotation
 from tests.helpers import event
 

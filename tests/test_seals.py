@@ -37,8 +37,8 @@ def test_writer_reproduces_the_vector_checkpoint() -> None:
     """Our signer and encoder produce the vector's checkpoint line byte for byte, but
     for the ``stream`` field this version adds first (the signature covers it: the same
     signed text, so the same ``sig``)."""
+    from riskaudit.format import control_line, parse_ts
     from riskaudit.log._checkpoint import Checkpointer
-    from riskaudit.log._codec import control_line, parse_ts
 
     lines = (VECTORS / "valid.jsonl").read_bytes().splitlines()
     readme = orjson.loads((VECTORS / "README.json").read_bytes())
@@ -246,8 +246,8 @@ def test_any_cut_before_a_sealed_record_is_found(n: int, data: st.DataObject) ->
     record boundary before the newest sealed record is reported as truncated."""
     import tempfile
 
+    from riskaudit.format import control_line
     from riskaudit.log._checkpoint import Checkpointer
-    from riskaudit.log._codec import control_line
     from tests.helpers import build_log
 
     lines = build_log([{"k": i} for i in range(n)])

@@ -22,10 +22,10 @@ import orjson
 import pytest
 
 from riskaudit import verify_paths
+from riskaudit.format import list_segments
 from riskaudit.log import line_hash
 from riskaudit.log._writer import IDENTITY_EVERY
 from riskaudit.ops import create_token
-from riskaudit.storage._segments import list_segments
 from tests.conftest import RISKAUDIT
 from tests.helpers import clean_env, free_port, start_serve, wait_serving
 

@@ -338,7 +338,7 @@ def test_metrics_show_file_sizes_build_and_process(client: TestClient) -> None:
     (after a rotation too), riskaudit_build_info with the running version, and the
     standard process_* series."""
     import riskaudit
-    from riskaudit.storage._segments import list_segments
+    from riskaudit.format import list_segments
 
     log: AuditLog = client.log  # type: ignore[attr-defined]
 

@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from riskaudit import verify_paths
+from riskaudit.format import event_line
 from riskaudit.log import line_hash
-from riskaudit.log._codec import event_line
 from tests.helpers import build_log, write_lines
 
 json_scalars = st.one_of(

@@ -22,10 +22,10 @@ from typer.testing import CliRunner
 
 from riskaudit import AuditConfig, AuditLog, verify_paths
 from riskaudit.cli import app
+from riskaudit.format import split_head
 from riskaudit.integrity import VerifyReport as VerifyReportT
 from riskaudit.integrity._keys import PublicKey, generate, load_public_key
 from riskaudit.log import line_hash
-from riskaudit.log._codec import split_head
 from riskaudit.storage._settings import Rotation
 from tests.helpers import event
 

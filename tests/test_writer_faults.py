@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from riskaudit import AuditConfig, AuditDegradedError, AuditLog, verify_paths
+from riskaudit.format import control_line, encode_event_body, event_line, split_head
 from riskaudit.log import line_hash
-from riskaudit.log._codec import control_line, encode_event_body, event_line, split_head
 from riskaudit.log._destinations import AppendFile
 from riskaudit.log._emergency import EmergencyOutput
 from riskaudit.recovery import recover
@@ -480,7 +480,7 @@ def test_a_half_written_sidecar_line_is_cut_before_the_next(
 def _segment_of(path: Path, lines: list[bytes], last_trusted: int) -> Path:
     """``lines`` written to ``path`` and sealed as a segment ending at ``last_trusted``
     (what set_aside leaves: the untrusted bytes after it stay in the file)."""
-    from riskaudit.storage._segments import seal_as_segment
+    from riskaudit.format import seal_as_segment
 
     write_lines(path, lines)
     first = split_head(lines[0])
@@ -956,7 +956,7 @@ def test_a_poisoned_primary_deleted_with_its_directory_is_copied_and_the_writer_
 def test_a_0_1_log_is_recognised_after_rotation_and_despite_a_payload(tmp_path: Path) -> None:
     """The 0.1 writer is found from the newest sealed segment when the active file has
     no start record, and an event whose payload reads like a start record is not one."""
-    from riskaudit.storage._segments import segment_name
+    from riskaudit.format import segment_name
 
     stream = "3f6c1b2e-8d4a-4f7e-9c21-5a0b7d9e1c44"
     genesis = ("genesis", {"stream": stream, "format": "riskaudit/1", "host": "h"})

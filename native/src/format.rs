@@ -1,4 +1,4 @@
-//! Format v1 line building, the Rust twin of `riskaudit/log/_codec.py`.
+//! Format v1 line building, the Rust twin of `riskaudit/format/_codec.py`.
 //!
 //! An event line is `{"seq":N,"prev":"<64 hex>","ts":"<RFC 3339, 9 digits>Z",` followed
 //! by the body the producer encoded (`"event_id":...}`); a control line is

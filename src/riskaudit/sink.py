@@ -20,7 +20,8 @@ import orjson
 from riskaudit.config import AuditConfig
 from riskaudit.errors import AuditDegradedError, AuditEncodingError, AuditError, AuditStateError
 from riskaudit.events import RiskEvent
-from riskaudit.log import EMERGENCY_PREFIX, AuditLog, Health, format_ts
+from riskaudit.format import EMERGENCY_PREFIX, format_ts
+from riskaudit.log import AuditLog, Health
 
 logger = logging.getLogger("riskaudit.sink")
 

@@ -43,7 +43,7 @@ def main() -> None:
     )
     if not spec.get("dsync", True):
         # A file system without RWF_DSYNC: write, then fsync (the window a tear needs).
-        from riskaudit.log import _files
+        from riskaudit.format import _files
 
         _files._DSYNC = None
     log = AuditLog(cfg)

@@ -36,7 +36,7 @@ from riskaudit import (
     AuditLog,
     verify_paths,
 )
-from riskaudit.log import _files
+from riskaudit.format import _files
 from riskaudit.log._emergency import EmergencyOutput
 from riskaudit.recovery import recover
 from riskaudit.storage._settings import Rotation

@@ -12,9 +12,9 @@ import typer
 
 from riskaudit.cli._common import EXIT_INVALID, EXIT_OK, fail, load_config, progress, setup
 from riskaudit.errors import AuditError
+from riskaudit.format import uncompressed_name
 from riskaudit.storage._backup import Backup
 from riskaudit.storage._housekeeping import open_backup
-from riskaudit.storage._segments import uncompressed_name
 
 backup_app = typer.Typer(help="Copies of sealed segments and checkpoints off the host.")
 

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from riskaudit.cli._common import EXIT_INVALID, fail, load_config
-from riskaudit.log import lock_path_for
+from riskaudit.format import lock_path_for
 
 signal_app = typer.Typer(help="Signal the running writer.", no_args_is_help=True)
 

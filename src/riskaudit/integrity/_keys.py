@@ -29,8 +29,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from riskaudit.errors import AuditConfigError, AuditFormatError
-from riskaudit.log._codec import parse_utc
-from riskaudit.log._files import atomic_write
+from riskaudit.format import atomic_write, parse_utc
 
 SIGNED_TEXT_HEADER = "riskaudit-checkpoint/1"
 

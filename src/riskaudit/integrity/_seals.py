@@ -24,9 +24,9 @@ from typing import Any
 
 import orjson
 
+from riskaudit.format import parse_ts, split_head
 from riskaudit.integrity._keys import PublicKey, check_signature, signed_text
 from riskaudit.integrity._sources import line_chunks
-from riskaudit.log._codec import parse_ts, split_head
 
 #: What a checkpoint's signature covers (with the chain for seq, prev and kind).
 _SIGNED_FIELDS = frozenset(

@@ -18,18 +18,24 @@ from __future__ import annotations
 
 import glob
 import os
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 from riskaudit.errors import AuditFormatError
-from riskaudit.log._codec import split_head
-from riskaudit.storage._segments import open_segment, parse_segment_name
+from riskaudit.format import (
+    end_line,
+    is_log_name,
+    is_sidecar_name,
+    is_stream_file_name,
+    is_torn_name,
+    not_records,
+    open_segment,
+    parse_segment_name,
+    split_head,
+)
 
-_SEGMENT = re.compile(r"\.jsonl(\.\d+|-\d{8,})?(\.gz|\.zst)?$")
-_NOT_SEGMENT = re.compile(r"\.lock$|\.torn-|\.untrusted-|\.checkpoints$|\.tmp|^\.")
 _READ = 8 << 20
 
 
@@ -44,19 +50,6 @@ class Source:
 def open_binary(path: Path) -> IO[bytes]:
     """Open a segment for reading, decompressing ``.gz`` and ``.zst`` transparently."""
     return open_segment(path)
-
-
-#: Files that sit next to a log but hold no records of it, and what they are.
-_NOT_RECORDS = (
-    (re.compile(r"\.lock$"), "the writer's lock file"),
-    (re.compile(r"\.holds\.json$"), "legal holds"),
-    (re.compile(r"\.backup\.json$"), "the backup state"),
-    (re.compile(r"\.checkpoints\.torn-"), "bytes cut from the checkpoint sidecar"),
-    (re.compile(r"\.untrusted-"), "a file set aside before it held a trusted record"),
-    (re.compile(r"(^\.|\.tmp)"), "a temporary file"),
-)
-_TORN = re.compile(r"\.torn-")
-_SIDECAR = re.compile(r"\.checkpoints$")
 
 
 @dataclass(slots=True)
@@ -84,11 +77,7 @@ def name_files(paths: list[str], *, torn: bool = False) -> FileSet:
     for arg in paths:
         p = Path(arg)
         if p.is_dir():
-            segs = sorted(
-                q
-                for q in p.iterdir()
-                if q.is_file() and _SEGMENT.search(q.name) and not _NOT_SEGMENT.search(q.name)
-            )
+            segs = sorted(q for q in p.iterdir() if q.is_file() and is_stream_file_name(q.name))
             if not segs and len(paths) == 1:
                 raise AuditFormatError(f"{arg}: no log segments in this directory")
             if not segs:  # a sub-directory among the files a glob names (the spool)
@@ -109,13 +98,13 @@ def name_files(paths: list[str], *, torn: bool = False) -> FileSet:
             continue
         seen.add(real)
         name = f.name
-        if _SIDECAR.search(name):
+        if is_sidecar_name(name):
             out.sidecars.append(real)
             continue
-        what = next((why for rx, why in _NOT_RECORDS if rx.search(name)), None)
-        if what is None and _TORN.search(name) and not torn:
+        what = not_records(name)
+        if what is None and is_torn_name(name) and not torn:
             what = "bytes cut from a torn tail, not records (read them with --torn)"
-        if what is None and not _TORN.search(name) and not _SEGMENT.search(name):
+        if what is None and not is_torn_name(name) and not is_log_name(name):
             what = "not named like a log file (*.jsonl, rotated or sealed)"
         if what is not None:
             out.skipped.append(f"{name}: not a segment ({what}); skipped")
@@ -156,8 +145,6 @@ def order(paths: list[Path]) -> list[Source]:
 
 def last_seq(path: Path) -> int:
     """The ``seq`` of the file's last complete record (0 if none)."""
-    from riskaudit.storage._segments import end_line  # noqa: PLC0415
-
     head = split_head(end_line(path))
     return 0 if head is None else head[0]
 

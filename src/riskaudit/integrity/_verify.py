@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import bisect
 import hashlib
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +37,18 @@ import orjson
 from riskaudit._native import Ring, scan_block
 from riskaudit._native import scan as native_scan
 from riskaudit.errors import AuditFormatError
+from riskaudit.format import (
+    LOG_GLOB,
+    SIDECAR_GLOB,
+    ZERO_HASH,
+    gap_range,
+    is_closed_name,
+    parse_segment_name,
+    recovered_range,
+    sidecar_log_stem,
+    sidecar_path,
+    split_head,
+)
 from riskaudit.integrity._keys import PublicKey
 from riskaudit.integrity._reuse import NativeReusedIds, ReusedIds
 from riskaudit.integrity._seals import Checkpoint, SealInput, check_seals, read_sidecars
@@ -50,16 +61,11 @@ from riskaudit.integrity._sources import (
     open_binary,
     order,
 )
-from riskaudit.log._codec import ZERO_HASH, gap_range, split_head
-from riskaudit.storage._segments import parse_segment_name
 
 _RING = 1 << 16
 #: Who runs the scan of records that follow the chain (verify --engine).
 Engine = Literal["native", "python"]
 _RING_MASK = _RING - 1
-#: Names of files that are closed pieces of a stream, never its growing end.
-_SEALED = re.compile(r"\.seg-\d{20}-\d{20}-|\.jsonl\.\d+(\.gz|\.zst)?$|\.jsonl-\d{8,}")
-_RECOVERED = re.compile(r"\.recovered-(\d+)-(\d+)\.jsonl(?:\.gz)?$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,7 +207,7 @@ def verify_paths(
         sidecars = default_sidecars(args)
         sidecars += [s for s in named.sidecars if s not in {x.resolve() for x in sidecars}]
     files = named.segments
-    subset = not any(Path(a).is_dir() for a in args) and all(_SEALED.search(f.name) for f in files)
+    subset = not any(Path(a).is_dir() for a in args) and all(is_closed_name(f.name) for f in files)
     given = SealInput(
         keys=keys, sidecars=sidecars, interval=checkpoint_interval, now_ns=now_ns, subset=subset
     )
@@ -219,7 +225,7 @@ def stream_directories(path: str | Path) -> list[Path] | None:
     try:
         expand([str(p)])
     except AuditFormatError:
-        subs = sorted(d for d in p.iterdir() if d.is_dir() and any(d.glob("*.jsonl")))
+        subs = sorted(d for d in p.iterdir() if d.is_dir() and any(d.glob(LOG_GLOB)))
         return subs or None
     return None
 
@@ -231,14 +237,14 @@ def default_sidecars(args: list[str]) -> list[Path]:
     for arg in args:
         p = Path(arg)
         if p.is_dir():
-            out.extend(sorted(p.glob("*.checkpoints")))
+            out.extend(sorted(p.glob(SIDECAR_GLOB)))
         else:
-            side = p.with_name(p.name + ".checkpoints")
+            side = sidecar_path(p)
             if side.exists():
                 out.append(side)
             else:  # a rotated or sealed segment: the sidecar of the log it came from
-                for cand in sorted(p.parent.glob("*.checkpoints")):
-                    stem = cand.name.removesuffix(".checkpoints").removesuffix(".jsonl")
+                for cand in sorted(p.parent.glob(SIDECAR_GLOB)):
+                    stem = sidecar_log_stem(cand)
                     if p.name.startswith(stem + ".") and cand not in out:
                         out.append(cand)
     return out
@@ -321,9 +327,9 @@ class _Verifier:
         # Recovered segments fill holes: they are spliced in where the chain needs them.
         main = []
         for src in sources:
-            m = _RECOVERED.search(src.path.name)
-            if m is not None:
-                self.recovered[(int(m.group(1)), int(m.group(2)))] = src.path
+            span = recovered_range(src.path.name)
+            if span is not None:
+                self.recovered[span] = src.path
             else:
                 main.append(src)
         anchored = self._anchor(main, sidecar)

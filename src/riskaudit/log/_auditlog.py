@@ -50,14 +50,19 @@ from riskaudit.errors import (
     AuditStorageError,
 )
 from riskaudit.events import RiskEvent
+from riskaudit.format import (
+    CENTRAL_MARK,
+    FORMAT,
+    control_mid,
+    encode_event_body,
+    ensure_dir,
+    sidecar_path,
+)
 from riskaudit.integrity._keys import load_signer
 from riskaudit.log._checkpoint import Checkpointer
-from riskaudit.log._codec import FORMAT, control_mid, encode_event_body
 from riskaudit.log._destinations import SetAside
 from riskaudit.log._emergency import EmergencyOutput
-from riskaudit.log._files import ensure_dir
 from riskaudit.log._handoff import HandOff
-from riskaudit.log._lock import CENTRAL_MARK
 from riskaudit.log._monitor import Monitor
 from riskaudit.log._startup import open_log
 from riskaudit.log._status import (
@@ -179,7 +184,7 @@ class AuditLog:
             ensure_dir(self.path.parent)
         file_lock = self._monitor.take_lock(cfg.spool_dir)
         try:
-            sidecar = cfg.checkpoint_path or self.path.with_name(self.path.name + ".checkpoints")
+            sidecar = cfg.checkpoint_path or sidecar_path(self.path)
             opened = open_log(self.path, cfg.spool_dir, sidecar)
             self.stream = opened.stream
             self.repaired = opened.repaired

@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from riskaudit.errors import AuditStorageError
+from riskaudit.format import atomic_write, format_ts, torn_path
 from riskaudit.integrity._keys import Signer, signed_text
-from riskaudit.log._codec import format_ts
 from riskaudit.log._destinations import AppendFile
-from riskaudit.log._files import atomic_write, utc_stamp
 
 logger = logging.getLogger("riskaudit.checkpoint")
 
@@ -121,9 +120,7 @@ class Checkpointer:
         tail = os.pread(side.fd, min(size, 1 << 16), max(0, size - (1 << 16)))
         if tail and not tail.endswith(b"\n"):
             keep = size - (len(tail) - (tail.rfind(b"\n") + 1))
-            atomic_write(
-                side.path.with_name(f"{side.path.name}.torn-{utc_stamp()}"), tail[keep - size :]
-            )
+            atomic_write(torn_path(side.path), tail[keep - size :])
             os.ftruncate(side.fd, keep)
             os.fsync(side.fd)
             side.offset = keep

@@ -25,17 +25,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from riskaudit.errors import AuditStorageError
-from riskaudit.log._codec import line_hash, split_head, ts_ns_of
-from riskaudit.log._files import (
+from riskaudit.format import (
     FILE_MODE,
     atomic_write,
     ensure_dir,
     fsync_dir,
-    utc_stamp,
+    line_hash,
+    segment_name,
+    split_head,
+    spool_file_name,
+    spool_file_seq,
+    ts_ns_of,
+    untrusted_path,
     write_durably,
 )
 from riskaudit.log._resume import ChainHead, Repair, Tail, cut_torn_tail, find_head
-from riskaudit.storage._segments import segment_name
 
 
 class AppendFile:
@@ -193,8 +197,12 @@ class Spool:
 
     def __init__(self, directory: Path, log_name: str) -> None:
         self.directory = directory
-        self.prefix = f"{log_name}.spool-"
+        self.log_name = log_name
         self.current: AppendFile | None = None
+
+    def path_for(self, first_seq: int) -> Path:
+        """The spool file that begins at ``first_seq``."""
+        return self.directory / spool_file_name(self.log_name, first_seq)
 
     def files(self) -> list[SpoolFile]:
         """This log's spool files in ``seq`` order (empty if the directory is missing)."""
@@ -204,16 +212,15 @@ class Spool:
             return []
         out = []
         for name in names:
-            if name.startswith(self.prefix) and name.endswith(".jsonl"):
-                digits = name[len(self.prefix) : -len(".jsonl")]
-                if digits.isdigit():
-                    out.append(SpoolFile(self.directory / name, int(digits)))
+            seq = spool_file_seq(self.log_name, name)
+            if seq is not None:
+                out.append(SpoolFile(self.directory / name, seq))
         return out
 
     def write(self, chunks: list[bytes], first_seq: int) -> None:
         """Append durably to the current spool file (a new one per episode)."""
         if self.current is None:
-            f = AppendFile(self.directory / f"{self.prefix}{first_seq:020d}.jsonl")
+            f = AppendFile(self.path_for(first_seq))
             f.open(create=True)
             self.current = f
         self.current.write(chunks)
@@ -283,10 +290,11 @@ def set_aside(file: AppendFile, tail: Tail | None, reason: str, **extra: int) ->
     path = file.path
     if tail.last_seq and tail.first_seq is not None:
         first_line = os.pread(file.fd, 1 << 16, 0).split(b"\n", 1)[0]
-        name = segment_name(path, tail.first_seq, tail.last_seq, ts_ns_of(first_line))
+        target = path.with_name(
+            segment_name(path, tail.first_seq, tail.last_seq, ts_ns_of(first_line))
+        )
     else:
-        name = f"{path.name}.untrusted-{utc_stamp()}"
-    target = path.with_name(name)
+        target = untrusted_path(path)
     source = _where_now(file)
     if source is not None:
         os.rename(source, target)

@@ -21,7 +21,7 @@ import time
 from collections import deque
 from typing import BinaryIO
 
-from riskaudit.log._codec import EMERGENCY_PREFIX
+from riskaudit.format import EMERGENCY_PREFIX
 
 logger = logging.getLogger("riskaudit.emergency")
 _PREFIX = EMERGENCY_PREFIX.encode()

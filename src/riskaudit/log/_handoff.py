@@ -35,7 +35,7 @@ import orjson
 from riskaudit._native import Batch, Queue, yield_to_writer
 from riskaudit.config import AuditConfig
 from riskaudit.errors import AuditEncodingError, AuditQueueFullError
-from riskaudit.log._codec import control_mid, format_ts
+from riskaudit.format import control_mid, format_ts
 from riskaudit.log._emergency import EmergencyOutput
 
 logger = logging.getLogger("riskaudit")

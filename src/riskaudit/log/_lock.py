@@ -14,17 +14,7 @@ import os
 from pathlib import Path
 
 from riskaudit.errors import AuditLockedError, AuditStorageError
-from riskaudit.log._files import FILE_MODE
-
-#: Held by ``riskaudit collect`` in each central stream directory; its presence tells a
-#: writer that the directory holds another host's records, byte for byte, and is not
-#: to be appended to.
-CENTRAL_MARK = ".collector.lock"
-
-
-def lock_path_for(log_path: Path) -> Path:
-    """``<log>.lock`` next to the log."""
-    return log_path.with_name(log_path.name + ".lock")
+from riskaudit.format import FILE_MODE
 
 
 class WriterLock:

@@ -16,8 +16,9 @@ from typing import Any
 from riskaudit.clock import ClockReader, ClockState
 from riskaudit.config import AuditConfig
 from riskaudit.errors import AuditError, AuditStorageError
+from riskaudit.format import lock_path_for
 from riskaudit.log._handoff import HandOff
-from riskaudit.log._lock import WriterLock, lock_path_for
+from riskaudit.log._lock import WriterLock
 from riskaudit.storage import StorageReport, check_storage, existing_ancestor
 
 logger = logging.getLogger("riskaudit")

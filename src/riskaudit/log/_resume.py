@@ -27,9 +27,7 @@ from pathlib import Path
 import orjson
 
 from riskaudit.errors import AuditFormatError
-from riskaudit.log._codec import ZERO_HASH, line_hash, split_head
-from riskaudit.log._files import atomic_write, utc_stamp
-from riskaudit.storage._segments import stream_in
+from riskaudit.format import ZERO_HASH, atomic_write, line_hash, split_head, stream_in, torn_path
 
 _BLOCK = 1 << 16
 
@@ -123,7 +121,7 @@ def _advancing(fd: int) -> Iterator[bytes]:
 def cut_torn_tail(fd: int, log_path: Path, head: ChainHead | Tail) -> Repair:
     """Keep the torn bytes in ``<log>.torn-<UTC>`` (fsynced, and its directory), then
     truncate the log to its valid prefix and fsync it."""
-    kept = log_path.with_name(f"{log_path.name}.torn-{utc_stamp()}")
+    kept = torn_path(log_path)
     atomic_write(kept, head.torn)
     os.ftruncate(fd, head.good_size)
     os.fsync(fd)

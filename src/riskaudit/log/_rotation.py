@@ -4,7 +4,7 @@ Three things move the active file under the writer, and each keeps the chain who
 
 * **built-in rotation** (``RISK_AUDIT_ROTATE_BYTES`` / ``RISK_AUDIT_ROTATE_INTERVAL``):
   the writer seals the file with a checkpoint, renames it to a sealed segment name
-  (``storage/_segments.py``), fsyncs the directory and starts a new file;
+  (``format/_names.py``), fsyncs the directory and starts a new file;
 * **logrotate in create mode**: the file is renamed away and SIGUSR1/SIGHUP (or the
   writer's own identity check) makes the writer seal the renamed file and reopen the
   path;

@@ -45,7 +45,17 @@ from pathlib import Path
 import orjson
 
 from riskaudit.errors import AuditFormatError, AuditStorageError
-from riskaudit.log._codec import ZERO_HASH, line_hash, parse_ts, split_head
+from riskaudit.format import (
+    ZERO_HASH,
+    end_line,
+    iter_bytes,
+    line_hash,
+    list_segments,
+    parse_ts,
+    rotated_files,
+    split_head,
+    stream_of,
+)
 from riskaudit.log._destinations import (
     AppendFile,
     SetAside,
@@ -61,13 +71,6 @@ from riskaudit.log._resume import (
     newest_checkpoint,
     parse_record,
     validate_tail,
-)
-from riskaudit.storage._segments import (
-    end_line,
-    iter_bytes,
-    list_segments,
-    rotated_files,
-    stream_of,
 )
 
 logger = logging.getLogger("riskaudit")

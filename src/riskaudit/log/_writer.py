@@ -52,19 +52,17 @@ from typing import Any
 from riskaudit._native import PRIMARY, SPOOL, STDOUT, Batch, Tally, Watermark
 from riskaudit._native import chain as native_chain
 from riskaudit.errors import AuditNativeError
+from riskaudit.format import atomic_write, control_mid, split_head, truncated_path, ts_ns_of
+from riskaudit.format import seal_as_segment as seal_segment_file
 from riskaudit.log._checkpoint import Checkpointer, unsigned_fields
-from riskaudit.log._codec import control_mid, split_head, ts_ns_of
 from riskaudit.log._destinations import AppendFile, SetAside, Spool, replay_lines, set_aside
 from riskaudit.log._emergency import EmergencyOutput
-from riskaudit.log._files import atomic_write, utc_stamp
 from riskaudit.log._handoff import HandOff
 from riskaudit.log._monitor import Monitor
 from riskaudit.log._resume import Tail, validate_tail
 from riskaudit.log._rotation import RecentRecords, Rotation
 from riskaudit.log._startup import leftover_spool_files
 from riskaudit.storage import probe_write
-from riskaudit.storage._segments import log_stem
-from riskaudit.storage._segments import seal_as_segment as seal_segment_file
 
 logger = logging.getLogger("riskaudit.writer")
 
@@ -702,9 +700,7 @@ class Writer:
         span = self.ring.span()
         aside: str | None = None
         if found and found not in kept:
-            target = primary.path.with_name(
-                f"{log_stem(primary.path)}.truncated-{utc_stamp()}.jsonl"
-            )
+            target = truncated_path(primary.path)
             atomic_write(target, found)
             aside = target.name
         primary.reset()
@@ -801,7 +797,7 @@ class Writer:
             return
         first = content[: content.find(b",")]
         seq = int(first[len(b'{"seq":') :]) if first.startswith(b'{"seq":') else 1
-        target = self.spool.directory / f"{self.spool.prefix}{seq:020d}.jsonl"
+        target = self.spool.path_for(seq)
         try:
             atomic_write(target, content)
         except Exception as exc:

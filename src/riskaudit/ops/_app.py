@@ -38,6 +38,7 @@ from riskaudit.bus import RiskEventBus
 from riskaudit.config import AuditConfig
 from riskaudit.errors import AuditEncodingError, AuditError, AuditPolicyError
 from riskaudit.events import EventPriority, EventType, RiskEvent
+from riskaudit.format import holds_path
 from riskaudit.integrity._export import TIME_FORMS, TIME_PATTERN, parse_time
 from riskaudit.log import AuditLog
 from riskaudit.ops._approvals import Approvals
@@ -58,7 +59,7 @@ from riskaudit.ops._page import render_page
 from riskaudit.ops._query import Query as EventQuery
 from riskaudit.ops._query import run_query
 from riskaudit.policy import ACTOR_TYPE_NAMES, actor_problem, requires_approval
-from riskaudit.storage._holds import HoldsWatch, holds_path
+from riskaudit.storage._holds import HoldsWatch
 
 logger = logging.getLogger("riskaudit.ops")
 

@@ -34,8 +34,7 @@ from typing import Any
 
 from riskaudit.config import parse_duration
 from riskaudit.errors import AuditConfigError
-from riskaudit.log._codec import format_ts, parse_utc
-from riskaudit.log._files import atomic_write, file_signature
+from riskaudit.format import atomic_write, file_signature, format_ts, parse_utc
 
 logger = logging.getLogger("riskaudit.ops")
 

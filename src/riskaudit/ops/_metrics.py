@@ -28,7 +28,7 @@ from prometheus_client.registry import Collector
 
 from riskaudit._version import __version__
 from riskaudit.events import EventPriority, EventType
-from riskaudit.storage._segments import list_segments
+from riskaudit.format import list_segments
 
 if TYPE_CHECKING:
     from riskaudit.bus import RiskEventBus

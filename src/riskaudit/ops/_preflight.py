@@ -22,9 +22,9 @@ from pathlib import Path
 from riskaudit.clock import read_clock
 from riskaudit.config import AuditConfig
 from riskaudit.errors import AuditError
+from riskaudit.format import backup_state_path
 from riskaudit.integrity._keys import load_signer
 from riskaudit.storage import check_storage, detect_container, existing_ancestor, probe_write
-from riskaudit.storage._backup import state_path
 
 OK, WARN, FAIL = "ok", "warning", "fail"
 SYMBOL = {OK: "✓", WARN: "⚠", FAIL: "✗"}
@@ -187,7 +187,7 @@ def check_backup(config: AuditConfig, now: float) -> Check:
     try:
         import orjson  # noqa: PLC0415
 
-        state = orjson.loads(state_path(config.log_path.absolute()).read_bytes())
+        state = orjson.loads(backup_state_path(config.log_path.absolute()).read_bytes())
         last = state.get("last_success_ns")
     except (OSError, ValueError):
         last = None

@@ -12,8 +12,8 @@ from typing import Any
 
 import orjson
 
+from riskaudit.format import parse_ts, split_head
 from riskaudit.integrity import expand, line_chunks, order
-from riskaudit.log import parse_ts, split_head
 
 
 @dataclass(frozen=True, slots=True)

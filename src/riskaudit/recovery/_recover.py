@@ -28,12 +28,19 @@ from typing import Any
 import orjson
 
 from riskaudit.config import AuditConfig
+from riskaudit.format import (
+    ZERO_HASH,
+    atomic_write,
+    line_hash,
+    parse_segment,
+    recovered_glob,
+    recovered_path,
+    recovered_range,
+    split_head,
+)
 from riskaudit.integrity import VerifyReport, expand, line_chunks, verify_paths
-from riskaudit.integrity._verify import _RECOVERED
-from riskaudit.log import ZERO_HASH, AuditLog, line_hash, split_head
-from riskaudit.log._files import atomic_write
+from riskaudit.log import AuditLog
 from riskaudit.recovery._sources import Found, find_all
-from riskaudit.storage._segments import parse_segment
 
 
 @dataclass(slots=True)
@@ -81,10 +88,10 @@ def _record_lines(log_path: Path) -> Iterator[bytes]:
 def _scan_log(log_path: Path, wanted: set[int]) -> _LogFacts:
     """Gap records, filled ranges, recovered payload keys, and hashes of ``wanted`` seqs."""
     facts = _LogFacts()
-    for path in log_path.parent.glob(f"{log_path.name}.recovered-*"):
-        m = _RECOVERED.search(path.name)
-        if m is not None:
-            facts.filled.append((int(m.group(1)), int(m.group(2))))
+    for path in log_path.parent.glob(recovered_glob(log_path, compressed=True)):
+        span = recovered_range(path.name)
+        if span is not None:
+            facts.filled.append(span)
     for line in _record_lines(log_path):
         head = split_head(line)
         if head is None:
@@ -149,7 +156,7 @@ def recover(
             seq += 1
         if run:
             end = first + len(run) - 1
-            target = log_path.with_name(f"{log_path.name}.recovered-{first}-{end}.jsonl")
+            target = recovered_path(log_path, first, end)
             data = b"".join(line + b"\n" for line in run)
             if not target.exists() or target.read_bytes() != data:
                 atomic_write(target, data)

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import orjson
 
+from riskaudit.format import EMERGENCY_PREFIX, SPOOL_GLOB
 from riskaudit.integrity import open_binary
-from riskaudit.log import EMERGENCY_PREFIX
 
 _PREFIX = EMERGENCY_PREFIX.encode()
 _CRI = re.compile(rb"^(\S+) (stdout|stderr) ([PF]) ?(.*)$")
@@ -88,7 +88,7 @@ def find_emergency_lines(path: Path) -> Iterator[Found]:
 
 def spool_records(directory: Path) -> Iterator[Found]:
     """Record lines of every ``*.spool-*.jsonl`` file in a spool directory."""
-    for path in sorted(directory.glob("*.spool-*.jsonl")):
+    for path in sorted(directory.glob(SPOOL_GLOB)):
         with open(path, "rb") as fh:
             for number, raw in enumerate(fh, start=1):
                 if raw.endswith(b"\n") and raw.startswith(b'{"seq":'):

@@ -48,7 +48,6 @@ import fcntl
 import hashlib
 import logging
 import os
-import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -58,13 +57,25 @@ from typing import Any
 import orjson
 
 from riskaudit.errors import AuditLockedError
-from riskaudit.log._codec import ZERO_HASH, gap_range, is_control, line_hash, split_head, ts_ns_of
+from riskaudit.format import (
+    CENTRAL_MARK,
+    CENTRAL_NAME,
+    HOLES_NAME,
+    ZERO_HASH,
+    atomic_write,
+    gap_range,
+    is_control,
+    line_hash,
+    recovered_path,
+    recovered_range,
+    seal_as_segment,
+    sidecar_path,
+    split_head,
+    ts_ns_of,
+)
 from riskaudit.log._destinations import AppendFile
-from riskaudit.log._files import atomic_write
-from riskaudit.log._lock import CENTRAL_MARK
 from riskaudit.log._startup import sibling_head
 from riskaudit.replication._board import Board, RepairRequest, Watermark
-from riskaudit.storage._segments import seal_as_segment
 from riskaudit.storage._settings import ReplicationSettings
 
 logger = logging.getLogger("riskaudit.collect")
@@ -85,11 +96,6 @@ REPAIR_BACKOFF_MAX = 300.0
 HOLD_MAX = 256
 #: Seconds between attempts to open the board while it cannot be.
 BOARD_RETRY = 5.0
-_RECOVERED_NAME = re.compile(r"\.recovered-(\d+)-(\d+)\.jsonl$")
-CENTRAL_NAME = "audit.jsonl"
-#: The ranges the central copy lacks (gaps called, records that broke the chain), kept
-#: across restarts: the watermark must never pass them.
-HOLES_NAME = CENTRAL_NAME + ".holes.json"
 
 
 @dataclass(slots=True)
@@ -124,7 +130,7 @@ class CentralLog:
         self.last_seq, self.last_hash = head.last_seq, head.last_hash or ZERO_HASH
         if not self.last_seq:  # new, or killed between a seal's rename and the next record
             self.last_seq, self.last_hash, _ = sibling_head(self.log.path)
-        self.sidecar = AppendFile(directory / (CENTRAL_NAME + ".checkpoints"))
+        self.sidecar = AppendFile(sidecar_path(directory / CENTRAL_NAME))
         self.sidecar.open(create=True)
         side = self.sidecar.head() if self.sidecar.offset else None
         if side is not None and side.torn:
@@ -266,16 +272,14 @@ class CentralLog:
     def add_recovered(self, name: str, data: bytes) -> None:
         """A recovered segment's records, kept as ``audit.jsonl.recovered-<a>-<b>.jsonl``
         (``verify`` splices it into the hole its ``gap`` record names)."""
-        m = _RECOVERED_NAME.search(name)
-        if m is None:
+        span = recovered_range(name)
+        if span is None:
             logger.error("stream %s: recovered records from %r: bad name", self.stream, name)
             return
-        self._write_recovered(int(m[1]), int(m[2]), data)
+        self._write_recovered(*span, data)
 
     def _write_recovered(self, first: int, last: int, data: bytes) -> None:
-        target = AppendFile(
-            self.log.path.with_name(f"{CENTRAL_NAME}.recovered-{first}-{last}.jsonl")
-        )
+        target = AppendFile(recovered_path(self.log.path, first, last))
         target.open(create=True)
         try:
             have = target.head().last_seq if target.offset else 0

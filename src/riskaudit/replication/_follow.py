@@ -19,13 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from riskaudit.errors import AuditFormatError
+from riskaudit.format import line_hash, list_segments, open_segment, rotated_files, split_head
 from riskaudit.integrity._sources import first_seq, last_seq
-from riskaudit.log._codec import line_hash, split_head
-from riskaudit.storage._segments import (
-    list_segments,
-    open_segment,
-    rotated_files,
-)
 
 _READ = 4 << 20
 _HEAD = 128  # enough bytes for a record's head: {"seq":N,"prev":"<64 hex>"

@@ -39,12 +39,18 @@ from typing import Any
 import orjson
 
 from riskaudit.errors import AuditConfigError
-from riskaudit.log._codec import split_head, ts_ns_of
-from riskaudit.log._files import atomic_write
+from riskaudit.format import (
+    atomic_write,
+    forward_cursor_path,
+    last_line,
+    recovered_glob,
+    sidecar_path,
+    split_head,
+    ts_ns_of,
+)
 from riskaudit.replication._board import Board, KvBoard, RepairRequest, Watermark, bucket_name
 from riskaudit.replication._follow import Chunk, LogFollower
 from riskaudit.storage._backup import find_stream
-from riskaudit.storage._segments import forward_cursor_path, last_line
 from riskaudit.storage._settings import ReplicationSettings
 
 logger = logging.getLogger("riskaudit.forward")
@@ -144,7 +150,7 @@ class Forwarder:
         self.log_path = log_path
         self.settings = settings
         self.publish = publish
-        self.sidecar = sidecar or log_path.with_name(log_path.name + ".checkpoints")
+        self.sidecar = sidecar or sidecar_path(log_path)
         self.follower = LogFollower(
             log_path, max_records=settings.chunk_records, max_bytes=settings.chunk_bytes
         )
@@ -419,7 +425,7 @@ class Forwarder:
         done = set(cursor.recovered)
         names = sorted(
             p.name
-            for p in self.log_path.parent.glob(f"{self.log_path.name}.recovered-*.jsonl")
+            for p in self.log_path.parent.glob(recovered_glob(self.log_path))
             if p.name not in done
         )
         for name in names:

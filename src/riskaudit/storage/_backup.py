@@ -34,25 +34,32 @@ from typing import Any
 import orjson
 
 from riskaudit.errors import AuditBackupError, AuditFormatError
-from riskaudit.log._codec import parse_ts, split_head
-from riskaudit.log._files import atomic_write
-from riskaudit.storage._holds import Hold, holds_path, load_holds
-from riskaudit.storage._segments import (
+from riskaudit.format import (
+    LOG_SUFFIX,
     SUFFIXES,
+    atomic_write,
+    backup_state_path,
     content_sha256,
     end_line,
     event_types,
     file_sha256,
+    holds_path,
+    is_sidecar_name,
     list_segments,
     log_stem,
     open_segment,
     parse_segment_name,
+    parse_ts,
     rotated_files,
     segment_name,
     sha256_stream,
+    sidecar_path,
+    split_head,
     stream_of,
+    temp_path,
     uncompressed_name,
 )
+from riskaudit.storage._holds import Hold, load_holds
 from riskaudit.storage._settings import BackupSettings, RetentionPolicy
 from riskaudit.storage._targets import (
     BackupTarget,
@@ -105,10 +112,6 @@ class BackupReport:
         }
 
 
-def state_path(log_path: Path) -> Path:
-    return log_path.with_name(log_path.name + ".backup.json")
-
-
 def _record(line: bytes) -> dict[str, Any] | None:
     try:
         rec = orjson.loads(line)
@@ -146,9 +149,9 @@ class Backup:
         self.log_path = log_path
         self.target = target
         self.policy = policy
-        self.sidecar = sidecar or log_path.with_name(log_path.name + ".checkpoints")
+        self.sidecar = sidecar or sidecar_path(log_path)
         self.holds_file = holds_file or holds_path(log_path)
-        self.state_file = state_path(log_path)
+        self.state_file = backup_state_path(log_path)
         self.progress = progress
         #: After a restore: the last seq restored, and the checkpoints left out.
         self.restored_through = 0
@@ -483,7 +486,7 @@ class Backup:
                 continue
             if i < len(segments):
                 dest = out_dir / Path(key).name
-                tmp = dest.with_name(f".{dest.name}.tmp")
+                tmp = temp_path(dest)
                 ok = False
                 try:
                     ok = self._matches(key, self._fetch(key, tmp), info.sha256, mismatches)
@@ -497,7 +500,7 @@ class Backup:
                 data = b"".join(self.target.read(key))
                 if self._matches(key, hashlib.sha256(data).hexdigest(), info.sha256, mismatches):
                     lines.append(data)
-        side = out_dir / f"{log_stem(self.log_path)}.jsonl.checkpoints"
+        side = sidecar_path(out_dir / (log_stem(self.log_path) + LOG_SUFFIX))
         side.write_bytes(b"".join(lines))
         written.append(side)
         return written
@@ -530,7 +533,7 @@ class Backup:
         problems: list[str] = []
         shutil.rmtree(work_dir, ignore_errors=True)
         restored = self.restore(work_dir, mismatches=problems)
-        segs = [p for p in restored if not p.name.endswith(".checkpoints")]
-        sides = [p for p in restored if p.name.endswith(".checkpoints")]
+        segs = [p for p in restored if not is_sidecar_name(p.name)]
+        sides = [p for p in restored if is_sidecar_name(p.name)]
         report = verify_paths([str(p) for p in segs], checkpoints=sides) if segs else None
         return problems, report

@@ -17,8 +17,7 @@ from typing import Any
 import orjson
 
 from riskaudit.errors import AuditConfigError, AuditFormatError
-from riskaudit.log._codec import format_ts, parse_utc
-from riskaudit.log._files import atomic_write, file_signature
+from riskaudit.format import atomic_write, file_signature, format_ts, parse_utc
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,10 +34,6 @@ class Hold:
         lo = parse_utc(self.since) if self.since else None
         hi = parse_utc(self.until) if self.until else None
         return (hi is None or start_ns <= hi) and (lo is None or end_ns >= lo)
-
-
-def holds_path(log_path: Path) -> Path:
-    return log_path.with_name(log_path.name + ".holds.json")
 
 
 def load_holds(path: Path) -> list[Hold]:

@@ -19,9 +19,10 @@ from typing import Any
 
 from riskaudit.config import AuditConfig
 from riskaudit.errors import AuditError
+from riskaudit.format import holds_path, list_segments, sidecar_path
 from riskaudit.log import AuditLog
 from riskaudit.storage._backup import SHIP_EVERY, Backup
-from riskaudit.storage._holds import holds_path, load_holds
+from riskaudit.storage._holds import load_holds
 from riskaudit.storage._retention import (
     apply,
     archive_expiry,
@@ -29,7 +30,6 @@ from riskaudit.storage._retention import (
     plan,
     replicated_through,
 )
-from riskaudit.storage._segments import list_segments
 
 logger = logging.getLogger("riskaudit.housekeeping")
 
@@ -44,7 +44,7 @@ def open_backup(config: AuditConfig, log_path: Path, **kw: Any) -> Backup | None
     """The configured backup of this log, or None when no target is set."""
     if not config.backup.target:
         return None
-    sidecar = config.checkpoint_path or log_path.with_name(log_path.name + ".checkpoints")
+    sidecar = config.checkpoint_path or sidecar_path(log_path)
     return Backup.from_settings(
         log_path,
         config.backup,

@@ -29,18 +29,18 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from riskaudit.errors import AuditBackupError
-from riskaudit.log._files import fsync_dir
-from riskaudit.storage._holds import Hold
-from riskaudit.storage._segments import (
+from riskaudit.format import (
     SUFFIXES,
     Segment,
     compress,
     content_sha256,
     event_types,
     forward_cursor_path,
+    fsync_dir,
     parse_segment_name,
     segment_end_ns,
 )
+from riskaudit.storage._holds import Hold
 from riskaudit.storage._settings import DAY, RetentionPolicy
 
 if TYPE_CHECKING:

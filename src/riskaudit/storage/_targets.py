@@ -30,7 +30,7 @@ from typing import Any, Protocol
 import orjson
 
 from riskaudit.errors import AuditBackupError, AuditStorageError
-from riskaudit.log._files import atomic_write, ensure_dir, fsync_dir
+from riskaudit.format import atomic_write, ensure_dir, fsync_dir
 
 _READ = 8 << 20
 

@@ -10,19 +10,16 @@ for example ``risk_audit.seg-00000000000000000001-00000000000000120000-20261126T
 (``<log stem>`` is the log's file name without ``.jsonl``; the UTC start is the ``ts``
 of the segment's first record, to the second). Compression (when a segment leaves the
 hot tier) keeps the name and adds ``.gz`` or ``.zst``; the bytes inside do not change,
-so every hash and checkpoint still holds.
+so every hash and checkpoint still holds. The names are built and parsed in ``_names``.
 """
 
 from __future__ import annotations
 
-import calendar
 import contextlib
 import gzip
 import hashlib
 import io
 import os
-import re
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,61 +28,30 @@ from typing import IO, Any, cast
 import orjson
 
 from riskaudit.errors import AuditConfigError, AuditFormatError
+from riskaudit.format._codec import parse_ts, split_head
+from riskaudit.format._files import fsync_dir
+from riskaudit.format._names import (
+    SUFFIXES,
+    is_rotated_name,
+    match_segment_name,
+    parse_segment_name,
+    segment_name,
+    temp_path,
+    uncompressed_name,
+)
 
-#: Compression methods and their file suffixes.
-SUFFIXES = {"gzip": ".gz", "zstd": ".zst"}
 _READ = 8 << 20
-
-
-def uncompressed_name(name: str) -> str:
-    """``x.jsonl`` for ``x.jsonl``, ``x.jsonl.gz`` and ``x.jsonl.zst``."""
-    for suffix in SUFFIXES.values():
-        name = name.removesuffix(suffix)
-    return name
-
-
-def log_stem(log_path: Path) -> str:
-    """``risk_audit`` for ``risk_audit.jsonl``."""
-    name = log_path.name
-    return name[: -len(".jsonl")] if name.endswith(".jsonl") else name
-
-
-def segment_name(log_path: Path, first: int, last: int, start_ns: int) -> str:
-    """The sealed segment's file name (in the log's directory)."""
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(start_ns // 1_000_000_000))
-    return f"{log_stem(log_path)}.seg-{first:020d}-{last:020d}-{stamp}.jsonl"
 
 
 def seal_as_segment(path: Path, first: int, last: int, start_ns: int) -> Path:
     """Rename a finished file to its sealed segment name next to it, fsync the directory
     (the rename is what makes it a segment) and make it read-only; the new path."""
-    from riskaudit.log._files import fsync_dir  # noqa: PLC0415 (see segment_end_ns)
-
     target = path.with_name(segment_name(path, first, last, start_ns))
     os.rename(path, target)
     fsync_dir(target.parent)
     with contextlib.suppress(OSError):
         os.chmod(target, 0o440)
     return target
-
-
-def _pattern(log_path: Path) -> re.Pattern[str]:
-    return re.compile(
-        re.escape(log_stem(log_path))
-        + r"\.seg-(\d{20})-(\d{20})-(\d{8}T\d{6}Z)\.jsonl(\.gz|\.zst)?$"
-    )
-
-
-_ANY = re.compile(r"\.seg-(\d{20})-(\d{20})-(\d{8}T\d{6}Z)\.jsonl")
-
-
-def parse_segment_name(name: str) -> tuple[int, int, int] | None:
-    """(first, last, start_ns) from any sealed segment name."""
-    m = _ANY.search(name)
-    if m is None:
-        return None
-    start = calendar.timegm(time.strptime(m.group(3), "%Y%m%dT%H%M%SZ")) * 1_000_000_000
-    return int(m.group(1)), int(m.group(2)), start
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,24 +71,14 @@ class Segment:
 
 
 def parse_segment(log_path: Path, path: Path) -> Segment | None:
-    m = _pattern(log_path).match(path.name)
-    if m is None:
+    """The sealed segment at ``path`` if its name is one of this log's segments."""
+    named = match_segment_name(log_path, path.name)
+    if named is None:
         return None
-    start = time.strptime(m.group(3), "%Y%m%dT%H%M%SZ")
-    compression = {".gz": "gzip", ".zst": "zstd"}.get(m.group(4) or "")
+    first, last, start_ns, compression = named
     return Segment(
-        path=path,
-        first_seq=int(m.group(1)),
-        last_seq=int(m.group(2)),
-        start_ns=calendar.timegm(start) * 1_000_000_000,
-        compression=compression,
+        path=path, first_seq=first, last_seq=last, start_ns=start_ns, compression=compression
     )
-
-
-def forward_cursor_path(log_path: Path) -> Path:
-    """``<log>.forward.json``: the forwarder's cursor, with the collector's watermark
-    that retention reads."""
-    return log_path.with_name(log_path.name + ".forward.json")
 
 
 def list_segments(log_path: Path) -> list[Segment]:
@@ -142,19 +98,11 @@ def list_segments(log_path: Path) -> list[Segment]:
 
 def rotated_files(log_path: Path) -> list[Path]:
     """``risk_audit.jsonl.1``, ``risk_audit.jsonl.2.gz``, ``risk_audit.jsonl-20261126``."""
-    out = []
-    prefix = log_path.name
-    for name in os.listdir(log_path.parent):
-        if not name.startswith(prefix) or name == prefix:
-            continue
-        rest = name[len(prefix) :]
-        for suffix in SUFFIXES.values():
-            rest = rest.removesuffix(suffix)
-        if (rest.startswith(".") and rest[1:].isdigit()) or (
-            rest.startswith("-") and rest[1:].isdigit()
-        ):
-            out.append(log_path.parent / name)
-    return out
+    return [
+        log_path.parent / name
+        for name in os.listdir(log_path.parent)
+        if is_rotated_name(log_path, name)
+    ]
 
 
 def open_segment(path: Path) -> IO[bytes]:
@@ -274,8 +222,6 @@ def end_line(path: Path) -> bytes:
     named = parse_segment_name(path.name)
     if named is None:
         return last_line(path)
-    from riskaudit.log._codec import split_head  # noqa: PLC0415 (see segment_end_ns)
-
     want = named[1]
     if path.name.endswith((".gz", ".zst")):
         found, carry = None, b""
@@ -307,9 +253,6 @@ def end_line(path: Path) -> bytes:
 
 def segment_end_ns(seg: Segment) -> int:
     """The ``ts`` of the segment's last record (its sealing checkpoint)."""
-    # The engine imports this module: importing it back at the top would be a cycle.
-    from riskaudit.log._codec import parse_ts  # noqa: PLC0415
-
     line = end_line(seg.path)
     try:
         return parse_ts(orjson.loads(line)["ts"])
@@ -336,13 +279,11 @@ def event_types(path: Path, names: list[str]) -> set[str]:
 def compress(seg: Segment, method: str) -> Segment:
     """Write the compressed copy (temp file, fsync, rename, fsync the directory), check
     it decompresses to the same bytes, then remove the plain file."""
-    from riskaudit.log._files import fsync_dir  # noqa: PLC0415 (see segment_end_ns)
-
     if seg.compression is not None:
         return seg
     suffix = SUFFIXES[method]
     target = seg.path.with_name(seg.path.name + suffix)
-    tmp = target.with_name(f".{seg.path.name}.tmp{suffix}")  # the suffix says how to read it
+    tmp = temp_path(seg.path, suffix)  # the suffix says how to read it
     plain_sha = hashlib.sha256()
     with open(seg.path, "rb") as src, open(tmp, "wb") as raw:
         if method == "gzip":

@@ -10,11 +10,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import time
 from pathlib import Path
 
 from riskaudit._native import write_durably as native_write_durably
 from riskaudit.errors import AuditStorageError
+from riskaudit.format._names import temp_path
 
 FILE_MODE = 0o640
 DIR_MODE = 0o750
@@ -94,7 +94,7 @@ def atomic_write(
 ) -> None:
     """Create ``path`` with exactly ``data``, durably, or leave nothing behind; with
     ``mode`` and ``owner`` (a file's stat), the new file has them before it is renamed."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = temp_path(path, f"-{os.getpid()}")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
         try:
@@ -112,12 +112,6 @@ def atomic_write(
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise AuditStorageError(f"cannot write {path}: {exc}") from exc
-
-
-def utc_stamp() -> str:
-    """Now, for file names: ``20261126T093000.123456789Z`` (sorts in time order)."""
-    ns = time.time_ns()
-    return time.strftime("%Y%m%dT%H%M%S", time.gmtime(ns // 10**9)) + f".{ns % 10**9:09d}Z"
 
 
 def file_signature(path: Path) -> tuple[int, int, int, int] | None:

@@ -1,15 +1,4 @@
-"""Format v1, the on-disk contract (docs/format.md is the reader's version).
-
-One JSON object per line, UTF-8, ``\\n``-terminated, no newline inside a record. The
-first two keys of every line are ``seq`` (1, 2, 3, ... never reused) and ``prev`` (the
-lowercase hex SHA-256 of the previous line's bytes without its ``\\n``; 64 zeros for
-``seq`` 1). The hash of a record is ``sha256(line)``: the bytes on disk are hashed as
-they are, so no canonical JSON is needed and any edit breaks the link to the next line.
-
-Event records continue with ``ts`` (when the log accepted the record, RFC 3339 UTC with
-nine fractional digits and ``Z``), then the event's ``event_id``, ``event_type`` and
-``priority`` (by name), ``source``, ``data``, ``metadata``, ``timestamp_ns``. Control
-records carry ``kind`` third, their own fields, and ``ts`` last.
+"""Format v1's lines: their bytes, built and read (see the package's docstring).
 
 The split of work follows the data flow: the producer's thread encodes the event body
 once (:func:`encode_event_body`), which both snapshots its mutable dicts and rejects
