@@ -248,7 +248,7 @@ def test_engines_agree_on_random_damage(lines: list[bytes], data: st.DataObject)
     event ids reused): the two engines report the same findings and warnings."""
     lines = list(lines)
     for _ in range(data.draw(st.integers(0, 3))):
-        op = data.draw(st.sampled_from(["flip", "drop", "repeat", "move", "reuse"]))
+        op = data.draw(st.sampled_from(["flip", "drop", "repeat", "move", "reuse", "bigseq"]))
         i = data.draw(st.integers(0, len(lines) - 1))
         if op == "flip" and lines[i]:
             k = data.draw(st.integers(0, len(lines[i]) - 1))
@@ -261,6 +261,9 @@ def test_engines_agree_on_random_damage(lines: list[bytes], data: st.DataObject)
             lines.insert(data.draw(st.integers(0, len(lines))), lines.pop(i))
         elif op == "reuse":
             lines = _reuse_an_id(lines, i)
+        elif op == "bigseq":
+            big = data.draw(st.sampled_from([2**62, 2**63, 2**64, 10**21]))
+            lines[i] = re.sub(rb'^\{"seq":\d+', b'{"seq":%d' % big, lines[i])
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "risk_audit.jsonl"
         write_lines(path, lines)
@@ -371,3 +374,65 @@ def test_the_writer_counts_events_by_kind_and_source_for_the_metrics(tmp_path: P
         if "source" in rec:
             newest[rec["source"]] = parse_ts(rec["ts"])
     assert last == newest
+
+
+@pytest.mark.parametrize("block", [1, 7, 64, 4096])
+def test_engines_agree_whatever_the_block_size(
+    real_log: tuple[Path, Path], tmp_path: Path, block: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files read in blocks of 1, 7, 64 and 4096 bytes (a block boundary inside every
+    kind of line, a pending line carried over, sealed ends in a later block): the native
+    and the Python walk still give the same reports, clean and tampered."""
+    from riskaudit.integrity import _sources
+
+    monkeypatch.setattr(_sources, "_READ", block)
+    directory, public = real_log
+    assert both([directory], keys=keys_of(public))["status"] == "valid"
+    for n, tamper in enumerate(TAMPERS[:8]):
+        logs = copy_of(directory, tmp_path / f"t{n}")
+        tamper(logs, random.Random(n))
+        both([logs], keys=keys_of(public))
+
+
+def test_a_seq_beyond_64_bits_is_judged_alike(tmp_path: Path) -> None:
+    """A forged line claiming a seq the core cannot hold (beyond 2**64) is reported by
+    the native engine as by the Python one, not an OverflowError."""
+    lines = build_log([{"a": 1}, {"b": 2}, {"c": 3}])
+    lines[1] = re.sub(rb'^\{"seq":\d+', b'{"seq":123456789012345678901', lines[1])
+    path = tmp_path / "risk_audit.jsonl"
+    write_lines(path, lines)
+    assert both([path])["status"] == "invalid"
+    lines[1] = re.sub(rb'^\{"seq":\d+', b'{"seq":4611686018427387904', lines[1])
+    write_lines(path, lines)
+    assert both([path])["status"] == "invalid"
+
+
+def test_a_producer_steps_aside_for_a_writer_waiting_for_the_gil() -> None:
+    """While a writer-side call (here take) waits for the GIL that this thread holds, a
+    push that may yield returns -2 after 50 µs; one that may not (a risk-reducing
+    event) is queued at once; yield_to_writer lets the writer in, and pushes go on."""
+    import threading
+    import time
+
+    q = Queue(1, 1)
+    returned = threading.Event()
+
+    def writer() -> None:
+        q.take(0.05)  # returns after 50 ms, then needs the GIL back
+        returned.set()
+
+    t = threading.Thread(target=writer)
+    t.start()
+    seen = set()
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline and -2 not in seen:
+        seen.add(q.push(b"x", 1 << 20, 1 << 30))
+        if -2 in seen:
+            assert q.push(b"reserve", 1 << 20, 1 << 30, False) > 0  # never steps aside
+    assert -2 in seen
+    from riskaudit._native import yield_to_writer
+
+    yield_to_writer(1.0)
+    t.join(2.0)
+    assert returned.is_set()
+    assert q.push(b"y", 1 << 20, 1 << 30) > 0

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
 
-/// When a writer thread began waiting for the GIL (ns, CLOCK_REALTIME); 0: none waits.
+/// When a writer thread began waiting for the GIL (ns, CLOCK_MONOTONIC); 0: none waits.
 static WRITER_WAITS_SINCE: AtomicI64 = AtomicI64::new(0);
 
 /// How long a writer may wait for the GIL before producers step aside.
@@ -25,7 +25,7 @@ pub fn writer_detach<T: Send>(py: Python<'_>, f: impl FnOnce() -> T + Send) -> T
     let mut mark = 0;
     let out = py.detach(|| {
         let out = f();
-        mark = crate::queue::now_ns().max(1);
+        mark = monotonic_ns().max(1);
         WRITER_WAITS_SINCE.store(mark, Ordering::Release);
         out
     });
@@ -33,11 +33,29 @@ pub fn writer_detach<T: Send>(py: Python<'_>, f: impl FnOnce() -> T + Send) -> T
     out
 }
 
-/// Whether a writer has waited for the GIL for longer than `YIELD_AFTER_NS` at `now`.
+fn monotonic_ns() -> i64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the struct we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    #[allow(clippy::unnecessary_cast)]
+    let ns = ts.tv_sec as i64 * 1_000_000_000 + ts.tv_nsec as i64;
+    ns
+}
+
+/// Whether a writer has waited for the GIL for longer than `YIELD_AFTER_NS`.
 #[inline]
-pub fn writer_starved(now: i64) -> bool {
+pub fn writer_starved() -> bool {
     let since = WRITER_WAITS_SINCE.load(Ordering::Acquire);
-    since != 0 && now - since > YIELD_AFTER_NS
+    since != 0 && monotonic_ns() - since > YIELD_AFTER_NS
+}
+
+/// In a forked child: no writer thread of the parent exists here to clear the flag.
+#[pyfunction]
+pub fn _after_fork() {
+    WRITER_WAITS_SINCE.store(0, Ordering::Release);
 }
 
 /// Wait without the GIL, at most `timeout` seconds, until no writer waits for it.

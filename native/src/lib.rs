@@ -44,6 +44,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(commit::write_durably, m)?)?;
     m.add_function(wrap_pyfunction!(scan::scan, m)?)?;
     m.add_function(wrap_pyfunction!(gil::yield_to_writer, m)?)?;
+    m.add_function(wrap_pyfunction!(gil::_after_fork, m)?)?;
     m.add_function(wrap_pyfunction!(scan::scan_block, m)?)?;
     m.add_function(wrap_pyfunction!(line_hash, m)?)?;
     #[cfg(feature = "test-panics")]

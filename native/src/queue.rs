@@ -12,6 +12,7 @@
 //! releases the GIL first.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -83,6 +84,8 @@ struct State {
 #[pyclass(frozen, module = "riskaudit._native")]
 pub struct Queue {
     state: Mutex<State>,
+    /// `State::open`, readable without the lock (push checks it first).
+    open: AtomicBool,
     writer: Condvar,
     space: Condvar,
     wake_at: usize,
@@ -133,8 +136,13 @@ impl Queue {
 impl Queue {
     #[new]
     #[pyo3(signature = (next_seq, wake_at))]
-    fn new(next_seq: u64, wake_at: usize) -> Self {
-        Queue {
+    fn new(next_seq: u64, wake_at: usize) -> PyResult<Self> {
+        if next_seq > SEQ_MASK {
+            return Err(pyo3::exceptions::PyValueError::new_err(
+                "seq beyond 2**62 - 1",
+            ));
+        }
+        Ok(Queue {
             state: Mutex::new(State {
                 items: VecDeque::new(),
                 bytes: 0,
@@ -145,10 +153,11 @@ impl Queue {
                 takes: 0,
                 space_waiters: 0,
             }),
+            open: AtomicBool::new(true),
             writer: Condvar::new(),
             space: Condvar::new(),
             wake_at: wake_at.max(1),
-        }
+        })
     }
 
     /// Queue an event body: its seq (> 0); 0 when `limit` records or `byte_limit`
@@ -159,13 +168,17 @@ impl Queue {
     fn push(&self, body: &[u8], limit: usize, byte_limit: usize, may_yield: bool) -> PyResult<i64> {
         guarded(|| {
             maybe_panic(Site::HandOff);
-            let now = now_ns();
-            if may_yield && crate::gil::writer_starved(now) {
+            // Closed first: a shut queue (a closed log, a forked child's copy) refuses
+            // whatever the writer flag says.
+            if !self.open.load(Ordering::Acquire) {
+                return -1;
+            }
+            if may_yield && crate::gil::writer_starved() {
                 return -2;
             }
             let body: Box<[u8]> = body.into();
             let mut st = self.lock();
-            if !st.open {
+            if !st.open || st.next_seq > SEQ_MASK {
                 return -1;
             }
             if st.items.len() >= limit || st.bytes + body.len() > byte_limit {
@@ -173,7 +186,8 @@ impl Queue {
             }
             let seq = st.next_seq;
             st.next_seq += 1;
-            let item = Item::event(seq, now, body);
+            // Read under the lock that orders the seqs: ts never goes back as seq grows.
+            let item = Item::event(seq, now_ns(), body);
             self.enqueue(&mut st, item) as i64
         })
     }
@@ -184,7 +198,7 @@ impl Queue {
     fn push_control(&self, mid: &[u8], has_ts: bool, force: bool) -> PyResult<i64> {
         guarded(|| {
             let mut st = self.lock();
-            if !st.open && !force {
+            if (!st.open && !force) || st.next_seq > SEQ_MASK {
                 return -1;
             }
             let seq = st.next_seq;
@@ -246,7 +260,18 @@ impl Queue {
     /// Wait (without the GIL) up to `timeout` seconds until fewer than `below`
     /// records and `below_bytes` bytes are queued or the queue closes; whether there
     /// is room now.
-    fn wait_room(&self, py: Python<'_>, below: usize, below_bytes: usize, timeout: f64) -> bool {
+    #[pyo3(signature = (below, below_bytes, timeout, need_bytes=0))]
+    fn wait_room(
+        &self,
+        py: Python<'_>,
+        below: usize,
+        below_bytes: usize,
+        timeout: f64,
+        need_bytes: usize,
+    ) -> bool {
+        // Room for a body of `need_bytes` means `bytes + need_bytes <= below_bytes`,
+        // as push judges it (not merely fewer bytes than the limit).
+        let below_bytes = below_bytes.saturating_sub(need_bytes).saturating_add(1);
         let wait = secs(timeout);
         py.detach(|| {
             let deadline = Instant::now() + wait;
@@ -300,6 +325,7 @@ impl Queue {
 
     /// Refuse new events from now on (close, a dead writer, a fork); wake every waiter.
     fn shut(&self) {
+        self.open.store(false, Ordering::Release);
         let mut st = self.lock();
         st.open = false;
         st.kicked = true;
@@ -321,8 +347,14 @@ impl Queue {
     }
 
     #[setter]
-    fn set_next_seq(&self, seq: u64) {
+    fn set_next_seq(&self, seq: u64) -> PyResult<()> {
+        if seq > SEQ_MASK {
+            return Err(pyo3::exceptions::PyValueError::new_err(
+                "seq beyond 2**62 - 1",
+            ));
+        }
         self.lock().next_seq = seq;
+        Ok(())
     }
 
     /// Bytes of queued bodies.
@@ -344,13 +376,19 @@ impl Queue {
 
 impl Queue {
     fn take_locked(&self, st: &mut State) -> Batch {
-        // The next batch starts with this one's capacity: a producer does not pay for
-        // the queue growing again, doubling by doubling, after every take.
-        let keep = st.items.capacity().min(1 << 20);
+        st.takes += 1;
+        if st.items.is_empty() {
+            if st.space_waiters > 0 {
+                self.space.notify_all();
+            }
+            return Batch { items: Vec::new() };
+        }
+        // The next batch starts with this one's capacity (at most 64k records, 2 MiB):
+        // a producer does not pay for the queue growing again after every take.
+        let keep = st.items.capacity().min(1 << 16);
         let items: Vec<Item> =
             std::mem::replace(&mut st.items, VecDeque::with_capacity(keep)).into();
         st.bytes = 0;
-        st.takes += 1;
         if st.space_waiters > 0 {
             self.space.notify_all();
         }

@@ -372,18 +372,10 @@ pub fn scan_block<'py>(
         let mut slots = ring.lock();
         catch(|| {
             maybe_panic(Site::Scan);
-            // Each line's hash depends on nothing but the line: they are computed on
-            // every core first, then the links are checked in order.
-            let spans: Vec<(usize, usize)> = {
-                let mut out = Vec::new();
-                let mut start = 0usize;
-                for nl in memchr::memchr_iter(b'\n', block) {
-                    out.push((start, nl));
-                    start = nl + 1;
-                }
-                out
-            };
-            let hashes = hash_all(block, &spans);
+            // Each line's hash depends on nothing but the line: a window of lines is
+            // hashed on every core first, then its links are checked in order. Work
+            // stays proportional to the lines accepted: the first line's head is
+            // checked before anything is hashed, and a window is at most WINDOW lines.
             let mut seq = seq;
             let mut head = head0;
             let mut head_prev = head0;
@@ -393,37 +385,51 @@ pub fn scan_block<'py>(
             let mut control = false;
             let mut pfx: Vec<u8> = Vec::with_capacity(96);
             let mut buf = itoa::Buffer::new();
-            for (k, &(start, nl)) in spans.iter().enumerate() {
-                let line = &block[start..nl];
-                pfx.clear();
-                pfx.extend_from_slice(b"{\"seq\":");
-                pfx.extend_from_slice(buf.format(seq + 1).as_bytes());
-                pfx.extend_from_slice(b",\"prev\":\"");
-                pfx.extend_from_slice(&head);
-                pfx.push(b'"');
-                if !(line.starts_with(&pfx) && line.ends_with(b"}")) {
+            let mut spans: Vec<(usize, usize)> = Vec::with_capacity(WINDOW);
+            'windows: while pos < block.len() {
+                spans.clear();
+                let mut start = pos;
+                for nl in memchr::memchr_iter(b'\n', &block[pos..]) {
+                    spans.push((start, pos + nl));
+                    start = pos + nl + 1;
+                    if spans.len() == WINDOW {
+                        break;
+                    }
+                }
+                if spans.is_empty() {
                     break;
                 }
-                seq += 1;
-                let h = hashes[k];
-                slots[(seq as usize) % RING] = Some(Slot {
-                    seq,
-                    hash: h,
-                    prev: head,
-                    file,
-                });
-                head_prev = head;
-                head = h;
-                taken += 1;
-                last_start = start;
-                pos = nl + 1;
-                if line[pfx.len()..].starts_with(KIND) {
-                    control = true;
+                let (s0, e0) = spans[0];
+                if !line_follows(&block[s0..e0], seq, &head, &mut pfx, &mut buf) {
                     break;
                 }
-                reuse_ref.see(seq, line, pfx.len());
-                if seq == stop_at {
-                    break;
+                let hashes = hash_all(block, &spans);
+                for (k, &(start, nl)) in spans.iter().enumerate() {
+                    let line = &block[start..nl];
+                    if !line_follows(line, seq, &head, &mut pfx, &mut buf) {
+                        break 'windows;
+                    }
+                    seq += 1;
+                    let h = hashes[k];
+                    slots[(seq as usize) % RING] = Some(Slot {
+                        seq,
+                        hash: h,
+                        prev: head,
+                        file,
+                    });
+                    head_prev = head;
+                    head = h;
+                    taken += 1;
+                    last_start = start;
+                    pos = nl + 1;
+                    if line[pfx.len()..].starts_with(KIND) {
+                        control = true;
+                        break 'windows;
+                    }
+                    reuse_ref.see(seq, line, pfx.len());
+                    if seq == stop_at {
+                        break 'windows;
+                    }
                 }
             }
             (pos, taken, seq, head, control, head_prev, last_start)
@@ -441,14 +447,36 @@ pub fn scan_block<'py>(
     ))
 }
 
+/// Lines hashed per window of the block scan.
+const WINDOW: usize = 4096;
+
+/// Whether `line` is the record after `seq` whose `prev` is `head` (the fast path's
+/// test); leaves the expected head in `pfx`.
+fn line_follows(
+    line: &[u8],
+    seq: u64,
+    head: &HashHex,
+    pfx: &mut Vec<u8>,
+    buf: &mut itoa::Buffer,
+) -> bool {
+    pfx.clear();
+    pfx.extend_from_slice(b"{\"seq\":");
+    pfx.extend_from_slice(buf.format(seq + 1).as_bytes());
+    pfx.extend_from_slice(b",\"prev\":\"");
+    pfx.extend_from_slice(head);
+    pfx.push(b'"');
+    line.starts_with(pfx) && line.ends_with(b"}")
+}
+
 /// The hash of every line, spread over the machine's cores (at most 8 threads; one
-/// for a short block).
+/// for less than 256 KiB).
 fn hash_all(block: &[u8], spans: &[(usize, usize)]) -> Vec<HashHex> {
     let mut out = vec![[0u8; HASH_HEX]; spans.len()];
+    let bytes = spans.last().map_or(0, |l| l.1) - spans.first().map_or(0, |f| f.0);
     let cores = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(8);
-    let threads = if block.len() < (1 << 20) { 1 } else { cores };
+    let threads = if bytes < (256 << 10) { 1 } else { cores };
     let per = spans.len().div_ceil(threads.max(1)).max(1);
     std::thread::scope(|scope| {
         for (part, dest) in spans.chunks(per).zip(out.chunks_mut(per)) {

@@ -74,13 +74,19 @@ class NativeReusedIds:
 
     def __init__(self, limit: int = LIMIT) -> None:
         self.core = _native.ReusedIds(limit)
+        # A seq beyond the core's 64 bits (a forged line) is kept here instead.
+        self.beyond = ReusedIds(limit)
 
     def see(self, seq: int, line: bytes, start: int = 0) -> None:
-        self.core.see(seq, line, start)
+        if 0 <= seq < 1 << 63:
+            self.core.see(seq, line, start)
+        else:
+            self.beyond.see(seq, line, start)
 
     def warnings(self) -> list[str]:
         found = [(_text(raw), first, later) for raw, first, later in self.core.reused()]
-        return _warnings(found, self.core.full, self.core.limit)
+        found += self.beyond._reused
+        return _warnings(found, self.core.full or self.beyond._full, self.core.limit)
 
 
 def _warnings(reused: list[tuple[str, int, int]], full: bool, limit: int) -> list[str]:

@@ -63,6 +63,9 @@ from riskaudit.integrity._sources import (
 )
 
 _RING = 1 << 16
+#: Seqs the core handles (it counts in 62 bits); a line claiming a larger one (only a
+#: damaged or forged file has one) is judged by the Python walk alone.
+_NATIVE_SEQS = 1 << 62
 #: Who runs the scan of records that follow the chain (verify --engine).
 Engine = Literal["native", "python"]
 _RING_MASK = _RING - 1
@@ -296,6 +299,7 @@ class _Verifier:
             [] if self.native else [None] * _RING
         )
         self.native_ring = Ring()
+        self.big_ring: dict[int, tuple[int, bytes, bytes, int]] = {}
         self.held: dict[int, tuple[bytes, bytes, int, int, int, bytes]] = {}
         self.missing: list[list[Any]] = []  # [first, last, kind, file, line]
         self.findings: dict[tuple[int, str], Finding] = {}
@@ -601,7 +605,12 @@ class _Verifier:
         last_start = data.rfind(b"\n", 0, end - 1) + 1
         pos, num = 0, lineno + 1  # the offset and number of the next line to judge
         while pos < last_start:
-            if self.count > 0 and not self.after_bad and not self.held:
+            if (
+                self.count > 0
+                and not self.after_bad
+                and not self.held
+                and self.pseq < _NATIVE_SEQS - 1
+            ):
                 nxt, taken, pseq, phash, control, prev, start = scan_block(
                     data,
                     pos,
@@ -652,7 +661,12 @@ class _Verifier:
         assert isinstance(reuse, NativeReusedIds)
         j = 0
         while j < last:
-            if self.count > 0 and not self.after_bad and not self.held:
+            if (
+                self.count > 0
+                and not self.after_bad
+                and not self.held
+                and self.pseq < _NATIVE_SEQS - 1
+            ):
                 k, pseq, phash, control, prev = native_scan(
                     seq_lines,
                     j,
@@ -692,7 +706,7 @@ class _Verifier:
         for seq in self.torn_wanted:
             if seq > self.pseq and (stop == 0 or seq < stop):
                 stop = seq
-        return stop
+        return stop if stop < _NATIVE_SEQS else 0
 
     # -- bookkeeping -------------------------------------------------------------
 
@@ -812,13 +826,20 @@ class _Verifier:
             self._accept(self.pseq + 1, hprev, hh, hline, (hf, hl))
 
     def _ring_put(self, seq: int, h: bytes, prev: bytes, fidx: int) -> None:
-        if self.native:
+        if self.native and 0 <= seq < _NATIVE_SEQS:
             self.native_ring.put(seq, h, prev, fidx)
+        elif self.native:
+            self.big_ring[seq & _RING_MASK] = (seq, h, prev, fidx)
         else:
             self.ring[seq & _RING_MASK] = (seq, h, prev, fidx)
 
     def _ring_get(self, seq: int) -> tuple[int, bytes, bytes, int] | None:
-        entry = self.native_ring.get(seq) if self.native else self.ring[seq & _RING_MASK]
+        if not self.native:
+            entry = self.ring[seq & _RING_MASK]
+        elif 0 <= seq < _NATIVE_SEQS:
+            entry = self.native_ring.get(seq)
+        else:
+            entry = self.big_ring.get(seq & _RING_MASK)
         return entry if entry is not None and entry[0] == seq else None
 
     def _take_missing(self, seq: int) -> bool:

@@ -327,9 +327,9 @@ class AuditLog:
             if rule is not None:
                 return self._actor_violation(event, body, *rule)
         # The fast path inline (one native call); the hand-off's policy when it is full.
-        seq = self._push(body, self._push_limit, self._push_bytes)
-        if seq <= 0:
-            return self._hand_off(event, body)
+        seq: int | None = self._push(body, self._push_limit, self._push_bytes)
+        if seq is not None and seq <= 0:
+            seq = self._hand_off(event, body)
         if started:
             self.append_samples.append(time.perf_counter() - started)
         return seq
@@ -643,6 +643,7 @@ class AuditLog:
         # exist in the child.
         self._handoff.forget()
         self._push = self._handoff.queue.push
+        self._tally = Tally()  # the parent's lock may be held by its writer
         self._watermark = Watermark(0)
         self._watermark.stop()
         self._lock = threading.Lock()

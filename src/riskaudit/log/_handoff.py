@@ -33,6 +33,7 @@ from typing import Any, NoReturn
 import orjson
 
 from riskaudit._native import Batch, Queue, yield_to_writer
+from riskaudit._native import _after_fork as native_after_fork
 from riskaudit.config import AuditConfig
 from riskaudit.errors import AuditEncodingError, AuditQueueFullError
 from riskaudit.format import control_mid, format_ts
@@ -82,10 +83,10 @@ class HandOff:
         """Queue an encoded event body: its seq, or None when it went out as an
         unsequenced emergency line (the queue stayed full)."""
         seq = self.queue.push(body, self.backlog_limit, self.normal_bytes, not risk_reducing)
-        while seq == -2:  # the writer waits for the GIL: step aside, then push again
+        if seq == -2:  # the writer waits for the GIL: step aside once, then push
             self.yields += 1
             yield_to_writer(self._config.append_timeout)
-            seq = self.queue.push(body, self.backlog_limit, self.normal_bytes)
+            seq = self.queue.push(body, self.backlog_limit, self.normal_bytes, False)
         if seq > 0:
             return seq
         if seq < 0:
@@ -102,18 +103,22 @@ class HandOff:
         queue = self.queue
         if risk_reducing:  # the reserve: never wait
             return self._pushed(queue.push(body, self.capacity, self.max_bytes, False))
-        if len(queue) < self.normal_limit and queue.bytes < self.normal_bytes:
-            self._throttle()
-            seq = self._pushed(queue.push(body, self.normal_limit, self.normal_bytes, False))
-            if seq:
-                return seq
+        # One append timeout in all, throttle included.
         deadline = time.monotonic() + self._config.append_timeout
-        while True:
-            seq = self._pushed(queue.push(body, self.normal_limit, self.normal_bytes, False))
-            remaining = deadline - time.monotonic()
-            if seq or remaining <= 0:
-                break
-            queue.wait_room(self.normal_limit, self.normal_bytes, remaining)
+        if len(body) > self.normal_bytes:
+            seq = 0  # never fits: no point waiting for room
+        else:
+            if len(queue) < self.normal_limit and queue.bytes < self.normal_bytes:
+                self._throttle(deadline)
+                seq = self._pushed(queue.push(body, self.normal_limit, self.normal_bytes, False))
+                if seq:
+                    return seq
+            while True:
+                seq = self._pushed(queue.push(body, self.normal_limit, self.normal_bytes, False))
+                remaining = deadline - time.monotonic()
+                if seq or remaining <= 0:
+                    break
+                queue.wait_room(self.normal_limit, self.normal_bytes, remaining, len(body))
         if seq:
             return seq
         if self._config.fail_closed:
@@ -130,7 +135,7 @@ class HandOff:
             self._refuse()
         return seq
 
-    def _throttle(self) -> None:
+    def _throttle(self, deadline: float) -> None:
         """Backpressure past the backlog limit.
 
         A producer that never pauses starves the writer of the GIL, and the backlog (so
@@ -138,7 +143,7 @@ class HandOff:
         timeout and without the GIL, lets the writer take the queue. Never raises.
         """
         self.throttled += 1
-        self.queue.wait_taken(self._config.append_timeout)
+        self.queue.wait_taken(max(0.0, deadline - time.monotonic()))
 
     def control(self, kind: str, fields: dict[str, Any], *, force: bool = False) -> int:
         """Queue a control record (it takes the next ``seq``). The fields are encoded
@@ -190,17 +195,24 @@ class HandOff:
         self.queue.shut()
 
     def spill(self, reason: str) -> None:
-        """A dead writer: everything queued goes out as unsequenced lines, so nothing
-        a producer handed in is only in the memory of a thread that is gone."""
+        """A dead writer: every queued event goes out as an unsequenced line, so nothing
+        a producer handed in is only in the memory of a thread that is gone (queued
+        control records of the log's own are not events and are not repeated)."""
         batch, _seq = self.queue.take_reserving(0)
         for body in batch.event_bodies():
             self.unsequenced(body, reason)
 
     def forget(self) -> None:
         """In a forked child: a fresh, shut queue (the parent's lock may be held by a
-        thread that does not exist here)."""
+        thread that does not exist here), and no parent's writer waiting for the GIL."""
         self.queue = Queue(1, 1)
         self.queue.shut()
+        native_after_fork()
+
+    def writer_control(self, kind: str, fields: dict[str, Any]) -> int:
+        """A control record of the writer's own (a clock verdict, a truncation): taken
+        even while the log closes, since the writer still drains then."""
+        return self.control(kind, fields, force=True)
 
     @property
     def last_seq(self) -> int:

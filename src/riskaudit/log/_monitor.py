@@ -103,7 +103,7 @@ class Monitor:
         if (problem is None) != (self.clock_problem is None):
             self.clock_problem = problem
             if self.handoff is not None:
-                self.handoff.control("clock", self.clock_fields())
+                self.handoff.writer_control("clock", self.clock_fields())
             logger.warning("system clock: %s (%s)", problem or "back within limits", self.clock)
         self.clock_problem = problem
         if self.on_clock is not None:

@@ -717,7 +717,7 @@ class Writer:
             expected,
             f"seq {span[0]}-{span[1]}" if span else "nothing (RISK_AUDIT_TRUNCATE_RING=0)",
         )
-        self.handoff.control(
+        self.handoff.writer_control(
             "truncated",
             {
                 "stream": self.stream,
