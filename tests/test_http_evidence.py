@@ -477,8 +477,17 @@ def test_a_pending_change_cannot_be_swapped_under_its_approver(tmp_path: Path) -
             headers=api.headers("bob-risk"),
         )
         assert wrong.status_code == 409 and wrong.json()["field"] == "request_seq"
+        wrong_float = client.post(
+            "/v1/approvals/up-9",
+            json={"request_seq": float(request_seq + 100)},
+            headers=api.headers("bob-risk"),
+        )
+        assert wrong_float.status_code == 409, wrong_float.text  # JSON Schema's integer
+        # The request it read, written as 359.0: an integer to JSON Schema, so approved.
         ok = client.post(
-            "/v1/approvals/up-9", json={"request_seq": request_seq}, headers=api.headers("bob-risk")
+            "/v1/approvals/up-9",
+            json={"request_seq": float(request_seq)},
+            headers=api.headers("bob-risk"),
         )
         assert ok.status_code == 200, ok.text
         (event,) = api.events()

@@ -8,6 +8,7 @@ or verify's scan. Each case runs in a fresh interpreter that loads that build as
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -53,7 +54,16 @@ def panicky() -> Path:
     return TARGET / "release" / "lib_native.so"
 
 
-def run_with(library: Path, body: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+@dataclasses.dataclass
+class Case:
+    returncode: int
+    stdout: str
+    stderr: str
+    #: What the case printed (its own lines, apart from the log's output).
+    marks: str
+
+
+def run_with(library: Path, body: str, tmp_path: Path) -> Case:
     """Run ``body`` in a fresh interpreter whose riskaudit._native is ``library``."""
     script = tmp_path / "case.py"
     script.write_text(
@@ -65,11 +75,18 @@ def run_with(library: Path, body: str, tmp_path: Path) -> subprocess.CompletedPr
             sys.modules["riskaudit._native"] = module
             spec.loader.exec_module(module)
             assert module.TEST_PANICS
+            # The case's own lines go to a file of their own: stdout carries the
+            # AUDIT_EMERGENCY lines and stderr the dying writer's traceback, each written
+            # by its own thread whenever it likes.
+            import builtins, functools
+            print = functools.partial(
+                builtins.print, file=open({str(tmp_path / "marks.txt")!r}, "a"), flush=True
+            )
             """
         )
         + textwrap.dedent(body)
     )
-    return subprocess.run(
+    proc = subprocess.run(
         [sys.executable, str(script)],
         cwd=tmp_path,
         capture_output=True,
@@ -78,6 +95,15 @@ def run_with(library: Path, body: str, tmp_path: Path) -> subprocess.CompletedPr
         check=False,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
+    marks = tmp_path / "marks.txt"
+    text = marks.read_text() if marks.exists() else ""
+    return Case(proc.returncode, proc.stdout, proc.stderr, text)
+
+
+def emergency(out: Case) -> list[str]:
+    """The AUDIT_EMERGENCY records on stdout (their own thread writes them, so one may
+    follow another print on the same line)."""
+    return [part.split("\n", 1)[0] for part in out.stdout.split("AUDIT_EMERGENCY ")[1:]]
 
 
 def test_a_panic_in_the_hand_off_is_an_audit_error_and_the_log_goes_on(
@@ -107,8 +133,8 @@ def test_a_panic_in_the_hand_off_is_an_audit_error_and_the_log_goes_on(
         tmp_path,
     )
     assert out.returncode == 0, out.stderr
-    assert "raised: AuditNativeError | riskaudit's native core failed" in out.stdout
-    assert "status: valid" in out.stdout
+    assert "raised: AuditNativeError | riskaudit's native core failed" in out.marks
+    assert "status: valid" in out.marks
 
 
 def test_a_panic_in_the_chain_ends_the_writer_the_documented_way(
@@ -143,11 +169,10 @@ def test_a_panic_in_the_chain_ends_the_writer_the_documented_way(
         tmp_path,
     )
     assert out.returncode == 0, out.stderr
-    assert "flush: the writer of" in out.stdout and "AuditNativeError" in out.stdout
-    assert "health: failing" in out.stdout
-    assert "status: valid" in out.stdout
-    emergency = [line for line in out.stdout.splitlines() if line.startswith("AUDIT_EMERGENCY ")]
-    assert any('"kind":"unsequenced"' in line and '"ev-2"' in line for line in emergency), (
+    assert "flush: the writer of" in out.marks and "AuditNativeError" in out.marks
+    assert "health: failing" in out.marks
+    assert "status: valid" in out.marks
+    assert any('"kind":"unsequenced"' in line and '"ev-2"' in line for line in emergency(out)), (
         out.stdout
     )
 
@@ -176,6 +201,10 @@ def test_a_panic_in_the_commit_sends_the_batch_to_stdout_and_ends_the_writer(
             log.flush(timeout=10)
         except AuditDegradedError as exc:
             print("flush:", exc)
+        import time
+        deadline = time.monotonic() + 10
+        while log.health().status != "failing" and time.monotonic() < deadline:
+            time.sleep(0.01)  # the writer's death completes on its own thread
         try:
             log.append(ev(4))
         except AuditStateError as exc:
@@ -190,13 +219,14 @@ def test_a_panic_in_the_commit_sends_the_batch_to_stdout_and_ends_the_writer(
         tmp_path,
     )
     assert out.returncode == 0, out.stderr
-    assert "reached only stdout" in out.stdout
-    assert "append: the writer of" in out.stdout and "AuditNativeError" in out.stdout
-    assert "health: failing" in out.stdout
-    assert "status: valid" in out.stdout
-    seq = next(line.split()[1] for line in out.stdout.splitlines() if line.startswith("seq:"))
-    emergency = [line for line in out.stdout.splitlines() if line.startswith("AUDIT_EMERGENCY ")]
-    assert any(f'{{"seq":{seq},' in line and '"ev-2"' in line for line in emergency), out.stdout
+    assert "reached only stdout" in out.marks
+    assert "append: the writer of" in out.marks and "AuditNativeError" in out.marks
+    assert "health: failing" in out.marks
+    assert "status: valid" in out.marks
+    seq = next(line.split()[1] for line in out.marks.splitlines() if line.startswith("seq:"))
+    assert any(
+        line.startswith(f'{{"seq":{seq},') and '"ev-2"' in line for line in emergency(out)
+    ), out.stdout
 
 
 def test_a_panic_in_the_verify_scan_is_a_clear_error(panicky: Path, tmp_path: Path) -> None:
@@ -232,8 +262,8 @@ def test_a_panic_in_the_verify_scan_is_a_clear_error(panicky: Path, tmp_path: Pa
         tmp_path,
     )
     assert out.returncode == 0, out.stderr
-    assert "raised: AuditNativeError" in out.stdout
-    assert "exit: 2" in out.stdout
-    assert "riskaudit: riskaudit's native core failed" in out.stdout
-    assert "traceback: False" in out.stdout
-    assert "python exit: 0" in out.stdout
+    assert "raised: AuditNativeError" in out.marks
+    assert "exit: 2" in out.marks
+    assert "riskaudit: riskaudit's native core failed" in out.marks
+    assert "traceback: False" in out.marks
+    assert "python exit: 0" in out.marks

@@ -132,6 +132,7 @@ class AuditLog:
         self._lock = threading.Lock()  # state changes (close, fork) only
         self._state = LogState.CLOSED
         self._failure: BaseException | None = None
+        self._released = False  # a failed log's lock, released by close()
         self._owner_pid = os.getpid()
         self._tally = Tally()
         self.append_samples: deque[float] = deque(maxlen=4096)
@@ -584,8 +585,16 @@ class AuditLog:
     # -- closing --------------------------------------------------------------------
 
     def close(self, timeout: float = CLOSE_TIMEOUT) -> None:
-        """Drain the queue, write a ``stop`` record, sync, stop the writer. Idempotent."""
+        """Drain the queue, write a ``stop`` record, sync, stop the writer. Idempotent.
+
+        After the writer died (``failed``) it flushes the emergency output and releases
+        the lock, so the process can open the log again."""
         with self._lock:
+            if self._state is LogState.FAILED and not self._released:
+                self._released = True
+                self._writer.thread.join(timeout)
+                self._release(timeout)
+                return
             if self._state is not LogState.OPEN:
                 return
             self._state = LogState.CLOSING
@@ -594,11 +603,6 @@ class AuditLog:
         self._writer.stopping = True
         self._handoff.kick()
         self._writer.thread.join(timeout)
-        if self._owns_emergency:
-            self._emergency.close(timeout=min(timeout, 5.0))
-        else:
-            self._emergency.drain(timeout=min(timeout, 5.0))
-        _LIVE.discard(self)
         if self._writer.thread.is_alive() or self._watermark.handled < seq:
             logger.critical(
                 "audit log %s closed with seq %d-%d not written (writer stuck)",
@@ -607,6 +611,15 @@ class AuditLog:
                 seq,
             )
         self._state = LogState.CLOSED
+        self._release(timeout)
+
+    def _release(self, timeout: float) -> None:
+        """The emergency output flushed, the lock released: nothing more of this log."""
+        if self._owns_emergency:
+            self._emergency.close(timeout=min(timeout, 5.0))
+        else:
+            self._emergency.drain(timeout=min(timeout, 5.0))
+        _LIVE.discard(self)
         if self._monitor.lock is not None:
             self._monitor.lock.release()
 

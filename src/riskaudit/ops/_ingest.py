@@ -257,6 +257,8 @@ def parse_decision(raw: bytes) -> Decision:
         if name in obj and not isinstance(obj[name], str):
             raise Problem(422, name, f"{name} must be a string")
     seq = obj.get("request_seq")
+    if isinstance(seq, float) and seq.is_integer() and 1 <= seq < 2**63:
+        seq = int(seq)  # JSON Schema's integer: 359.0 is 359
     if "request_seq" in obj and (
         not isinstance(seq, int) or isinstance(seq, bool) or not 1 <= seq < 2**63
     ):
