@@ -1,7 +1,13 @@
 //! Panics never cross into the host process.
 //!
-//! Every entry point runs its work inside `guarded`, which catches a panic (the crate
-//! is built with `panic = "unwind"`) and turns it into `riskaudit.errors.AuditNativeError`:
+//! Every entry point that does real work (the queue's push, take and waits, the chain,
+//! the commit's write, the watermark, verify's scans, the reuse check) runs it inside
+//! `guarded` or `catch`, which catches a panic (the crate is built with
+//! `panic = "unwind"`; the hash threads of a scan are joined inside it) and turns it into
+//! `riskaudit.errors.AuditNativeError`. The rest (getters, `len`, building a batch from
+//! Python values) cannot panic short of running out of memory, where Rust aborts anyway;
+//! pyo3 would still stop a panic there at the boundary, as its own `PanicException`.
+//! Whichever way:
 //! the writer thread then dies the documented way (its records go to the emergency
 //! output) instead of unwinding through the interpreter or aborting the host.
 

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
 
+use crate::guard::{catch, guarded};
+
 pub const PRIMARY: u8 = 0;
 pub const SPOOL: u8 = 1;
 pub const STDOUT: u8 = 2;
@@ -58,43 +60,32 @@ impl Watermark {
                 "bad range or outcome",
             ));
         }
-        let mut st = self.lock();
-        match st.ranges.last_mut() {
-            Some(prev) if prev.2 == outcome && prev.1 + 1 == first => prev.1 = last,
-            _ => st.ranges.push((first, last, outcome)),
-        }
-        st.handled = st.handled.max(last);
-        if outcome != STDOUT {
-            st.durable = st.durable.max(last);
-        }
-        self.moved.notify_all();
-        Ok(())
+        guarded(|| {
+            let mut st = self.lock();
+            match st.ranges.last_mut() {
+                Some(prev) if prev.2 == outcome && prev.1.checked_add(1) == Some(first) => {
+                    prev.1 = last
+                }
+                _ => st.ranges.push((first, last, outcome)),
+            }
+            st.handled = st.handled.max(last);
+            if outcome != STDOUT {
+                st.durable = st.durable.max(last);
+            }
+            self.moved.notify_all();
+        })
     }
 
     /// Wait (without the GIL) up to `timeout` seconds until `seq` is handled or the
     /// watermark is stopped (a dead writer); whether it is handled.
-    fn wait(&self, py: Python<'_>, seq: u64, timeout: f64) -> bool {
+    fn wait(&self, py: Python<'_>, seq: u64, timeout: f64) -> PyResult<bool> {
         let wait = if timeout.is_finite() && timeout > 0.0 {
             Duration::from_secs_f64(timeout.min(1e9))
         } else {
             Duration::ZERO
         };
-        py.detach(|| {
-            let deadline = Instant::now() + wait;
-            let mut st = self.lock();
-            while st.handled < seq && !st.stopped {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    break;
-                }
-                st = self
-                    .moved
-                    .wait_timeout(st, left)
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0;
-            }
-            st.handled >= seq
-        })
+        py.detach(|| catch(|| self.wait_for(seq, wait)))
+            .map_err(PyErr::from)
     }
 
     /// Wake every waiter for good (the writer died or the process forked).
@@ -104,20 +95,8 @@ impl Watermark {
     }
 
     /// The ranges within `low..=high` that went to `outcome`, clipped, merged.
-    fn ranges(&self, outcome: u8, low: u64, high: u64) -> Vec<(u64, u64)> {
-        let st = self.lock();
-        let mut out: Vec<(u64, u64)> = Vec::new();
-        for &(a, b, o) in &st.ranges {
-            if o != outcome || b < low || a > high {
-                continue;
-            }
-            let (a, b) = (a.max(low), b.min(high));
-            match out.last_mut() {
-                Some(prev) if prev.1 + 1 == a => prev.1 = b,
-                _ => out.push((a, b)),
-            }
-        }
-        out
+    fn ranges(&self, outcome: u8, low: u64, high: u64) -> PyResult<Vec<(u64, u64)>> {
+        guarded(|| self.ranges_of(outcome, low, high))
     }
 
     #[getter]
@@ -128,5 +107,40 @@ impl Watermark {
     #[getter]
     fn durable(&self) -> u64 {
         self.lock().durable
+    }
+}
+
+impl Watermark {
+    fn wait_for(&self, seq: u64, wait: Duration) -> bool {
+        let deadline = Instant::now() + wait;
+        let mut st = self.lock();
+        while st.handled < seq && !st.stopped {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            st = self
+                .moved
+                .wait_timeout(st, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        st.handled >= seq
+    }
+
+    fn ranges_of(&self, outcome: u8, low: u64, high: u64) -> Vec<(u64, u64)> {
+        let st = self.lock();
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        for &(a, b, o) in &st.ranges {
+            if o != outcome || b < low || a > high {
+                continue;
+            }
+            let (a, b) = (a.max(low), b.min(high));
+            match out.last_mut() {
+                Some(prev) if prev.1.checked_add(1) == Some(a) => prev.1 = b,
+                _ => out.push((a, b)),
+            }
+        }
+        out
     }
 }
