@@ -158,34 +158,8 @@ def line_chunks(
     (its last line is then torn). A sealed segment stops at the record its name ends
     with; ``past_end`` is told how many bytes followed it (never yielded).
     """
-    named = parse_segment_name(path.name)
-    end_seq = None if named is None else named[1]
-    carry = b""
-    with open_binary(path) as fh:
-        while True:
-            block = fh.read(_READ)
-            if not block:
-                break
-            data = carry + block if carry else block
-            cut = data.rfind(b"\n")
-            if cut < 0:
-                carry = data
-                continue
-            carry = data[cut + 1 :]
-            lines = data[:cut].split(b"\n")
-            if end_seq is not None:
-                end = _end_of_segment(lines, end_seq)
-                if end is not None:
-                    extra = sum(len(x) + 1 for x in lines[end:]) + len(carry)
-                    extra += sum(len(b) for b in iter(lambda: fh.read(_READ), b""))
-                    if end:
-                        yield lines[:end], True
-                    if past_end is not None and extra:
-                        past_end(extra)
-                    return
-            yield lines, True
-    if carry:
-        yield [carry], False
+    for data, end, complete in block_chunks(path, past_end):
+        yield (data[: end - 1].split(b"\n") if complete else [data]), complete
 
 
 def _end_of_segment(lines: list[bytes], end_seq: int) -> int | None:

@@ -35,7 +35,6 @@ from typing import Any, Literal
 import orjson
 
 from riskaudit._native import Ring, scan_block
-from riskaudit._native import scan as native_scan
 from riskaudit.errors import AuditFormatError
 from riskaudit.format import (
     LOG_GLOB,
@@ -600,8 +599,9 @@ class _Verifier:
         reuse = self.reuse
         assert isinstance(reuse, NativeReusedIds)
         if pending is not None:
-            first = data[: data.index(b"\n")]
-            self._feed_native([first], fidx, lineno, pending, pending_at)
+            # The carried line, with this block's first line as its peek: a block of two.
+            mini = pending + b"\n" + data[: data.index(b"\n") + 1]
+            self._feed_block(mini, len(mini), fidx, pending_at[1] - 1, None, pending_at)
         last_start = data.rfind(b"\n", 0, end - 1) + 1
         pos, num = 0, lineno + 1  # the offset and number of the next line to judge
         while pos < last_start:
@@ -638,64 +638,6 @@ class _Verifier:
             self._step(data[pos:nl], (fidx, num), data[nl + 1 : peek_end])
             pos, num = nl + 1, num + 1
         return data[last_start : end - 1], (fidx, num)
-
-    def _feed_native(
-        self,
-        lines: list[bytes],
-        fidx: int,
-        lineno: int,
-        pending: bytes | None,
-        pending_at: tuple[int, int],
-    ) -> tuple[bytes | None, tuple[int, int]]:
-        """The loop above with its fast path in the core (``riskaudit._native.scan``):
-        the same walk, the same one line of delay, the same calls on the slow path.
-        Returns the new pending line and where it is."""
-        seq_lines = lines if pending is None else [pending, *lines]
-        shift = lineno if pending is not None else lineno + 1
-
-        def at(j: int) -> tuple[int, int]:
-            return pending_at if j == 0 and pending is not None else (fidx, shift + j)
-
-        last = len(seq_lines) - 1  # stays pending: the slow path may need it as a peek
-        reuse = self.reuse
-        assert isinstance(reuse, NativeReusedIds)
-        j = 0
-        while j < last:
-            if (
-                self.count > 0
-                and not self.after_bad
-                and not self.held
-                and self.pseq < _NATIVE_SEQS - 1
-            ):
-                k, pseq, phash, control, prev = native_scan(
-                    seq_lines,
-                    j,
-                    last,
-                    self.pseq,
-                    self.phash,
-                    self._next_stop(),
-                    reuse.core,
-                    self.native_ring,
-                    fidx,
-                )
-                if k > j:
-                    line = seq_lines[k - 1]
-                    # Only the last record of a run can be wanted, torn or a control
-                    # record: the scan stops right after any of them.
-                    if pseq in self.wanted:
-                        self.covered[pseq] = phash
-                    if self.torn_wanted and pseq in self.torn_wanted:
-                        self._torn_resolved(pseq, line)
-                    if control:
-                        self._control_seen(pseq, line, prev, at(k - 1))
-                    self._sync(pseq, phash, line, k - j)
-                    j = k
-                    continue
-            self._step(seq_lines[j], at(j), seq_lines[j + 1])
-            j += 1
-        if last < 0:
-            return None, pending_at
-        return seq_lines[last], at(last)
 
     def _next_stop(self) -> int:
         """The next seq the walk must look at itself (a sidecar checkpoint covers it,
