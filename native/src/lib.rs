@@ -42,7 +42,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("STDOUT", watermark::STDOUT)?;
     m.add_function(wrap_pyfunction!(queue::chain, m)?)?;
     m.add_function(wrap_pyfunction!(commit::write_durably, m)?)?;
-    m.add_function(wrap_pyfunction!(scan::scan, m)?)?;
     m.add_function(wrap_pyfunction!(gil::yield_to_writer, m)?)?;
     m.add_function(wrap_pyfunction!(gil::_after_fork, m)?)?;
     m.add_function(wrap_pyfunction!(scan::scan_block, m)?)?;

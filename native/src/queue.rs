@@ -279,17 +279,9 @@ impl Queue {
             st.space_waiters += 1;
             st.kicked = true;
             self.writer.notify_one();
-            while st.open && (st.items.len() >= below || st.bytes >= below_bytes) {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    break;
-                }
-                st = self
-                    .space
-                    .wait_timeout(st, left)
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0;
-            }
+            st = self.wait_space(st, deadline, |st| {
+                st.items.len() >= below || st.bytes >= below_bytes
+            });
             st.space_waiters -= 1;
             st.items.len() < below && st.bytes < below_bytes
         })
@@ -308,17 +300,7 @@ impl Queue {
                 st.kicked = true;
                 self.writer.notify_one();
             }
-            while st.open && st.takes == takes {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    break;
-                }
-                st = self
-                    .space
-                    .wait_timeout(st, left)
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0;
-            }
+            st = self.wait_space(st, deadline, |st| st.takes == takes);
             st.space_waiters -= 1;
         })
     }
@@ -375,6 +357,28 @@ impl Queue {
 }
 
 impl Queue {
+    /// Wait on the space condition while `blocked` holds, the queue is open and the
+    /// deadline is ahead.
+    fn wait_space<'a>(
+        &self,
+        mut st: MutexGuard<'a, State>,
+        deadline: Instant,
+        blocked: impl Fn(&State) -> bool,
+    ) -> MutexGuard<'a, State> {
+        while st.open && blocked(&st) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            st = self
+                .space
+                .wait_timeout(st, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        st
+    }
+
     fn take_locked(&self, st: &mut State) -> Batch {
         st.takes += 1;
         if st.items.is_empty() {

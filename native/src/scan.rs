@@ -14,7 +14,7 @@ use std::sync::Mutex;
 use rustc_hash::FxHashMap;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList};
+use pyo3::types::PyBytes;
 
 use crate::format::{line_hash, HashHex, HASH_HEX};
 use crate::guard::{catch, maybe_panic, Site};
@@ -26,8 +26,6 @@ const KIND: &[u8] = b",\"kind\":\"";
 /// Slots of the look-back ring (the verifier's `_RING`): record `seq` lives in slot
 /// `seq % RING`.
 const RING: usize = 1 << 16;
-/// Lines handed over per release of the GIL.
-const BLOCK: usize = 512;
 
 /// Ids are kept as their 128-bit xxh3 digest (no allocation per id; two ids sharing
 /// a digest are as likely as a SHA-256 collision of a short string is not, about
@@ -216,116 +214,6 @@ impl Ring {
     }
 }
 
-/// What a scan accepted: `(next index, head seq, head hash, stopped after a control
-/// record, prev hash of the head)`.
-type Scanned<'py> = (usize, u64, Bound<'py, PyBytes>, bool, Bound<'py, PyBytes>);
-
-/// Accept `lines[begin..end]` while each is the next record in the chain; stop
-/// before the first that is not, after a control record, or after seq `stop_at`.
-#[pyfunction]
-#[pyo3(signature = (lines, begin, end, seq, prev, stop_at, reuse, ring, file))]
-#[allow(clippy::too_many_arguments)]
-pub fn scan<'py>(
-    py: Python<'py>,
-    lines: &Bound<'py, PyList>,
-    begin: usize,
-    end: usize,
-    seq: u64,
-    prev: &[u8],
-    stop_at: u64,
-    reuse: &ReusedIds,
-    ring: &Ring,
-    file: u32,
-) -> PyResult<Scanned<'py>> {
-    let mut head: HashHex = prev
-        .try_into()
-        .map_err(|_| pyo3::exceptions::PyValueError::new_err("prev must be 64 hex bytes"))?;
-    let end = end.min(lines.len());
-    let mut seq = seq;
-    let mut at = begin;
-    let mut control = false;
-    let mut head_prev: HashHex = head;
-    let mut slices: Vec<(usize, usize)> = Vec::with_capacity(BLOCK);
-    let mut owners: Vec<Bound<'py, PyBytes>> = Vec::with_capacity(BLOCK);
-    'outer: while at < end {
-        slices.clear();
-        owners.clear();
-        let stop = (at + BLOCK).min(end);
-        for k in at..stop {
-            let item = lines.get_item(k)?;
-            let bytes = item.cast_into::<PyBytes>()?;
-            let data = bytes.as_bytes();
-            slices.push((data.as_ptr() as usize, data.len()));
-            owners.push(bytes);
-        }
-        // The bytes objects stay alive (`owners`) and are immutable while the GIL is
-        // released; the slices are rebuilt from their addresses on the other side.
-        let slices_ref = &slices;
-        let outcome = py.detach(|| {
-            // Locked without the GIL, here and in `see`: no thread waits for the GIL
-            // while it holds this lock.
-            let mut r = reuse.lock();
-            let reuse_ref = &mut *r;
-            let mut slots = ring.lock();
-            catch(|| {
-                maybe_panic(Site::Scan);
-                let mut taken = 0;
-                let mut stopped = false;
-                let mut pfx: Vec<u8> = Vec::with_capacity(96);
-                let mut buf = itoa::Buffer::new();
-                for &(ptr, len) in slices_ref {
-                    // SAFETY: see above; each (ptr, len) is a live bytes object's buffer.
-                    let line = unsafe { std::slice::from_raw_parts(ptr as *const u8, len) };
-                    pfx.clear();
-                    pfx.extend_from_slice(b"{\"seq\":");
-                    pfx.extend_from_slice(buf.format(seq + 1).as_bytes());
-                    pfx.extend_from_slice(b",\"prev\":\"");
-                    pfx.extend_from_slice(&head);
-                    pfx.push(b'"');
-                    if !(line.starts_with(&pfx) && line.ends_with(b"}")) {
-                        stopped = true;
-                        break;
-                    }
-                    seq += 1;
-                    let h = line_hash(line);
-                    slots[(seq as usize) % RING] = Some(Slot {
-                        seq,
-                        hash: h,
-                        prev: head,
-                        file,
-                    });
-                    head_prev = head;
-                    head = h;
-                    taken += 1;
-                    if line[pfx.len()..].starts_with(KIND) {
-                        control = true;
-                        stopped = true;
-                        break;
-                    }
-                    reuse_ref.see(seq, line, pfx.len());
-                    if seq == stop_at {
-                        stopped = true;
-                        break;
-                    }
-                }
-                (taken, stopped)
-            })
-        });
-        let (taken, stopped) = outcome?;
-        at += taken;
-        if stopped {
-            break 'outer;
-        }
-    }
-    Ok((
-        at,
-        seq,
-        PyBytes::new(py, &head),
-        control,
-        PyBytes::new(py, &head_prev),
-    ))
-}
-
 /// What a block scan accepted: `(offset after the last accepted line, lines accepted,
 /// head seq, head hash, stopped after a control record, prev hash of the head, offset
 /// where the last accepted line starts)`.
@@ -339,9 +227,10 @@ type BlockScanned<'py> = (
     usize,
 );
 
-/// `scan` over the lines of one block of a file (each ending in `\n`) from byte
-/// `begin` up to byte `end`, without the GIL and without a bytes object per line: the
-/// verifier's fast path at the speed of SHA-256. Stops as `scan` does.
+/// The verifier's fast path over the lines of one block of a file (each ending in
+/// `\n`) from byte `begin` up to byte `end`, without the GIL and without a bytes object
+/// per line. Accepts lines while each is the next record in the chain; stops before the
+/// first that is not, after a control record, or after seq `stop_at`.
 #[pyfunction]
 #[pyo3(signature = (data, begin, end, seq, prev, stop_at, reuse, ring, file))]
 #[allow(clippy::too_many_arguments)]

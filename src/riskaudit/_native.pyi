@@ -58,17 +58,6 @@ class Tally:
 def chain(
     batch: Batch, prev: bytes, chunk_bytes: int, tally: Tally | None = None
 ) -> tuple[bytes, list[tuple[int, bytes]]]: ...
-def scan(
-    lines: list[bytes],
-    begin: int,
-    end: int,
-    seq: int,
-    prev: bytes,
-    stop_at: int,
-    reuse: ReusedIds,
-    ring: Ring,
-    file: int,
-) -> tuple[int, int, bytes, bool, bytes]: ...
 def scan_block(
     data: bytes,
     begin: int,
