@@ -34,15 +34,7 @@ pub fn writer_detach<T: Send>(py: Python<'_>, f: impl FnOnce() -> T + Send) -> T
 }
 
 fn monotonic_ns() -> i64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the struct we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    #[allow(clippy::unnecessary_cast)]
-    let ns = ts.tv_sec as i64 * 1_000_000_000 + ts.tv_nsec as i64;
-    ns
+    crate::queue::clock_ns(libc::CLOCK_MONOTONIC)
 }
 
 /// Whether a writer has waited for the GIL for longer than `YIELD_AFTER_NS`.

@@ -92,13 +92,17 @@ pub struct Queue {
 }
 
 pub fn now_ns() -> i64 {
+    clock_ns(libc::CLOCK_REALTIME)
+}
+
+/// A clock's reading in nanoseconds (CLOCK_REALTIME is what `time.time_ns()` reads).
+pub fn clock_ns(clock: libc::clockid_t) -> i64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: clock_gettime writes into the struct we own. CLOCK_REALTIME is what
-    // Python's time.time_ns() reads.
-    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    // SAFETY: clock_gettime writes into the struct we own.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
     // time_t and c_long are i64 on the 64-bit Linux targets this is built for.
     #[allow(clippy::unnecessary_cast)]
     let ns = ts.tv_sec as i64 * 1_000_000_000 + ts.tv_nsec as i64;
