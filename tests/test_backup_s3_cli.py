@@ -46,12 +46,15 @@ def bucket(client: Any) -> str:
 def write_rotated_log(
     log_path: Path, *, kill_switch_at: int | None = None, pause: float = 0.0
 ) -> list[Segment]:
-    """120 events through built-in rotation (8 kB): several sealed segments. ``pause``
-    seconds pass after the first 20 events, inside the first segment (it fills at 8 kB,
-    after about 25 events)."""
+    """120 events or more through built-in rotation (8 kB), until at least three segments
+    are sealed. ``pause`` seconds pass after the first 20 events, inside the first
+    segment (it fills at 8 kB, after about 25 events). A segment is sealed with whatever
+    is queued at that moment, so under load it may hold three rounds of 20, not two:
+    more rounds follow until three are sealed."""
     cfg = AuditConfig(log_path=log_path, rotation=Rotation(max_bytes=8_000))
     with AuditLog(cfg) as log:
-        for i in range(120):
+        i = 0
+        while i < 120 or (len(list_segments(log_path)) < 3 and i < 600):
             if i == kill_switch_at:
                 log.append(
                     RiskEvent(EventType.KILL_SWITCH, EventPriority.CRITICAL, "test", {"i": i})
@@ -62,6 +65,7 @@ def write_rotated_log(
                 log.flush(5)  # rotation happens between batches
             if i == 19:
                 time.sleep(pause)
+            i += 1
     segs = list_segments(log_path)
     assert len(segs) >= 3, segs
     return segs
