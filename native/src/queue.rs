@@ -319,13 +319,6 @@ impl Queue {
         self.space.notify_all();
     }
 
-    /// Drop everything queued (a forked child's copy).
-    fn clear(&self) {
-        let mut st = self.lock();
-        st.items.clear();
-        st.bytes = 0;
-    }
-
     /// The seq the next record gets.
     #[getter]
     fn next_seq(&self) -> u64 {
