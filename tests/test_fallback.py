@@ -26,6 +26,7 @@ from riskaudit import (
 )
 from riskaudit.log._destinations import AppendFile
 from riskaudit.log._emergency import EmergencyOutput
+from riskaudit.log._writer import Writer
 from riskaudit.recovery import recover
 from tests.helpers import event, records, stream_event_ids, stream_records
 
@@ -44,6 +45,8 @@ class Faults:
             real(f, chunks)
 
         monkeypatch.setattr(AppendFile, "write", write)
+        # Every write through the patched Python path, none in the core's turns.
+        monkeypatch.setattr(Writer, "native_commit", False)
 
     def wait_until(self, log: AuditLog, destination: str, timeout: float = 10) -> None:
         deadline = time.monotonic() + timeout
@@ -283,6 +286,8 @@ def test_partial_write_whose_truncate_fails_is_set_aside(
         raise OSError(errno.EIO, "injected: truncate failed")
 
     monkeypatch.setattr(_destinations, "write_durably", half_then_enospc)
+    # Every write through the patched Python path, none in the core's turns.
+    monkeypatch.setattr(Writer, "native_commit", False)
     with AuditLog(config) as log:
         for i in range(10):
             log.append(event(i))

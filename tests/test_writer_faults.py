@@ -21,6 +21,7 @@ from riskaudit.format import control_line, encode_event_body, event_line, split_
 from riskaudit.log import line_hash
 from riskaudit.log._destinations import AppendFile
 from riskaudit.log._emergency import EmergencyOutput
+from riskaudit.log._writer import Writer
 from riskaudit.recovery import recover
 from tests.helpers import (
     build_log,
@@ -109,6 +110,8 @@ class Broken:
             real(f, chunks)
 
         monkeypatch.setattr(AppendFile, "write", write)
+        # Every write through the patched Python path, none in the core's turns.
+        monkeypatch.setattr(Writer, "native_commit", False)
 
     def spool_one(self, log: AuditLog, config: AuditConfig) -> None:
         """One record confirmed in the primary, the next durable in the spool while the
@@ -186,6 +189,8 @@ def test_a_failed_primary_write_is_never_appended_to_again(
             raise OSError(errno.EIO, "injected: data out, sync lost")
 
     monkeypatch.setattr(_destinations, "write_durably", all_then_eio)
+    # Every write through the patched Python path, none in the core's turns.
+    monkeypatch.setattr(Writer, "native_commit", False)
     monkeypatch.setattr(
         _destinations.os, "ftruncate", lambda fd, n: (_ for _ in ()).throw(OSError(errno.EIO, "x"))
     )
@@ -458,6 +463,8 @@ def test_a_half_written_sidecar_line_is_cut_before_the_next(
 
     state["truncate_fails"] = True
     monkeypatch.setattr(_destinations, "write_durably", half)
+    # Every write through the patched Python path, none in the core's turns.
+    monkeypatch.setattr(Writer, "native_commit", False)
     monkeypatch.setattr(_destinations.os, "ftruncate", truncate_fails_once)
     with AuditLog(config) as log:
         for i in range(4):
@@ -683,6 +690,8 @@ def test_a_poisoned_primary_renamed_meanwhile_is_sealed_where_it_went(
         real_truncate(fd, length)
 
     monkeypatch.setattr(_destinations, "write_durably", lands_then_fails)
+    # Every write through the patched Python path, none in the core's turns.
+    monkeypatch.setattr(Writer, "native_commit", False)
     monkeypatch.setattr(_destinations.os, "ftruncate", truncate)
     with AuditLog(config) as log:
         for i in range(10):

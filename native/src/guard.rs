@@ -28,13 +28,20 @@ pub enum Site {
 /// A caught panic, turned into the Python exception when it reaches the boundary.
 pub struct Panicked(String);
 
+impl Panicked {
+    /// What the AuditNativeError says.
+    pub fn message(&self) -> String {
+        format!(
+            "riskaudit's native core failed (a bug, please report it): {}",
+            self.0
+        )
+    }
+}
+
 impl From<Panicked> for PyErr {
     fn from(p: Panicked) -> PyErr {
         Python::attach(|py| {
-            let msg = format!(
-                "riskaudit's native core failed (a bug, please report it): {}",
-                p.0
-            );
+            let msg = p.message();
             match py
                 .import("riskaudit.errors")
                 .and_then(|m| m.getattr("AuditNativeError"))

@@ -1,8 +1,9 @@
 //! `riskaudit._native`: the per-record work of riskaudit, without the GIL.
 //!
 //! Four things run per record and nothing else does: the hand-off (`Queue`), the
-//! chain (`chain`: line bytes and SHA-256), the durable watermark that callers wait on
-//! (`Watermark`) and the verifier's scan (`scan`). Everything
+//! chain (`chain`: line bytes and SHA-256) and the commit's write, run together by
+//! `commit_turns` while the primary takes every write, the durable watermark that
+//! callers wait on (`Watermark`) and the verifier's scan (`scan`). Everything
 //! that happens per batch or per episode (destinations, rotation, checkpoints,
 //! signatures, metrics) stays in Python. See docs/benchmarks.md for the measured split.
 
@@ -13,6 +14,7 @@ mod guard;
 mod queue;
 mod scan;
 mod tally;
+mod turn;
 mod watermark;
 
 use pyo3::prelude::*;
@@ -42,6 +44,11 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("STDOUT", watermark::STDOUT)?;
     m.add_function(wrap_pyfunction!(queue::chain, m)?)?;
     m.add_function(wrap_pyfunction!(commit::write_durably, m)?)?;
+    m.add_function(wrap_pyfunction!(turn::commit_turns, m)?)?;
+    m.add("SHRUNK", turn::SHRUNK)?;
+    m.add("FAILED", turn::FAILED)?;
+    m.add("CHAIN_PANIC", turn::CHAIN_PANIC)?;
+    m.add("COMMIT_PANIC", turn::COMMIT_PANIC)?;
     m.add_function(wrap_pyfunction!(gil::yield_to_writer, m)?)?;
     m.add_function(wrap_pyfunction!(gil::_after_fork, m)?)?;
     m.add_function(wrap_pyfunction!(scan::scan_block, m)?)?;

@@ -56,12 +56,16 @@ impl Item {
         }
     }
 
-    fn seq(&self) -> u64 {
+    pub(crate) fn seq(&self) -> u64 {
         self.tagged_seq & SEQ_MASK
     }
 
+    pub(crate) fn ts_ns(&self) -> i64 {
+        self.ts_ns
+    }
+
     /// None for an event; Some(has_ts) for a control record.
-    fn control_ts(&self) -> Option<bool> {
+    pub(crate) fn control_ts(&self) -> Option<bool> {
         (self.tagged_seq & CONTROL != 0).then_some(self.tagged_seq & OWN_TS != 0)
     }
 }
@@ -216,29 +220,7 @@ impl Queue {
     /// `wake_at` records are queued or `kick` is called, then take everything.
     fn take(&self, py: Python<'_>, timeout: f64) -> PyResult<Batch> {
         let wait = secs(timeout);
-        crate::gil::writer_detach(py, || {
-            guarded(|| {
-                let mut st = self.lock();
-                if !st.kicked && st.items.len() < self.wake_at && !wait.is_zero() {
-                    st.writer_waiting = true;
-                    let deadline = Instant::now() + wait;
-                    while !st.kicked && st.items.len() < self.wake_at {
-                        let left = deadline.saturating_duration_since(Instant::now());
-                        if left.is_zero() {
-                            break;
-                        }
-                        st = self
-                            .writer
-                            .wait_timeout(st, left)
-                            .unwrap_or_else(|e| e.into_inner())
-                            .0;
-                    }
-                    st.writer_waiting = false;
-                }
-                st.kicked = false;
-                self.take_locked(&mut st)
-            })
-        })
+        crate::gil::writer_detach(py, || guarded(|| self.take_wait(wait).0))
     }
 
     /// Everything queued plus the next `n` seqs (the first is returned), atomically:
@@ -376,6 +358,31 @@ impl Queue {
         st
     }
 
+    /// Wait up to `wait` until `wake_at` records are queued or `kick` is called, then
+    /// take everything; whether the wait was cut short by `kick` (the writer has
+    /// something to do besides committing: flush, reopen, rotate, close). No GIL here.
+    pub(crate) fn take_wait(&self, wait: Duration) -> (Batch, bool) {
+        let mut st = self.lock();
+        if !st.kicked && st.items.len() < self.wake_at && !wait.is_zero() {
+            st.writer_waiting = true;
+            let deadline = Instant::now() + wait;
+            while !st.kicked && st.items.len() < self.wake_at {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                st = self
+                    .writer
+                    .wait_timeout(st, left)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+            st.writer_waiting = false;
+        }
+        let kicked = std::mem::replace(&mut st.kicked, false);
+        (self.take_locked(&mut st), kicked)
+    }
+
     fn take_locked(&self, st: &mut State) -> Batch {
         st.takes += 1;
         if st.items.is_empty() {
@@ -400,7 +407,7 @@ impl Queue {
 /// Records taken from the queue (or made by the writer itself), in seq order.
 #[pyclass(frozen, module = "riskaudit._native")]
 pub struct Batch {
-    items: Vec<Item>,
+    pub(crate) items: Vec<Item>,
 }
 
 #[pymethods]
@@ -476,14 +483,7 @@ pub fn chain<'py>(
     let (head, chunks) = crate::gil::writer_detach(py, || {
         guarded(|| {
             let out = chain_items(items, prev, chunk_bytes);
-            if let Some(t) = tally {
-                let events: Vec<(&[u8], i64)> = items
-                    .iter()
-                    .filter(|i| i.control_ts().is_none())
-                    .map(|i| (&i.body[..], i.ts_ns))
-                    .collect();
-                t.see(&events);
-            }
+            count_events(items, tally);
             out
         })
     })?;
@@ -494,7 +494,19 @@ pub fn chain<'py>(
     Ok((PyBytes::new(py, &head), chunks))
 }
 
-fn chain_items(
+/// Count the events of `items` on the metrics' tally, if there is one.
+pub(crate) fn count_events(items: &[Item], tally: Option<&Tally>) {
+    if let Some(t) = tally {
+        let events: Vec<(&[u8], i64)> = items
+            .iter()
+            .filter(|i| i.control_ts().is_none())
+            .map(|i| (&i.body[..], i.ts_ns))
+            .collect();
+        t.see(&events);
+    }
+}
+
+pub(crate) fn chain_items(
     items: &[Item],
     mut prev: HashHex,
     chunk_bytes: usize,

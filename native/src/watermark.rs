@@ -60,20 +60,7 @@ impl Watermark {
                 "bad range or outcome",
             ));
         }
-        guarded(|| {
-            let mut st = self.lock();
-            match st.ranges.last_mut() {
-                Some(prev) if prev.2 == outcome && prev.1.checked_add(1) == Some(first) => {
-                    prev.1 = last
-                }
-                _ => st.ranges.push((first, last, outcome)),
-            }
-            st.handled = st.handled.max(last);
-            if outcome != STDOUT {
-                st.durable = st.durable.max(last);
-            }
-            self.moved.notify_all();
-        })
+        guarded(|| self.mark_range(first, last, outcome))
     }
 
     /// Wait (without the GIL) up to `timeout` seconds until `seq` is handled or the
@@ -111,6 +98,22 @@ impl Watermark {
 }
 
 impl Watermark {
+    /// `mark` without the GIL (the commit turn calls it).
+    pub(crate) fn mark_range(&self, first: u64, last: u64, outcome: u8) {
+        let mut st = self.lock();
+        match st.ranges.last_mut() {
+            Some(prev) if prev.2 == outcome && prev.1.checked_add(1) == Some(first) => {
+                prev.1 = last
+            }
+            _ => st.ranges.push((first, last, outcome)),
+        }
+        st.handled = st.handled.max(last);
+        if outcome != STDOUT {
+            st.durable = st.durable.max(last);
+        }
+        self.moved.notify_all();
+    }
+
     fn wait_for(&self, seq: u64, wait: Duration) -> bool {
         let deadline = Instant::now() + wait;
         let mut st = self.lock();

@@ -70,6 +70,34 @@ def scan_block(
 ) -> tuple[int, int, int, bytes, bool, bytes, int]: ...
 def write_durably(fd: int, chunks: list[bytes], offset: int, dsync: bool) -> int: ...
 def line_hash(line: bytes) -> bytes: ...
+
+#: One committed turn: (first, last, first_ts, size, sync_ns, done_ns, chunks).
+Turn = tuple[int, int, int, int, int, int, list[tuple[int, bytes]]]
+#: A batch handed back: (status, errno, strerror, first, first_ts, last, chunks) for
+#: SHRUNK, FAILED and COMMIT_PANIC; (CHAIN_PANIC, 0, message, batch) for CHAIN_PANIC.
+Pending = tuple[int, int, str, int, int, int, list[tuple[int, bytes]]] | tuple[int, int, str, Batch]
+
+def commit_turns(
+    queue: Queue,
+    watermark: Watermark,
+    tally: Tally | None,
+    prev: bytes,
+    chunk_bytes: int,
+    fd: int,
+    offset: int,
+    wait: float,
+    deadline: float,
+    max_turns: int,
+    max_records: int,
+    until_offset: int,
+    dsync: bool = True,
+) -> tuple[bytes, int, list[Turn], Pending | None]: ...
+
+SHRUNK: int
+FAILED: int
+CHAIN_PANIC: int
+COMMIT_PANIC: int
+
 def yield_to_writer(timeout: float) -> None: ...
 def _after_fork() -> None: ...
 def _arm_panic(site: str) -> None: ...

@@ -48,7 +48,7 @@ GROUPS: tuple[str, ...] = (
     "openat",
 )
 #: Errno names the library can inject.
-ERRNOS: tuple[str, ...] = ("EIO", "ENOSPC", "EROFS", "EDQUOT", "EACCES")
+ERRNOS: tuple[str, ...] = ("EIO", "ENOSPC", "EROFS", "EDQUOT", "EACCES", "EOPNOTSUPP")
 #: What a failed write-family call leaves behind.
 MODES: tuple[str, ...] = ("none", "part", "all")
 #: Every wrapped libc symbol and its call group.

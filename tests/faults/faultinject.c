@@ -28,7 +28,8 @@
  *   after=<n>             the first n eligible calls never fail (0)
  *   max=<n>               at most n faults in all (-1 or absent: unlimited)
  *   calls=<g,g,...>       eligible groups, or "all" (default all)
- *   errnos=<E,E,...>      EIO ENOSPC EROFS EDQUOT EACCES (default EIO,ENOSPC,EROFS)
+ *   errnos=<E,E,...>      EIO ENOSPC EROFS EDQUOT EACCES EOPNOTSUPP (default EIO,ENOSPC,EROFS);
+ *                         EOPNOTSUPP is what a file system that refuses RWF_DSYNC says
  *   modes=<m,m,...>       none part all (default all three)
  *   prefixes=<d:d:...>    absolute directories; required for any fault to fire
  *   enabled=<0|1>         default 1
@@ -74,9 +75,10 @@ static const char *const group_names[NGROUPS] = {
     "rename", "openat",
 };
 
-#define NERRNOS 5
-static const int errno_values[NERRNOS] = {EIO, ENOSPC, EROFS, EDQUOT, EACCES};
-static const char *const errno_names[NERRNOS] = {"EIO", "ENOSPC", "EROFS", "EDQUOT", "EACCES"};
+#define NERRNOS 6
+static const int errno_values[NERRNOS] = {EIO, ENOSPC, EROFS, EDQUOT, EACCES, EOPNOTSUPP};
+static const char *const errno_names[NERRNOS] = {"EIO", "ENOSPC", "EROFS", "EDQUOT", "EACCES",
+                                                 "EOPNOTSUPP"};
 
 enum mode { M_NONE, M_PART, M_ALL, NMODES };
 static const char *const mode_names[NMODES] = {"none", "part", "all"};

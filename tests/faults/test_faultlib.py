@@ -608,3 +608,63 @@ def test_the_native_commit_goes_through_the_library(dirs: tuple[Path, Path]) -> 
     assert result["inside_bytes"] == ""
     assert result["outside_bytes"] == "hello world"
     assert result["stats"] == [["pwritev2", "EIO", 1]]
+
+
+def test_the_core_turns_fall_back_where_dsync_is_refused(dirs: tuple[Path, Path]) -> None:
+    """Where the file system refuses RWF_DSYNC (EOPNOTSUPP), the core's commit turn
+    writes the batch plainly and fsyncs it: the turn is committed, not failed, and the
+    next turn does the same without asking again."""
+    spec = with_prefix(
+        Spec(calls=("pwritev2",), errnos=("EOPNOTSUPP",), modes=("none",), max=1), dirs[0]
+    )
+    result, _ = run_child(
+        """
+        import time
+        from riskaudit._native import Queue, Watermark, commit_turns
+        ZERO = b"0" * 64
+        q, wm = Queue(1, 1), Watermark(0)
+        fd = os.open(INSIDE / "log", os.O_CREAT | os.O_RDWR)
+        def turn(prev, offset):
+            return commit_turns(q, wm, None, prev, 1 << 20, fd, offset, 0.0,
+                                time.monotonic() + 5, 1, 0, 0)
+        q.push(b'"event_id":"a"', 10, 1000)
+        prev, offset, turns1, pending1 = turn(ZERO, 0)
+        q.push(b'"event_id":"b"', 10, 1000)
+        prev, offset, turns2, pending2 = turn(prev, offset)
+        emit(
+            turns=[len(turns1), len(turns2)],
+            pending=[pending1, pending2],
+            lines=(INSIDE / "log").read_bytes().count(b"\\n"),
+            offset=offset,
+            durable=wm.durable,
+            stats=[list(k) + [v] for k, v in FaultControl().stats().items()],
+        )
+        """,
+        spec,
+        dirs,
+    )
+    assert result["turns"] == [1, 1] and result["pending"] == [None, None]
+    assert (result["lines"], result["durable"]) == (2, 2)
+    assert result["stats"] == [["pwritev2", "EOPNOTSUPP", 1]]
+
+
+def test_a_failed_turn_comes_back_to_python(dirs: tuple[Path, Path]) -> None:
+    """An EIO from the core's pwritev2 comes back as FAILED with errno 5 and nothing
+    marked durable: the Python writer then poisons the file and falls back."""
+    spec = with_prefix(Spec(calls=("pwritev2",), errnos=("EIO",), modes=("part",)), dirs[0])
+    result, _ = run_child(
+        """
+        import time
+        from riskaudit._native import FAILED, Queue, Watermark, commit_turns
+        q, wm = Queue(1, 1), Watermark(0)
+        fd = os.open(INSIDE / "log", os.O_CREAT | os.O_RDWR)
+        q.push(b'"event_id":"a"', 10, 1000)
+        _prev, offset, turns, pending = commit_turns(
+            q, wm, None, b"0" * 64, 1 << 20, fd, 0, 0.0, time.monotonic() + 5, 1, 0, 0)
+        emit(status=[pending[0] == FAILED, pending[1]], turns=len(turns), offset=offset,
+             handled=wm.handled)
+        """,
+        spec,
+        dirs,
+    )
+    assert result == {"status": [True, 5], "turns": 0, "offset": 0, "handled": 0}

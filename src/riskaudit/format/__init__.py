@@ -52,6 +52,7 @@ from riskaudit.format._codec import (
 from riskaudit.format._files import (
     FILE_MODE,
     atomic_write,
+    dsync_works,
     ensure_dir,
     file_signature,
     fsync_dir,
@@ -134,6 +135,7 @@ __all__ = [
     "content_sha256",
     "control_line",
     "control_mid",
+    "dsync_works",
     "encode_event_body",
     "end_line",
     "ensure_dir",

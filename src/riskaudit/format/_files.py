@@ -59,6 +59,11 @@ _DSYNC: int | None = getattr(os, "RWF_DSYNC", None)
 _IOV_MAX = 512
 
 
+def dsync_works() -> bool:
+    """Whether ``RWF_DSYNC`` is still believed to work here (the core's turns ask)."""
+    return _DSYNC is not None
+
+
 def write_durably(fd: int, chunks: list[bytes], offset: int) -> None:
     """Write ``chunks`` at ``offset`` (the end of the file) and make them durable.
 

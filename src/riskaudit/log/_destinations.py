@@ -95,6 +95,11 @@ class AppendFile:
         self.offset = head.good_size
         return repaired
 
+    @property
+    def writable(self) -> bool:
+        """Open and not poisoned: a write may be tried."""
+        return self.fd is not None and self.poisoned is None
+
     def write(self, chunks: list[bytes]) -> None:
         """Append durably, or raise OSError and poison the file (never written again)."""
         if self.fd is None:

@@ -178,8 +178,13 @@ class HandOff:
 
     def take(self, closing: bool) -> Batch:
         """Wait for work (the group-commit window, without the GIL), then take all."""
+        return self.queue.take(self.wait(closing))
+
+    def wait(self, closing: bool) -> float:
+        """How long the writer waits for a batch: the group-commit window (or half a
+        second idle when each batch goes at once), nothing while closing."""
         interval = self._config.flush_interval
-        return self.queue.take(0.0 if closing else interval if interval > 0 else 0.5)
+        return 0.0 if closing else interval if interval > 0 else 0.5
 
     def take_reserving(self, n: int) -> tuple[Batch, int]:
         """Everything queued plus the next ``n`` seqs (the first is returned),

@@ -28,11 +28,14 @@ reached only stdout leave a hole in the durable chain, which the writer names wi
 next one, so every stdout-only range is named, however many failures come in a row.
 
 The GIL matters here: every blocking call releases it, and taking it back from a
-producer that never pauses costs a whole switch interval (5 ms by default). So the
-per-record work runs in the Rust core without the GIL (taking the queue, building each
-line and its SHA-256: ``riskaudit._native``), a batch costs one system call (``pwritev``
-with ``RWF_DSYNC``, which releases the GIL too), and this thread runs Python only per
-batch and per episode.
+producer or a host thread that never pauses costs up to a whole switch interval (5 ms
+by default). So while the primary takes every write, the Rust core runs whole commit
+turns without the GIL (``commit_turns``: take the queue, build each line and its
+SHA-256, one ``pwritev2(RWF_DSYNC)``, mark the watermark), as many as it can before
+something needs this thread (a periodic check, a kick, a checkpoint, a rotation, an
+``on_durable`` hook, an error); the Python here then books what the core did, once.
+Everything else — the spool, stdout, rewrites, rescue, replays — takes the Python path
+(:meth:`Writer.chain` and :meth:`Writer.commit`), with the same core calls one at a time.
 """
 
 from __future__ import annotations
@@ -49,10 +52,27 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from riskaudit._native import PRIMARY, SPOOL, STDOUT, Batch, Tally, Watermark
+from riskaudit._native import (
+    COMMIT_PANIC,
+    FAILED,
+    PRIMARY,
+    SPOOL,
+    STDOUT,
+    Batch,
+    Tally,
+    Watermark,
+    commit_turns,
+)
 from riskaudit._native import chain as native_chain
 from riskaudit.errors import AuditNativeError
-from riskaudit.format import atomic_write, control_mid, split_head, truncated_path, ts_ns_of
+from riskaudit.format import (
+    atomic_write,
+    control_mid,
+    dsync_works,
+    split_head,
+    truncated_path,
+    ts_ns_of,
+)
 from riskaudit.format import seal_as_segment as seal_segment_file
 from riskaudit.log._checkpoint import Checkpointer, unsigned_fields
 from riskaudit.log._destinations import AppendFile, SetAside, Spool, replay_lines, set_aside
@@ -127,6 +147,11 @@ class Writer:
     asks the monitor to look around between batches; it knows nothing of ``AuditLog``.
     ``on_died`` is told if the thread ends by an exception.
     """
+
+    #: Test seam: False sends every turn through the Python path, so a test that
+    #: replaces a Python write function (``AppendFile.write``, ``write_durably``)
+    #: sees every write; the core's own turns are tested through real faults.
+    native_commit = True
 
     def __init__(
         self,
@@ -245,19 +270,11 @@ class Writer:
                     self.file_first = (first, self._backlog_first_ts or time.time_ns())
                 self.primary.write(chunks)
             except OSError as exc:
-                self.primary.poison(str(exc))
-                self._failed("primary", exc)
-                self._fall_back(f"primary write failed: {exc}")
-                self._schedule_retry()
+                self._primary_failed(exc)
             else:
-                self.counters.primary_records += count
-                self.primary_last = last
-                self.ring.add(first, self._backlog)
-                self._synced(started, size)
+                self._primary_committed(first, last, self._backlog, size)
+                self._synced(time.perf_counter() - started, size, time.time_ns())
                 self._done(first, last)
-                rot = self.rotation
-                if rot.max_bytes and self.primary.offset >= rot.max_bytes:
-                    self._rotate_pending = True
                 return True
         if self.destination is Destination.SPOOL and self.spool is not None:
             try:
@@ -276,7 +293,7 @@ class Writer:
                     self._spool_announce = False
                 self.counters.spool_records += count
                 self.counters.spool_pending += count
-                self._synced(started, size)
+                self._synced(time.perf_counter() - started, size, time.time_ns())
                 self._done(first, last)
                 return True
         self._to_stdout(chunks, first, last)
@@ -305,12 +322,28 @@ class Writer:
         if self._stdout_first is None or first < self._stdout_first:
             self._stdout_first = first
 
-    def _synced(self, started: float, size: int) -> None:
+    def _primary_committed(
+        self, first: int, last: int, chunks: list[tuple[int, bytes]], size: int
+    ) -> None:
+        self.counters.primary_records += last - first + 1
+        self.primary_last = last
+        self.ring.add(first, chunks)
+        rot = self.rotation
+        if rot.max_bytes and self.primary.offset >= rot.max_bytes:
+            self._rotate_pending = True
+
+    def _primary_failed(self, exc: OSError) -> None:
+        self.primary.poison(str(exc))
+        self._failed("primary", exc)
+        self._fall_back(f"primary write failed: {exc}")
+        self._schedule_retry()
+
+    def _synced(self, seconds: float, size: int, done_ns: int) -> None:
         c = self.counters
-        c.sync_seconds.append(time.perf_counter() - started)
+        c.sync_seconds.append(seconds)
         c.bytes_written += size
         if self._backlog_first_ts:
-            c.durable_latency.append((time.time_ns() - self._backlog_first_ts) / 1e9)
+            c.durable_latency.append((done_ns - self._backlog_first_ts) / 1e9)
 
     def _done(self, first: int, last: int) -> None:
         self._backlog.clear()
@@ -323,6 +356,73 @@ class Writer:
         self.watermark.mark(first, last, _OUTCOME[where])
         if where is not Destination.STDOUT and self._on_durable is not None:
             self._on_durable(last)
+
+    # -- the core's turns ---------------------------------------------------------------
+
+    def _native_turns(self) -> bool:
+        """Let the core commit turns to the primary (see the module's text); book what
+        it did, then finish a batch it handed back the Python way. Whether it took any
+        record."""
+        primary = self.primary
+        assert primary.fd is not None
+        cp = self.checkpointer
+        every = cp.every_records if cp is not None else 0
+        was_empty = primary.offset == 0
+        prev, offset, turns, pending = commit_turns(
+            self.handoff.queue,
+            self.watermark,
+            self._tally,
+            self.prev,
+            CHUNK_BYTES,
+            primary.fd,
+            primary.offset,
+            self.handoff.wait(closing=False),
+            self._next_identity,
+            1 if self._on_durable is not None else 0,
+            max(1, every - cp.records) if cp is not None and every else 0,
+            self.rotation.max_bytes,
+            dsync_works(),
+        )
+        self.prev = prev
+        for first, last, first_ts, size, sync_ns, done_ns, chunks in turns:
+            if was_empty:
+                self.file_first = (first, first_ts)
+                was_empty = False
+            primary.offset += size
+            self._chained(first, first_ts, last)
+            self._primary_committed(first, last, chunks, size)
+            self._synced(sync_ns / 1e9, size, done_ns)
+            self.counters.batches += 1
+            if self._on_durable is not None:
+                self._on_durable(last)  # the core marked the watermark already
+        assert primary.offset == offset, (primary.offset, offset)
+        if pending is None:
+            return bool(turns)
+        if len(pending) == 4:  # CHAIN_PANIC: the batch comes back unchained
+            _status, _errno, message, batch = pending
+            for body in batch.event_bodies():
+                self.handoff.unsequenced(body, "audit writer failed")
+            raise AuditNativeError(message)
+        status, err, strerror, first, first_ts, last, chunks = pending
+        self._chained(first, first_ts, last)
+        self._backlog.extend(chunks)
+        if status == COMMIT_PANIC:
+            raise AuditNativeError(strerror)  # run() spills the backlog to stdout
+        if was_empty:
+            self.file_first = (first, first_ts)
+        if status == FAILED:
+            self._primary_failed(OSError(err, strerror))
+        self.commit()  # SHRUNK: rewrite, then write; FAILED: the next destination
+        return True
+
+    def _chained(self, first: int, first_ts: int, last: int) -> None:
+        """Book a batch the core chained (what :meth:`chain` does for its own)."""
+        if not self._backlog:
+            self._backlog_first = first
+            self._backlog_first_ts = first_ts
+        if self.checkpointer is not None:
+            self.checkpointer.records += last - first + 1
+        self.last_seq = last
 
     def _switch_to(self, destination: Destination, reason: str) -> None:
         """The one place the destination changes (the log line says why)."""
@@ -843,10 +943,20 @@ class Writer:
                 if self.destination is not Destination.PRIMARY:
                     self.try_restore()
                 closing = self.stopping  # read first: a stop queued before it is taken now
-                items = self.handoff.take(closing)
-                if items:
-                    self.chain(items)
-                    self.commit()
+                if (
+                    self.native_commit
+                    and not closing
+                    and self.destination is Destination.PRIMARY
+                    and self.primary.writable
+                ):
+                    took = self._native_turns()
+                else:
+                    items = self.handoff.take(closing)
+                    took = bool(items)
+                    if took:
+                        self.chain(items)
+                        self.commit()
+                if took:
                     cp = self.checkpointer
                     if cp is not None and cp.every_records and cp.records >= cp.every_records:
                         self.checkpoint()

@@ -1,0 +1,319 @@
+//! The writer's commit turns: take, chain, write and mark, in one call without the GIL.
+//!
+//! While the primary file takes every write, a turn needs no Python at all: take what
+//! is queued, chain it, `pwritev2(RWF_DSYNC)` it at the end of the file, mark the range
+//! durable on the watermark (which wakes `flush()` and `durable=True` callers). Coming
+//! back to Python costs the writer a wait for the GIL (up to the interpreter's switch
+//! interval when a host thread computes), so `commit_turns` keeps turning until
+//! something needs the Python writer: a deadline (its periodic checks), a kick (flush,
+//! reopen, rotate, close), the queue idle for a whole window, enough records for a
+//! checkpoint, enough bytes for a rotation, or one turn when an `on_durable` hook waits.
+//!
+//! Anything else goes back to Python with the batch in hand, chained or not, and the
+//! Python writer does exactly what it does on its own path: a shrunk file (copytruncate)
+//! is rewritten, a failed write poisons the file and falls back to the spool, a panic of
+//! the core ends the writer the documented way (events as unsequenced lines when the
+//! chain failed, chained records to stdout when the write did).
+
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use crate::commit::{os_error, write_all_durably};
+use crate::format::HashHex;
+use crate::guard::{catch, maybe_panic, Site};
+use crate::queue::{chain_items, clock_ns, count_events, now_ns, Batch, Queue};
+use crate::tally::Tally;
+use crate::watermark::{Watermark, PRIMARY};
+
+/// The file is shorter than what was written to it: rewrite before writing on.
+pub const SHRUNK: u8 = 1;
+/// The write (or the size check before it) failed: `errno` and `strerror` say how.
+pub const FAILED: u8 = 2;
+/// The core panicked while chaining: the batch comes back unchained.
+pub const CHAIN_PANIC: u8 = 3;
+/// The core panicked while writing: the chained batch comes back unwritten.
+pub const COMMIT_PANIC: u8 = 4;
+
+type Chunks = Vec<(u64, Vec<u8>)>;
+
+/// A turn written to the primary and marked on the watermark.
+struct Committed {
+    first: u64,
+    last: u64,
+    first_ts: i64,
+    size: usize,
+    sync_ns: i64,
+    done_ns: i64,
+    chunks: Chunks,
+}
+
+/// A turn the core did not finish: Python takes over.
+enum Pending {
+    Unwritten {
+        status: u8,
+        error: (i32, String),
+        first: u64,
+        first_ts: i64,
+        last: u64,
+        chunks: Chunks,
+    },
+    Unchained {
+        message: String,
+        batch: Batch,
+    },
+}
+
+/// When to stop turning (besides a kick, an idle window or trouble).
+struct Limits {
+    deadline_ns: i64,
+    max_turns: usize,
+    max_records: u64,
+    until_offset: i64,
+    dsync: bool,
+}
+
+fn monotonic_ns() -> i64 {
+    clock_ns(libc::CLOCK_MONOTONIC)
+}
+
+/// `fstat(fd).st_size`, through the C library (the fault library sees it).
+fn file_size(fd: i32) -> std::io::Result<i64> {
+    // SAFETY: fstat fills the struct we own; the kernel checks the descriptor.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(st.st_size)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn turns(
+    queue: &Queue,
+    watermark: &Watermark,
+    tally: Option<&Tally>,
+    mut prev: HashHex,
+    chunk_bytes: usize,
+    fd: i32,
+    mut offset: i64,
+    first_wait: f64,
+    limits: &Limits,
+) -> (HashHex, i64, Vec<Committed>, Option<Pending>) {
+    let mut done: Vec<Committed> = Vec::new();
+    let mut records = 0u64;
+    let pending = loop {
+        let wait = if done.is_empty() {
+            first_wait
+        } else {
+            let left = (limits.deadline_ns - monotonic_ns()) as f64 / 1e9;
+            if left <= 0.0 {
+                break None;
+            }
+            first_wait.min(left)
+        };
+        let (batch, kicked) = queue.take_wait(seconds(wait));
+        let items = &batch.items;
+        let (Some(head), Some(tail)) = (items.first(), items.last()) else {
+            break None;
+        };
+        let (first, first_ts, last) = (head.seq(), head.ts_ns(), tail.seq());
+        let chained = catch(|| {
+            let out = chain_items(items, prev, chunk_bytes);
+            count_events(items, tally);
+            out
+        });
+        let chunks = match chained {
+            Ok((head, chunks)) => {
+                prev = head;
+                chunks
+            }
+            Err(panicked) => {
+                break Some(Pending::Unchained {
+                    message: panicked.message(),
+                    batch,
+                })
+            }
+        };
+        drop(batch); // the bodies are in the lines now
+        let unwritten = |status, error, chunks| Pending::Unwritten {
+            status,
+            error,
+            first,
+            first_ts,
+            last,
+            chunks,
+        };
+        match file_size(fd) {
+            Ok(size) if size < offset => break Some(unwritten(SHRUNK, (0, String::new()), chunks)),
+            Ok(_) => {}
+            Err(e) => break Some(unwritten(FAILED, os_error(&e), chunks)),
+        }
+        let started = monotonic_ns();
+        let slices: Vec<&[u8]> = chunks.iter().map(|(_, c)| &c[..]).collect();
+        let written = catch(|| {
+            maybe_panic(Site::Commit);
+            write_all_durably(fd, &slices, offset, limits.dsync)
+        });
+        drop(slices);
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => break Some(unwritten(FAILED, os_error(&e), chunks)),
+            Err(panicked) => break Some(unwritten(COMMIT_PANIC, (0, panicked.message()), chunks)),
+        }
+        let sync_ns = monotonic_ns() - started;
+        let size: usize = chunks.iter().map(|(_, c)| c.len()).sum();
+        offset += size as i64;
+        watermark.mark_range(first, last, PRIMARY);
+        records += last - first + 1;
+        done.push(Committed {
+            first,
+            last,
+            first_ts,
+            size,
+            sync_ns,
+            done_ns: now_ns(),
+            chunks,
+        });
+        if kicked
+            || done.len() >= limits.max_turns
+            || records >= limits.max_records
+            || offset >= limits.until_offset
+        {
+            break None;
+        }
+    };
+    (prev, offset, done, pending)
+}
+
+fn seconds(s: f64) -> std::time::Duration {
+    if s.is_finite() && s > 0.0 {
+        std::time::Duration::from_secs_f64(s.min(1e9))
+    } else {
+        std::time::Duration::ZERO
+    }
+}
+
+/// What `commit_turns` returns: `(prev, offset, committed, pending)`.
+type TurnsOut<'py> = (
+    Bound<'py, PyBytes>,
+    i64,
+    Vec<Bound<'py, PyAny>>,
+    Option<Bound<'py, PyAny>>,
+);
+
+/// Commit turns to the primary file open as `fd` (written up to `offset`) until
+/// something needs the Python writer (see the module's text).
+///
+/// Returns `(prev, offset, committed, pending)`: the new chain head and file end;
+/// per turn committed `(first, last, first_ts, size, sync_ns, done_ns, chunks)`
+/// with `chunks` as `chain` gives them; `pending` is None, or
+/// `(status, errno, strerror, first, first_ts, last, chunks)` for a batch chained but
+/// not written (SHRUNK, FAILED, COMMIT_PANIC), or `(CHAIN_PANIC, 0, message, batch)`.
+/// `deadline` is on `time.monotonic()`'s clock; a limit of 0 means none. `dsync`
+/// False: write, then `fsync` (a file system known to refuse `RWF_DSYNC`).
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+#[pyo3(signature = (queue, watermark, tally, prev, chunk_bytes, fd, offset, wait, deadline, max_turns, max_records, until_offset, dsync=true))]
+pub fn commit_turns<'py>(
+    py: Python<'py>,
+    queue: &Queue,
+    watermark: &Watermark,
+    tally: Option<&Tally>,
+    prev: &[u8],
+    chunk_bytes: usize,
+    fd: i32,
+    offset: i64,
+    wait: f64,
+    deadline: f64,
+    max_turns: usize,
+    max_records: u64,
+    until_offset: i64,
+    dsync: bool,
+) -> PyResult<TurnsOut<'py>> {
+    let prev: HashHex = prev
+        .try_into()
+        .map_err(|_| pyo3::exceptions::PyValueError::new_err("prev must be 64 hex bytes"))?;
+    let limits = Limits {
+        deadline_ns: if deadline.is_finite() {
+            (deadline * 1e9) as i64
+        } else {
+            i64::MAX
+        },
+        max_turns: if max_turns == 0 {
+            usize::MAX
+        } else {
+            max_turns
+        },
+        max_records: if max_records == 0 {
+            u64::MAX
+        } else {
+            max_records
+        },
+        until_offset: if until_offset <= 0 {
+            i64::MAX
+        } else {
+            until_offset
+        },
+        dsync,
+    };
+    let (head, offset, done, pending) = crate::gil::writer_detach(py, || {
+        turns(
+            queue,
+            watermark,
+            tally,
+            prev,
+            chunk_bytes,
+            fd,
+            offset,
+            wait,
+            &limits,
+        )
+    });
+    let chunks_of = |chunks: Chunks| -> Vec<(u64, Bound<'py, PyBytes>)> {
+        chunks
+            .into_iter()
+            .map(|(seq, data)| (seq, PyBytes::new(py, &data)))
+            .collect()
+    };
+    let mut committed = Vec::with_capacity(done.len());
+    for c in done {
+        let turn = (
+            c.first,
+            c.last,
+            c.first_ts,
+            c.size,
+            c.sync_ns,
+            c.done_ns,
+            chunks_of(c.chunks),
+        );
+        committed.push(turn.into_pyobject(py)?.into_any());
+    }
+    let pending = match pending {
+        None => None,
+        Some(Pending::Unwritten {
+            status,
+            error: (errno, strerror),
+            first,
+            first_ts,
+            last,
+            chunks,
+        }) => Some(
+            (
+                status,
+                errno,
+                strerror,
+                first,
+                first_ts,
+                last,
+                chunks_of(chunks),
+            )
+                .into_pyobject(py)?
+                .into_any(),
+        ),
+        Some(Pending::Unchained { message, batch }) => Some(
+            (CHAIN_PANIC, 0, message, Bound::new(py, batch)?)
+                .into_pyobject(py)?
+                .into_any(),
+        ),
+    };
+    Ok((PyBytes::new(py, &head), offset, committed, pending))
+}
