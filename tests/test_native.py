@@ -437,3 +437,33 @@ def test_a_producer_steps_aside_for_a_writer_waiting_for_the_gil() -> None:
     t.join(2.0)
     assert returned.is_set()
     assert q.push(b"y", 1 << 20, 1 << 30) > 0
+
+
+@SETTINGS
+@given(
+    lines=st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"x")), max_size=30),
+    torn=st.binary(max_size=20).map(lambda b: b.replace(b"\n", b"x")),
+    block=st.integers(min_value=1, max_value=64),
+)
+def test_blocks_hold_every_byte_once_whatever_the_read_size(
+    lines: list[bytes], torn: bytes, block: int
+) -> None:
+    """The verifier's blocks (a line across two reads comes as a small block of its
+    own, no block copied) hold the file's whole lines in order, each byte once, and
+    the torn last line alone at the end."""
+    from riskaudit.integrity import _sources
+
+    content = b"".join(line + b"\n" for line in lines) + torn
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "log.jsonl"
+        path.write_bytes(content)
+        old, _sources._READ = _sources._READ, block
+        try:
+            pieces = list(_sources.block_chunks(path))
+        finally:
+            _sources._READ = old
+    whole = b"".join(d[b:e] for d, b, e, complete in pieces if complete)
+    assert whole == content[: len(content) - len(torn)]
+    assert all(d[b:e].endswith(b"\n") for d, b, e, complete in pieces if complete)
+    tail = [d for d, _b, _e, complete in pieces if not complete]
+    assert tail == ([torn] if torn else [])

@@ -158,8 +158,8 @@ def line_chunks(
     (its last line is then torn). A sealed segment stops at the record its name ends
     with; ``past_end`` is told how many bytes followed it (never yielded).
     """
-    for data, end, complete in block_chunks(path, past_end):
-        yield (data[: end - 1].split(b"\n") if complete else [data]), complete
+    for data, begin, end, complete in block_chunks(path, past_end):
+        yield (data[begin : end - 1].split(b"\n") if complete else [data]), complete
 
 
 def _end_of_segment(lines: list[bytes], end_seq: int) -> int | None:
@@ -183,41 +183,74 @@ def _end_of_segment(lines: list[bytes], end_seq: int) -> int | None:
 
 def block_chunks(
     path: Path, past_end: Callable[[int], None] | None = None
-) -> Iterator[tuple[bytes, int, bool]]:
-    """:func:`line_chunks` for the native scan: ``(block, end, complete)`` where
-    ``block[:end]`` is whole lines, each ending in ``\n`` (no bytes object per line,
-    and no copy of the block to cut it). The same file, the same lines, the same stop
-    at a sealed segment's end; the final item has the flag False when the file does
-    not end in ``\n`` (``block`` is then the torn last line alone).
+) -> Iterator[tuple[bytes, int, int, bool]]:
+    """:func:`line_chunks` for the native scan: ``(block, begin, end, complete)`` where
+    ``block[begin:end]`` is whole lines, each ending in ``\n``, with no bytes object per
+    line and no copy of a block as read (a line across two reads comes as a small block
+    of its own). The same file, the same lines, the same stop at a sealed segment's
+    end; the final item has the flag False when the file does not end in ``\n``
+    (``block`` is then the torn last line alone).
     """
     named = parse_segment_name(path.name)
     end_seq = None if named is None else named[1]
-    carry = b""
     with open_binary(path) as fh:
-        while True:
-            block = fh.read(_READ)
-            if not block:
-                break
-            data = carry + block if carry else block
-            cut = data.rfind(b"\n")
-            if cut < 0:
-                carry = data
-                continue
-            carry = data[cut + 1 :]
+        read = _Counted(fh)
+        for data, begin, end, at in _whole_lines(read):
+            if end < 0:
+                yield data, 0, len(data), False
+                return
             if end_seq is not None:
-                last = split_head(data[data.rfind(b"\n", 0, cut) + 1 : cut])
+                start = max(begin, data.rfind(b"\n", begin, end - 1) + 1)
+                last = split_head(data[start : end - 1])
                 if last is None or last[0] >= end_seq:
-                    lines = data[:cut].split(b"\n")
-                    end = _end_of_segment(lines, end_seq)
-                    if end is not None:
-                        kept = sum(len(x) + 1 for x in lines[:end])
-                        extra = cut + 1 - kept + len(carry)
-                        extra += sum(len(b) for b in iter(lambda: fh.read(_READ), b""))
-                        if end:
-                            yield data, kept, True
+                    lines = data[begin : end - 1].split(b"\n")
+                    keep = _end_of_segment(lines, end_seq)
+                    if keep is not None:
+                        kept = sum(len(x) + 1 for x in lines[:keep])
+                        while read():
+                            pass
+                        if keep:
+                            yield data, begin, begin + kept, True
+                        extra = read.total - at - kept
                         if past_end is not None and extra:
                             past_end(extra)
                         return
-            yield data, cut + 1, True
+            yield data, begin, end, True
+
+
+class _Counted:
+    """``fh.read(_READ)``, counting the bytes read."""
+
+    def __init__(self, fh: IO[bytes]) -> None:
+        self._fh = fh
+        self.total = 0
+
+    def __call__(self) -> bytes:
+        block = self._fh.read(_READ)
+        self.total += len(block)
+        return block
+
+
+def _whole_lines(read: _Counted) -> Iterator[tuple[bytes, int, int, int]]:
+    """``(data, begin, end, at)``: ``data[begin:end]`` is whole lines, found at offset
+    ``at`` of the file; ``end`` is -1 for a last line without ``\n`` (``data``)."""
+    carry = b""
+    pos = 0  # the file offset of the block read next
+    while block := read():
+        begin = 0
+        if carry:
+            nl = block.find(b"\n")
+            if nl < 0:
+                carry += block
+                pos += len(block)
+                continue
+            across = carry + block[: nl + 1]
+            yield across, 0, len(across), pos - len(carry)
+            begin = nl + 1
+        cut = block.rfind(b"\n") + 1
+        if cut > begin:
+            yield block, begin, cut, pos + begin
+        carry = block[max(cut, begin) :]
+        pos += len(block)
     if carry:
-        yield carry, len(carry), False
+        yield carry, 0, -1, pos - len(carry)

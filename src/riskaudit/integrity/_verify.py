@@ -555,12 +555,14 @@ class _Verifier:
         pending: bytes | None = None
         pending_at = (fidx, 0)
         lineno = 0
-        for data, end, complete in block_chunks(path, past_end):
+        for data, begin, end, complete in block_chunks(path, past_end):
             if not complete:
                 # The torn last line: exactly what the Python walk does with it.
                 self._feed_torn(data, fidx, lineno, pending, pending_at)
                 return
-            pending, pending_at = self._feed_block(data, end, fidx, lineno, pending, pending_at)
+            pending, pending_at = self._feed_block(
+                data, begin, end, fidx, lineno, pending, pending_at
+            )
             lineno = pending_at[1]
         if pending is not None:
             self._step(pending, pending_at, None)
@@ -587,23 +589,25 @@ class _Verifier:
     def _feed_block(
         self,
         data: bytes,
+        begin: int,
         end: int,
         fidx: int,
         lineno: int,
         pending: bytes | None,
         pending_at: tuple[int, int],
     ) -> tuple[bytes, tuple[int, int]]:
-        """``data[:end]``, whole lines numbered from ``lineno + 1``: the carried pending
-        line first (the block's first line is its peek), then runs of records the core
-        accepts, the slow path between them. Returns the block's last line, pending."""
+        """``data[begin:end]``, whole lines numbered from ``lineno + 1``: the carried
+        pending line first (the block's first line is its peek), then runs of records
+        the core accepts, the slow path between them. Returns the block's last line,
+        pending."""
         reuse = self.reuse
         assert isinstance(reuse, NativeReusedIds)
         if pending is not None:
             # The carried line, with this block's first line as its peek: a block of two.
-            mini = pending + b"\n" + data[: data.index(b"\n") + 1]
-            self._feed_block(mini, len(mini), fidx, pending_at[1] - 1, None, pending_at)
-        last_start = data.rfind(b"\n", 0, end - 1) + 1
-        pos, num = 0, lineno + 1  # the offset and number of the next line to judge
+            mini = pending + b"\n" + data[begin : data.index(b"\n", begin) + 1]
+            self._feed_block(mini, 0, len(mini), fidx, pending_at[1] - 1, None, pending_at)
+        last_start = max(begin, data.rfind(b"\n", begin, end - 1) + 1)
+        pos, num = begin, lineno + 1  # the offset and number of the next line to judge
         while pos < last_start:
             if (
                 self.count > 0
