@@ -56,6 +56,7 @@ def turn(
         "max_turns": 0,
         "max_records": 0,
         "until_offset": 0,
+        "keep_records": 1 << 30,
     }
     args.update(limits)
     return commit_turns(
@@ -71,6 +72,8 @@ def turn(
         args["max_turns"],
         args["max_records"],
         args["until_offset"],
+        True,
+        args["keep_records"],
     )
 
 
@@ -100,22 +103,31 @@ def test_a_turn_writes_the_chain_and_marks_it_durable(fd: int) -> None:
 
 def test_one_call_commits_turn_after_turn_until_kicked(fd: int) -> None:
     """Without a limit the core keeps committing as records come (each burst its own
-    durable turn, waiters woken at once), and returns when kicked."""
+    durable turn, waiters woken at once), goes on after a flush's hurry, and returns
+    when kicked."""
     q, wm = Queue(1, 1), Watermark(0)
     out: list[Any] = []
-    t = threading.Thread(target=lambda: out.append(turn(q, wm, fd, wait=5.0)))
+    t = threading.Thread(target=lambda: out.append(turn(q, wm, fd, wait=5.0, keep_records=4)))
     t.start()
     for burst in range(3):
         for i in range(4):
             q.push(body(burst * 4 + i), 100, 1 << 20)
         assert wm.wait(burst * 4 + 4, 5.0)  # durable while the call goes on
+        q.hurry()  # a flush: take now, but nothing for Python to do
+    time.sleep(0.05)
     assert t.is_alive()
     q.kick()
     t.join(5.0)
     _prev, offset, turns, pending = out[0]
     assert pending is None and len(turns) >= 3
     assert [(t[0], t[1]) for t in turns][-1][1] == 12
-    assert offset == len(os.pread(fd, 1 << 20, 0))
+    data = os.pread(fd, 1 << 20, 0)
+    assert offset == len(data)
+    # Only the newest 4 records' chunks come back (the writer's ring keeps no more):
+    # older turns' bytes were freed as soon as newer turns held enough.
+    kept = b"".join(c for t in turns for _seq, c in t[6])
+    assert data.endswith(kept) and 4 <= kept.count(b"\n") < 12
+    assert all(not t[6] for t in turns[:-1] if turns[-1][1] - turns[-1][0] + 1 >= 4)
 
 
 @pytest.mark.parametrize(

@@ -79,7 +79,11 @@ struct State {
     next_seq: u64,
     open: bool,
     writer_waiting: bool,
+    /// The writer has something to do besides committing (reopen, rotate, close).
     kicked: bool,
+    /// Someone waits for the queue to be taken (a flush, a producer out of room):
+    /// take now, but there is nothing else to do.
+    hurried: bool,
     takes: u64,
     space_waiters: u32,
 }
@@ -158,6 +162,7 @@ impl Queue {
                 open: true,
                 writer_waiting: false,
                 kicked: false,
+                hurried: false,
                 takes: 0,
                 space_waiters: 0,
             }),
@@ -235,10 +240,19 @@ impl Queue {
         })
     }
 
-    /// Wake the writer now (flush, reopen, rotate, close).
+    /// Wake the writer now, to come back to Python (reopen, rotate, close).
     fn kick(&self) {
         let mut st = self.lock();
         st.kicked = true;
+        st.writer_waiting = false;
+        self.writer.notify_one();
+    }
+
+    /// Wake the writer now to take what is queued, without the group-commit window
+    /// (a flush waits).
+    fn hurry(&self) {
+        let mut st = self.lock();
+        st.hurried = true;
         st.writer_waiting = false;
         self.writer.notify_one();
     }
@@ -263,7 +277,7 @@ impl Queue {
             let deadline = Instant::now() + wait;
             let mut st = self.lock();
             st.space_waiters += 1;
-            st.kicked = true;
+            st.hurried = true;
             self.writer.notify_one();
             st = self.wait_space(st, deadline, |st| {
                 st.items.len() >= below || st.bytes >= below_bytes
@@ -282,8 +296,8 @@ impl Queue {
             let mut st = self.lock();
             let takes = st.takes;
             st.space_waiters += 1;
+            st.hurried = true; // a writer still syncing takes at once when it is back
             if st.writer_waiting {
-                st.kicked = true;
                 self.writer.notify_one();
             }
             st = self.wait_space(st, deadline, |st| st.takes == takes);
@@ -358,15 +372,16 @@ impl Queue {
         st
     }
 
-    /// Wait up to `wait` until `wake_at` records are queued or `kick` is called, then
-    /// take everything; whether the wait was cut short by `kick` (the writer has
-    /// something to do besides committing: flush, reopen, rotate, close). No GIL here.
-    pub(crate) fn take_wait(&self, wait: Duration) -> (Batch, bool) {
+    /// Wait up to `wait` until `wake_at` records are queued or `kick` or `hurry` is
+    /// called, then take everything; whether it was kicked (the writer has something
+    /// to do besides committing: reopen, rotate, close) and whether it was hurried
+    /// (someone waits for the take). No GIL here.
+    pub(crate) fn take_wait(&self, wait: Duration) -> (Batch, bool, bool) {
         let mut st = self.lock();
-        if !st.kicked && st.items.len() < self.wake_at && !wait.is_zero() {
+        if !st.kicked && !st.hurried && st.items.len() < self.wake_at && !wait.is_zero() {
             st.writer_waiting = true;
             let deadline = Instant::now() + wait;
-            while !st.kicked && st.items.len() < self.wake_at {
+            while !st.kicked && !st.hurried && st.items.len() < self.wake_at {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
                     break;
@@ -379,8 +394,9 @@ impl Queue {
             }
             st.writer_waiting = false;
         }
+        let hurried = std::mem::replace(&mut st.hurried, false);
         let kicked = std::mem::replace(&mut st.kicked, false);
-        (self.take_locked(&mut st), kicked)
+        (self.take_locked(&mut st), kicked, hurried)
     }
 
     fn take_locked(&self, st: &mut State) -> Batch {

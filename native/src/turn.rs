@@ -70,6 +70,9 @@ struct Limits {
     max_records: u64,
     until_offset: i64,
     dsync: bool,
+    /// The chunks of the newest this many records come back (the writer's ring of
+    /// recent records, for a rewrite after a truncation); older ones are freed at once.
+    keep_records: u64,
 }
 
 fn monotonic_ns() -> i64 {
@@ -100,6 +103,8 @@ fn turns(
 ) -> (HashHex, i64, Vec<Committed>, Option<Pending>) {
     let mut done: Vec<Committed> = Vec::new();
     let mut records = 0u64;
+    // done[first_kept..] still hold their chunks: `kept` records.
+    let (mut first_kept, mut kept) = (0usize, 0u64);
     let pending = loop {
         let wait = if done.is_empty() {
             first_wait
@@ -110,9 +115,12 @@ fn turns(
             }
             first_wait.min(left)
         };
-        let (batch, kicked) = queue.take_wait(seconds(wait));
+        let (batch, kicked, hurried) = queue.take_wait(seconds(wait));
         let items = &batch.items;
         let (Some(head), Some(tail)) = (items.first(), items.last()) else {
+            if hurried && !kicked && monotonic_ns() < limits.deadline_ns {
+                continue; // a flush found nothing queued: wait on
+            }
             break None;
         };
         let (first, first_ts, last) = (head.seq(), head.ts_ns(), tail.seq());
@@ -164,6 +172,7 @@ fn turns(
         offset += size as i64;
         watermark.mark_range(first, last, PRIMARY);
         records += last - first + 1;
+        kept += last - first + 1;
         done.push(Committed {
             first,
             last,
@@ -173,6 +182,17 @@ fn turns(
             done_ns: now_ns(),
             chunks,
         });
+        while first_kept < done.len() {
+            let newest = first_kept + 1 == done.len();
+            let oldest = &mut done[first_kept];
+            let n = oldest.last - oldest.first + 1;
+            if limits.keep_records > 0 && (newest || kept - n < limits.keep_records) {
+                break;
+            }
+            oldest.chunks = Vec::new();
+            kept -= n;
+            first_kept += 1;
+        }
         if kicked
             || done.len() >= limits.max_turns
             || records >= limits.max_records
@@ -208,11 +228,13 @@ type TurnsOut<'py> = (
 /// with `chunks` as `chain` gives them; `pending` is None, or
 /// `(status, errno, strerror, first, first_ts, last, chunks)` for a batch chained but
 /// not written (SHRUNK, FAILED, COMMIT_PANIC), or `(CHAIN_PANIC, 0, message, batch)`.
+/// A committed turn's `chunks` is empty when the newer turns of the call hold
+/// `keep_records` records or more (none are kept when it is 0).
 /// `deadline` is on `time.monotonic()`'s clock; a limit of 0 means none. `dsync`
 /// False: write, then `fsync` (a file system known to refuse `RWF_DSYNC`).
 #[pyfunction]
 #[allow(clippy::too_many_arguments)]
-#[pyo3(signature = (queue, watermark, tally, prev, chunk_bytes, fd, offset, wait, deadline, max_turns, max_records, until_offset, dsync=true))]
+#[pyo3(signature = (queue, watermark, tally, prev, chunk_bytes, fd, offset, wait, deadline, max_turns, max_records, until_offset, dsync=true, keep_records=0))]
 pub fn commit_turns<'py>(
     py: Python<'py>,
     queue: &Queue,
@@ -228,6 +250,7 @@ pub fn commit_turns<'py>(
     max_records: u64,
     until_offset: i64,
     dsync: bool,
+    keep_records: u64,
 ) -> PyResult<TurnsOut<'py>> {
     let prev: HashHex = prev
         .try_into()
@@ -254,6 +277,7 @@ pub fn commit_turns<'py>(
             until_offset
         },
         dsync,
+        keep_records,
     };
     let (head, offset, done, pending) = crate::gil::writer_detach(py, || {
         turns(

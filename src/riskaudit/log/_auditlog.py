@@ -494,7 +494,7 @@ class AuditLog:
         watermark = self._watermark
         if watermark.handled >= seq:
             return
-        self._handoff.kick()
+        self._handoff.hurry()
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             remaining = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())

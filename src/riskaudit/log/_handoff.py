@@ -192,8 +192,14 @@ class HandOff:
         return self.queue.take_reserving(n)
 
     def kick(self) -> None:
-        """Wake the writer now (flush, reopen, rotate, close)."""
+        """Wake the writer and bring it back to its Python loop (reopen, rotate,
+        close, the test gate)."""
         self.queue.kick()
+
+    def hurry(self) -> None:
+        """Wake the writer to commit what is queued now, without the group-commit
+        window (a flush); the core's commit turns go on."""
+        self.queue.hurry()
 
     def shut(self) -> None:
         """Take no more events; wake every waiter (they see why through ``refuse``)."""

@@ -382,6 +382,7 @@ class Writer:
             max(1, every - cp.records) if cp is not None and every else 0,
             self.rotation.max_bytes,
             dsync_works(),
+            self.ring.limit,
         )
         self.prev = prev
         for first, last, first_ts, size, sync_ns, done_ns, chunks in turns:
