@@ -279,19 +279,24 @@ pub fn commit_turns<'py>(
         dsync,
         keep_records,
     };
+    // The chain and the write catch their own panics (the batch comes back in hand);
+    // this one catches the rest (waiting, the size check, the watermark), which only
+    // running out of memory could make panic.
     let (head, offset, done, pending) = crate::gil::writer_detach(py, || {
-        turns(
-            queue,
-            watermark,
-            tally,
-            prev,
-            chunk_bytes,
-            fd,
-            offset,
-            wait,
-            &limits,
-        )
-    });
+        crate::guard::guarded(|| {
+            turns(
+                queue,
+                watermark,
+                tally,
+                prev,
+                chunk_bytes,
+                fd,
+                offset,
+                wait,
+                &limits,
+            )
+        })
+    })?;
     let chunks_of = |chunks: Chunks| -> Vec<(u64, Bound<'py, PyBytes>)> {
         chunks
             .into_iter()

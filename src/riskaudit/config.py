@@ -117,7 +117,7 @@ class AuditConfig:
     flush_interval: float = 0.0
     queue_size: int = 262_144
     queue_bytes: int = 256 << 20
-    backlog_limit: int = 16_384
+    backlog_limit: int = 2_048
     reserve: int = 4_096
     append_timeout: float = 0.05
     fail_closed: bool = False

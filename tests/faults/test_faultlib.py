@@ -668,3 +668,54 @@ def test_a_failed_turn_comes_back_to_python(dirs: tuple[Path, Path]) -> None:
         dirs,
     )
     assert result == {"status": [True, 5], "turns": 0, "offset": 0, "handled": 0}
+
+
+def test_a_turn_failing_after_turns_of_the_same_call_loses_nothing(
+    dirs: tuple[Path, Path],
+) -> None:
+    """The core's call commits turn after turn, then a write fails part-way: the turns
+    before it stay booked, the failed batch and what follows go to the spool (replayed
+    into the primary when it is back, at the latest by the next open), and every event
+    is in the stream once, the chain valid."""
+    from riskaudit import AuditConfig, AuditLog, verify_paths
+    from tests.helpers import stream_event_ids
+
+    spec = with_prefix(
+        Spec(calls=("pwritev2",), errnos=("EIO",), modes=("part",), after=4, max=1), dirs[0]
+    )
+    result, _ = run_child(
+        """
+        import riskaudit.log._writer as writer
+        from riskaudit import AuditConfig, AuditLog
+        from tests.helpers import event
+        calls = []
+        real = writer.commit_turns
+        def counted(*args):
+            out = real(*args)
+            calls.append([len(out[2]), None if out[3] is None else out[3][0]])
+            return out
+        writer.commit_turns = counted
+        log = AuditLog(AuditConfig(log_path=INSIDE / "log.jsonl", spool_dir=OUTSIDE / "spool",
+                                   retry_max=0.05))
+        ids = []
+        for burst in range(8):
+            for i in range(10):
+                e = event(burst * 10 + i)
+                ids.append(e.event_id)
+                log.append(e)
+            log.flush()
+        log.close()
+        emit(calls=calls, ids=ids, stats=[list(k) + [v] for k, v in FaultControl().stats().items()])
+        """,
+        spec,
+        dirs,
+    )
+    from riskaudit._native import FAILED
+
+    assert result["stats"] == [["pwritev2", "EIO", 1]]
+    assert any(turns >= 1 and status == FAILED for turns, status in result["calls"]), result
+    # What the spool still holds (the primary may not have come back before close) is
+    # replayed by the next open.
+    AuditLog(AuditConfig(log_path=dirs[0] / "log.jsonl", spool_dir=dirs[1] / "spool")).close()
+    assert verify_paths([dirs[0]]).valid
+    assert stream_event_ids(dirs[0]) == result["ids"]

@@ -11,8 +11,9 @@ When the writer cannot keep up, the policy is explicit and asymmetric, as tradin
 (``queue_bytes``); whichever limit comes first applies, tier by tier:
 
 * past ``backlog_limit`` queued records, an ordinary append waits (at most the append
-  timeout, without the GIL) for the writer to take the queue — backpressure against
-  GIL starvation;
+  timeout, without the GIL) for the writer to take the queue — backpressure: a
+  producer that outruns the disk waits for it, so the time to durable stays bounded
+  (the queued backlog is what every record behind it waits for);
 * the last ``reserve`` places of the queue (and the same share of its bytes) are kept
   for risk-reducing events (every KILL_SWITCH, and ``metadata.risk_reducing = true``):
   they never wait;
@@ -138,9 +139,10 @@ class HandOff:
     def _throttle(self, deadline: float) -> None:
         """Backpressure past the backlog limit.
 
-        A producer that never pauses starves the writer of the GIL, and the backlog (so
-        the time to durable) then grows without bound. Waiting here, at most the append
-        timeout and without the GIL, lets the writer take the queue. Never raises.
+        A producer that never pauses outruns the disk: every record queued behind the
+        writer's current sync waits for it and for its own, so the backlog is the time to
+        durable. Waiting here, at most the append timeout and without the GIL, until the
+        writer takes the queue (it is hurried to) keeps that bounded. Never raises.
         """
         self.throttled += 1
         self.queue.wait_taken(max(0.0, deadline - time.monotonic()))

@@ -362,7 +362,11 @@ class Writer:
     def _native_turns(self) -> bool:
         """Let the core commit turns to the primary (see the module's text); book what
         it did, then finish a batch it handed back the Python way. Whether it took any
-        record."""
+        record.
+
+        The watermark moves in the core as each turn is durable; the counters, the ring
+        and ``primary_last`` catch up here when the call returns (at most the periodic
+        checks' half second later), read only by this thread and by status."""
         primary = self.primary
         assert primary.fd is not None
         cp = self.checkpointer
@@ -382,7 +386,7 @@ class Writer:
             max(1, every - cp.records) if cp is not None and every else 0,
             self.rotation.max_bytes,
             dsync_works(),
-            self.ring.limit,
+            max(0, self.ring.limit),
         )
         self.prev = prev
         for first, last, first_ts, size, sync_ns, done_ns, chunks in turns:

@@ -59,6 +59,10 @@ POLL = 0.05
 RETRY_MIN, RETRY_MAX = 0.05, 5.0
 #: How long one publish waits for the server's acknowledgement before it is retried.
 ACK_TIMEOUT = 5.0
+#: How long a JetStream API request (stream and consumer management, KV) may take: a
+#: replicated stream's creation on a busy cluster that syncs every write can take
+#: longer than nats-py's default of 5 s (seen in the test suite on 2 loaded cores).
+API_TIMEOUT = 15.0
 #: Seconds between looks at the collector's watermark and repair requests.
 BOARD_EVERY = 0.5
 #: Seconds between attempts to open the board while it cannot be (no bucket yet, ...).
@@ -540,7 +544,7 @@ async def connect_jetstream(
         setting = "RISK_AUDIT_NATS_CREDS" if settings.creds_file else "RISK_AUDIT_NATS_USER"
         raise AuditConfigError(setting, f"the NATS server refused the login ({refused.result()})")
     connecting.result()  # raises what the connect raised
-    return nc, nc.jetstream()
+    return nc, nc.jetstream(timeout=API_TIMEOUT)
 
 
 async def open_board(
