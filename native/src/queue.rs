@@ -354,22 +354,15 @@ impl Queue {
     /// deadline is ahead.
     fn wait_space<'a>(
         &self,
-        mut st: MutexGuard<'a, State>,
+        st: MutexGuard<'a, State>,
         deadline: Instant,
         blocked: impl Fn(&State) -> bool,
     ) -> MutexGuard<'a, State> {
-        while st.open && blocked(&st) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            st = self
-                .space
-                .wait_timeout(st, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
-        st
+        let left = deadline.saturating_duration_since(Instant::now());
+        self.space
+            .wait_timeout_while(st, left, |st| st.open && blocked(st))
+            .unwrap_or_else(|e| e.into_inner())
+            .0
     }
 
     /// Wait up to `wait` until `wake_at` records are queued or `kick` or `hurry` is
@@ -378,20 +371,14 @@ impl Queue {
     /// (someone waits for the take). No GIL here.
     pub(crate) fn take_wait(&self, wait: Duration) -> (Batch, bool, bool) {
         let mut st = self.lock();
-        if !st.kicked && !st.hurried && st.items.len() < self.wake_at && !wait.is_zero() {
+        let idle = |st: &mut State| !st.kicked && !st.hurried && st.items.len() < self.wake_at;
+        if idle(&mut st) && !wait.is_zero() {
             st.writer_waiting = true;
-            let deadline = Instant::now() + wait;
-            while !st.kicked && !st.hurried && st.items.len() < self.wake_at {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    break;
-                }
-                st = self
-                    .writer
-                    .wait_timeout(st, left)
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0;
-            }
+            st = self
+                .writer
+                .wait_timeout_while(st, wait, idle)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
             st.writer_waiting = false;
         }
         let hurried = std::mem::replace(&mut st.hurried, false);

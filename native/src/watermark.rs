@@ -7,7 +7,7 @@
 //! both (the writer-under-faults rule).
 
 use std::sync::{Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pyo3::prelude::*;
 
@@ -115,19 +115,11 @@ impl Watermark {
     }
 
     fn wait_for(&self, seq: u64, wait: Duration) -> bool {
-        let deadline = Instant::now() + wait;
-        let mut st = self.lock();
-        while st.handled < seq && !st.stopped {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            st = self
-                .moved
-                .wait_timeout(st, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
+        let st = self
+            .moved
+            .wait_timeout_while(self.lock(), wait, |st| st.handled < seq && !st.stopped)
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
         st.handled >= seq
     }
 
