@@ -269,6 +269,61 @@ def test_forked_child_cannot_use_the_parents_log(audit_log: AuditLog, tmp_path: 
     assert verify_paths([tmp_path / "child.jsonl"]).valid
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_fork_while_the_core_commits_gives_the_child_a_clear_error(tmp_path: Path) -> None:
+    """Forked while a producer thread appends flat out (the writer inside the core's
+    commit turns, its locks possibly held): the child gets AuditForkedError from append
+    and flush without hanging and can open its own log; the parent goes on, and its log
+    verifies with every event once. (The producer logs nothing: CPython leaves a
+    stream's lock held in the child if another thread was writing to it at the fork.)"""
+    log = AuditLog(AuditConfig(log_path=tmp_path / "parent.jsonl", schema_policy="off"))
+    stop = threading.Event()
+    appended: list[int] = []
+
+    def produce() -> None:
+        i = 0
+        while not stop.is_set():
+            log.append(event(i))
+            i += 1
+        appended.append(i)
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    time.sleep(0.2)
+    pid = os.fork()
+    if pid == 0:  # child: only this thread exists here
+        code = 1
+        try:
+            log.append(event())
+        except AuditForkedError:
+            try:
+                log.flush(timeout=1)
+            except AuditForkedError:
+                try:
+                    with AuditLog(path=tmp_path / "child.jsonl") as own:
+                        own.append(event())
+                    code = 0
+                except Exception:
+                    code = 3
+        except BaseException:
+            code = 2
+        os._exit(code)
+    deadline = time.monotonic() + 20
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0:
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            pytest.fail("the forked child hung")
+        time.sleep(0.01)
+    time.sleep(0.1)
+    stop.set()
+    producer.join()
+    log.close()
+    assert os.waitstatus_to_exitcode(done[1]) == 0
+    assert verify_paths([tmp_path / "child.jsonl"]).valid
+    assert verify_paths([tmp_path / "parent.jsonl"]).valid
+    assert sum(1 for r in records(tmp_path / "parent.jsonl") if "event_id" in r) == appended[0]
+
+
 def test_full_queue_fail_closed_blocks_then_raises(log_path: Path) -> None:
     """With fail_closed and the writer stalled, append waits the timeout, then raises."""
     cfg = AuditConfig(
