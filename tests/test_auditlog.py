@@ -198,6 +198,21 @@ def test_file_that_is_not_a_log_is_refused_untouched(config: AuditConfig) -> Non
     assert config.log_path.read_bytes() == b"hello world\nnot a log\n"
 
 
+@pytest.mark.parametrize("torn", [b"{", b'{"se', b'{"seq":1', b'{"seq":1,"prev":"00ab'])
+def test_a_first_record_torn_inside_its_head_is_cut_aside(config: AuditConfig, torn: bytes) -> None:
+    """A new file whose first write was cut inside the record's head (a failed write,
+    its truncate failing too) is the writer's own torn output, not a foreign file:
+    start-up copies it aside and cuts it, and the log opens (seen once in the failing
+    system calls suite)."""
+    config.log_path.parent.mkdir(parents=True)
+    config.log_path.write_bytes(torn)
+    with AuditLog(config) as log:
+        assert log.repaired is not None and log.repaired.cut_bytes == len(torn)
+        log.append(event())
+    assert verify_paths([config.log_path]).valid
+    assert [p.read_bytes() for p in config.log_path.parent.glob("*.torn-*")] == [torn]
+
+
 def test_second_writer_in_the_same_process_is_refused(audit_log: AuditLog) -> None:
     """A second AuditLog on the same path gets AuditLockedError naming our pid."""
     with pytest.raises(AuditLockedError) as info:

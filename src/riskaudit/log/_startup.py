@@ -77,6 +77,13 @@ logger = logging.getLogger("riskaudit")
 
 _BLOCK = 1 << 16
 _V0_1 = re.compile(r"0\.1\.\d+")
+# What a write cut short inside a record's head can leave: a prefix of
+# `{"seq":<digits>,"prev":"<64 hex>"`, each part possibly cut (the file's first record,
+# torn before its head was whole).
+_HEAD_PREFIX = re.compile(
+    rb'\{(?:"(?:s(?:e(?:q(?:"(?::(?:\d+(?:,(?:"(?:p(?:r(?:e(?:v(?:"(?::(?:"[0-9a-f]{0,64}'
+    rb")?)?)?)?)?)?)?)?)?)?)?)?)?)?)?)?"
+)
 
 
 @dataclass(slots=True)
@@ -204,6 +211,9 @@ def _ours(data: bytes) -> bool:
     some line with a format-v1 head), not somebody else's file."""
     if not data.strip(b"\x00"):
         return True
+    first = data.lstrip(b"\x00").split(b"\n", 1)[0].rstrip(b"\x00")
+    if b"\n" not in data.lstrip(b"\x00") and _HEAD_PREFIX.fullmatch(first):
+        return True  # the first record torn inside its head
     return any(
         split_head(line.lstrip(b"\x00")) is not None for line in data[: 1 << 16].split(b"\n")
     )
