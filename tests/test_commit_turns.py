@@ -43,6 +43,10 @@ def fd(tmp_path: Path) -> Iterator[int]:
     os.close(f)
 
 
+# Every push here says may_yield=False: another test's writer thread waiting for the
+# GIL would otherwise make a push step aside (-2) and queue nothing.
+
+
 def body(i: int) -> bytes:
     return encode_event_body(event(i))
 
@@ -83,7 +87,7 @@ def test_a_turn_writes_the_chain_and_marks_it_durable(fd: int) -> None:
     q, wm = Queue(1, 1), Watermark(0)
     bodies = [body(i) for i in range(5)]
     for b in bodies:
-        q.push(b, 100, 1 << 20)
+        q.push(b, 100, 1 << 20, False)
     prev, offset, turns, pending = turn(q, wm, fd, max_turns=1)
     assert pending is None and len(turns) == 1
     first, last, first_ts, size, sync_ns, done_ns, chunks = turns[0]
@@ -111,7 +115,7 @@ def test_one_call_commits_turn_after_turn_until_kicked(fd: int) -> None:
     t.start()
     for burst in range(3):
         for i in range(4):
-            q.push(body(burst * 4 + i), 100, 1 << 20)
+            q.push(body(burst * 4 + i), 100, 1 << 20, False)
         assert wm.wait(burst * 4 + 4, 5.0)  # durable while the call goes on
         q.hurry()  # a flush: take now, but nothing for Python to do
     time.sleep(0.05)
@@ -138,7 +142,7 @@ def test_the_core_returns_at_each_limit(fd: int, limit: dict[str, Any]) -> None:
     byte limit, or the deadline (the writer's periodic checks), however long it may wait."""
     q, wm = Queue(1, 1), Watermark(0)
     for i in range(3):
-        q.push(body(i), 100, 1 << 20)
+        q.push(body(i), 100, 1 << 20, False)
     started = time.monotonic()
     _prev, _offset, turns, pending = turn(q, wm, fd, wait=2.0, **limit)
     assert time.monotonic() - started < 1.5
@@ -156,10 +160,10 @@ def test_a_shrunk_file_comes_back_unwritten(fd: int) -> None:
     """A file cut below what was written (copytruncate) is not written past its end:
     the chained batch comes back as SHRUNK, for the writer's rewrite."""
     q, wm = Queue(1, 1), Watermark(0)
-    q.push(body(0), 100, 1 << 20)
+    q.push(body(0), 100, 1 << 20, False)
     prev, offset, _turns, _ = turn(q, wm, fd, max_turns=1)
     os.ftruncate(fd, 10)
-    q.push(body(1), 100, 1 << 20)
+    q.push(body(1), 100, 1 << 20, False)
     new_prev, new_offset, turns, pending = turn(q, wm, fd, offset, prev)
     assert turns == [] and new_offset == offset and os.fstat(fd).st_size == 10
     status, _errno, _text, first, _ts, last, chunks = pending
@@ -176,7 +180,7 @@ def test_a_failed_write_comes_back_with_its_errno(tmp_path: Path) -> None:
     ro = os.open(path, os.O_RDONLY)
     try:
         q, wm = Queue(1, 1), Watermark(0)
-        q.push(body(0), 100, 1 << 20)
+        q.push(body(0), 100, 1 << 20, False)
         prev, offset, turns, pending = turn(q, wm, ro)
     finally:
         os.close(ro)
