@@ -259,24 +259,37 @@ def test_close_is_idempotent_and_append_after_close_fails(config: AuditConfig) -
     log.flush()  # nothing outstanding: returns
 
 
+def _child_of(log: AuditLog, tmp_path: Path, *, flush: bool = False) -> int:
+    """In a forked child: 0 when the parent's log refuses (append, and flush if asked)
+    with AuditForkedError and a log of the child's own works; else what went wrong."""
+    try:
+        try:
+            log.append(event())
+            return 1
+        except AuditForkedError:
+            pass
+        if flush:
+            try:
+                log.flush(timeout=1)
+                return 1
+            except AuditForkedError:
+                pass
+        try:
+            with AuditLog(path=tmp_path / "child.jsonl") as own:
+                own.append(event())
+        except Exception:
+            return 3
+        return 0
+    except BaseException:
+        return 2
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_forked_child_cannot_use_the_parents_log(audit_log: AuditLog, tmp_path: Path) -> None:
     """After fork, append in the child raises AuditForkedError; its own log works."""
     pid = os.fork()
-    if pid == 0:  # child
-        code = 1
-        try:
-            audit_log.append(event())
-        except AuditForkedError:
-            try:
-                with AuditLog(path=tmp_path / "child.jsonl") as own:
-                    own.append(event())
-                code = 0
-            except Exception:
-                code = 3
-        except BaseException:
-            code = 2
-        os._exit(code)
+    if pid == 0:
+        os._exit(_child_of(audit_log, tmp_path))
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     audit_log.append(event())  # the parent is unaffected
@@ -306,23 +319,8 @@ def test_a_fork_while_the_core_commits_gives_the_child_a_clear_error(tmp_path: P
     producer.start()
     time.sleep(0.2)
     pid = os.fork()
-    if pid == 0:  # child: only this thread exists here
-        code = 1
-        try:
-            log.append(event())
-        except AuditForkedError:
-            try:
-                log.flush(timeout=1)
-            except AuditForkedError:
-                try:
-                    with AuditLog(path=tmp_path / "child.jsonl") as own:
-                        own.append(event())
-                    code = 0
-                except Exception:
-                    code = 3
-        except BaseException:
-            code = 2
-        os._exit(code)
+    if pid == 0:  # only this thread exists here
+        os._exit(_child_of(log, tmp_path, flush=True))
     deadline = time.monotonic() + 20
     while (done := os.waitpid(pid, os.WNOHANG))[0] == 0:
         if time.monotonic() > deadline:
