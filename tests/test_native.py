@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 import riskaudit
 from riskaudit import EventPriority, EventType, RiskEvent, verify_paths
-from riskaudit._native import Batch, Queue, chain
+from riskaudit._native import NEEDS_CHECK, Batch, Queue, chain
 from riskaudit._native import line_hash as native_line_hash
 from riskaudit.format import (
     chain_batch,
@@ -35,6 +35,7 @@ from riskaudit.format import (
 )
 from riskaudit.integrity._keys import load_public_key
 from riskaudit.log import ZERO_HASH, line_hash
+from riskaudit.policy import ACTOR_TYPE_NAMES, native_checks, schema_problem
 from tests.helpers import build_log, write_lines
 from tests.test_verify_truth import TAMPERS, copy_of, keys_of, write_real_log
 
@@ -307,6 +308,97 @@ def test_the_queue_is_bounded_in_records_and_in_bytes() -> None:
     assert (len(batch), batch.first_seq, batch.last_seq, len(q), q.bytes) == (3, 5, 7, 0, 0)
     q.shut()
     assert q.push(b"x", 3, 100) == -1
+
+
+def test_push_event_queues_the_body_without_its_brace_when_the_checks_plainly_pass() -> None:
+    """push_event queues ``encoded[1:]`` for a known type whose required keys are in a
+    plain dict; it queues nothing and says NEEDS_CHECK before the checks are given, for
+    a missing key, a data that is not a plain dict, and a type Python must look at."""
+    q = Queue(1, 1)
+    data = {"order_id": "o1", "outcome": "pass"}
+    encoded = b'{"event_id":"a"}'
+    assert q.push_event(encoded, EventType.PRE_TRADE_CHECK, data, 10, 1000) == NEEDS_CHECK
+    assert q.set_checks(native_checks("warn", "enforce"))
+    assert not q.set_checks(native_checks("off", "off"))  # given once
+    assert q.push_event(encoded, EventType.PRE_TRADE_CHECK, data, 10, 1000) == 1
+    assert q.take(0.0).event_bodies() == [b'"event_id":"a"}']
+
+    class Sub(dict[str, Any]):
+        pass
+
+    for event_type, value in [
+        (EventType.PRE_TRADE_CHECK, {"order_id": "o1"}),
+        (EventType.PRE_TRADE_CHECK, Sub(data)),
+        (EventType.PRE_TRADE_CHECK, [1, 2]),
+        (EventType.KILL_SWITCH, {"action": "activate", "scope": "all"}),
+        (EventType.CONFIG_UPDATE, {"old": 1, "new": 2, "limit": "x"}),
+        ("PRE_TRADE_CHECK", data),
+    ]:
+        assert q.push_event(encoded, event_type, value, 10, 1000) == NEEDS_CHECK
+    assert len(q) == 0
+
+
+def test_push_event_with_schemas_off_takes_any_data() -> None:
+    """Schemas off: the core looks at no data keys, and only the actor rules' types go
+    back to Python."""
+    q = Queue(1, 1)
+    q.set_checks(native_checks("off", "enforce"))
+    assert q.push_event(b"{}", EventType.PRE_TRADE_CHECK, [1], 10, 1000) == 1
+    assert q.push_event(b"{}", EventType.KILL_SWITCH, {}, 10, 1000) == NEEDS_CHECK
+
+
+@SETTINGS
+@given(
+    event_type=st.sampled_from(list(EventType)),
+    data=st.one_of(
+        st.dictionaries(
+            st.sampled_from(
+                [
+                    "order_id",
+                    "outcome",
+                    "symbol",
+                    "position",
+                    "side",
+                    "qty",
+                    "metric",
+                    "value",
+                    "rule",
+                    "result",
+                    "limit",
+                    "limit_value",
+                    "observed",
+                    "action",
+                    "scope",
+                    "message",
+                    "old",
+                    "new",
+                    "setting",
+                    "other",
+                ]
+            ),
+            st.one_of(st.integers(), st.sampled_from(["activate", "reset", "x"])),
+        ),
+        st.lists(st.integers(), max_size=2),
+    ),
+    schema_policy=st.sampled_from(["warn", "enforce", "off"]),
+    actor_policy=st.sampled_from(["warn", "enforce", "off"]),
+)
+def test_the_core_queues_exactly_what_the_python_rules_pass_unlooked(
+    event_type: EventType, data: Any, schema_policy: str, actor_policy: str
+) -> None:
+    """The core's fast check agrees with the Python rules: it queues an event exactly
+    when the schema passes (or is off) and no actor rule applies to its type, so it
+    never lets through what Python would flag or refuse."""
+    q = Queue(1, 1)
+    q.set_checks(native_checks(schema_policy, actor_policy))
+    event = RiskEvent(event_type=event_type, data=data, source="t")
+    schema_ok = schema_policy == "off" or schema_problem(event) is None
+    actor_looks = actor_policy != "off" and event_type.name in ACTOR_TYPE_NAMES
+    one_of_or_kill = schema_policy != "off" and (
+        event_type is EventType.KILL_SWITCH or event_type is EventType.CONFIG_UPDATE
+    )
+    queued = q.push_event(b"{}", event_type, data, 10, 1000) > 0
+    assert queued == (schema_ok and not actor_looks and not one_of_or_kill)
 
 
 def test_take_waits_without_the_gil_and_wakes_on_a_push() -> None:

@@ -35,6 +35,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("TEST_PANICS", cfg!(feature = "test-panics"))?;
     m.add_class::<queue::Queue>()?;
     m.add_class::<queue::Batch>()?;
+    m.add("NEEDS_CHECK", queue::NEEDS_CHECK)?;
     m.add_class::<scan::ReusedIds>()?;
     m.add_class::<scan::Ring>()?;
     m.add_class::<tally::Tally>()?;

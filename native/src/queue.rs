@@ -13,11 +13,11 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyDict, PyString};
 
 use crate::format::{control_line, event_line, line_hash, HashHex, TsPrefix, HASH_HEX};
 use crate::guard::{guarded, maybe_panic, Site};
@@ -88,10 +88,31 @@ struct State {
     space_waiters: u32,
 }
 
+/// What `push_event` may queue without Python looking at the event, per event type.
+///
+/// The schema and actor rules live in Python (`riskaudit.policy`); this is only their
+/// common case, given once: the type's required `data` keys (None when schemas are not
+/// checked) and whether Python must look at every event of the type anyway (a one-of
+/// rule, a kill switch's action, an actor rule). Anything not plainly fine goes back to
+/// Python, which judges it and says why.
+struct Kind {
+    /// The `EventType` member (compared by identity: enum members are singletons).
+    member: Py<PyAny>,
+    required: Option<Vec<Py<PyString>>>,
+    python_looks: bool,
+}
+
+/// How `set_checks` receives a `Kind` from Python.
+type KindSpec = (Py<PyAny>, Option<Vec<Py<PyString>>>, bool);
+
+/// `push_event`: Python must check this event before it is queued (nothing queued).
+pub const NEEDS_CHECK: i64 = -3;
+
 /// The bounded queue (in records and in bytes), with the seq counter.
 #[pyclass(frozen, module = "riskaudit._native")]
 pub struct Queue {
     state: Mutex<State>,
+    kinds: OnceLock<Vec<Kind>>,
     /// `State::open`, readable without the lock (push checks it first).
     open: AtomicBool,
     writer: Condvar,
@@ -166,6 +187,7 @@ impl Queue {
                 takes: 0,
                 space_waiters: 0,
             }),
+            kinds: OnceLock::new(),
             open: AtomicBool::new(true),
             writer: Condvar::new(),
             space: Condvar::new(),
@@ -203,6 +225,43 @@ impl Queue {
             let item = Item::event(seq, now_ns(), body);
             self.enqueue(&mut st, item) as i64
         })
+    }
+
+    /// Give the event types' checks (once): `(member, required keys or None, whether
+    /// Python looks at every event of it)` each. False if they were given before.
+    fn set_checks(&self, kinds: Vec<KindSpec>) -> bool {
+        let kinds = kinds
+            .into_iter()
+            .map(|(member, required, python_looks)| Kind {
+                member,
+                required,
+                python_looks,
+            })
+            .collect();
+        self.kinds.set(kinds).is_ok()
+    }
+
+    /// `append`'s one native call: queue the body of `encoded` (the event as one JSON
+    /// object; its opening brace is left out, as the line supplies its own) when its
+    /// type's checks plainly pass, as `push` with `may_yield`. -3 when Python must
+    /// check the event first (nothing queued; always, before `set_checks`).
+    fn push_event(
+        &self,
+        encoded: &[u8],
+        event_type: &Bound<'_, PyAny>,
+        data: &Bound<'_, PyAny>,
+        limit: usize,
+        byte_limit: usize,
+    ) -> PyResult<i64> {
+        if !self.plainly_fine(event_type, data)? {
+            return Ok(NEEDS_CHECK);
+        }
+        self.push(
+            encoded.get(1..).unwrap_or_default(),
+            limit,
+            byte_limit,
+            true,
+        )
     }
 
     /// Queue a control record (never refused for room): its seq; -1 when closed and
@@ -350,6 +409,40 @@ impl Queue {
 }
 
 impl Queue {
+    /// Whether an event of this type with this `data` passes the checks without
+    /// Python: a known type no rule needs to look at, and every required key present
+    /// in a plain dict.
+    fn plainly_fine(
+        &self,
+        event_type: &Bound<'_, PyAny>,
+        data: &Bound<'_, PyAny>,
+    ) -> PyResult<bool> {
+        let Some(kinds) = self.kinds.get() else {
+            return Ok(false);
+        };
+        let Some(kind) = kinds
+            .iter()
+            .find(|k| k.member.as_ptr() == event_type.as_ptr())
+        else {
+            return Ok(false);
+        };
+        if kind.python_looks {
+            return Ok(false);
+        }
+        let Some(required) = &kind.required else {
+            return Ok(true);
+        };
+        let Ok(data) = data.cast_exact::<PyDict>() else {
+            return Ok(false);
+        };
+        for key in required {
+            if !data.contains(key.bind(data.py()))? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// Wait on the space condition while `blocked` holds, the queue is open and the
     /// deadline is ahead.
     fn wait_space<'a>(

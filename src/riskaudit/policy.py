@@ -77,6 +77,28 @@ _SIMPLE: dict[str, frozenset[str]] = {
 }
 
 
+def native_checks(
+    schema_policy: str, actor_policy: str
+) -> list[tuple[EventType, tuple[str, ...] | None, bool]]:
+    """The common case of these rules, for the core's ``Queue.push_event`` (given
+    once): per event type its required ``data`` keys (None when schemas are off) and
+    whether Python must look at every event of it (a one-of rule, a kill switch's
+    action, an actor rule). The core queues an event only when that plainly passes;
+    anything else comes back here (:func:`schema_problem`, :func:`actor_problem`), so
+    the rules and their messages are written once, in Python."""
+    schemas = schema_policy != "off"
+    actors = actor_policy != "off"
+    return [
+        (
+            t,
+            tuple(sorted(schema.required)) if schemas else None,
+            (schemas and (bool(schema.one_of) or t is EventType.KILL_SWITCH))
+            or (actors and t in ACTOR_TYPES),
+        )
+        for t, schema in SCHEMAS.items()
+    ]
+
+
 class SchemaProblem(str):
     """What is wrong, as a message, and the field at fault (``data.limit``), so an API
     can name it without reading the message."""

@@ -72,10 +72,12 @@ def _default(obj: Any) -> Any:
     raise TypeError(f"type {type(obj).__name__} is not JSON serialisable")
 
 
-def encode_event_body(
+def encode_event(
     event: RiskEvent, redactor: Redactor | None = None, principal: dict[str, Any] | None = None
 ) -> bytes:
-    """The event's fields as JSON without the opening brace: ``"event_id":...}``.
+    """The event's fields as one JSON object, ``{"event_id":...}``: what ``append``
+    hands to the core, which queues it without its opening brace (the record line
+    supplies its own), so the producer copies the body once.
 
     Raises AuditEncodingError, naming the field, when the event cannot be written.
     """
@@ -101,10 +103,21 @@ def encode_event_body(
         }
         if principal is not None:
             fields["principal"] = principal
-        return orjson.dumps(fields, default=_default)[1:]
+        return orjson.dumps(fields, default=_default)
     except (TypeError, orjson.JSONEncodeError) as exc:
         message, field = _explain(event, exc)
         raise AuditEncodingError(message, field=field) from exc
+
+
+def encode_event_body(
+    event: RiskEvent, redactor: Redactor | None = None, principal: dict[str, Any] | None = None
+) -> bytes:
+    """The event's fields as JSON without the opening brace: ``"event_id":...}``, the
+    part of a record line after its ``seq``, ``prev`` and ``ts``.
+
+    Raises AuditEncodingError, naming the field, when the event cannot be written.
+    """
+    return encode_event(event, redactor, principal)[1:]
 
 
 def _explain(event: RiskEvent, exc: Exception) -> tuple[str, str | None]:

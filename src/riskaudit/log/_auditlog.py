@@ -34,7 +34,7 @@ from typing import Any, NoReturn
 
 import orjson
 
-from riskaudit._native import STDOUT, Batch, Tally, Watermark
+from riskaudit._native import NEEDS_CHECK, STDOUT, Batch, Tally, Watermark
 from riskaudit._version import __version__
 from riskaudit.clock import ClockReader, read_clock
 from riskaudit.config import AuditConfig
@@ -54,6 +54,7 @@ from riskaudit.format import (
     CENTRAL_MARK,
     FORMAT,
     control_mid,
+    encode_event,
     encode_event_body,
     ensure_dir,
     sidecar_path,
@@ -157,6 +158,7 @@ class AuditLog:
         self._emergency = emergency if emergency is not None else EmergencyOutput()
         self._handoff = HandOff(cfg, self._emergency, self.path, self._raise_state)
         self._push = self._handoff.queue.push
+        self._push_event = self._handoff.queue.push_event
         self._push_limit = self._handoff.backlog_limit
         self._push_bytes = self._handoff.normal_bytes
         self._monitor.handoff = self._handoff
@@ -320,20 +322,32 @@ class AuditLog:
         # 1 call in 1024 is timed: often enough for the histogram, rarely enough that
         # the timing itself stays out of the p99 it is meant to show.
         started = time.perf_counter() if not n & 1023 else 0.0
-        body = encode_event_body(event, self._redactor, principal)
-        if self._schema_policy and (problem := schema_problem(event)) is not None:
-            self._schema_violation(event, problem)
-        if self._actor_policy and event.event_type._name_ in ACTOR_TYPE_NAMES:
-            rule = actor_problem(event)
-            if rule is not None:
-                return self._actor_violation(event, body, *rule)
-        # The fast path inline (one native call); the hand-off's policy when it is full.
-        seq: int | None = self._push(body, self._push_limit, self._push_bytes)
+        encoded = encode_event(event, self._redactor, principal)
+        # One native call: the core queues the event when its type's checks plainly
+        # pass (it says -3 when Python must look first) and there is room.
+        seq: int | None = self._push_event(
+            encoded, event.event_type, event.data, self._push_limit, self._push_bytes
+        )
         if seq is not None and seq <= 0:
-            seq = self._hand_off(event, body)
+            seq = self._append_slowly(event, encoded[1:], seq)
         if started:
             self.append_samples.append(time.perf_counter() - started)
         return seq
+
+    def _append_slowly(self, event: RiskEvent, body: bytes, pushed: int) -> int | None:
+        """The schema and actor rules when the core asked for them, then the hand-off's
+        policy when the queue holds its backlog limit or more."""
+        if pushed == NEEDS_CHECK:
+            if self._schema_policy and (problem := schema_problem(event)) is not None:
+                self._schema_violation(event, problem)
+            if self._actor_policy and event.event_type._name_ in ACTOR_TYPE_NAMES:
+                rule = actor_problem(event)
+                if rule is not None:
+                    return self._actor_violation(event, body, *rule)
+            pushed = self._push(body, self._push_limit, self._push_bytes)
+            if pushed > 0:
+                return pushed
+        return self._hand_off(event, body)
 
     def check(self, event: RiskEvent, *, principal: dict[str, Any] | None = None) -> None:
         """Raise what :meth:`append` would raise for this event's content — an
@@ -656,6 +670,7 @@ class AuditLog:
         # exist in the child.
         self._handoff.forget()
         self._push = self._handoff.queue.push
+        self._push_event = self._handoff.queue.push_event
         self._tally = Tally()  # the parent's lock may be held by its writer
         self._watermark = Watermark(0)
         self._watermark.stop()

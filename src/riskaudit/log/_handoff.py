@@ -39,6 +39,7 @@ from riskaudit.config import AuditConfig
 from riskaudit.errors import AuditEncodingError, AuditQueueFullError
 from riskaudit.format import control_mid, format_ts
 from riskaudit.log._emergency import EmergencyOutput
+from riskaudit.policy import native_checks
 
 logger = logging.getLogger("riskaudit")
 
@@ -72,6 +73,7 @@ class HandOff:
         self.normal_bytes = max(1, config.queue_bytes * self.normal_limit // size)
         self._wake_at = 1 if config.flush_interval == 0 else max(1, size // 4)
         self.queue = Queue(1, self._wake_at)
+        self.queue.set_checks(native_checks(config.schema_policy, config.actor_policy))
         self.throttled = 0
         #: Pushes that stepped aside for a writer waiting for the GIL.
         self.yields = 0
