@@ -94,6 +94,11 @@ def test_a_turn_writes_the_chain_and_marks_it_durable(fd: int) -> None:
     data = os.pread(fd, 1 << 20, 0)
     assert (first, last, size, offset) == (1, 5, len(data), len(data))
     assert b"".join(c for _seq, c in chunks) == data
+    # Handed over without a copy, read-only: the writer's ring holds the core's bytes.
+    view = memoryview(chunks[0][1])
+    assert view.readonly and bytes(chunks[0][1]) == bytes(view) == data[: len(view)]
+    with pytest.raises(TypeError):
+        view[0] = 0
     assert sync_ns > 0 and done_ns >= first_ts > 0
     h = ZERO_HASH
     for i, line in enumerate(data.splitlines()):

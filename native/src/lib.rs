@@ -46,6 +46,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(queue::chain, m)?)?;
     m.add_function(wrap_pyfunction!(commit::write_durably, m)?)?;
     m.add_function(wrap_pyfunction!(turn::commit_turns, m)?)?;
+    m.add_class::<turn::Chunk>()?;
     m.add("SHRUNK", turn::SHRUNK)?;
     m.add("FAILED", turn::FAILED)?;
     m.add("CHAIN_PANIC", turn::CHAIN_PANIC)?;

@@ -303,6 +303,15 @@ pub fn commit_turns<'py>(
             .map(|(seq, data)| (seq, PyBytes::new(py, &data)))
             .collect()
     };
+    // What reached the file goes to the writer's ring as it is, without a copy: a copy
+    // of a turn's megabyte into fresh Python memory, under the GIL, is what a producer
+    // would wait for at every commit an `on_durable` hook brings back.
+    let kept_of = |chunks: Chunks| -> PyResult<Vec<(u64, Bound<'py, Chunk>)>> {
+        chunks
+            .into_iter()
+            .map(|(seq, data)| Ok((seq, Bound::new(py, Chunk { data })?)))
+            .collect()
+    };
     let mut committed = Vec::with_capacity(done.len());
     for c in done {
         let turn = (
@@ -312,7 +321,7 @@ pub fn commit_turns<'py>(
             c.size,
             c.sync_ns,
             c.done_ns,
-            chunks_of(c.chunks),
+            kept_of(c.chunks)?,
         );
         committed.push(turn.into_pyobject(py)?.into_any());
     }
@@ -345,4 +354,45 @@ pub fn commit_turns<'py>(
         ),
     };
     Ok((PyBytes::new(py, &head), offset, committed, pending))
+}
+
+/// Record lines the core wrote, handed to Python without a copy: bytes-like (the
+/// buffer protocol, read-only), so `b"".join` and `bytes()` take it as they are.
+#[pyclass(frozen, module = "riskaudit._native")]
+pub struct Chunk {
+    data: Vec<u8>,
+}
+
+#[pymethods]
+impl Chunk {
+    /// # Safety
+    /// `view` is the buffer struct Python hands in; `PyBuffer_FillInfo` fills it and
+    /// holds a reference to this object, whose bytes never change (frozen).
+    unsafe fn __getbuffer__(
+        slf: Bound<'_, Self>,
+        view: *mut pyo3::ffi::Py_buffer,
+        flags: std::os::raw::c_int,
+    ) -> PyResult<()> {
+        let data = &slf.get().data;
+        let rc = pyo3::ffi::PyBuffer_FillInfo(
+            view,
+            slf.as_ptr(),
+            data.as_ptr() as *mut std::os::raw::c_void,
+            data.len() as pyo3::ffi::Py_ssize_t,
+            1,
+            flags,
+        );
+        if rc == -1 {
+            return Err(PyErr::fetch(slf.py()));
+        }
+        Ok(())
+    }
+
+    fn __len__(&self) -> usize {
+        self.data.len()
+    }
+
+    fn __bytes__<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &self.data)
+    }
 }

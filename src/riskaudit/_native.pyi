@@ -79,7 +79,14 @@ def write_durably(fd: int, chunks: list[bytes], offset: int, dsync: bool) -> int
 def line_hash(line: bytes) -> bytes: ...
 
 #: One committed turn: (first, last, first_ts, size, sync_ns, done_ns, chunks).
-Turn = tuple[int, int, int, int, int, int, list[tuple[int, bytes]]]
+class Chunk:
+    """Lines the core wrote, bytes-like without a copy (read-only buffer)."""
+
+    def __buffer__(self, flags: int, /) -> memoryview: ...
+    def __len__(self) -> int: ...
+    def __bytes__(self) -> bytes: ...
+
+Turn = tuple[int, int, int, int, int, int, list[tuple[int, Chunk]]]
 #: A batch handed back: (status, errno, strerror, first, first_ts, last, chunks) for
 #: SHRUNK, FAILED and COMMIT_PANIC; (CHAIN_PANIC, 0, message, batch) for CHAIN_PANIC.
 Pending = tuple[int, int, str, int, int, int, list[tuple[int, bytes]]] | tuple[int, int, str, Batch]

@@ -23,7 +23,9 @@ started, and the previous file's name), so each file says which stream it belong
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 
+from riskaudit._native import Chunk
 from riskaudit.storage._settings import Rotation
 
 __all__ = ["RecentRecords", "Rotation"]
@@ -32,16 +34,17 @@ __all__ = ["RecentRecords", "Rotation"]
 class RecentRecords:
     """The last ``limit`` records written to the primary, as the chunks written.
 
-    Holds references to bytes the writer made anyway (no copy); always keeps the newest
+    Holds references to bytes the writer made anyway (no copy: the core's turns hand
+    theirs over as ``Chunk``, bytes-like); always keeps the newest
     chunk whole, so whatever reached the file since a truncation can be written back.
     """
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self.chunks: deque[tuple[int, int, bytes]] = deque()
+        self.chunks: deque[tuple[int, int, bytes | Chunk]] = deque()
         self.records = 0
 
-    def add(self, first: int, backlog: list[tuple[int, bytes]]) -> None:
+    def add(self, first: int, backlog: Sequence[tuple[int, bytes | Chunk]]) -> None:
         if self.limit <= 0:
             return
         chunks = self.chunks

@@ -47,7 +47,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -59,6 +59,7 @@ from riskaudit._native import (
     SPOOL,
     STDOUT,
     Batch,
+    Chunk,
     Tally,
     Watermark,
     commit_turns,
@@ -323,7 +324,7 @@ class Writer:
             self._stdout_first = first
 
     def _primary_committed(
-        self, first: int, last: int, chunks: list[tuple[int, bytes]], size: int
+        self, first: int, last: int, chunks: Sequence[tuple[int, bytes | Chunk]], size: int
     ) -> None:
         self.counters.primary_records += last - first + 1
         self.primary_last = last
@@ -389,13 +390,13 @@ class Writer:
             max(0, self.ring.limit),
         )
         self.prev = prev
-        for first, last, first_ts, size, sync_ns, done_ns, chunks in turns:
+        for first, last, first_ts, size, sync_ns, done_ns, kept in turns:
             if was_empty:
                 self.file_first = (first, first_ts)
                 was_empty = False
             primary.offset += size
             self._chained(first, first_ts, last)
-            self._primary_committed(first, last, chunks, size)
+            self._primary_committed(first, last, kept, size)
             self._synced(sync_ns / 1e9, size, done_ns)
             self.counters.batches += 1
             if self._on_durable is not None:
