@@ -539,3 +539,36 @@ def test_check_raises_what_append_would_and_writes_nothing(tmp_path: Path) -> No
         assert log.last_seq == before
     finally:
         log.close()
+
+
+def test_the_writers_periodic_checks_run_in_a_section_producers_step_aside_for(
+    config: AuditConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer's periodic checks (identity, clock, volume, time-based checkpoint and
+    rotation) run inside a marked section, ended after them: a producer
+    holding the GIL steps aside for them instead of for a switch interval per call."""
+    from riskaudit.log import _writer
+
+    state = {"on": False}
+    seen: list[bool] = []
+    real_priority = _writer.writer_priority
+    real_periodic = _writer.Writer._periodic
+
+    def priority(on: bool) -> None:
+        state["on"] = on
+        real_priority(on)
+
+    def periodic(self: _writer.Writer, now: float) -> None:
+        seen.append(state["on"])
+        real_periodic(self, now)
+
+    monkeypatch.setattr(_writer, "writer_priority", priority)
+    monkeypatch.setattr(_writer.Writer, "_periodic", periodic)
+    with AuditLog(config) as log:
+        log.append(event())
+        log.flush()
+        deadline = time.monotonic() + 5
+        while len(seen) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert len(seen) >= 2 and all(seen)
+    assert state["on"] is False

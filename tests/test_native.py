@@ -347,6 +347,35 @@ def test_push_event_with_schemas_off_takes_any_data() -> None:
     assert q.push_event(b"{}", EventType.KILL_SWITCH, {}, 10, 1000) == NEEDS_CHECK
 
 
+def test_a_producer_steps_aside_in_a_writer_section_until_it_ends() -> None:
+    """Inside a section the writer marked (its periodic checks), a push that may yield
+    returns -2 once the section is 50 µs old, yield_to_writer returns when the section
+    ends, and pushes go on; past the 5 ms window nobody steps aside any more."""
+    import threading
+    import time
+
+    from riskaudit._native import writer_priority, yield_to_writer
+
+    q = Queue(1, 1)
+    writer_priority(True)
+    try:
+        time.sleep(0.001)
+        assert q.push(b"x", 1 << 20, 1 << 30) == -2
+        ended = threading.Timer(0.002, writer_priority, args=(False,))
+        started = time.monotonic()
+        ended.start()
+        yield_to_writer(1.0)
+        waited = time.monotonic() - started
+        ended.join()
+        assert 0.0015 < waited < 0.5
+        assert q.push(b"y", 1 << 20, 1 << 30) > 0
+        writer_priority(True)
+        time.sleep(0.006)  # past the window: the interpreter hands the GIL over anyway
+        assert q.push(b"z", 1 << 20, 1 << 30) > 0
+    finally:
+        writer_priority(False)
+
+
 @SETTINGS
 @given(
     event_type=st.sampled_from(list(EventType)),

@@ -7,17 +7,38 @@
 //! writer's calls note when they start waiting for the GIL, and a producer's `push`
 //! that finds the writer waiting longer than `YIELD_AFTER_NS` steps aside (the Python
 //! side then waits, without the GIL, until the writer has it).
+//!
+//! The writer's own Python work (its periodic checks of the file, the clock and the
+//! volume, checkpoints, rotation) gives the GIL up at every system call it makes, and a
+//! producer that takes it then would keep it for a switch interval each time: a
+//! periodic check of a few system calls became tens of milliseconds of records not
+//! committed. So the writer marks such a section (`writer_priority`), and a producer
+//! that gets the GIL inside it steps aside until it ends.
+//!
+//! A producer steps aside only in the first `YIELD_WINDOW_NS` of a wait or a section
+//! (a switch interval: after it the interpreter hands the GIL over anyway), so a
+//! producer never waits longer than that for one writer section, however long it is.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
 
-/// When a writer thread began waiting for the GIL (ns, CLOCK_MONOTONIC); 0: none waits.
+/// Since when (ns, CLOCK_MONOTONIC) the writer waits for the GIL or works in a marked
+/// section; 0: neither.
 static WRITER_WAITS_SINCE: AtomicI64 = AtomicI64::new(0);
+
+/// The mark of the writer's current section; 0 outside one.
+static SECTION: AtomicI64 = AtomicI64::new(0);
 
 /// How long a writer may wait for the GIL before producers step aside.
 pub const YIELD_AFTER_NS: i64 = 50_000;
+
+/// After this long into a wait or a section, producers no longer step aside.
+const YIELD_WINDOW_NS: i64 = 5_000_000;
+
+/// How long `yield_to_writer` spins before it sleeps.
+const SPIN_FOR: Duration = Duration::from_micros(100);
 
 /// `py.detach(f)` for the writer's calls: on the way back, say that the writer waits
 /// for the GIL; once it has it, take that back.
@@ -29,7 +50,9 @@ pub fn writer_detach<T: Send>(py: Python<'_>, f: impl FnOnce() -> T + Send) -> T
         WRITER_WAITS_SINCE.store(mark, Ordering::Release);
         out
     });
-    let _ = WRITER_WAITS_SINCE.compare_exchange(mark, 0, Ordering::AcqRel, Ordering::Relaxed);
+    // Back to the section this call was made in, if any (its window goes on).
+    let section = SECTION.load(Ordering::Acquire);
+    let _ = WRITER_WAITS_SINCE.compare_exchange(mark, section, Ordering::AcqRel, Ordering::Relaxed);
     out
 }
 
@@ -37,34 +60,55 @@ fn monotonic_ns() -> i64 {
     crate::queue::clock_ns(libc::CLOCK_MONOTONIC)
 }
 
-/// Whether a writer has waited for the GIL for longer than `YIELD_AFTER_NS`.
+/// Whether a writer has waited for the GIL (or worked in a marked section) for longer
+/// than `YIELD_AFTER_NS`, within the first `YIELD_WINDOW_NS`.
 #[inline]
 pub fn writer_starved() -> bool {
     let since = WRITER_WAITS_SINCE.load(Ordering::Acquire);
-    since != 0 && monotonic_ns() - since > YIELD_AFTER_NS
+    if since == 0 {
+        return false;
+    }
+    let age = monotonic_ns() - since;
+    age > YIELD_AFTER_NS && age < YIELD_WINDOW_NS
+}
+
+/// Mark (True) or end (False) a section of the writer's own Python work during which
+/// producers step aside when they get the GIL (see the module's text).
+#[pyfunction]
+pub fn writer_priority(on: bool) {
+    let mark = if on { monotonic_ns().max(1) } else { 0 };
+    SECTION.store(mark, Ordering::Release);
+    WRITER_WAITS_SINCE.store(mark, Ordering::Release);
 }
 
 /// In a forked child: no writer thread of the parent exists here to clear the flag.
 #[pyfunction]
 pub fn _after_fork() {
+    SECTION.store(0, Ordering::Release);
     WRITER_WAITS_SINCE.store(0, Ordering::Release);
 }
 
-/// Wait without the GIL, at most `timeout` seconds, until no writer waits for it.
+/// Wait without the GIL until the writer no longer waits for it (or has left its
+/// marked section), at most `timeout` seconds and never past the step-aside window.
 ///
-/// The writer takes the GIL within microseconds of it being free, so this spins for a
-/// short while before it sleeps: a sleep costs at least the kernel's timer slack
-/// (50 µs), which every step aside would add to a producer's call.
+/// It spins for a short while before it sleeps: a sleep costs at least the kernel's
+/// timer slack (50 µs), which every step aside would add to a producer's call.
 #[pyfunction]
 pub fn yield_to_writer(py: Python<'_>, timeout: f64) {
-    let limit = Duration::from_secs_f64(if timeout.is_finite() {
+    let asked = Duration::from_secs_f64(if timeout.is_finite() {
         timeout.clamp(0.0, 1.0)
     } else {
         0.0
     });
+    let mark = WRITER_WAITS_SINCE.load(Ordering::Acquire);
+    if mark == 0 {
+        return;
+    }
+    let window_left = Duration::from_nanos((mark + YIELD_WINDOW_NS - monotonic_ns()).max(0) as u64);
+    let limit = asked.min(window_left);
     py.detach(|| {
         let started = Instant::now();
-        let waiting = || WRITER_WAITS_SINCE.load(Ordering::Acquire) != 0;
+        let waiting = || WRITER_WAITS_SINCE.load(Ordering::Acquire) == mark;
         while waiting() && started.elapsed() < limit {
             if started.elapsed() < SPIN_FOR {
                 std::hint::spin_loop();
@@ -74,6 +118,3 @@ pub fn yield_to_writer(py: Python<'_>, timeout: f64) {
         }
     });
 }
-
-/// How long `yield_to_writer` spins before it sleeps.
-const SPIN_FOR: Duration = Duration::from_micros(100);

@@ -47,7 +47,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -63,6 +63,7 @@ from riskaudit._native import (
     Tally,
     Watermark,
     commit_turns,
+    writer_priority,
 )
 from riskaudit._native import chain as native_chain
 from riskaudit.errors import AuditNativeError
@@ -917,6 +918,33 @@ class Writer:
 
     # -- the thread ---------------------------------------------------------------
 
+    def _periodic(self, now: float) -> None:
+        """Every half second: the file's identity, the clock and the volume, a
+        checkpoint or a rotation that is due by time."""
+        self.check_identity()
+        self.monitor.tick(now, self.destination is Destination.PRIMARY)
+        if self.checkpointer is not None and self.checkpointer.due(now):
+            self.checkpoint()
+        if self.rotation.interval:
+            wall = self.wall()
+            if self._next_rotation == math.inf:
+                self._next_rotation = self.rotation.next_boundary(wall)
+            elif wall >= self._next_rotation:
+                self._next_rotation = self.rotation.next_boundary(wall)
+                self._rotate_pending = True
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _priority() -> Iterator[None]:
+        """The writer's own bounded Python work (never a wait): a producer that gets
+        the GIL while this section makes a system call steps aside until it ends, at
+        most a switch interval, instead of holding the GIL for one each time."""
+        writer_priority(True)
+        try:
+            yield
+        finally:
+            writer_priority(False)
+
     def run(self) -> None:
         try:
             while True:
@@ -927,25 +955,18 @@ class Writer:
                 now = time.monotonic()
                 if self.reopen_requested:
                     self.reopen_requested = False
-                    self.reopen()
+                    with self._priority():
+                        self.reopen()
                 if now >= self._next_identity:
                     self._next_identity = now + IDENTITY_EVERY
-                    self.check_identity()
-                    self.monitor.tick(now, self.destination is Destination.PRIMARY)
-                    if self.checkpointer is not None and self.checkpointer.due(now):
-                        self.checkpoint()
-                    if self.rotation.interval:
-                        wall = self.wall()
-                        if self._next_rotation == math.inf:
-                            self._next_rotation = self.rotation.next_boundary(wall)
-                        elif wall >= self._next_rotation:
-                            self._next_rotation = self.rotation.next_boundary(wall)
-                            self._rotate_pending = True
+                    with self._priority():
+                        self._periodic(now)
                 if (self._rotate_pending or self.rotate_requested) and (
                     self.destination is Destination.PRIMARY
                 ):
                     self._rotate_pending = self.rotate_requested = False
-                    self.switch_file("rotate", seal_as_segment=True)
+                    with self._priority():
+                        self.switch_file("rotate", seal_as_segment=True)
                 if self.destination is not Destination.PRIMARY:
                     self.try_restore()
                 closing = self.stopping  # read first: a stop queued before it is taken now
@@ -965,7 +986,8 @@ class Writer:
                 if took:
                     cp = self.checkpointer
                     if cp is not None and cp.every_records and cp.records >= cp.every_records:
-                        self.checkpoint()
+                        with self._priority():
+                            self.checkpoint()
                 elif closing:
                     if self.owed and self.destination is not Destination.STDOUT:
                         self._close_stdout_range()  # what is owed, durably if at all
