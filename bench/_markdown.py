@@ -202,6 +202,8 @@ def render(raw: dict[str, Any], chart_name: str) -> str:
         "of it."
     )
     throttled = s["d"].get("throttled")
+    dd = s["d"]
+    n_calls = int(args["events"])
     w(
         f"* The producer's call in (d) costs {_med(d['p50_us'], '.2f')} µs at p50 and "
         f"{_med(d['p99_us'], '.2f')} µs at p99, against {a['p50_us']['median']:.2f} / "
@@ -213,11 +215,16 @@ def render(raw: dict[str, Any], chart_name: str) -> str:
             if throttled is not None and throttled["median"] > 0
             else ""
         )
-        + f"; see below. The lower bound (e), with no second thread, has a p99.9 of "
-        f"{e['p999_us']['median']:.0f} µs in the same run: on this VM a few dozen calls in "
-        "100,000 stall past 20 µs whatever they do, so the p99.9 target leaves room for "
-        "only a few dozen waits, and in this flat-out run each commit costs the producer "
-        "two (a hook hand-off and a throttle wait)."
+        + f"; see below. The p99.9 is the {n_calls // 1000:,}th slowest of {n_calls:,} "
+        f"calls, and this flat-out run has {dd['commits']['median']:.0f} commits, each "
+        "costing the producer about one wait (the GIL hand-off to the `on_durable` hook)"
+        + (
+            f", plus {throttled['median']:.0f} throttle waits"
+            if throttled is not None and throttled["median"] > 0
+            else ""
+        )
+        + f": that many waits alone reach the p99.9. The lower bound (e), with no second "
+        f"thread, has a p99.9 of {e['p999_us']['median']:.0f} µs in the same run."
     )
     if c["rss_delta_mib"]["median"] > 10:
         w(
@@ -237,8 +244,9 @@ def render(raw: dict[str, Any], chart_name: str) -> str:
             "bookkeeping); together they kept "
             f"{cpu['cores_busy']['median']:.2f} cores busy. The writer's commit turns run in "
             "the core without the GIL, so the two overlap; the writer comes back to Python "
-            "about twice a second, and the producer waits only when it outruns the disk "
-            "(the backlog throttle; see *The native core*)."
+            "about twice a second (and after every commit to call an `on_durable` hook), "
+            "and the producer waits when it outruns the disk (the backlog throttle; see "
+            "*The native core*) and, briefly, when it holds the GIL the writer needs."
         )
     w(
         f"* At full speed (no pacing) the events of (d) became durable after "
@@ -616,6 +624,17 @@ def _native_section(s: dict[str, Any]) -> list[str]:
         "three or four times per batch and waited each time for a producer or a host "
         "thread to let go of it (the 2026-12-03 morning run: time to durable p99 12.2 ms "
         "busy-wait, 168 ms flat out; the host kept 0.852).\n"
+    )
+    w(
+        "Two causes of time-to-durable spikes of 25-50 ms, found with the paced "
+        "busy-wait producer and fixed on 2026-12-03 (12 interleaved runs each, p99 "
+        "median 29.7 ms before the second fix, 4.6 ms after): the writer's own periodic "
+        "checks gave the GIL up at every system call, and a busy producer kept it for a "
+        "switch interval each time (a check took 35-45 ms; now the writer marks the "
+        "section and a producer that gets the GIL inside it steps aside, at most 5 ms); "
+        "and mimalloc, the core's allocator, advised the kernel to back its memory with "
+        "transparent huge pages, so now and then a page fault inside a push or a take "
+        "stalled 25-30 ms with the GIL held (mimalloc is now built with `no_thp`).\n"
     )
     w(
         f"Cost per record in (d), CPU time of each thread: the producer "

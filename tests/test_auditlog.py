@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import subprocess
@@ -545,30 +546,49 @@ def test_the_writers_periodic_checks_run_in_a_section_producers_step_aside_for(
     config: AuditConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The writer's periodic checks (identity, clock, volume, time-based checkpoint and
-    rotation) run inside a marked section, ended after them: a producer
-    holding the GIL steps aside for them instead of for a switch interval per call."""
+    rotation), a rotation and a checkpoint by record count run inside a marked
+    section, closed after each: a producer holding the GIL steps aside for them
+    instead of for a switch interval per system call (closing, with no producers
+    left, needs none)."""
     from riskaudit.log import _writer
 
-    state = {"on": False}
-    seen: list[bool] = []
-    real_priority = _writer.writer_priority
-    real_periodic = _writer.Writer._periodic
+    open_sections: list[int] = []
+    seen: dict[str, list[bool]] = {"_periodic": [], "switch_file": [], "checkpoint": []}
+    real_begin, real_end = _writer.begin_section, _writer.end_section
 
-    def priority(on: bool) -> None:
-        state["on"] = on
-        real_priority(on)
+    def begin() -> int:
+        token = real_begin()
+        open_sections.append(token)
+        return token
 
-    def periodic(self: _writer.Writer, now: float) -> None:
-        seen.append(state["on"])
-        real_periodic(self, now)
+    def end(token: int) -> None:
+        open_sections.remove(token)
+        real_end(token)
 
-    monkeypatch.setattr(_writer, "writer_priority", priority)
-    monkeypatch.setattr(_writer.Writer, "_periodic", periodic)
-    with AuditLog(config) as log:
-        log.append(event())
+    def watched(name: str) -> None:
+        real = getattr(_writer.Writer, name)
+
+        def call(self: _writer.Writer, *args: object, **kwargs: object) -> object:
+            seen[name].append(bool(open_sections))
+            return real(self, *args, **kwargs)
+
+        monkeypatch.setattr(_writer.Writer, name, call)
+
+    monkeypatch.setattr(_writer, "begin_section", begin)
+    monkeypatch.setattr(_writer, "end_section", end)
+    for name in seen:
+        watched(name)
+    cfg = dataclasses.replace(config, checkpoint_records=50)
+    with AuditLog(cfg) as log:
+        for i in range(120):
+            log.append(event(i))
         log.flush()
+        log.rotate()
         deadline = time.monotonic() + 5
-        while len(seen) < 2 and time.monotonic() < deadline:
+        while len(seen["_periodic"]) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
-    assert len(seen) >= 2 and all(seen)
-    assert state["on"] is False
+        assert not open_sections
+        before_close = {name: list(calls) for name, calls in seen.items()}
+    assert len(before_close["_periodic"]) >= 2 and all(before_close["_periodic"])
+    assert before_close["switch_file"] and all(before_close["switch_file"])
+    assert before_close["checkpoint"] and all(before_close["checkpoint"])

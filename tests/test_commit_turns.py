@@ -25,6 +25,7 @@ from riskaudit._native import (
     FAILED,
     PRIMARY,
     SHRUNK,
+    Chunk,
     Queue,
     Watermark,
     commit_turns,
@@ -95,6 +96,7 @@ def test_a_turn_writes_the_chain_and_marks_it_durable(fd: int) -> None:
     assert (first, last, size, offset) == (1, 5, len(data), len(data))
     assert b"".join(c for _seq, c in chunks) == data
     # Handed over without a copy, read-only: the writer's ring holds the core's bytes.
+    assert all(type(c) is Chunk for _seq, c in chunks)
     view = memoryview(chunks[0][1])
     assert view.readonly and bytes(chunks[0][1]) == bytes(view) == data[: len(view)]
     with pytest.raises(TypeError):

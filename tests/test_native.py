@@ -349,31 +349,58 @@ def test_push_event_with_schemas_off_takes_any_data() -> None:
 
 def test_a_producer_steps_aside_in_a_writer_section_until_it_ends() -> None:
     """Inside a section the writer marked (its periodic checks), a push that may yield
-    returns -2 once the section is 50 µs old, yield_to_writer returns when the section
-    ends, and pushes go on; past the 5 ms window nobody steps aside any more."""
+    returns -2 once the section is 50 µs old and yield_to_writer returns when the
+    section ends, well before the 5 ms window would end it; a native writer call
+    inside the section needs no GIL, so nobody steps aside during it; past the window
+    nobody steps aside any more."""
     import threading
     import time
 
-    from riskaudit._native import writer_priority, yield_to_writer
+    from riskaudit._native import begin_section, end_section, yield_to_writer
 
     q = Queue(1, 1)
-    writer_priority(True)
+
+    def section_with_a_step_aside() -> tuple[int, float]:
+        """A section that is past 50 µs and inside its window when a push sees it
+        (a loaded machine may overshoot: then try again)."""
+        for _ in range(50):
+            token = begin_section()
+            began = time.monotonic()
+            while time.monotonic() - began < 0.004:
+                pushed = q.push(b"x", 1 << 20, 1 << 30)
+                if pushed == -2:
+                    return token, began
+            end_section(token)
+        raise AssertionError("no push stepped aside inside a section")
+
+    token, began = section_with_a_step_aside()
     try:
-        time.sleep(0.001)
-        assert q.push(b"x", 1 << 20, 1 << 30) == -2
-        ended = threading.Timer(0.002, writer_priority, args=(False,))
+        ended = threading.Timer(0.0005, end_section, args=(token,))
         started = time.monotonic()
         ended.start()
         yield_to_writer(1.0)
-        waited = time.monotonic() - started
+        returned = time.monotonic()
         ended.join()
-        assert 0.0015 < waited < 0.5
+        # The window would have ended the wait only 5 ms after the section began.
+        if returned - began < 0.0049:
+            assert returned - started >= 0.0004
         assert q.push(b"y", 1 << 20, 1 << 30) > 0
-        writer_priority(True)
-        time.sleep(0.006)  # past the window: the interpreter hands the GIL over anyway
+
+        token, began = section_with_a_step_aside()
+        end_section(token)
+        q.take(0.0)  # empty: the writer's take below waits its 20 ms
+        token = begin_section()
+        writer_busy = threading.Thread(target=q.take, args=(0.02,))  # native, no GIL
+        writer_busy.start()
+        time.sleep(0.002)
         assert q.push(b"z", 1 << 20, 1 << 30) > 0
+        writer_busy.join()
+
+        token = begin_section()
+        time.sleep(0.006)  # past the window: the interpreter hands the GIL over anyway
+        assert q.push(b"w", 1 << 20, 1 << 30) > 0
     finally:
-        writer_priority(False)
+        end_section(token)
 
 
 @SETTINGS

@@ -12,7 +12,7 @@
 //! volume, checkpoints, rotation) gives the GIL up at every system call it makes, and a
 //! producer that takes it then would keep it for a switch interval each time: a
 //! periodic check of a few system calls became tens of milliseconds of records not
-//! committed. So the writer marks such a section (`writer_priority`), and a producer
+//! committed. So the writer marks such a section (`begin_section`), and a producer
 //! that gets the GIL inside it steps aside until it ends.
 //!
 //! A producer steps aside only in the first `YIELD_WINDOW_NS` of a wait or a section
@@ -38,11 +38,18 @@ pub const YIELD_AFTER_NS: i64 = 50_000;
 const YIELD_WINDOW_NS: i64 = 5_000_000;
 
 /// How long `yield_to_writer` spins before it sleeps.
-const SPIN_FOR: Duration = Duration::from_micros(100);
+const SPIN_FOR: Duration = Duration::from_micros(20);
 
 /// `py.detach(f)` for the writer's calls: on the way back, say that the writer waits
-/// for the GIL; once it has it, take that back.
+/// for the GIL; once it has it, take that back (or go back to the section the call was
+/// made in). While `f` runs the writer needs no GIL, so nobody steps aside for it then,
+/// section or not.
 pub fn writer_detach<T: Send>(py: Python<'_>, f: impl FnOnce() -> T + Send) -> T {
+    let section = SECTION.load(Ordering::Acquire);
+    if section != 0 {
+        let _ =
+            WRITER_WAITS_SINCE.compare_exchange(section, 0, Ordering::AcqRel, Ordering::Relaxed);
+    }
     let mut mark = 0;
     let out = py.detach(|| {
         let out = f();
@@ -51,7 +58,6 @@ pub fn writer_detach<T: Send>(py: Python<'_>, f: impl FnOnce() -> T + Send) -> T
         out
     });
     // Back to the section this call was made in, if any (its window goes on).
-    let section = SECTION.load(Ordering::Acquire);
     let _ = WRITER_WAITS_SINCE.compare_exchange(mark, section, Ordering::AcqRel, Ordering::Relaxed);
     out
 }
@@ -72,13 +78,24 @@ pub fn writer_starved() -> bool {
     age > YIELD_AFTER_NS && age < YIELD_WINDOW_NS
 }
 
-/// Mark (True) or end (False) a section of the writer's own Python work during which
-/// producers step aside when they get the GIL (see the module's text).
+/// Begin a section of the writer's own Python work during which producers step aside
+/// when they get the GIL (see the module's text): a token for `end_section`. Sections
+/// do not nest (the writer never opens one inside another).
 #[pyfunction]
-pub fn writer_priority(on: bool) {
-    let mark = if on { monotonic_ns().max(1) } else { 0 };
+pub fn begin_section() -> i64 {
+    let mark = monotonic_ns().max(1);
     SECTION.store(mark, Ordering::Release);
     WRITER_WAITS_SINCE.store(mark, Ordering::Release);
+    mark
+}
+
+/// End the section `begin_section` returned `token` for. Nothing changes when another
+/// writer has marked something since (several logs in one process share these marks:
+/// at worst a producer steps aside for another log's writer).
+#[pyfunction]
+pub fn end_section(token: i64) {
+    let _ = SECTION.compare_exchange(token, 0, Ordering::AcqRel, Ordering::Relaxed);
+    let _ = WRITER_WAITS_SINCE.compare_exchange(token, 0, Ordering::AcqRel, Ordering::Relaxed);
 }
 
 /// In a forked child: no writer thread of the parent exists here to clear the flag.

@@ -52,7 +52,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("CHAIN_PANIC", turn::CHAIN_PANIC)?;
     m.add("COMMIT_PANIC", turn::COMMIT_PANIC)?;
     m.add_function(wrap_pyfunction!(gil::yield_to_writer, m)?)?;
-    m.add_function(wrap_pyfunction!(gil::writer_priority, m)?)?;
+    m.add_function(wrap_pyfunction!(gil::begin_section, m)?)?;
+    m.add_function(wrap_pyfunction!(gil::end_section, m)?)?;
     m.add_function(wrap_pyfunction!(gil::_after_fork, m)?)?;
     m.add_function(wrap_pyfunction!(scan::scan_block, m)?)?;
     m.add_function(wrap_pyfunction!(line_hash, m)?)?;

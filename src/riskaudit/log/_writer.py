@@ -62,8 +62,9 @@ from riskaudit._native import (
     Chunk,
     Tally,
     Watermark,
+    begin_section,
     commit_turns,
-    writer_priority,
+    end_section,
 )
 from riskaudit._native import chain as native_chain
 from riskaudit.errors import AuditNativeError
@@ -936,14 +937,15 @@ class Writer:
     @staticmethod
     @contextlib.contextmanager
     def _priority() -> Iterator[None]:
-        """The writer's own bounded Python work (never a wait): a producer that gets
-        the GIL while this section makes a system call steps aside until it ends, at
-        most a switch interval, instead of holding the GIL for one each time."""
-        writer_priority(True)
+        """The writer's own bounded Python work: a producer that gets the GIL while
+        this section makes a system call steps aside until it ends, at most a switch
+        interval (5 ms) from its start, instead of keeping the GIL for a switch interval
+        each time. Not nested, and never around a wait (the gate, the take)."""
+        token = begin_section()
         try:
             yield
         finally:
-            writer_priority(False)
+            end_section(token)
 
     def run(self) -> None:
         try:
