@@ -91,11 +91,10 @@ def native_checks(
     return [
         (
             t,
-            tuple(sorted(schema.required)) if schemas else None,
-            (schemas and (bool(schema.one_of) or t is EventType.KILL_SWITCH))
-            or (actors and t in ACTOR_TYPES),
+            tuple(sorted(_SIMPLE.get(t.name, _REQUIRED[t.name]))) if schemas else None,
+            (schemas and t.name not in _SIMPLE) or (actors and t.name in ACTOR_TYPE_NAMES),
         )
-        for t, schema in SCHEMAS.items()
+        for t in SCHEMAS
     ]
 
 
