@@ -88,22 +88,15 @@ struct State {
     space_waiters: u32,
 }
 
-/// What `push_event` may queue without Python looking at the event, per event type.
+/// An event type `push_event` may queue without Python looking at the event: the
+/// `EventType` member (compared by identity: enum members are singletons) and its
+/// required `data` keys (None when schemas are not checked).
 ///
-/// The schema and actor rules live in Python (`riskaudit.policy`); this is only their
-/// common case, given once: the type's required `data` keys (None when schemas are not
-/// checked) and whether Python must look at every event of the type anyway (a one-of
-/// rule, a kill switch's action, an actor rule). Anything not plainly fine goes back to
-/// Python, which judges it and says why.
-struct Kind {
-    /// The `EventType` member (compared by identity: enum members are singletons).
-    member: Py<PyAny>,
-    required: Option<Vec<Py<PyString>>>,
-    python_looks: bool,
-}
-
-/// How `set_checks` receives a `Kind` from Python.
-type KindSpec = (Py<PyAny>, Option<Vec<Py<PyString>>>, bool);
+/// The schema and actor rules live in Python (`riskaudit.policy`); these are only
+/// their common case, given once: the types no rule needs to look at event by event.
+/// Anything else, an absent type included, goes back to Python, which judges it and
+/// says why.
+type Kind = (Py<PyAny>, Option<Vec<Py<PyString>>>);
 
 /// `push_event`: Python must check this event before it is queued (nothing queued).
 pub const NEEDS_CHECK: i64 = -3;
@@ -227,17 +220,9 @@ impl Queue {
         })
     }
 
-    /// Give the event types' checks (once): `(member, required keys or None, whether
-    /// Python looks at every event of it)` each. False if they were given before.
-    fn set_checks(&self, kinds: Vec<KindSpec>) -> bool {
-        let kinds = kinds
-            .into_iter()
-            .map(|(member, required, python_looks)| Kind {
-                member,
-                required,
-                python_looks,
-            })
-            .collect();
+    /// Give the event types' checks (once): `(member, required keys or None)` for each
+    /// type no rule needs to look at. False if they were given before.
+    fn set_checks(&self, kinds: Vec<Kind>) -> bool {
         self.kinds.set(kinds).is_ok()
     }
 
@@ -410,8 +395,8 @@ impl Queue {
 
 impl Queue {
     /// Whether an event of this type with this `data` passes the checks without
-    /// Python: a known type no rule needs to look at, and every required key present
-    /// in a plain dict.
+    /// Python: a type no rule needs to look at, and every required key present in a
+    /// plain dict.
     fn plainly_fine(
         &self,
         event_type: &Bound<'_, PyAny>,
@@ -422,14 +407,11 @@ impl Queue {
         };
         let Some(kind) = kinds
             .iter()
-            .find(|k| k.member.as_ptr() == event_type.as_ptr())
+            .find(|(member, _)| member.as_ptr() == event_type.as_ptr())
         else {
             return Ok(false);
         };
-        if kind.python_looks {
-            return Ok(false);
-        }
-        let Some(required) = &kind.required else {
+        let Some(required) = &kind.1 else {
             return Ok(true);
         };
         let Ok(data) = data.cast_exact::<PyDict>() else {

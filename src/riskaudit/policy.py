@@ -79,22 +79,19 @@ _SIMPLE: dict[str, frozenset[str]] = {
 
 def native_checks(
     schema_policy: str, actor_policy: str
-) -> list[tuple[EventType, tuple[str, ...] | None, bool]]:
+) -> list[tuple[EventType, tuple[str, ...] | None]]:
     """The common case of these rules, for the core's ``Queue.push_event`` (given
-    once): per event type its required ``data`` keys (None when schemas are off) and
-    whether Python must look at every event of it (a one-of rule, a kill switch's
-    action, an actor rule). The core queues an event only when that plainly passes;
+    once): the event types no rule needs to look at event by event (no one-of rule, no
+    kill switch's action, no actor rule), each with its required ``data`` keys (None
+    when schemas are off). The core queues an event only when that plainly passes;
     anything else comes back here (:func:`schema_problem`, :func:`actor_problem`), so
     the rules and their messages are written once, in Python."""
     schemas = schema_policy != "off"
     actors = actor_policy != "off"
     return [
-        (
-            t,
-            tuple(sorted(_SIMPLE.get(t.name, _REQUIRED[t.name]))) if schemas else None,
-            (schemas and t.name not in _SIMPLE) or (actors and t.name in ACTOR_TYPE_NAMES),
-        )
+        (t, tuple(sorted(_SIMPLE[t.name])) if schemas else None)
         for t in SCHEMAS
+        if not (schemas and t.name not in _SIMPLE) and not (actors and t.name in ACTOR_TYPE_NAMES)
     ]
 
 

@@ -157,7 +157,6 @@ class AuditLog:
         self._owns_emergency = emergency is None
         self._emergency = emergency if emergency is not None else EmergencyOutput()
         self._handoff = HandOff(cfg, self._emergency, self.path, self._raise_state)
-        self._push = self._handoff.queue.push
         self._push_event = self._handoff.queue.push_event
         self._push_limit = self._handoff.backlog_limit
         self._push_bytes = self._handoff.normal_bytes
@@ -335,8 +334,8 @@ class AuditLog:
         return seq
 
     def _append_slowly(self, event: RiskEvent, body: bytes, pushed: int) -> int | None:
-        """The schema and actor rules when the core asked for them, then the hand-off's
-        policy when the queue holds its backlog limit or more."""
+        """The schema and actor rules when the core asked for them, then the hand-off
+        (its push, and its policy when the queue holds its backlog limit or more)."""
         if pushed == NEEDS_CHECK:
             if self._schema_policy and (problem := schema_problem(event)) is not None:
                 self._schema_violation(event, problem)
@@ -344,9 +343,6 @@ class AuditLog:
                 rule = actor_problem(event)
                 if rule is not None:
                     return self._actor_violation(event, body, *rule)
-            pushed = self._push(body, self._push_limit, self._push_bytes)
-            if pushed > 0:
-                return pushed
         return self._hand_off(event, body)
 
     def check(self, event: RiskEvent, *, principal: dict[str, Any] | None = None) -> None:
@@ -669,7 +665,6 @@ class AuditLog:
         # Fresh native objects: the parent's locks may be held by threads that do not
         # exist in the child.
         self._handoff.forget()
-        self._push = self._handoff.queue.push
         self._push_event = self._handoff.queue.push_event
         self._tally = Tally()  # the parent's lock may be held by its writer
         self._watermark = Watermark(0)
