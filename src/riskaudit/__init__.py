@@ -7,6 +7,7 @@ from riskaudit._version import __version__
 from riskaudit.bus import AuditSinkProtocol, RiskEventBus, Subscription
 from riskaudit.config import AuditConfig
 from riskaudit.errors import (
+    AuditBackupError,
     AuditClosedError,
     AuditConfigError,
     AuditDegradedError,
@@ -29,6 +30,7 @@ from riskaudit.log import AuditLog
 from riskaudit.sink import EnhancedJsonAuditSink, JsonAuditSink
 
 __all__ = [
+    "AuditBackupError",
     "AuditClosedError",
     "AuditConfig",
     "AuditConfigError",

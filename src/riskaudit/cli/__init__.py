@@ -77,3 +77,6 @@ app.add_typer(_backup.backup_app, name="backup")
 def main() -> None:
     """Console-script entry point."""
     app()
+
+
+__all__ = ["app", "main"]
