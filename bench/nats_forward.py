@@ -40,7 +40,7 @@ from riskaudit import AuditConfig, AuditLog, EventPriority, EventType, RiskEvent
 from riskaudit.replication import Forwarder, connect_jetstream, ensure_stream  # noqa: E402
 from riskaudit.replication._board import bucket_name  # noqa: E402
 from riskaudit.replication._follow import LogFollower  # noqa: E402
-from riskaudit.storage._settings import ReplicationSettings  # noqa: E402
+from riskaudit.settings import ReplicationSettings  # noqa: E402
 
 DOC = ROOT / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- replication:begin -->", "<!-- replication:end -->"

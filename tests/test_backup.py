@@ -11,14 +11,14 @@ from typing import Any
 import pytest
 
 from riskaudit import AuditConfig, AuditLog, EventType, verify_paths
+from riskaudit.archive._backup import Backup
+from riskaudit.archive._holds import add_hold, remove_hold
+from riskaudit.archive._targets import DirectoryTarget, S3Target
 from riskaudit.errors import AuditBackupError
 from riskaudit.format import holds_path, parse_segment_name
 from riskaudit.integrity._keys import generate, load_public_key
-from riskaudit.storage._backup import Backup
-from riskaudit.storage._holds import add_hold, remove_hold
-from riskaudit.storage._housekeeping import Housekeeper
-from riskaudit.storage._settings import DAY, BackupSettings, RetentionPolicy
-from riskaudit.storage._targets import DirectoryTarget, S3Target
+from riskaudit.ops._housekeeping import Housekeeper
+from riskaudit.settings import DAY, BackupSettings, RetentionPolicy
 from tests._segments import DAY_NS, Span, synthetic_stream
 from tests.helpers import event
 
@@ -238,7 +238,7 @@ def test_a_segment_past_its_minimum_is_still_archived_and_locked(
     """Backups switched on late: a segment whose end + minimum has passed is uploaded
     (S3 refuses a retain-until in the past) and locked LOCK_FLOOR from now; the
     checkpoints behind it are shipped too."""
-    from riskaudit.storage._backup import LOCK_FLOOR
+    from riskaudit.archive._backup import LOCK_FLOOR
 
     c: Any = s3_client
     c.create_bucket(Bucket="audit-late", ObjectLockEnabledForBucket=True)
@@ -262,7 +262,7 @@ def test_s3_enforces_a_legal_hold_past_the_retain_until_date(
 ) -> None:
     """The hold is mirrored as an Object Lock legal hold: once retain-until has passed,
     S3 itself still refuses to delete the held version; released, it may go."""
-    from riskaudit.storage._backup import LOCK_FLOOR
+    from riskaudit.archive._backup import LOCK_FLOOR
 
     c: Any = s3_client
     c.create_bucket(Bucket="audit-hold", ObjectLockEnabledForBucket=True)
@@ -297,7 +297,7 @@ def test_the_next_step_restore_prints_passes_on_a_good_archive(tmp_path: Path) -
     which the archive does not hold yet, and verify said `truncated`."""
     import subprocess
 
-    from riskaudit.storage._settings import Rotation
+    from riskaudit.settings import Rotation
     from tests.conftest import RISKAUDIT
 
     private, public, _ = generate(tmp_path / "keys")

@@ -18,10 +18,10 @@ import pytest
 from botocore.exceptions import ClientError
 
 from riskaudit import AuditConfig, AuditLog, EventPriority, EventType, RiskEvent
+from riskaudit.archive._retention import archive_expiry, expire_archive
 from riskaudit.format import Segment, list_segments, parse_ts
-from riskaudit.storage._housekeeping import open_backup
-from riskaudit.storage._retention import archive_expiry, expire_archive
-from riskaudit.storage._settings import DAY, Rotation
+from riskaudit.ops._housekeeping import open_backup
+from riskaudit.settings import DAY, Rotation
 from tests import _ceph
 from tests.conftest import RISKAUDIT
 from tests.helpers import event, records

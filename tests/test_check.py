@@ -24,7 +24,7 @@ from riskaudit.ops._preflight import (
     logrotate_keeps_days,
     run_checks,
 )
-from riskaudit.storage._settings import BackupSettings, Rotation
+from riskaudit.settings import BackupSettings, Rotation
 from tests.conftest import RISKAUDIT
 from tests.helpers import require
 

@@ -137,7 +137,7 @@ def test_recover_of_a_file_without_emergency_lines_says_so(tmp_path: Path) -> No
 def test_backup_run_prints_one_line_per_copy(tmp_path: Path) -> None:
     """`backup run` names each copied segment once (it was once printed and logged)."""
     from riskaudit import AuditConfig, AuditLog
-    from riskaudit.storage._settings import Rotation
+    from riskaudit.settings import Rotation
     from tests.helpers import event
 
     log_path = tmp_path / "logs" / "log.jsonl"

@@ -17,6 +17,7 @@ from starlette.requests import Request
 from typer.testing import CliRunner
 
 from riskaudit import AuditConfig, AuditLog, verify_paths
+from riskaudit.archive._holds import add_hold, remove_hold
 from riskaudit.cli import app
 from riskaudit.errors import AuditConfigError
 from riskaudit.events import EventType, RiskEvent
@@ -24,7 +25,6 @@ from riskaudit.format import holds_path
 from riskaudit.integrity._export import Selection, export
 from riskaudit.ops import Principal, Service, TokenStore, create_app, create_token
 from riskaudit.ops._auth import parse_tokens
-from riskaudit.storage._holds import add_hold, remove_hold
 from tests.helpers import records
 
 NDJSON = {"content-type": "application/x-ndjson"}

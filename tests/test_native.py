@@ -544,9 +544,9 @@ def test_engines_agree_whatever_the_block_size(
     """Files read in blocks of 1, 7, 64 and 4096 bytes (a block boundary inside every
     kind of line, a pending line carried over, sealed ends in a later block): the native
     and the Python walk still give the same reports, clean and tampered."""
-    from riskaudit.integrity import _sources
+    from riskaudit.integrity import _stream
 
-    monkeypatch.setattr(_sources, "_READ", block)
+    monkeypatch.setattr(_stream, "_READ", block)
     directory, public = real_log
     assert both([directory], keys=keys_of(public))["status"] == "valid"
     for n, tamper in enumerate(TAMPERS[:8]):
@@ -611,17 +611,17 @@ def test_blocks_hold_every_byte_once_whatever_the_read_size(
     """The verifier's blocks (a line across two reads comes as a small block of its
     own, no block copied) hold the file's whole lines in order, each byte once, and
     the torn last line alone at the end."""
-    from riskaudit.integrity import _sources
+    from riskaudit.integrity import _stream
 
     content = b"".join(line + b"\n" for line in lines) + torn
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "log.jsonl"
         path.write_bytes(content)
-        old, _sources._READ = _sources._READ, block
+        old, _stream._READ = _stream._READ, block
         try:
-            pieces = list(_sources.block_chunks(path))
+            pieces = list(_stream.block_chunks(path))
         finally:
-            _sources._READ = old
+            _stream._READ = old
     whole = b"".join(d[b:e] for d, b, e, complete in pieces if complete)
     assert whole == content[: len(content) - len(torn)]
     assert all(d[b:e].endswith(b"\n") for d, b, e, complete in pieces if complete)

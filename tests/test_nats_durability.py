@@ -14,7 +14,7 @@ import pytest
 
 from riskaudit.replication import connect_jetstream
 from riskaudit.replication._setup import check_sync_always
-from riskaudit.storage._settings import ReplicationSettings
+from riskaudit.settings import ReplicationSettings
 from tests import _nats
 from tests.conftest import RISKAUDIT
 from tests.helpers import free_port, free_ports, require

@@ -23,7 +23,7 @@ from riskaudit.replication import (
     jetstream_publisher,
 )
 from riskaudit.replication._follow import ChainBreak
-from riskaudit.storage._settings import ReplicationSettings, Rotation
+from riskaudit.settings import ReplicationSettings, Rotation
 from tests import _nats
 from tests.conftest import RISKAUDIT
 from tests.helpers import event, free_port, require
@@ -529,9 +529,9 @@ def test_central_files_mirror_the_source_segments_and_survive_a_kill_mid_seal(
     with pytest.raises(AuditConfigError, match="central copy"):
         AuditLog(AuditConfig(log_path=out / "audit.jsonl"))
     # The central segments are backed up like a local log's (the log's lock not needed).
-    from riskaudit.storage._backup import Backup
-    from riskaudit.storage._settings import RetentionPolicy
-    from riskaudit.storage._targets import DirectoryTarget
+    from riskaudit.archive._backup import Backup
+    from riskaudit.archive._targets import DirectoryTarget
+    from riskaudit.settings import RetentionPolicy
 
     backup = Backup(out / "audit.jsonl", DirectoryTarget(tmp_path / "archive"), RetentionPolicy())
     done = backup.run()

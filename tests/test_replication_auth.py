@@ -16,7 +16,7 @@ import pytest
 
 from riskaudit import AuditConfig, AuditLog, verify_paths
 from riskaudit.replication import connect_jetstream
-from riskaudit.storage._settings import ReplicationSettings
+from riskaudit.settings import ReplicationSettings
 from tests import _nats
 from tests.conftest import RISKAUDIT
 from tests.helpers import event, require

@@ -26,7 +26,7 @@ from riskaudit.replication import (
 )
 from riskaudit.replication._forward import ACK_TIMEOUT, RETRY_MAX
 from riskaudit.replication._setup import RETRY_HORIZON, wanted_limits
-from riskaudit.storage._settings import DAY, ReplicationSettings, RetentionPolicy
+from riskaudit.settings import DAY, ReplicationSettings, RetentionPolicy
 from tests import _nats
 from tests.conftest import RISKAUDIT
 from tests.helpers import event, require

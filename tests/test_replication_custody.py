@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from riskaudit import AuditConfig, AuditLog
+from riskaudit.archive._retention import plan
 from riskaudit.format import Segment, split_head
 from riskaudit.replication import (
     Collector,
@@ -21,8 +22,7 @@ from riskaudit.replication import (
     Watermark,
 )
 from riskaudit.replication import _collect as collect_module
-from riskaudit.storage._retention import plan
-from riskaudit.storage._settings import DAY, ReplicationSettings, RetentionPolicy
+from riskaudit.settings import DAY, ReplicationSettings, RetentionPolicy
 from tests.helpers import event
 
 
@@ -293,8 +293,8 @@ def test_without_a_board_nothing_is_replicated_and_the_lag_shows_it(log_path: Pa
 
 def test_retention_keeps_everything_when_the_cursor_cannot_be_read(log_path: Path) -> None:
     """An unreadable forward cursor means nothing is confirmed, not "not replicated"."""
+    from riskaudit.archive._retention import replicated_through
     from riskaudit.format import forward_cursor_path
-    from riskaudit.storage._retention import replicated_through
 
     log_path.parent.mkdir(parents=True)
     assert replicated_through(log_path) is None

@@ -22,7 +22,7 @@ from riskaudit.replication import (
     jetstream_publisher,
 )
 from riskaudit.replication import _collect as collect_module
-from riskaudit.storage._settings import ReplicationSettings
+from riskaudit.settings import ReplicationSettings
 from tests import _nats
 from tests.helpers import event, require
 

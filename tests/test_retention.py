@@ -11,15 +11,15 @@ import orjson
 import pytest
 
 from riskaudit import AuditConfig, AuditLog, EventType, verify_paths
+from riskaudit.archive import _backup as backup_module
+from riskaudit.archive._backup import Backup
+from riskaudit.archive._holds import add_hold, load_holds, remove_hold
+from riskaudit.archive._retention import plan
+from riskaudit.archive._targets import DirectoryTarget
 from riskaudit.format import holds_path, list_segments
 from riskaudit.integrity._keys import generate, load_public_key
-from riskaudit.storage import _backup as backup_module
-from riskaudit.storage._backup import Backup
-from riskaudit.storage._holds import add_hold, load_holds, remove_hold
-from riskaudit.storage._housekeeping import run_retention
-from riskaudit.storage._retention import plan
-from riskaudit.storage._settings import DAY, BackupSettings, RetentionPolicy
-from riskaudit.storage._targets import DirectoryTarget
+from riskaudit.ops._housekeeping import run_retention
+from riskaudit.settings import DAY, BackupSettings, RetentionPolicy
 from tests._segments import DAY_NS, Span, synthetic_stream
 
 AGES_DAYS = [2200, 1100, 400, 200, 100, 10]  # oldest first: 6 y, 3 y, 400 d, ...

@@ -13,13 +13,13 @@ import pytest
 from riskaudit import AuditConfig, AuditLog, verify_paths
 from riskaudit.format import compress, list_segments
 from riskaudit.integrity._keys import generate, load_public_key
-from riskaudit.storage._settings import Rotation
+from riskaudit.settings import Rotation
 from tests.helpers import event
 
 
 def all_records(directory: Path) -> list[dict[str, object]]:
     """Every record of every log file in the directory, decompressed."""
-    from riskaudit.integrity._sources import expand, line_chunks
+    from riskaudit.integrity._stream import expand, line_chunks
 
     out = []
     for path in expand([str(directory)]):

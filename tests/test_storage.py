@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from riskaudit import AuditConfig, AuditLog, AuditStorageError
-from riskaudit.storage import (
+from riskaudit.log import (
     Watermarks,
     check_storage,
     detect_container,
@@ -16,7 +16,7 @@ from riskaudit.storage import (
     probe_write,
     volatile_reason,
 )
-from riskaudit.storage._checks import space_level
+from riskaudit.log._volume import space_level
 
 MOUNTINFO = """\
 22 27 0:21 / /proc rw,relatime - proc proc rw

@@ -26,7 +26,7 @@ from riskaudit.format import split_head
 from riskaudit.integrity import VerifyReport as VerifyReportT
 from riskaudit.integrity._keys import PublicKey, generate, load_public_key
 from riskaudit.log import line_hash
-from riskaudit.storage._settings import Rotation
+from riskaudit.settings import Rotation
 from tests.helpers import event
 
 runner = CliRunner()

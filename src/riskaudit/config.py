@@ -21,12 +21,12 @@ from typing import Any
 
 from riskaudit.errors import AuditConfigError
 from riskaudit.events import EventPriority, EventType
-from riskaudit.storage import Watermarks
-from riskaudit.storage._settings import (
+from riskaudit.settings import (
     BackupSettings,
     ReplicationSettings,
     RetentionPolicy,
     Rotation,
+    Watermarks,
 )
 
 DEFAULT_LOG_PATH = Path("logs/risk_audit.jsonl")
@@ -241,7 +241,7 @@ class AuditConfig:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> AuditConfig:
-        """Build the config from ``RISK_AUDIT_*`` variables and the seed's names."""
+        """Build the config from ``RISK_AUDIT_*`` variables and the original design's names."""
         env = os.environ if environ is None else environ
         kwargs: dict[str, Any] = {}
 

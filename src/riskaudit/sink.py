@@ -1,7 +1,7 @@
-"""JsonAuditSink: the seed's surface over AuditLog, for code written against it.
+"""JsonAuditSink: the original design's surface over AuditLog, for code written against it.
 
-The seed's contract is that audit failures never break trading: ``write`` and
-``flush`` do not raise. Where the seed printed only an event id on failure, this sink
+The original design's contract is that audit failures never break trading: ``write`` and
+``flush`` do not raise. Where the original design printed only an event id on failure, this sink
 prints the complete event as an ``AUDIT_EMERGENCY`` line of kind ``unsequenced`` (which
 ``riskaudit recover`` puts back), and logs ``falling back to stdout``.
 """
@@ -200,5 +200,5 @@ class JsonAuditSink:
             logger.critical("stdout emergency line failed too for %r", event)
 
 
-#: The seed's other name for the same sink.
+#: The original design's other name for the same sink.
 EnhancedJsonAuditSink = JsonAuditSink

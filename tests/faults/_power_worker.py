@@ -22,7 +22,7 @@ from riskaudit import (
     AuditError,
     AuditLog,
 )
-from riskaudit.storage._settings import Rotation
+from riskaudit.settings import Rotation
 from tests.faults._events import numbered_event
 
 

@@ -39,7 +39,7 @@ from riskaudit import (
 from riskaudit.format import _files
 from riskaudit.log._emergency import EmergencyOutput
 from riskaudit.recovery import recover
-from riskaudit.storage._settings import Rotation
+from riskaudit.settings import Rotation
 from tests.faults._events import numbered_event
 from tests.faults._faultlib import FaultControl, Spec
 from tests.helpers import stream_event_ids

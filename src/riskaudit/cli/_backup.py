@@ -10,11 +10,11 @@ from typing import Annotated
 import orjson
 import typer
 
+from riskaudit.archive import Backup
 from riskaudit.cli._common import EXIT_INVALID, EXIT_OK, fail, load_config, progress, setup
 from riskaudit.errors import AuditError
 from riskaudit.format import uncompressed_name
-from riskaudit.storage._backup import Backup
-from riskaudit.storage._housekeeping import open_backup
+from riskaudit.ops import open_backup
 
 backup_app = typer.Typer(help="Copies of sealed segments and checkpoints off the host.")
 

@@ -10,7 +10,7 @@ import orjson
 import typer
 
 from riskaudit.cli._common import EXIT_INVALID, EXIT_OK, load_config
-from riskaudit.ops._preflight import FAIL, SYMBOL, run_checks
+from riskaudit.ops import FAIL, SYMBOL, run_checks
 
 
 def check(

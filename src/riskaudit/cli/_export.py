@@ -9,8 +9,15 @@ import typer
 
 from riskaudit.cli._common import EXIT_INVALID, EXIT_OK, fail, load_config, plural
 from riskaudit.errors import AuditFormatError
-from riskaudit.integrity._export import Selection, export, parse_time, verify_export
-from riskaudit.integrity._keys import PublicKey, load_keyring, load_public_key
+from riskaudit.integrity import (
+    PublicKey,
+    Selection,
+    export,
+    load_keyring,
+    load_public_key,
+    parse_time,
+    verify_export,
+)
 
 
 def export_command(

@@ -9,7 +9,7 @@ import typer
 
 from riskaudit.cli._common import fail
 from riskaudit.errors import AuditConfigError
-from riskaudit.integrity._keys import generate
+from riskaudit.integrity import generate
 
 
 def keygen(

@@ -15,15 +15,17 @@ from riskaudit.cli._common import EXIT_INVALID, fail, load_config, setup
 from riskaudit.errors import AuditConfigError, AuditError
 from riskaudit.ops import ForwardCollector, register_process_metrics
 from riskaudit.replication import (
+    SYNC_ALWAYS_FIX,
     Collector,
     Forwarder,
+    check_sync_always,
     connect_jetstream,
     ensure_stream,
     jetstream_publisher,
     open_board,
+    wanted_limits,
 )
-from riskaudit.replication._setup import SYNC_ALWAYS_FIX, check_sync_always, wanted_limits
-from riskaudit.storage._settings import DAY
+from riskaudit.settings import DAY
 
 T = TypeVar("T")
 

@@ -12,20 +12,21 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from riskaudit.archive import (
+    Hold,
+    add_hold,
+    holds_record,
+    load_holds,
+    plan,
+    remove_hold,
+    replicated_through,
+)
 from riskaudit.cli._common import EXIT_INVALID, fail, load_config, progress, setup
 from riskaudit.config import AuditConfig
 from riskaudit.errors import AuditError, AuditLockedError
 from riskaudit.format import holds_path, list_segments, parse_utc
 from riskaudit.log import AuditLog
-from riskaudit.storage._holds import (
-    Hold,
-    add_hold,
-    holds_record,
-    load_holds,
-    remove_hold,
-)
-from riskaudit.storage._housekeeping import open_backup, run_retention
-from riskaudit.storage._retention import plan, replicated_through
+from riskaudit.ops import open_backup, run_retention
 
 retention_app = typer.Typer(help="Hot, warm and cold tiers of sealed segments.")
 hold_app = typer.Typer(help="Legal holds: nothing they cover is deleted.")

@@ -19,6 +19,7 @@ from riskaudit.demo import RiskEngineSimulator
 from riskaudit.errors import AuditConfigError, AuditError
 from riskaudit.log import AuditLog
 from riskaudit.ops import (
+    Housekeeper,
     Service,
     TokenStore,
     create_app,
@@ -28,7 +29,6 @@ from riskaudit.ops import (
     server_config,
 )
 from riskaudit.replication import ForwarderThread
-from riskaudit.storage._housekeeping import Housekeeper
 
 
 def serve(

@@ -20,8 +20,14 @@ from riskaudit.cli._common import (
     progress,
 )
 from riskaudit.errors import AuditFormatError, AuditNativeError
-from riskaudit.integrity import VerifyReport, stream_directories, verify_paths
-from riskaudit.integrity._keys import PublicKey, load_keyring, load_public_key
+from riskaudit.integrity import (
+    PublicKey,
+    VerifyReport,
+    load_keyring,
+    load_public_key,
+    stream_directories,
+    verify_paths,
+)
 
 
 class Engine(enum.StrEnum):

@@ -195,6 +195,14 @@ def stream_of(path: Path) -> str | None:
         return None
 
 
+def log_stream(log_path: Path) -> str | None:
+    """The stream id, from the active file or the newest segment that names it."""
+    for path in [log_path] + [s.path for s in reversed(list_segments(log_path))]:
+        if path.exists() and path.stat().st_size and (stream := stream_of(path)):
+            return stream
+    return None
+
+
 def last_line(path: Path) -> bytes:
     """The last complete line of a segment (plain: read from the end)."""
     if not path.name.endswith((".gz", ".zst")):

@@ -38,7 +38,7 @@ from riskaudit.errors import AuditFormatError
 from riskaudit.format import atomic_write, format_ts, line_hash, parse_ts, parse_utc, split_head
 from riskaudit.integrity._keys import PublicKey, check_signature, signed_text
 from riskaudit.integrity._reuse import ReusedIds
-from riskaudit.integrity._sources import expand, line_chunks, order
+from riskaudit.integrity._stream import expand, line_chunks, order
 
 EXPORT_FORMAT = "riskaudit-export/1"
 _FIXED = ("seq", "ts", "event_id", "event_type", "priority", "source", "timestamp_ns")

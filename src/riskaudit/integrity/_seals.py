@@ -26,7 +26,7 @@ import orjson
 
 from riskaudit.format import parse_ts, split_head
 from riskaudit.integrity._keys import PublicKey, check_signature, signed_text
-from riskaudit.integrity._sources import line_chunks
+from riskaudit.integrity._stream import line_chunks
 
 #: What a checkpoint's signature covers (with the chain for seq, prev and kind).
 _SIGNED_FIELDS = frozenset(

@@ -51,7 +51,7 @@ from riskaudit.format import (
 from riskaudit.integrity._keys import PublicKey
 from riskaudit.integrity._reuse import NativeReusedIds, ReusedIds
 from riskaudit.integrity._seals import Checkpoint, SealInput, check_seals, read_sidecars
-from riskaudit.integrity._sources import (
+from riskaudit.integrity._stream import (
     Source,
     block_chunks,
     expand,
@@ -284,10 +284,10 @@ class _Verifier:
         self.progress = progress
         self.native = engine == "native"
         self.wanted_sorted: list[int] = []
-        self.pseq = 0
-        self.phash = ZERO_HASH
-        self.pline: bytes | None = None
-        self.pchecked = True
+        self.prev_seq = 0
+        self.prev_hash = ZERO_HASH
+        self.prev_line: bytes | None = None
+        self.prev_checked = True
         self.suppress = False  # the head was reported modified: its successor won't link
         self.after_bad = False  # unreadable lines were reported: resync on the next record
         # A file that starts at or before the chain head repeats records (a rotated copy):
@@ -340,17 +340,17 @@ class _Verifier:
         for i, src in enumerate(main):
             if self.progress is not None:
                 self.progress(i, len(main), src.path.name)
-            if self.count and src.first_seq is not None and src.first_seq <= self.pseq:
+            if self.count and src.first_seq is not None and src.first_seq <= self.prev_seq:
                 self.overlap = (len(self.files), None, [])
             self._feed_file(src.path)
             self._end_overlap()
             named = parse_segment_name(src.path.name)
-            if named is not None and self.count and self.pseq < named[1]:
+            if named is not None and self.count and self.prev_seq < named[1]:
                 self._add(
-                    self.pseq + 1,
+                    self.prev_seq + 1,
                     "truncated",
-                    f"{src.path.name} ends at seq {self.pseq}, but its name says it ends at "
-                    f"seq {named[1]}: seq {self.pseq + 1}-{named[1]} cut off",
+                    f"{src.path.name} ends at seq {self.prev_seq}, but its name says it ends at "
+                    f"seq {named[1]}: seq {self.prev_seq + 1}-{named[1]} cut off",
                     None,
                 )
         for span in sorted(self.recovered):
@@ -364,7 +364,7 @@ class _Verifier:
             in_log=self.in_log,
             sidecar=sidecar,
             covered=self.covered,
-            last_seq=self.pseq if self.count else 0,
+            last_seq=self.prev_seq if self.count else 0,
             files=self.files,
             given=given,
             first_seq=self.first_seq or 0,
@@ -381,7 +381,7 @@ class _Verifier:
             *self.reuse.warnings(),
         ]
         findings = sorted(self.findings.values(), key=lambda f: (f.seq, f.kind))
-        last = self.pseq if self.count else None
+        last = self.prev_seq if self.count else None
         bad_from = min((f.seq for f in findings), default=None)
         return VerifyReport(
             files=self.files,
@@ -389,12 +389,12 @@ class _Verifier:
             first_seq=self.first_seq,
             last_seq=last,
             first_ts=_ts_of(self.first_line),
-            last_ts=_ts_of(self.pline),
+            last_ts=_ts_of(self.prev_line),
             findings=findings,
             warnings=warnings,
             requested_last_seq=max(last or 0, seals.newest_seq),
             requested_last_ts=max(
-                filter(None, [_ts_of(self.pline), seals.newest_ts]), default=None
+                filter(None, [_ts_of(self.prev_line), seals.newest_ts]), default=None
             ),
             verified_last_seq=(bad_from - 1) if bad_from is not None else last,
             checkpoints=seals.checkpoints,
@@ -452,7 +452,7 @@ class _Verifier:
         anchor = next((cp for cp in sidecar if cp.seq == first - 1 and cp.line), None)
         if anchor is None:
             return []
-        self.pseq, self.phash = first - 1, _sha(anchor.line)
+        self.prev_seq, self.prev_hash = first - 1, _sha(anchor.line)
         with open_binary(main[0].path) as fh:
             opening = fh.readline(1 << 16)
         if b'"kind":"segment"' not in opening[:120]:
@@ -497,20 +497,27 @@ class _Verifier:
                     self._step(pending, pending_at, None)
                     pending = None
                 lineno += 1
-                detail = f"last line has no newline ({len(lines[0])} bytes after seq {self.pseq})"
+                detail = (
+                    f"last line has no newline ({len(lines[0])} bytes after seq {self.prev_seq})"
+                )
                 head = split_head(lines[0])
                 if fidx < self.last_main:
                     # A rotated file cut mid-record (copytruncate copies while the
                     # writer writes): fine if a later file holds the whole record,
                     # which starts with exactly these bytes.
-                    seq = head[0] if head is not None else self.pseq + 1
+                    seq = head[0] if head is not None else self.prev_seq + 1
                     self.torn_wanted[seq] = (lines[0], detail, (fidx, lineno))
                 else:
-                    self._add(self.pseq + 1, "torn", detail, (fidx, lineno))
+                    self._add(self.prev_seq + 1, "torn", detail, (fidx, lineno))
                 continue
             # Locals, not attributes, in the loop that carries the throughput; they are
             # written back before the slow path runs and after the loop.
-            pseq, phash, pline, ring = self.pseq, self.phash, self.pline, self.ring
+            prev_seq, prev_hash, prev_line, ring = (
+                self.prev_seq,
+                self.prev_hash,
+                self.prev_line,
+                self.ring,
+            )
             reuse = self.reuse.see
             wanted = self.wanted
             torn = self.torn_wanted
@@ -523,28 +530,28 @@ class _Verifier:
                 if cur is None:
                     continue
                 if fast:
-                    pfx = b'{"seq":%d,"prev":"%b"' % (pseq + 1, phash)
+                    pfx = b'{"seq":%d,"prev":"%b"' % (prev_seq + 1, prev_hash)
                     if cur.startswith(pfx) and cur.endswith(b"}"):
-                        pseq += 1
+                        prev_seq += 1
                         h = sha(cur).hexdigest().encode()
-                        ring[pseq & _RING_MASK] = (pseq, h, phash, fidx)
-                        if pseq in wanted:
-                            self.covered[pseq] = h
-                        if torn and pseq in torn:
-                            self._torn_resolved(pseq, cur)
+                        ring[prev_seq & _RING_MASK] = (prev_seq, h, prev_hash, fidx)
+                        if prev_seq in wanted:
+                            self.covered[prev_seq] = h
+                        if torn and prev_seq in torn:
+                            self._torn_resolved(prev_seq, cur)
                         if cur.startswith(b',"kind":"', len(pfx)):  # control records only
-                            self._control_seen(pseq, cur, phash, (fidx, lineno - 1))
+                            self._control_seen(prev_seq, cur, prev_hash, (fidx, lineno - 1))
                         else:
-                            reuse(pseq, cur, len(pfx))
-                        phash, pline = h, cur
+                            reuse(prev_seq, cur, len(pfx))
+                        prev_hash, prev_line = h, cur
                         accepted += 1
                         continue
-                self._sync(pseq, phash, pline, accepted)
+                self._sync(prev_seq, prev_hash, prev_line, accepted)
                 accepted = 0
                 self._step(cur, cur_at, line)
-                pseq, phash, pline = self.pseq, self.phash, self.pline
+                prev_seq, prev_hash, prev_line = self.prev_seq, self.prev_hash, self.prev_line
                 fast = self.count > 0 and not self.after_bad and not self.held
-            self._sync(pseq, phash, pline, accepted)
+            self._sync(prev_seq, prev_hash, prev_line, accepted)
         if pending is not None:
             self._step(pending, pending_at, None)
 
@@ -578,13 +585,13 @@ class _Verifier:
         if pending is not None:
             self._step(pending, pending_at, None)
         lineno += 1
-        detail = f"last line has no newline ({len(line)} bytes after seq {self.pseq})"
+        detail = f"last line has no newline ({len(line)} bytes after seq {self.prev_seq})"
         head = split_head(line)
         if fidx < self.last_main:
-            seq = head[0] if head is not None else self.pseq + 1
+            seq = head[0] if head is not None else self.prev_seq + 1
             self.torn_wanted[seq] = (line, detail, (fidx, lineno))
         else:
-            self._add(self.pseq + 1, "torn", detail, (fidx, lineno))
+            self._add(self.prev_seq + 1, "torn", detail, (fidx, lineno))
 
     def _feed_block(
         self,
@@ -613,14 +620,14 @@ class _Verifier:
                 self.count > 0
                 and not self.after_bad
                 and not self.held
-                and self.pseq < _NATIVE_SEQS - 1
+                and self.prev_seq < _NATIVE_SEQS - 1
             ):
-                nxt, taken, pseq, phash, control, prev, start = scan_block(
+                nxt, taken, prev_seq, prev_hash, control, prev, start = scan_block(
                     data,
                     pos,
                     last_start,
-                    self.pseq,
-                    self.phash,
+                    self.prev_seq,
+                    self.prev_hash,
                     self._next_stop(),
                     reuse.core,
                     self.native_ring,
@@ -628,13 +635,13 @@ class _Verifier:
                 )
                 if taken:
                     line = data[start : nxt - 1]
-                    if pseq in self.wanted:
-                        self.covered[pseq] = phash
-                    if self.torn_wanted and pseq in self.torn_wanted:
-                        self._torn_resolved(pseq, line)
+                    if prev_seq in self.wanted:
+                        self.covered[prev_seq] = prev_hash
+                    if self.torn_wanted and prev_seq in self.torn_wanted:
+                        self._torn_resolved(prev_seq, line)
                     if control:
-                        self._control_seen(pseq, line, prev, (fidx, num + taken - 1))
-                    self._sync(pseq, phash, line, taken)
+                        self._control_seen(prev_seq, line, prev, (fidx, num + taken - 1))
+                    self._sync(prev_seq, prev_hash, line, taken)
                     pos, num = nxt, num + taken
                     continue
             nl = data.index(b"\n", pos)
@@ -647,10 +654,10 @@ class _Verifier:
         """The next seq the walk must look at itself (a sidecar checkpoint covers it,
         or a torn copy waits for it); 0 for none."""
         wanted = self.wanted_sorted
-        i = bisect.bisect_right(wanted, self.pseq)
+        i = bisect.bisect_right(wanted, self.prev_seq)
         stop = wanted[i] if i < len(wanted) else 0
         for seq in self.torn_wanted:
-            if seq > self.pseq and (stop == 0 or seq < stop):
+            if seq > self.prev_seq and (stop == 0 or seq < stop):
                 stop = seq
         return stop if stop < _NATIVE_SEQS else 0
 
@@ -725,11 +732,13 @@ class _Verifier:
                 f"{rec.get('previous_last_seq')}); the chain continues at seq {seq}"
             )
 
-    def _sync(self, pseq: int, phash: bytes, pline: bytes | None, accepted: int) -> None:
+    def _sync(
+        self, prev_seq: int, prev_hash: bytes, prev_line: bytes | None, accepted: int
+    ) -> None:
         """Write the fast path's locals back (a no-op if it accepted nothing)."""
         if accepted:
-            self.pseq, self.phash, self.pline = pseq, phash, pline
-            self.pchecked = self.suppress = False
+            self.prev_seq, self.prev_hash, self.prev_line = prev_seq, prev_hash, prev_line
+            self.prev_checked = self.suppress = False
             self.count += accepted
 
     def _add(self, seq: int, kind: str, detail: str, at: tuple[int, int] | None) -> None:
@@ -749,27 +758,27 @@ class _Verifier:
         if self.torn_wanted and seq in self.torn_wanted:
             self._torn_resolved(seq, line)
         if b'"kind":"' in line[:120]:
-            self._control_seen(seq, line, self.phash, at)
+            self._control_seen(seq, line, self.prev_hash, at)
         else:
             self.reuse.see(seq, line)
-        self.pseq, self.phash, self.pline = seq, h, line
-        self.pchecked = self.suppress = False
+        self.prev_seq, self.prev_hash, self.prev_line = seq, h, line
+        self.prev_checked = self.suppress = False
         self.count += 1
         if self.first_seq is None:
             self.first_seq, self.first_line = seq, line
         # A record held because it came too early fits now.
-        while self.held and (self.pseq + 1) in self.held:
-            hprev, hh, hf, hl, expected, hline = self.held[self.pseq + 1]
-            if hprev != self.phash:
+        while self.held and (self.prev_seq + 1) in self.held:
+            hprev, hh, hf, hl, expected, hline = self.held[self.prev_seq + 1]
+            if hprev != self.prev_hash:
                 break
-            del self.held[self.pseq + 1]
+            del self.held[self.prev_seq + 1]
             self._add(
                 expected,
                 "reordered",
-                f"seq {self.pseq + 1} is stored before seq {expected}",
+                f"seq {self.prev_seq + 1} is stored before seq {expected}",
                 (hf, hl),
             )
-            self._accept(self.pseq + 1, hprev, hh, hline, (hf, hl))
+            self._accept(self.prev_seq + 1, hprev, hh, hline, (hf, hl))
 
     def _ring_put(self, seq: int, h: bytes, prev: bytes, fidx: int) -> None:
         if self.native and 0 <= seq < _NATIVE_SEQS:
@@ -806,13 +815,13 @@ class _Verifier:
     def _head_is_bad_json(self) -> bool:
         """On an anomaly, parse the head record fully once: a line merged with its
         neighbour or split in two has a valid-looking head but is not JSON."""
-        if self.pchecked or self.pline is None:
+        if self.prev_checked or self.prev_line is None:
             return False
-        self.pchecked = True
+        self.prev_checked = True
         try:
-            orjson.loads(self.pline)
+            orjson.loads(self.prev_line)
         except orjson.JSONDecodeError:
-            self._add(self.pseq, "bad json", "the record's line is not valid JSON", None)
+            self._add(self.prev_seq, "bad json", "the record's line is not valid JSON", None)
             return True
         return False
 
@@ -833,14 +842,14 @@ class _Verifier:
         at the chain head (or in the window) is compared and its hash vouches for the
         whole linked run before it."""
         ov = self.overlap
-        if ov is None or ov[0] != at[0] or seq > self.pseq:
+        if ov is None or ov[0] != at[0] or seq > self.prev_seq:
             return False
         fidx, last_h, unchecked = ov
         if last_h is not None and prev != last_h:
             return False
         entry = self._ring_get(seq)
-        if seq == self.pseq:
-            if h != self.phash:
+        if seq == self.prev_seq:
+            if h != self.prev_hash:
                 return False
             unchecked.clear()
         elif entry is not None:
@@ -871,41 +880,41 @@ class _Verifier:
         head = split_head(line)
         if head is None:
             if not self.after_bad:
-                self._add(self.pseq + 1, "bad json", "line is not a format-v1 record", at)
+                self._add(self.prev_seq + 1, "bad json", "line is not a format-v1 record", at)
             self.after_bad = True
             return
         seq, prev = head
         if not line.endswith(b"}"):
             self._add(seq, "modified", "bytes after the record's closing brace", at)
         h = _sha(line)
-        exp = self.pseq + 1
+        exp = self.prev_seq + 1
         if self.after_bad:
             self.after_bad = False
-            if seq > self.pseq:
+            if seq > self.prev_seq:
                 self._accept(seq, prev, h, line, at)
                 return
         if seq == exp:
-            if prev == self.phash or self.suppress:
+            if prev == self.prev_hash or self.suppress:
                 self._accept(seq, prev, h, line, at)
                 return
             pk = self._peek(peek_line)
-            if pk is not None and pk[0] == seq and pk[1] == self.phash:
+            if pk is not None and pk[0] == seq and pk[1] == self.prev_hash:
                 self._add(seq, "inserted", "a record that does not link into the chain", at)
                 return
             if pk is None or pk[1] == h:
-                self._add(self.pseq, "modified", f"its hash is not the prev of seq {seq}", None)
+                self._add(self.prev_seq, "modified", f"its hash is not the prev of seq {seq}", None)
                 self._accept(seq, prev, h, line, at)
             else:
-                self._add(seq, "modified", f"its prev is not the hash of seq {self.pseq}", at)
+                self._add(seq, "modified", f"its prev is not the hash of seq {self.prev_seq}", at)
                 self._accept(seq, prev, h, line, at)
                 self.suppress = True
             return
-        if prev == self.phash and seq != self.pseq:
+        if prev == self.prev_hash and seq != self.prev_seq:
             self._add(exp, "modified", f"its seq field reads {seq}", at)
             self._accept(exp, prev, h, line, at)
             self.suppress = True
             return
-        if seq <= self.pseq:
+        if seq <= self.prev_seq:
             if self._copy_of_seen(seq, prev, h, at):
                 return
             self.overlap = None
@@ -955,20 +964,20 @@ class _Verifier:
                     return  # the same record in two files: one record copied
                 self._add(seq, "duplicated", "the same line appears twice", at)
                 return
-            if seq == self.pseq:
+            if seq == self.prev_seq:
                 pk = self._peek(peek_line)
                 if pk is not None and pk[1] == h:
                     # The chain continues from this one: the accepted head was the forgery.
                     self._add(seq, "inserted", "two different records with this seq", at)
-                    self.pseq -= 1
+                    self.prev_seq -= 1
                     self.count -= 1
-                    self.phash = prev
+                    self.prev_hash = prev
                     self._accept(seq, prev, h, line, at)
                     return
             self._add(seq, "inserted", "two different records with this seq", at)
             return
         if self._take_missing(seq):
-            self._add(seq, "reordered", f"stored after seq {self.pseq}", at)
+            self._add(seq, "reordered", f"stored after seq {self.prev_seq}", at)
             self._ring_put(seq, h, prev, at[0])
             return
         self._add(seq, "inserted", "a record older than the chain head, not seen before", at)
@@ -985,7 +994,7 @@ class _Verifier:
     def _finish(self) -> None:
         for seq, (_part, detail, at) in sorted(self.torn_wanted.items()):
             self._add(seq, "torn", detail, at)
-        if not self.pchecked and self.pline is not None:
+        if not self.prev_checked and self.prev_line is not None:
             self._head_is_bad_json()
         for seq, (_p, _h, hf, hl, _e, _l) in sorted(self.held.items()):
             self._add(seq, "inserted", "a record that never fits the chain", (hf, hl))

@@ -59,7 +59,7 @@ from riskaudit.format import (
     ensure_dir,
     sidecar_path,
 )
-from riskaudit.integrity._keys import load_signer
+from riskaudit.integrity import load_signer
 from riskaudit.log._checkpoint import Checkpointer
 from riskaudit.log._destinations import SetAside
 from riskaudit.log._emergency import EmergencyOutput
@@ -74,10 +74,10 @@ from riskaudit.log._status import (
     build_health,
     build_status,
 )
+from riskaudit.log._volume import StorageReport
 from riskaudit.log._writer import Writer, WriterSetup
 from riskaudit.policy import ACTOR_TYPE_NAMES, SchemaProblem, actor_problem, schema_problem
 from riskaudit.redact import Redactor, load_key
-from riskaudit.storage import StorageReport
 
 logger = logging.getLogger("riskaudit")
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from riskaudit.errors import AuditStorageError
 from riskaudit.format import atomic_write, format_ts, torn_path
-from riskaudit.integrity._keys import Signer, signed_text
+from riskaudit.integrity import Signer, signed_text
 from riskaudit.log._destinations import AppendFile
 
 logger = logging.getLogger("riskaudit.checkpoint")

@@ -39,7 +39,7 @@ from riskaudit.format import (
     untrusted_path,
     write_durably,
 )
-from riskaudit.log._resume import ChainHead, Repair, Tail, cut_torn_tail, find_head
+from riskaudit.log._chain_end import ChainHead, Repair, Tail, cut_torn_tail, find_head
 
 
 class AppendFile:

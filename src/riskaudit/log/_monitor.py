@@ -19,7 +19,7 @@ from riskaudit.errors import AuditError, AuditStorageError
 from riskaudit.format import lock_path_for
 from riskaudit.log._handoff import HandOff
 from riskaudit.log._lock import WriterLock
-from riskaudit.storage import StorageReport, check_storage, existing_ancestor
+from riskaudit.log._volume import StorageReport, check_storage, existing_ancestor
 
 logger = logging.getLogger("riskaudit")
 

@@ -26,9 +26,6 @@ from collections import deque
 from collections.abc import Sequence
 
 from riskaudit._native import Chunk
-from riskaudit.storage._settings import Rotation
-
-__all__ = ["RecentRecords", "Rotation"]
 
 
 class RecentRecords:

@@ -8,7 +8,7 @@ The order is:
 1. open the primary (creating it and its directory if needed); if it cannot be opened
    for writing, open it read-only just to learn its head — a read-only volume must not
    stop the log, only send its records to the spool;
-2. validate each file's tail record by record from a trusted point (``_resume.py``) and
+2. validate each file's tail record by record from a trusted point (``_chain_end.py``) and
    decide what the invalid rest is:
 
    * a **torn tail** (a crash mid-write, after everything confirmed): copied aside,
@@ -56,6 +56,14 @@ from riskaudit.format import (
     split_head,
     stream_of,
 )
+from riskaudit.log._chain_end import (
+    Repair,
+    Tail,
+    cut_torn_tail,
+    newest_checkpoint,
+    parse_record,
+    validate_tail,
+)
 from riskaudit.log._destinations import (
     AppendFile,
     SetAside,
@@ -63,14 +71,6 @@ from riskaudit.log._destinations import (
     SpoolFile,
     replay_lines,
     set_aside,
-)
-from riskaudit.log._resume import (
-    Repair,
-    Tail,
-    cut_torn_tail,
-    newest_checkpoint,
-    parse_record,
-    validate_tail,
 )
 
 logger = logging.getLogger("riskaudit")

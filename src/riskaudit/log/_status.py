@@ -19,6 +19,7 @@ import orjson
 from riskaudit._native import STDOUT, Watermark
 from riskaudit.log._handoff import HandOff
 from riskaudit.log._monitor import Monitor
+from riskaudit.log._volume import SpaceLevel
 from riskaudit.log._writer import Destination, Writer
 
 
@@ -93,7 +94,7 @@ def build_health(f: Facts) -> Health:
         reasons.append(f"primary unavailable, spooling ({w.counters.last_error})")
     storage = f.monitor.storage
     if storage is not None:
-        if storage.space in ("warning", "critical"):
+        if storage.space in (SpaceLevel.WARNING, SpaceLevel.CRITICAL):
             status = "degraded" if status == "ok" else status
             reasons.append(f"free space {storage.space}")
         if storage.volatile_reason is not None:
@@ -185,7 +186,7 @@ class StorageStatus:
     persistent: bool
     free_bytes: int | None
     total_bytes: int | None
-    space: str
+    space: SpaceLevel
     writable: bool
 
 

@@ -72,20 +72,21 @@ from riskaudit.format import (
     atomic_write,
     control_mid,
     dsync_works,
+    seal_as_segment,
     split_head,
     truncated_path,
     ts_ns_of,
 )
-from riskaudit.format import seal_as_segment as seal_segment_file
+from riskaudit.log._chain_end import Tail, validate_tail
 from riskaudit.log._checkpoint import Checkpointer, unsigned_fields
 from riskaudit.log._destinations import AppendFile, SetAside, Spool, replay_lines, set_aside
 from riskaudit.log._emergency import EmergencyOutput
 from riskaudit.log._handoff import HandOff
 from riskaudit.log._monitor import Monitor
-from riskaudit.log._resume import Tail, validate_tail
-from riskaudit.log._rotation import RecentRecords, Rotation
+from riskaudit.log._rotation import RecentRecords
 from riskaudit.log._startup import leftover_spool_files
-from riskaudit.storage import probe_write
+from riskaudit.log._volume import probe_write
+from riskaudit.settings import Rotation
 
 logger = logging.getLogger("riskaudit.writer")
 
@@ -749,7 +750,7 @@ class Writer:
         seq, line = found
         self.file_first = (seq, ts_ns_of(line))
 
-    def switch_file(self, reason: str, *, seal_as_segment: bool) -> None:
+    def switch_file(self, reason: str, *, seal: bool) -> None:
         """Seal the active file with a checkpoint, rename it to a sealed segment name
         (built-in rotation) or leave it where it is (renamed by logrotate), open the
         path anew and begin the new file with a ``segment`` record."""
@@ -758,9 +759,9 @@ class Writer:
         if self.destination is Destination.PRIMARY and self.primary.is_open:
             previous = self.primary.path.name
             try:
-                if seal_as_segment and self.file_first is not None:
+                if seal and self.file_first is not None:
                     first, start_ns = self.file_first
-                    target = seal_segment_file(self.primary.path, first, seq, start_ns)
+                    target = seal_as_segment(self.primary.path, first, seq, start_ns)
                     previous = target.name
                     self.counters.rotations += 1
                     logger.info("audit log rotated: %s sealed at seq %d", target.name, seq)
@@ -860,7 +861,7 @@ class Writer:
             logger.warning(
                 "audit log %s was renamed or replaced; reopening the path", self.primary.path
             )
-            self.switch_file("reopen", seal_as_segment=False)
+            self.switch_file("reopen", seal=False)
         return state
 
     def _rescue_deleted(self) -> None:
@@ -968,7 +969,7 @@ class Writer:
                 ):
                     self._rotate_pending = self.rotate_requested = False
                     with self._priority():
-                        self.switch_file("rotate", seal_as_segment=True)
+                        self.switch_file("rotate", seal=True)
                 if self.destination is not Destination.PRIMARY:
                     self.try_restore()
                 closing = self.stopping  # read first: a stop queued before it is taken now

@@ -34,12 +34,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
 
 from riskaudit._version import __version__
+from riskaudit.archive import HoldsWatch
 from riskaudit.bus import RiskEventBus
 from riskaudit.config import AuditConfig
 from riskaudit.errors import AuditEncodingError, AuditError, AuditPolicyError
 from riskaudit.events import EventPriority, EventType, RiskEvent
 from riskaudit.format import holds_path
-from riskaudit.integrity._export import TIME_FORMS, TIME_PATTERN, parse_time
+from riskaudit.integrity import TIME_FORMS, TIME_PATTERN, parse_time
 from riskaudit.log import AuditLog
 from riskaudit.ops._approvals import Approvals
 from riskaudit.ops._auth import Principal, TokenChange, TokenStore
@@ -59,7 +60,6 @@ from riskaudit.ops._page import render_page
 from riskaudit.ops._query import Query as EventQuery
 from riskaudit.ops._query import run_query
 from riskaudit.policy import ACTOR_TYPE_NAMES, actor_problem, requires_approval
-from riskaudit.storage._holds import HoldsWatch
 
 logger = logging.getLogger("riskaudit.ops")
 

@@ -33,8 +33,8 @@ from riskaudit.format import list_segments
 if TYPE_CHECKING:
     from riskaudit.bus import RiskEventBus
     from riskaudit.log import AuditLog
+    from riskaudit.ops._housekeeping import Housekeeper
     from riskaudit.replication import Forwarder
-    from riskaudit.storage._housekeeping import Housekeeper
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)

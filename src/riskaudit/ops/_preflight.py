@@ -23,8 +23,14 @@ from riskaudit.clock import read_clock
 from riskaudit.config import AuditConfig
 from riskaudit.errors import AuditError
 from riskaudit.format import backup_state_path
-from riskaudit.integrity._keys import load_signer
-from riskaudit.storage import check_storage, detect_container, existing_ancestor, probe_write
+from riskaudit.integrity import load_signer
+from riskaudit.log import (
+    SpaceLevel,
+    check_storage,
+    detect_container,
+    existing_ancestor,
+    probe_write,
+)
 
 OK, WARN, FAIL = "ok", "warning", "fail"
 SYMBOL = {OK: "✓", WARN: "⚠", FAIL: "✗"}
@@ -97,7 +103,7 @@ def check_volume(config: AuditConfig) -> list[Check]:
     free = report.free_bytes
     if free is None:
         out.append(Check("free space", WARN, "could not read free space"))
-    elif report.space == "critical":
+    elif report.space is SpaceLevel.CRITICAL:
         out.append(
             Check(
                 "free space",
@@ -368,7 +374,7 @@ def check_nats(config: AuditConfig) -> Check:
     monitoring endpoint (RISK_AUDIT_NATS_MONITOR_URL): ✓, ✗ when it does not, ⚠ when
     it could not be read (unset, unreachable)."""
     # Here, not at the top: only a replicating deployment loads the replication package.
-    from riskaudit.replication._setup import SYNC_ALWAYS_FIX, check_sync_always  # noqa: PLC0415
+    from riskaudit.replication import SYNC_ALWAYS_FIX, check_sync_always  # noqa: PLC0415
 
     rep = config.replication
     synced, detail = check_sync_always(rep.monitor_url, min(rep.connect_timeout, 5.0))

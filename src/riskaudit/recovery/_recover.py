@@ -40,7 +40,7 @@ from riskaudit.format import (
 )
 from riskaudit.integrity import VerifyReport, expand, line_chunks, verify_paths
 from riskaudit.log import AuditLog
-from riskaudit.recovery._sources import Found, find_all
+from riskaudit.recovery._find import Found, find_all
 
 
 @dataclass(slots=True)

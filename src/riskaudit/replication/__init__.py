@@ -25,9 +25,17 @@ from riskaudit.replication._forward import (
     jetstream_publisher,
     open_board,
 )
-from riskaudit.replication._setup import ensure_stream, wanted_config, weaknesses
+from riskaudit.replication._setup import (
+    SYNC_ALWAYS_FIX,
+    check_sync_always,
+    ensure_stream,
+    wanted_config,
+    wanted_limits,
+    weaknesses,
+)
 
 __all__ = [
+    "SYNC_ALWAYS_FIX",
     "Board",
     "CentralLog",
     "Chunk",
@@ -43,6 +51,7 @@ __all__ = [
     "RepairRequest",
     "Watermark",
     "bucket_name",
+    "check_sync_always",
     "connect_jetstream",
     "cursor_path",
     "ensure_stream",
@@ -50,5 +59,6 @@ __all__ = [
     "open_board",
     "partition_of",
     "wanted_config",
+    "wanted_limits",
     "weaknesses",
 ]

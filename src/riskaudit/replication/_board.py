@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from riskaudit.storage._settings import ReplicationSettings
+from riskaudit.settings import ReplicationSettings
 
 
 @dataclass(frozen=True, slots=True)

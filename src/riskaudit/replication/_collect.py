@@ -73,10 +73,9 @@ from riskaudit.format import (
     split_head,
     ts_ns_of,
 )
-from riskaudit.log._destinations import AppendFile
-from riskaudit.log._startup import sibling_head
+from riskaudit.log import AppendFile, sibling_head
 from riskaudit.replication._board import Board, RepairRequest, Watermark
-from riskaudit.storage._settings import ReplicationSettings
+from riskaudit.settings import ReplicationSettings
 
 logger = logging.getLogger("riskaudit.collect")
 

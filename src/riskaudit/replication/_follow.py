@@ -20,7 +20,7 @@ from pathlib import Path
 
 from riskaudit.errors import AuditFormatError
 from riskaudit.format import line_hash, list_segments, open_segment, rotated_files, split_head
-from riskaudit.integrity._sources import first_seq, last_seq
+from riskaudit.integrity import first_seq, last_seq
 
 _READ = 4 << 20
 _HEAD = 128  # enough bytes for a record's head: {"seq":N,"prev":"<64 hex>"

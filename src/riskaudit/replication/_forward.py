@@ -43,6 +43,7 @@ from riskaudit.format import (
     atomic_write,
     forward_cursor_path,
     last_line,
+    log_stream,
     recovered_glob,
     sidecar_path,
     split_head,
@@ -50,8 +51,7 @@ from riskaudit.format import (
 )
 from riskaudit.replication._board import Board, KvBoard, RepairRequest, Watermark, bucket_name
 from riskaudit.replication._follow import Chunk, LogFollower
-from riskaudit.storage._backup import find_stream
-from riskaudit.storage._settings import ReplicationSettings
+from riskaudit.settings import ReplicationSettings
 
 logger = logging.getLogger("riskaudit.forward")
 
@@ -174,7 +174,7 @@ class Forwarder:
 
     def _ensure_cursor(self) -> Cursor | None:
         if self.cursor is None:
-            stream = find_stream(self.log_path)
+            stream = log_stream(self.log_path)
             if stream is None:
                 return None  # no log yet
             self.cursor = Cursor.load(self.cursor_file, stream)

@@ -31,7 +31,7 @@ from typing import Any
 from riskaudit.errors import AuditConfigError
 from riskaudit.replication._board import KvBoard
 from riskaudit.replication._forward import ACK_TIMEOUT, RETRY_MAX
-from riskaudit.storage._settings import DAY, ReplicationSettings, RetentionPolicy
+from riskaudit.settings import DAY, ReplicationSettings, RetentionPolicy
 
 #: The forwarder's retry horizon: the longest a chunk's next attempt can follow the
 #: previous one while the cluster answers (an acknowledgement awaited in vain, then the

@@ -1,4 +1,5 @@
-"""The storage settings as small value objects: rotation, retention and backup.
+"""The storage settings as small value objects: rotation, free-space watermarks,
+retention, backup and replication.
 
 They live apart from the code that acts on them so that ``AuditConfig`` can hold them
 without importing the engine.
@@ -13,6 +14,16 @@ from dataclasses import dataclass, field
 from riskaudit.errors import AuditConfigError
 
 DAY = 86400.0
+
+
+@dataclass(frozen=True, slots=True)
+class Watermarks:
+    """Free-space thresholds; a level is reached when either the percent or bytes is."""
+
+    warn_percent: float = 10.0
+    crit_percent: float = 5.0
+    warn_bytes: int = 1 << 30
+    crit_bytes: int = 256 << 20
 
 
 @dataclass(frozen=True, slots=True)

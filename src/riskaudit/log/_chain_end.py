@@ -1,4 +1,4 @@
-"""Start-up: find where the chain ends, and cut a torn tail aside before resuming.
+"""A file's chain end: where its chain stops, and a torn tail cut aside before resuming.
 
 A crash can leave the last line incomplete (no ``\\n``), or leave garbage after the last
 good record: a file system that extended the file but lost some of the pages of a

@@ -14,7 +14,10 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
+
+from riskaudit.settings import Watermarks
 
 VOLATILE_FS = frozenset({"tmpfs", "ramfs"})
 
@@ -29,14 +32,13 @@ class Mount:
     read_only: bool
 
 
-@dataclass(frozen=True, slots=True)
-class Watermarks:
-    """Free-space thresholds; a level is reached when either the percent or bytes is."""
+class SpaceLevel(StrEnum):
+    """Free space against the watermarks (``unknown``: statvfs failed)."""
 
-    warn_percent: float = 10.0
-    crit_percent: float = 5.0
-    warn_bytes: int = 1 << 30
-    crit_bytes: int = 256 << 20
+    OK = "ok"
+    WARNING = "warning"
+    CRITICAL = "critical"
+    UNKNOWN = "unknown"
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +52,7 @@ class StorageReport:
     free_bytes: int | None
     free_percent: float | None
     total_bytes: int | None
-    space: str  # ok | warning | critical | unknown
+    space: SpaceLevel
     writable: bool
     probe_error: str | None = None
     warnings: list[str] = field(default_factory=list)
@@ -173,14 +175,14 @@ def probe_write(directory: Path) -> str | None:
     return None
 
 
-def space_level(free: int, total: int, marks: Watermarks) -> tuple[str, float]:
-    """(ok | warning | critical, free percent)."""
+def space_level(free: int, total: int, marks: Watermarks) -> tuple[SpaceLevel, float]:
+    """The level and the free percent."""
     percent = 100.0 * free / total if total else 0.0
     if percent < marks.crit_percent or free < marks.crit_bytes:
-        return "critical", percent
+        return SpaceLevel.CRITICAL, percent
     if percent < marks.warn_percent or free < marks.warn_bytes:
-        return "warning", percent
-    return "ok", percent
+        return SpaceLevel.WARNING, percent
+    return SpaceLevel.OK, percent
 
 
 def check_storage(
@@ -203,13 +205,13 @@ def check_storage(
     reason = volatile_reason(directory, mount, container)
     warnings = [risk_message(directory, reason)] if reason else []
     free = percent = total = None
-    level = "unknown"
+    level = SpaceLevel.UNKNOWN
     try:
         st = os.statvfs(directory)
         free = st.f_bavail * st.f_frsize
         total = st.f_blocks * st.f_frsize
         level, percent = space_level(free, st.f_blocks * st.f_frsize, marks)
-        if level != "ok":
+        if level is not SpaceLevel.OK:
             warnings.append(
                 f"audit log volume {directory}: free space {level}: {free} bytes "
                 f"({percent:.1f}%) left"

@@ -33,6 +33,12 @@ from typing import Any
 
 import orjson
 
+from riskaudit.archive._holds import Hold, load_holds
+from riskaudit.archive._targets import (
+    BackupTarget,
+    ObjectInfo,
+    open_target,
+)
 from riskaudit.errors import AuditBackupError, AuditFormatError
 from riskaudit.format import (
     LOG_SUFFIX,
@@ -47,6 +53,7 @@ from riskaudit.format import (
     is_sidecar_name,
     list_segments,
     log_stem,
+    log_stream,
     open_segment,
     parse_segment_name,
     parse_ts,
@@ -55,17 +62,11 @@ from riskaudit.format import (
     sha256_stream,
     sidecar_path,
     split_head,
-    stream_of,
     temp_path,
     uncompressed_name,
 )
-from riskaudit.storage._holds import Hold, load_holds
-from riskaudit.storage._settings import BackupSettings, RetentionPolicy
-from riskaudit.storage._targets import (
-    BackupTarget,
-    ObjectInfo,
-    open_target,
-)
+from riskaudit.integrity import verify_paths
+from riskaudit.settings import BackupSettings, RetentionPolicy
 
 logger = logging.getLogger("riskaudit.backup")
 
@@ -123,14 +124,6 @@ def _record(line: bytes) -> dict[str, Any] | None:
 def _first_record(path: Path) -> dict[str, Any] | None:
     with open_segment(path) as fh:
         return _record(fh.readline(1 << 20).rstrip(b"\n"))
-
-
-def find_stream(log_path: Path) -> str | None:
-    """The stream id, from the active file or the newest segment that names it."""
-    for path in [log_path] + [s.path for s in reversed(list_segments(log_path))]:
-        if path.exists() and path.stat().st_size and (stream := stream_of(path)):
-            return stream
-    return None
 
 
 class Backup:
@@ -269,7 +262,7 @@ class Backup:
     # -- copying ----------------------------------------------------------------------
 
     def stream(self) -> str:
-        stream = self.state.get("stream") or find_stream(self.log_path)
+        stream = self.state.get("stream") or log_stream(self.log_path)
         if not stream:
             raise AuditBackupError(f"{self.log_path}: no stream found to back up")
         self.state["stream"] = stream
@@ -528,8 +521,6 @@ class Backup:
         """A restore drill: every archived object read back against its SHA-256, then
         the archived chain verified with its checkpoints (restored into ``work_dir``).
         Returns (problems, VerifyReport or None when nothing is archived)."""
-        from riskaudit.integrity import verify_paths  # noqa: PLC0415 (integrity imports storage)
-
         problems: list[str] = []
         shutil.rmtree(work_dir, ignore_errors=True)
         restored = self.restore(work_dir, mismatches=problems)

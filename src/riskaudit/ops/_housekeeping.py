@@ -17,19 +17,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from riskaudit.archive import (
+    SHIP_EVERY,
+    Backup,
+    apply_plan,
+    archive_expiry,
+    expire_archive,
+    load_holds,
+    plan,
+    replicated_through,
+)
 from riskaudit.config import AuditConfig
 from riskaudit.errors import AuditError
 from riskaudit.format import holds_path, list_segments, sidecar_path
 from riskaudit.log import AuditLog
-from riskaudit.storage._backup import SHIP_EVERY, Backup
-from riskaudit.storage._holds import load_holds
-from riskaudit.storage._retention import (
-    apply,
-    archive_expiry,
-    expire_archive,
-    plan,
-    replicated_through,
-)
 
 logger = logging.getLogger("riskaudit.housekeeping")
 
@@ -80,7 +81,7 @@ def run_retention(
     def record(fields: dict[str, Any]) -> None:
         log.append_control("retention", fields)
 
-    done = apply(
+    done = apply_plan(
         decisions,
         record=record,
         compression=config.compression,

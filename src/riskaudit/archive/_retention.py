@@ -28,9 +28,9 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from riskaudit.archive._holds import Hold
 from riskaudit.errors import AuditBackupError
 from riskaudit.format import (
-    SUFFIXES,
     Segment,
     compress,
     content_sha256,
@@ -40,12 +40,11 @@ from riskaudit.format import (
     parse_segment_name,
     segment_end_ns,
 )
-from riskaudit.storage._holds import Hold
-from riskaudit.storage._settings import DAY, RetentionPolicy
+from riskaudit.settings import DAY, RetentionPolicy
 
 if TYPE_CHECKING:
-    from riskaudit.storage._backup import Backup
-    from riskaudit.storage._targets import ObjectInfo
+    from riskaudit.archive._backup import Backup
+    from riskaudit.archive._targets import ObjectInfo
 
 logger = logging.getLogger("riskaudit.retention")
 
@@ -224,7 +223,7 @@ def archive_expiry(
 Recorder = Callable[[dict[str, Any]], None]
 
 
-def apply(
+def apply_plan(
     decisions: list[Decision],
     *,
     record: Recorder,
@@ -309,14 +308,3 @@ def expire_archive(
         record(fields)
         done.append(fields)
     return done
-
-
-__all__ = [
-    "SUFFIXES",
-    "Decision",
-    "RetentionPolicy",
-    "apply",
-    "archive_expiry",
-    "expire_archive",
-    "plan",
-]
