@@ -108,3 +108,25 @@ def test_truncated_vector_chain_alone_looks_valid() -> None:
     """Without checkpoints a cut-off tail is invisible to the chain (issue 4 adds them)."""
     report = verify_paths([VECTORS / "tampered-truncated-after-seq3.jsonl"])
     assert report.valid and report.last_seq == 3
+
+
+def test_an_unsequenced_line_is_json_whatever_the_log_path_and_reason() -> None:
+    """The one builder of unsequenced emergency lines escapes the path and reason and
+    splices the event body whole (the hand-off and the sink both use it)."""
+    from riskaudit.format import unsequenced_line
+    from tests.helpers import event
+
+    body = encode_event_body(event(7, symbol="X"))
+    odd = 'C:\\logs\\"quoted"\n.jsonl'
+    line = unsequenced_line('queue "full"', 1_700_000_000_000_000_000, body=body, log=odd)
+    parsed = orjson.loads(line)
+    assert list(parsed) == ["kind", "ts", "reason", "log", "event"]
+    assert parsed["log"] == odd and parsed["reason"] == 'queue "full"'
+    assert parsed["event"] == orjson.loads(b"{" + body)
+    broken = orjson.loads(unsequenced_line("bad", 0, event_repr="<RiskEvent ?>"))
+    assert broken == {
+        "kind": "unsequenced",
+        "ts": "1970-01-01T00:00:00.000000000Z",
+        "reason": "bad",
+        "event_repr": "<RiskEvent ?>",
+    }

@@ -8,15 +8,15 @@ import pytest
 
 from riskaudit import AuditConfig, AuditLog, AuditStorageError
 from riskaudit.log import (
-    Watermarks,
     check_storage,
     detect_container,
     mount_of,
     parse_mountinfo,
     probe_write,
+    space_level,
     volatile_reason,
 )
-from riskaudit.log._volume import space_level
+from riskaudit.settings import Watermarks
 
 MOUNTINFO = """\
 22 27 0:21 / /proc rw,relatime - proc proc rw

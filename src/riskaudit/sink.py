@@ -20,7 +20,7 @@ import orjson
 from riskaudit.config import AuditConfig
 from riskaudit.errors import AuditDegradedError, AuditEncodingError, AuditError, AuditStateError
 from riskaudit.events import RiskEvent
-from riskaudit.format import EMERGENCY_PREFIX, format_ts
+from riskaudit.format import EMERGENCY_PREFIX, unsequenced_line
 from riskaudit.log import AuditLog, Health
 
 logger = logging.getLogger("riskaudit.sink")
@@ -173,26 +173,12 @@ class JsonAuditSink:
         self.emergency_lines += 1
         if self._log is not None or self.emergency_lines == 1:
             logger.error("audit write failed (%s); falling back to stdout", reason)
+        now = time.time_ns()
         try:
-            fields = event.to_dict()
-            payload = orjson.dumps(
-                {
-                    "kind": "unsequenced",
-                    "ts": format_ts(time.time_ns()),
-                    "reason": reason,
-                    "event": fields,
-                },
-                default=repr,
-            )
+            body = orjson.dumps(event.to_dict(), default=repr)[1:]
+            payload = unsequenced_line(reason, now, body=body)
         except Exception:  # the event itself is broken: keep what can be kept
-            payload = orjson.dumps(
-                {
-                    "kind": "unsequenced",
-                    "ts": format_ts(time.time_ns()),
-                    "reason": reason,
-                    "event_repr": repr(event),
-                }
-            )
+            payload = unsequenced_line(reason, now, event_repr=repr(event))
         try:
             sys.stdout.write(EMERGENCY_PREFIX + payload.decode() + "\n")
             sys.stdout.flush()

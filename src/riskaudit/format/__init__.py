@@ -49,6 +49,7 @@ from riskaudit.format._codec import (
     parse_utc,
     split_head,
     ts_ns_of,
+    unsequenced_line,
 )
 from riskaudit.format._files import (
     FILE_MODE,
@@ -190,6 +191,7 @@ __all__ = [
     "truncated_path",
     "ts_ns_of",
     "uncompressed_name",
+    "unsequenced_line",
     "untrusted_path",
     "utc_stamp",
     "write_durably",

@@ -203,6 +203,28 @@ def control_line(seq: int, prev: bytes, kind: str, fields: dict[str, Any], ts_ns
     return orjson.dumps(record)
 
 
+def unsequenced_line(
+    reason: str,
+    ts_ns: int,
+    *,
+    body: bytes | None = None,
+    log: str | None = None,
+    event_repr: str | None = None,
+) -> bytes:
+    """An event that never got a ``seq``, for stdout after ``AUDIT_EMERGENCY ``:
+    ``{"kind":"unsequenced","ts":...,"reason":...,"log":...,"event":{...}}``. ``body``
+    is the encoded event without its opening brace (:func:`encode_event_body`); an
+    event that cannot be encoded at all keeps its ``event_repr`` instead."""
+    head: dict[str, str | None] = {"kind": "unsequenced", "ts": format_ts(ts_ns)}
+    head["reason"] = reason
+    if log is not None:
+        head["log"] = log
+    if body is None:
+        head["event_repr"] = event_repr
+        return orjson.dumps(head)
+    return orjson.dumps(head)[:-1] + b',"event":{' + body + b"}"
+
+
 def line_hash(line: bytes) -> bytes:
     """The record hash that the next record names in ``prev``."""
     return hashlib.sha256(line).hexdigest().encode("ascii")

@@ -37,7 +37,7 @@ from riskaudit._native import Batch, Queue, yield_to_writer
 from riskaudit._native import _after_fork as native_after_fork
 from riskaudit.config import AuditConfig
 from riskaudit.errors import AuditEncodingError, AuditQueueFullError
-from riskaudit.format import control_mid, format_ts
+from riskaudit.format import control_mid, unsequenced_line
 from riskaudit.log._emergency import EmergencyOutput
 from riskaudit.policy import native_checks
 
@@ -60,7 +60,7 @@ class HandOff:
     ) -> None:
         self._config = config
         self._emergency = emergency
-        self._log_name = str(path).encode().replace(b"\\", b"\\\\").replace(b'"', b'\\"')
+        self._log_name = str(path)
         self._refuse = refuse
         size = config.queue_size
         self.capacity = size
@@ -129,7 +129,7 @@ class HandOff:
             raise AuditQueueFullError(
                 f"audit queue full ({self.normal_limit} records or {self.normal_bytes} "
                 f"bytes) for {self._config.append_timeout:g}s and RISK_AUDIT_FAIL_CLOSED is "
-                f"set: the event was not recorded ({self._log_name.decode()})"
+                f"set: the event was not recorded ({self._log_name})"
             )
         return 0
 
@@ -162,12 +162,7 @@ class HandOff:
     def unsequenced(self, body: bytes, reason: str) -> None:
         """One unsequenced emergency line for an event body (``recover`` puts it back)."""
         self.unsequenced_count += 1
-        line = b'{"kind":"unsequenced","ts":"%b","reason":"%b","log":"%b","event":{%b}' % (
-            format_ts(time.time_ns()).encode(),
-            reason.encode(),
-            self._log_name,
-            body,
-        )
+        line = unsequenced_line(reason, time.time_ns(), body=body, log=self._log_name)
         n = self.unsequenced_count
         if n == 1 or n % 1000 == 0:
             logger.error(
