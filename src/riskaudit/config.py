@@ -21,6 +21,7 @@ from typing import Any
 
 from riskaudit.errors import AuditConfigError
 from riskaudit.events import EventPriority, EventType
+from riskaudit.policy import ENFORCEMENTS, Enforcement
 from riskaudit.settings import (
     BackupSettings,
     ReplicationSettings,
@@ -133,7 +134,7 @@ class AuditConfig:
     checkpoint_path: Path | None = None
     clock_max_error: float = 0.001
     clock_required: bool = False
-    schema_policy: str = "warn"
+    schema_policy: Enforcement = "warn"
     redact_fields: tuple[str, ...] = ()
     tokens_file: Path | None = None
     open_endpoints: tuple[str, ...] = ("health", "ready", "metrics", "status", "page")
@@ -144,7 +145,7 @@ class AuditConfig:
     http_body_timeout: float = 30.0
     http_max_connections: int = 10_000
     hmac_key_file: Path | None = None
-    actor_policy: str = "enforce"
+    actor_policy: Enforcement = "enforce"
     approval_window: float = 3600.0
     ready_max_replication_lag: float | None = None
     trusted_proxies: tuple[str, ...] = ()
@@ -177,11 +178,11 @@ class AuditConfig:
             raise AuditConfigError(
                 "RISK_AUDIT_HMAC_KEY_FILE", "required when RISK_AUDIT_REDACT_FIELDS is set"
             )
-        if self.schema_policy not in ("enforce", "warn", "off"):
+        if self.schema_policy not in ENFORCEMENTS:
             raise AuditConfigError(
                 "RISK_AUDIT_SCHEMA_POLICY", f"{self.schema_policy!r} is not enforce, warn or off"
             )
-        if self.actor_policy not in ("enforce", "warn", "off"):
+        if self.actor_policy not in ENFORCEMENTS:
             raise AuditConfigError(
                 "RISK_AUDIT_ACTOR_POLICY", f"{self.actor_policy!r} is not enforce, warn or off"
             )

@@ -24,9 +24,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 from riskaudit.events import EventType, RiskEvent
+
+#: How a rule is applied (RISK_AUDIT_SCHEMA_POLICY, RISK_AUDIT_ACTOR_POLICY): ``enforce``
+#: refuses the event, ``warn`` records it and says so, ``off`` does not look.
+Enforcement = Literal["enforce", "warn", "off"]
+ENFORCEMENTS: tuple[Enforcement, ...] = get_args(Enforcement)
 
 SCHEMA_VERSION = 1
 
@@ -78,7 +83,7 @@ _SIMPLE: dict[str, frozenset[str]] = {
 
 
 def native_checks(
-    schema_policy: str, actor_policy: str
+    schema_policy: Enforcement, actor_policy: Enforcement
 ) -> list[tuple[EventType, tuple[str, ...] | None]]:
     """The common case of these rules, for the core's ``Queue.push_event`` (given
     once): the event types no rule needs to look at event by event (no one-of rule, no

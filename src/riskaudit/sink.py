@@ -21,7 +21,7 @@ from riskaudit.config import AuditConfig
 from riskaudit.errors import AuditDegradedError, AuditEncodingError, AuditError, AuditStateError
 from riskaudit.events import RiskEvent
 from riskaudit.format import EMERGENCY_PREFIX, unsequenced_line
-from riskaudit.log import AuditLog, Health
+from riskaudit.log import AuditLog, Health, HealthStatus
 
 logger = logging.getLogger("riskaudit.sink")
 
@@ -94,7 +94,7 @@ class JsonAuditSink:
         if log is not None:
             return log.health()
         return Health(
-            status="failing",
+            status=HealthStatus.FAILING,
             reasons=(f"audit log not open, events on stdout: {self.unavailable}",),
             destination="stdout",
             last_seq=0,

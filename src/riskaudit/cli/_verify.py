@@ -23,6 +23,7 @@ from riskaudit.errors import AuditFormatError, AuditNativeError
 from riskaudit.integrity import (
     PublicKey,
     VerifyReport,
+    VerifyStatus,
     load_keyring,
     load_public_key,
     stream_directories,
@@ -107,11 +108,12 @@ def verify(
 
 
 def exit_code(report: VerifyReport) -> int:
-    return {"valid": EXIT_OK, "unanchored": EXIT_UNANCHORED}.get(report.status, EXIT_INVALID)
+    codes = {VerifyStatus.VALID: EXIT_OK, VerifyStatus.UNANCHORED: EXIT_UNANCHORED}
+    return codes.get(report.status, EXIT_INVALID)
 
 
 def verdict(report: VerifyReport) -> str:
-    if report.status == "invalid":
+    if report.status is VerifyStatus.INVALID:
         return f"INVALID ({plural(len(report.problem_lines()), 'problem')})"
     return report.status.upper()
 

@@ -22,6 +22,7 @@ from riskaudit.integrity._keys import (
     load_signer,
     signed_text,
 )
+from riskaudit.integrity._report import Finding, FindingKind, VerifyReport, VerifyStatus
 from riskaudit.integrity._stream import (
     Source,
     expand,
@@ -31,7 +32,7 @@ from riskaudit.integrity._stream import (
     open_binary,
     order,
 )
-from riskaudit.integrity._verify import Finding, VerifyReport, stream_directories, verify_paths
+from riskaudit.integrity._verify import stream_directories, verify_paths
 
 __all__ = [
     "TIME_FORMS",
@@ -39,11 +40,13 @@ __all__ = [
     "ExportCheck",
     "ExportResult",
     "Finding",
+    "FindingKind",
     "PublicKey",
     "Selection",
     "Signer",
     "Source",
     "VerifyReport",
+    "VerifyStatus",
     "check_signature",
     "expand",
     "export",

@@ -26,6 +26,7 @@ import orjson
 
 from riskaudit.format import parse_ts, split_head
 from riskaudit.integrity._keys import PublicKey, check_signature, signed_text
+from riskaudit.integrity._report import FindingKind
 from riskaudit.integrity._stream import line_chunks
 
 #: What a checkpoint's signature covers (with the chain for seq, prev and kind).
@@ -120,7 +121,7 @@ def first_unsealed_ts(files: list[str], after_seq: int) -> str | None:
 
 @dataclass(slots=True)
 class SealReport:
-    findings: list[tuple[int, str, str]] = field(default_factory=list)
+    findings: list[tuple[int, FindingKind, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     newest_seq: int = 0
     newest_ts: str | None = None
@@ -159,7 +160,7 @@ def check_seals(
             rep.findings.append(
                 (
                     last_seq + 1,
-                    "truncated",
+                    FindingKind.TRUNCATED,
                     f"the log ends at seq {last_seq} but a checkpoint ({cp.origin}, {cp.ts}) "
                     f"seals seq {cp.covers_seq} at seq {cp.seq}: seq {last_seq + 1}-{cp.seq} "
                     "cut off",
@@ -169,7 +170,7 @@ def check_seals(
             rep.findings.append(
                 (
                     cp.seq,
-                    "checkpoint mismatch",
+                    FindingKind.CHECKPOINT_MISMATCH,
                     f"the checkpoint seq {cp.seq} in the log differs from its copy in "
                     f"{cp.origin}, byte for byte",
                 )
@@ -184,7 +185,7 @@ def check_seals(
             rep.findings.append(
                 (
                     cp.seq,
-                    "checkpoint mismatch",
+                    FindingKind.CHECKPOINT_MISMATCH,
                     f"the checkpoint seq {cp.seq} that {cp.origin} holds ({cp.ts}) is not in "
                     "the log: removed or replaced",
                 )
@@ -193,7 +194,7 @@ def check_seals(
             rep.findings.append(
                 (
                     cp.covers_seq,
-                    "checkpoint mismatch",
+                    FindingKind.CHECKPOINT_MISMATCH,
                     f"checkpoint seq {cp.seq} ({cp.origin}) says seq {cp.covers_seq} has hash "
                     f"{cp.covers_hash[:16]}…, the log has {actual.decode()[:16]}…: history "
                     "rewritten",
@@ -203,7 +204,7 @@ def check_seals(
             rep.findings.append(
                 (
                     cp.seq,
-                    "checkpoint mismatch",
+                    FindingKind.CHECKPOINT_MISMATCH,
                     f"checkpoint seq {cp.seq} ({cp.origin}) names stream {cp.stream}, "
                     f"the log's is {stream}",
                 )
@@ -213,7 +214,7 @@ def check_seals(
             rep.findings.append(
                 (
                     cp.seq,
-                    "modified",
+                    FindingKind.MODIFIED,
                     f"checkpoint seq {cp.seq} ({cp.origin}) carries {', '.join(cp.unsigned)}, "
                     "outside what its signature covers",
                 )
@@ -225,7 +226,7 @@ def check_seals(
                 rep.findings.append(
                     (
                         cp.seq,
-                        "bad signature",
+                        FindingKind.BAD_SIGNATURE,
                         "no record and no checkpoint names the stream id, so no signature "
                         "can be checked, although keys were given",
                     )
@@ -245,7 +246,9 @@ def check_seals(
                 )
             )
             if why is not None:
-                rep.findings.append((cp.seq, "bad signature", f"checkpoint ({cp.origin}): {why}"))
+                rep.findings.append(
+                    (cp.seq, FindingKind.BAD_SIGNATURE, f"checkpoint ({cp.origin}): {why}")
+                )
         if cp.covers_seq >= rep.newest_seq:
             rep.newest_seq, rep.newest_ts = cp.covers_seq, cp.ts
     if given.subset and rep.newest_seq > last_seq:
@@ -262,7 +265,7 @@ def check_seals(
         rep.findings.append(
             (
                 newest.seq,
-                "modified",
+                FindingKind.MODIFIED,
                 "the newest checkpoint is not encoded as the writer encodes it (spaces, "
                 "escapes): its bytes changed",
             )

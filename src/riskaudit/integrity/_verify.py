@@ -28,7 +28,6 @@ from __future__ import annotations
 import bisect
 import hashlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -49,6 +48,7 @@ from riskaudit.format import (
     split_head,
 )
 from riskaudit.integrity._keys import PublicKey
+from riskaudit.integrity._report import Finding, FindingKind, VerifyReport
 from riskaudit.integrity._reuse import NativeReusedIds, ReusedIds
 from riskaudit.integrity._seals import Checkpoint, SealInput, check_seals, read_sidecars
 from riskaudit.integrity._stream import (
@@ -68,112 +68,6 @@ _NATIVE_SEQS = 1 << 62
 #: Who runs the scan of records that follow the chain (verify --engine).
 Engine = Literal["native", "python"]
 _RING_MASK = _RING - 1
-
-
-@dataclass(frozen=True, slots=True)
-class Finding:
-    """One problem, named by the first ``seq`` it concerns."""
-
-    seq: int
-    kind: str
-    detail: str = ""
-    file: str | None = None
-    line: int | None = None
-
-    def __str__(self) -> str:
-        where = f"{self.file}:{self.line}: " if self.file and self.line else ""
-        return f"INVALID: seq {self.seq}: {self.kind}" + (
-            f" ({where}{self.detail})" if self.detail or where else ""
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "seq": self.seq,
-            "kind": self.kind,
-            "detail": self.detail,
-            "file": self.file,
-            "line": self.line,
-        }
-
-
-@dataclass(slots=True)
-class VerifyReport:
-    """What was verified and what was wrong with it."""
-
-    files: list[str] = field(default_factory=list)
-    records: int = 0
-    first_seq: int | None = None
-    last_seq: int | None = None
-    first_ts: str | None = None
-    last_ts: str | None = None
-    findings: list[Finding] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    requested_last_seq: int = 0
-    requested_last_ts: str | None = None
-    verified_last_seq: int | None = None
-    checkpoints: int = 0
-    #: Why nothing proves the files' head (they start after seq 1 and no signed
-    #: checkpoint that verifies anchors them), or None when the head is proven.
-    unanchored: str | None = None
-
-    @property
-    def status(self) -> str:
-        """``invalid`` (findings), ``unanchored`` (consistent, but nothing proves its
-        head was not cut and rewritten) or ``valid``."""
-        if self.findings:
-            return "invalid"
-        return "unanchored" if self.unanchored is not None else "valid"
-
-    @property
-    def valid(self) -> bool:
-        return self.status == "valid"
-
-    def problem_lines(self) -> list[str]:
-        """Each problem once: findings of one kind at consecutive ``seq`` values become
-        one line with their range (a re-chained run is one problem, not one per record)."""
-        runs: list[list[Finding]] = []
-        open_run: dict[str, list[Finding]] = {}  # per kind, the run the next seq extends
-        for f in self.findings:  # sorted by (seq, kind)
-            run = open_run.get(f.kind)
-            if run is not None and run[-1].seq + 1 == f.seq:
-                run.append(f)
-            else:
-                open_run[f.kind] = run = [f]
-                runs.append(run)
-        out = []
-        for run in sorted(runs, key=lambda r: r[0].seq):
-            if len(run) == 1:
-                out.append(str(run[0]))
-            else:
-                first = run[0]
-                out.append(
-                    f"INVALID: seq {first.seq}-{run[-1].seq}: {first.kind} "
-                    f"({len(run)} records; the first: {str(first).split(': ', 2)[-1]})"
-                )
-        return out
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "valid": self.valid,
-            "status": self.status,
-            "unanchored": self.unanchored,
-            "records": self.records,
-            "first_seq": self.first_seq,
-            "last_seq": self.last_seq,
-            "first_ts": self.first_ts,
-            "last_ts": self.last_ts,
-            "files": self.files,
-            "problems": [f.to_dict() for f in self.findings],
-            "warnings": self.warnings,
-            "checkpoints": self.checkpoints,
-            "requested": {
-                "first_seq": self.first_seq,
-                "last_seq": self.requested_last_seq,
-                "first_ts": self.first_ts,
-                "last_ts": self.requested_last_ts,
-            },
-            "verified": {"first_seq": self.first_seq, "last_seq": self.verified_last_seq},
-        }
 
 
 def verify_paths(
@@ -348,7 +242,7 @@ class _Verifier:
             if named is not None and self.count and self.prev_seq < named[1]:
                 self._add(
                     self.prev_seq + 1,
-                    "truncated",
+                    FindingKind.TRUNCATED,
                     f"{src.path.name} ends at seq {self.prev_seq}, but its name says it ends at "
                     f"seq {named[1]}: seq {self.prev_seq + 1}-{named[1]} cut off",
                     None,
@@ -420,7 +314,7 @@ class _Verifier:
             ranges = ", ".join(f"{a}-{b}" for a, b, _s in self.removed)
             self._add(
                 first - 1,
-                "deleted",
+                FindingKind.DELETED,
                 f"the files start at seq {first}, but retention records name only seq "
                 f"{ranges} as removed",
                 None,
@@ -508,7 +402,7 @@ class _Verifier:
                     seq = head[0] if head is not None else self.prev_seq + 1
                     self.torn_wanted[seq] = (lines[0], detail, (fidx, lineno))
                 else:
-                    self._add(self.prev_seq + 1, "torn", detail, (fidx, lineno))
+                    self._add(self.prev_seq + 1, FindingKind.TORN, detail, (fidx, lineno))
                 continue
             # Locals, not attributes, in the loop that carries the throughput; they are
             # written back before the slow path runs and after the loop.
@@ -591,7 +485,7 @@ class _Verifier:
             seq = head[0] if head is not None else self.prev_seq + 1
             self.torn_wanted[seq] = (line, detail, (fidx, lineno))
         else:
-            self._add(self.prev_seq + 1, "torn", detail, (fidx, lineno))
+            self._add(self.prev_seq + 1, FindingKind.TORN, detail, (fidx, lineno))
 
     def _feed_block(
         self,
@@ -701,7 +595,7 @@ class _Verifier:
         else:
             self._add(
                 seq,
-                "checkpoint mismatch",
+                FindingKind.CHECKPOINT_MISMATCH,
                 f"covers seq {cp.covers_seq}, not the record before it",
                 None,
             )
@@ -718,7 +612,7 @@ class _Verifier:
         if reason in ("corrupt", "truncated"):
             self._add(
                 seq,
-                "corrupt",
+                FindingKind.CORRUPT,
                 f"the writer found {rec.get('previous') or 'the log'} {reason} at start-up "
                 f"(damage or a cut at or before the checkpoint its sidecar held, seq "
                 f"{rec.get('missing_through') or rec.get('previous_last_seq')}); kept "
@@ -741,7 +635,7 @@ class _Verifier:
             self.prev_checked = self.suppress = False
             self.count += accepted
 
-    def _add(self, seq: int, kind: str, detail: str, at: tuple[int, int] | None) -> None:
+    def _add(self, seq: int, kind: FindingKind, detail: str, at: tuple[int, int] | None) -> None:
         key = (seq, kind)
         if key not in self.findings:
             file = Path(self.files[at[0]]).name if at is not None else None
@@ -750,7 +644,7 @@ class _Verifier:
     def _accept(self, seq: int, prev: bytes, h: bytes, line: bytes, at: tuple[int, int]) -> None:
         if self.held and seq in self.held:
             other = self.held.pop(seq)
-            kind = "duplicated" if other[1] == h else "inserted"
+            kind = FindingKind.DUPLICATED if other[1] == h else FindingKind.INSERTED
             self._add(seq, kind, "another record with this seq was stored earlier", None)
         self._ring_put(seq, h, prev, at[0])
         if seq in self.wanted:
@@ -774,7 +668,7 @@ class _Verifier:
             del self.held[self.prev_seq + 1]
             self._add(
                 expected,
-                "reordered",
+                FindingKind.REORDERED,
                 f"seq {self.prev_seq + 1} is stored before seq {expected}",
                 (hf, hl),
             )
@@ -821,7 +715,9 @@ class _Verifier:
         try:
             orjson.loads(self.prev_line)
         except orjson.JSONDecodeError:
-            self._add(self.prev_seq, "bad json", "the record's line is not valid JSON", None)
+            self._add(
+                self.prev_seq, FindingKind.BAD_JSON, "the record's line is not valid JSON", None
+            )
             return True
         return False
 
@@ -867,7 +763,7 @@ class _Verifier:
             # Linked among themselves is not proof: a forged copy of old records links too.
             self._add(
                 ov[2][0],
-                "inserted",
+                FindingKind.INSERTED,
                 f"{Path(self.files[ov[0]]).name} repeats seq {ov[2][0]}-{ov[2][-1]}, older "
                 "than the verifier's window, and reaches no record it can compare with the "
                 "chain: not proven to be copies",
@@ -880,12 +776,14 @@ class _Verifier:
         head = split_head(line)
         if head is None:
             if not self.after_bad:
-                self._add(self.prev_seq + 1, "bad json", "line is not a format-v1 record", at)
+                self._add(
+                    self.prev_seq + 1, FindingKind.BAD_JSON, "line is not a format-v1 record", at
+                )
             self.after_bad = True
             return
         seq, prev = head
         if not line.endswith(b"}"):
-            self._add(seq, "modified", "bytes after the record's closing brace", at)
+            self._add(seq, FindingKind.MODIFIED, "bytes after the record's closing brace", at)
         h = _sha(line)
         exp = self.prev_seq + 1
         if self.after_bad:
@@ -899,18 +797,30 @@ class _Verifier:
                 return
             pk = self._peek(peek_line)
             if pk is not None and pk[0] == seq and pk[1] == self.prev_hash:
-                self._add(seq, "inserted", "a record that does not link into the chain", at)
+                self._add(
+                    seq, FindingKind.INSERTED, "a record that does not link into the chain", at
+                )
                 return
             if pk is None or pk[1] == h:
-                self._add(self.prev_seq, "modified", f"its hash is not the prev of seq {seq}", None)
+                self._add(
+                    self.prev_seq,
+                    FindingKind.MODIFIED,
+                    f"its hash is not the prev of seq {seq}",
+                    None,
+                )
                 self._accept(seq, prev, h, line, at)
             else:
-                self._add(seq, "modified", f"its prev is not the hash of seq {self.prev_seq}", at)
+                self._add(
+                    seq,
+                    FindingKind.MODIFIED,
+                    f"its prev is not the hash of seq {self.prev_seq}",
+                    at,
+                )
                 self._accept(seq, prev, h, line, at)
                 self.suppress = True
             return
         if prev == self.prev_hash and seq != self.prev_seq:
-            self._add(exp, "modified", f"its seq field reads {seq}", at)
+            self._add(exp, FindingKind.MODIFIED, f"its seq field reads {seq}", at)
             self._accept(exp, prev, h, line, at)
             self.suppress = True
             return
@@ -932,7 +842,7 @@ class _Verifier:
             self.stdout_only.append((exp, seq - 1))
             self._add(
                 exp,
-                "unrecovered",
+                FindingKind.UNRECOVERED,
                 f"seq {exp}-{seq - 1} reached only stdout (gap record seq {seq}); "
                 "run `riskaudit recover` with the container's stdout log",
                 at,
@@ -943,7 +853,7 @@ class _Verifier:
         if pk is not None and pk[0] < seq:
             self.held[seq] = (prev, h, at[0], at[1], exp, line)
             return
-        kind = "seq gap" if at[1] == 1 and at[0] > 0 else "deleted"
+        kind = FindingKind.SEQ_GAP if at[1] == 1 and at[0] > 0 else FindingKind.DELETED
         self.missing.append([exp, seq - 1, kind, at[0], at[1]])
         self._accept(seq, prev, h, line, at)
 
@@ -962,25 +872,27 @@ class _Verifier:
             if entry[1] == h:
                 if entry[3] != at[0]:
                     return  # the same record in two files: one record copied
-                self._add(seq, "duplicated", "the same line appears twice", at)
+                self._add(seq, FindingKind.DUPLICATED, "the same line appears twice", at)
                 return
             if seq == self.prev_seq:
                 pk = self._peek(peek_line)
                 if pk is not None and pk[1] == h:
                     # The chain continues from this one: the accepted head was the forgery.
-                    self._add(seq, "inserted", "two different records with this seq", at)
+                    self._add(seq, FindingKind.INSERTED, "two different records with this seq", at)
                     self.prev_seq -= 1
                     self.count -= 1
                     self.prev_hash = prev
                     self._accept(seq, prev, h, line, at)
                     return
-            self._add(seq, "inserted", "two different records with this seq", at)
+            self._add(seq, FindingKind.INSERTED, "two different records with this seq", at)
             return
         if self._take_missing(seq):
-            self._add(seq, "reordered", f"stored after seq {self.prev_seq}", at)
+            self._add(seq, FindingKind.REORDERED, f"stored after seq {self.prev_seq}", at)
             self._ring_put(seq, h, prev, at[0])
             return
-        self._add(seq, "inserted", "a record older than the chain head, not seen before", at)
+        self._add(
+            seq, FindingKind.INSERTED, "a record older than the chain head, not seen before", at
+        )
 
     def _torn_resolved(self, seq: int, line: bytes) -> None:
         part, _detail, at = self.torn_wanted[seq]
@@ -993,11 +905,11 @@ class _Verifier:
 
     def _finish(self) -> None:
         for seq, (_part, detail, at) in sorted(self.torn_wanted.items()):
-            self._add(seq, "torn", detail, at)
+            self._add(seq, FindingKind.TORN, detail, at)
         if not self.prev_checked and self.prev_line is not None:
             self._head_is_bad_json()
         for seq, (_p, _h, hf, hl, _e, _l) in sorted(self.held.items()):
-            self._add(seq, "inserted", "a record that never fits the chain", (hf, hl))
+            self._add(seq, FindingKind.INSERTED, "a record that never fits the chain", (hf, hl))
         for first, last, kind, f, ln in self.missing:
             span = f"seq {first}-{last}, {last - first + 1} records" if last > first else ""
             self._add(first, kind, span or "1 record", (f, ln))

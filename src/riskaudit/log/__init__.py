@@ -17,7 +17,7 @@ from riskaudit.format import (
 from riskaudit.log._auditlog import AuditLog
 from riskaudit.log._destinations import AppendFile
 from riskaudit.log._startup import sibling_head
-from riskaudit.log._status import Health, LogState, LogStatus
+from riskaudit.log._status import Health, HealthStatus, LogState, LogStatus
 from riskaudit.log._volume import (
     Mount,
     SpaceLevel,
@@ -40,6 +40,7 @@ __all__ = [
     "AppendFile",
     "AuditLog",
     "Health",
+    "HealthStatus",
     "LogState",
     "LogStatus",
     "Mount",

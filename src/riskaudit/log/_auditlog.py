@@ -75,7 +75,7 @@ from riskaudit.log._status import (
     build_status,
 )
 from riskaudit.log._volume import StorageReport
-from riskaudit.log._writer import Writer, WriterSetup
+from riskaudit.log._writer import Writer, WriterCounters, WriterSetup
 from riskaudit.policy import ACTOR_TYPE_NAMES, SchemaProblem, actor_problem, schema_problem
 from riskaudit.redact import Redactor, load_key
 
@@ -588,7 +588,7 @@ class AuditLog:
         self._handoff.kick()
 
     @property
-    def counters(self) -> Any:
+    def counters(self) -> WriterCounters:
         """What the writer did (records per destination, failures, replays, ...)."""
         return self._writer.counters
 

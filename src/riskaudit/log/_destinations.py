@@ -22,6 +22,7 @@ import contextlib
 import errno
 import os
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 from riskaudit.errors import AuditStorageError
@@ -40,6 +41,14 @@ from riskaudit.format import (
     write_durably,
 )
 from riskaudit.log._chain_end import ChainHead, Repair, Tail, cut_torn_tail, find_head
+
+
+class Identity(StrEnum):
+    """The open file against its path."""
+
+    OK = "ok"
+    DELETED = "deleted"  # no links left: the writer copies it back from its handle
+    REPLACED = "replaced"  # the path names another file, or nothing (renamed away)
 
 
 class AppendFile:
@@ -166,19 +175,18 @@ class AppendFile:
         head = split_head(line)
         return None if head is None else (head[0], line)
 
-    def identity(self) -> str:
-        """``ok``, ``deleted`` (no links left) or ``replaced`` (the path names another
-        file, or nothing: renamed away, as logrotate does)."""
+    def identity(self) -> Identity:
+        """Is the open file still the one the path names?"""
         if self.fd is None:
-            return "ok"
+            return Identity.OK
         st = os.fstat(self.fd)
         if st.st_nlink == 0:
-            return "deleted"
+            return Identity.DELETED
         try:
             ps = os.stat(self.path)
         except FileNotFoundError:
-            return "replaced"
-        return "ok" if (ps.st_dev, ps.st_ino) == self.ident else "replaced"
+            return Identity.REPLACED
+        return Identity.OK if (ps.st_dev, ps.st_ino) == self.ident else Identity.REPLACED
 
     def close(self) -> None:
         fd, self.fd = self.fd, None
@@ -332,7 +340,7 @@ def set_aside(file: AppendFile, tail: Tail | None, reason: str, **extra: int) ->
 def _where_now(file: AppendFile) -> Path | None:
     """The open file's path now (None if it was deleted): its own path, or wherever
     it was renamed to, as the kernel names the descriptor."""
-    if file.identity() == "ok":
+    if file.identity() is Identity.OK:
         return file.path
     assert file.fd is not None
     if os.fstat(file.fd).st_nlink == 0:

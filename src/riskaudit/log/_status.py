@@ -33,13 +33,27 @@ class LogState(enum.Enum):
     FAILED = "failed"  # the writer thread died
 
 
+class HealthStatus(enum.StrEnum):
+    """``ok`` (writing to the primary), ``degraded`` (spool, retrying, low space,
+    volatile storage), ``failing`` (emergency stdout, lock lost, writer dead)."""
+
+    OK = "ok"
+    DEGRADED = "degraded"
+    FAILING = "failing"
+
+    def at_least(self, other: HealthStatus) -> HealthStatus:
+        """The worse of the two."""
+        order = (HealthStatus.OK, HealthStatus.DEGRADED, HealthStatus.FAILING)
+        return max(self, other, key=order.index)
+
+
 @dataclass(frozen=True, slots=True)
 class Health:
     """The log's state from facts: ``ok`` (writing to the primary), ``degraded``
     (spool, retrying, low space, volatile storage), ``failing`` (emergency stdout, lock
     lost, writer dead)."""
 
-    status: str
+    status: HealthStatus
     reasons: tuple[str, ...]
     destination: str
     last_seq: int
@@ -79,54 +93,54 @@ def build_health(f: Facts) -> Health:
     """ok / degraded / failing, with the reasons."""
     w = f.writer
     reasons: list[str] = []
-    status = "ok"
+    status = HealthStatus.OK
     if f.state is LogState.FAILED:
-        status = "failing"
+        status = HealthStatus.FAILING
         reasons.append(f"writer thread died: {f.failure!r}")
     if f.monitor.lock_lost:
-        status = "failing"
+        status = HealthStatus.FAILING
         reasons.append(f"lock {f.monitor.lock.path if f.monitor.lock else ''} lost")
     if w.destination is Destination.STDOUT:
-        status = "failing"
+        status = HealthStatus.FAILING
         reasons.append("emergency path: records go to stdout only")
     elif w.destination is Destination.SPOOL:
-        status = "degraded" if status == "ok" else status
+        status = status.at_least(HealthStatus.DEGRADED)
         reasons.append(f"primary unavailable, spooling ({w.counters.last_error})")
     storage = f.monitor.storage
     if storage is not None:
         if storage.space in (SpaceLevel.WARNING, SpaceLevel.CRITICAL):
-            status = "degraded" if status == "ok" else status
+            status = status.at_least(HealthStatus.DEGRADED)
             reasons.append(f"free space {storage.space}")
         if storage.volatile_reason is not None:
-            status = "degraded" if status == "ok" else status
+            status = status.at_least(HealthStatus.DEGRADED)
             reasons.append(f"volatile storage: {storage.volatile_reason}")
         if not storage.writable and w.destination is Destination.PRIMARY:
-            status = "degraded" if status == "ok" else status
+            status = status.at_least(HealthStatus.DEGRADED)
             reasons.append(f"write probe failed: {storage.probe_error}")
     warnings: list[str] = []
     if f.monitor.clock_problem is not None:
         text = f"clock: {f.monitor.clock_problem}"
         warnings.append(text)
         if f.clock_required:
-            status = "degraded" if status == "ok" else status
+            status = status.at_least(HealthStatus.DEGRADED)
             reasons.append(text)
     lost = f.emergency_lost
     if lost:
-        status = "failing"
+        status = HealthStatus.FAILING
         reasons.append(f"{lost} records lost (emergency output full or broken)")
     if w.primary.poisoned is not None:
         reasons.append(f"primary untrusted after a failed write or sync: {w.primary.poisoned}")
     untrusted = tuple(a.name or "" for a in w.set_aside if a.reason == "untrusted")
     corrupt = tuple(a.name or str(f.path.name) for a in w.set_aside if a.reason != "untrusted")
     if corrupt:
-        status = "failing"
+        status = HealthStatus.FAILING
         reasons.append(
             "corrupt: " + ", ".join(corrupt) + " (confirmed records damaged or missing; "
             "kept untouched, see docs/operations.md)"
         )
     unrecovered = tuple(f.watermark.ranges(STDOUT, 0, 2**63))
     if unrecovered:
-        status = "degraded" if status == "ok" else status
+        status = status.at_least(HealthStatus.DEGRADED)
         count = sum(b - a + 1 for a, b in unrecovered)
         reasons.append(
             f"{count} records reached only stdout (seq "
@@ -153,7 +167,7 @@ def build_health(f: Facts) -> Health:
 
 @dataclass(frozen=True, slots=True)
 class HealthView:
-    status: str
+    status: HealthStatus
     reasons: tuple[str, ...]
     warnings: tuple[str, ...]
 

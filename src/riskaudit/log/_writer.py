@@ -79,7 +79,14 @@ from riskaudit.format import (
 )
 from riskaudit.log._chain_end import Tail, validate_tail
 from riskaudit.log._checkpoint import Checkpointer, unsigned_fields
-from riskaudit.log._destinations import AppendFile, SetAside, Spool, replay_lines, set_aside
+from riskaudit.log._destinations import (
+    AppendFile,
+    Identity,
+    SetAside,
+    Spool,
+    replay_lines,
+    set_aside,
+)
 from riskaudit.log._emergency import EmergencyOutput
 from riskaudit.log._handoff import HandOff
 from riskaudit.log._monitor import Monitor
@@ -498,7 +505,11 @@ class Writer:
         if primary.poisoned is not None and primary.is_open:
             self._set_aside_untrusted(None, f"a write or sync failed ({primary.poisoned})")
             self.primary = primary = AppendFile(primary.path)
-        if not primary.is_open or primary.poisoned is not None or primary.identity() != "ok":
+        if (
+            not primary.is_open
+            or primary.poisoned is not None
+            or primary.identity() is not Identity.OK
+        ):
             created = primary.open(create=True)
             self.note_file_start()
             self.ring.clear()
@@ -793,7 +804,7 @@ class Writer:
         """SIGUSR1/SIGHUP: the identity check, now rather than within half a second: if
         the path names another file (logrotate's create mode), the old one is sealed and
         the chain continues in the new one."""
-        if self.check_identity() == "ok":
+        if self.check_identity() is Identity.OK:
             logger.info("reopen requested: %s is still the same file", self.primary.path)
 
     def _rewrite_after_truncation(self) -> None:
@@ -840,7 +851,7 @@ class Writer:
 
     # -- the file under us --------------------------------------------------------
 
-    def check_identity(self) -> str | None:
+    def check_identity(self) -> Identity | None:
         """Deleted: copy it back from the open handle. Renamed: seal it and reopen the
         path. Shrunk: write the recent records back. Returns what it found (None when
         not writing to the primary)."""
@@ -850,11 +861,11 @@ class Writer:
             state = self.primary.identity()
         except OSError:
             return None
-        if state == "ok":
+        if state is Identity.OK:
             with contextlib.suppress(OSError):
                 if self.primary.shrunk() is not None:
                     self._rewrite_after_truncation()
-        elif state == "deleted":
+        elif state is Identity.DELETED:
             self._rescue_deleted()
         else:
             self.counters.reopened += 1

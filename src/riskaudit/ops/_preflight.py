@@ -15,11 +15,11 @@ import re
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from enum import StrEnum
 from pathlib import Path
 
-from riskaudit.clock import read_clock
+from riskaudit.clock import ClockReader, read_clock
 from riskaudit.config import AuditConfig
 from riskaudit.errors import AuditError
 from riskaudit.format import backup_state_path
@@ -32,7 +32,16 @@ from riskaudit.log import (
     probe_write,
 )
 
-OK, WARN, FAIL = "ok", "warning", "fail"
+
+class CheckStatus(StrEnum):
+    """A check's outcome; any FAIL makes ``riskaudit check`` exit 1."""
+
+    OK = "ok"
+    WARNING = "warning"
+    FAIL = "fail"
+
+
+OK, WARN, FAIL = CheckStatus.OK, CheckStatus.WARNING, CheckStatus.FAIL
 SYMBOL = {OK: "✓", WARN: "⚠", FAIL: "✗"}
 DEFAULT_LOGROTATE = Path("/etc/logrotate.d/riskaudit")
 #: kubelet's defaults: containerLogMaxSize 10Mi x containerLogMaxFiles 5.
@@ -43,7 +52,7 @@ RUNTIME_LOG_MIN = 100 << 20
 @dataclass(frozen=True, slots=True)
 class Check:
     name: str
-    status: str
+    status: CheckStatus
     detail: str
     fix: str = ""
 
@@ -326,16 +335,16 @@ def check_rotation(config: AuditConfig, logrotate_file: Path | None) -> Check:
     )
 
 
-def check_clock(config: AuditConfig, reader: Callable[[], object] = read_clock) -> Check:
+def check_clock(config: AuditConfig, reader: ClockReader = read_clock) -> Check:
     state = reader()
-    problem = state.problem(config.clock_max_error)  # type: ignore[attr-defined]
+    problem = state.problem(config.clock_max_error)
     if problem is None:
-        return Check("clock", OK, f"synchronised, maximum error {state.max_error_s:g} s")  # type: ignore[attr-defined]
+        return Check("clock", OK, f"synchronised, maximum error {state.max_error_s:g} s")
     status = FAIL if config.clock_required else WARN
     return Check(
         "clock",
         status,
-        f"{problem} (maximum error {state.max_error_s:g} s)",  # type: ignore[attr-defined]
+        f"{problem} (maximum error {state.max_error_s:g} s)",
         "run chrony or ntpd against a UTC-traceable source (RTS 25: 1 ms, 100 µs for HFT)",
     )
 
@@ -402,7 +411,7 @@ def run_checks(
     *,
     metrics_url: str | None = None,
     logrotate_file: Path | None = None,
-    clock: Callable[[], object] = read_clock,
+    clock: ClockReader = read_clock,
     nats: bool = False,
 ) -> list[Check]:
     """Every check, in the runbook's order (``nats``: replication is configured, so the
