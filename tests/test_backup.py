@@ -65,6 +65,40 @@ def test_directory_backup_is_verified_idempotent_and_restorable(
     assert problems and "does not match" in problems[0]
 
 
+def test_the_backup_state_file_keeps_its_json_and_survives_damage(
+    history: tuple[Path, list[Path]], tmp_path: Path
+) -> None:
+    """``<log>.backup.json`` written by a run loads back into the same typed state
+    (spans by name, not position) and is saved with the keys earlier releases wrote; a
+    damaged file costs one run that reads everything back, nothing more."""
+    import orjson
+
+    from riskaudit.archive import BackupState
+    from riskaudit.format import backup_state_path
+
+    log_path, paths = history
+    target = DirectoryTarget(tmp_path / "archive")
+    Backup(log_path, target, RetentionPolicy()).run()
+    state_file = backup_state_path(log_path)
+    raw = orjson.loads(state_file.read_bytes())
+    assert set(raw) == {
+        "stream", "sources", "objects", "checkpoints_offset", "legal_holds",
+        "last_success_ns", "last_error", "failures",
+    }  # fmt: skip
+    state = BackupState.load(state_file)
+    seen = state.seen[paths[0].name]
+    assert seen.sealed and seen.span is not None
+    assert list(seen.span) == raw["sources"][paths[0].name]["span"]
+    assert seen.span.first_seq < seen.span.last_seq and seen.span.start_ns <= seen.span.end_ns
+    state.save(tmp_path / "again.json")
+    assert orjson.loads((tmp_path / "again.json").read_bytes()) == raw
+    for damage in (b"{not json", b'{"sources": {"x": {"sig": 3}}}', b"[]"):
+        state_file.write_bytes(damage)
+        assert BackupState.load(state_file) == BackupState()
+        report = Backup(log_path, target, RetentionPolicy()).run()
+        assert not report.errors and report.copied == [] and report.skipped == len(paths)
+
+
 def utc(ns: int) -> str:
     return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -87,7 +121,7 @@ def test_legal_holds_are_mirrored_onto_the_archive(
     assert held.endswith(paths[1].name) and first.holds_off == []
     flags = {k: target.head(k).legal_hold for k in target.keys("") if "/segments/" in k}  # type: ignore[union-attr]
     assert [k for k, on in flags.items() if on] == [held]
-    assert Backup(log_path, target, RetentionPolicy()).state["legal_holds"] == [held]  # kept
+    assert Backup(log_path, target, RetentionPolicy()).state.legal_holds == [held]  # kept
     with pytest.raises(AuditBackupError, match="legal hold"):
         target.delete(held)
     other = next(k for k in flags if k != held)

@@ -25,6 +25,7 @@ from riskaudit.archive._retention import (
     plan,
     replicated_through,
 )
+from riskaudit.archive._state import ArchivedSegment, BackupState, SeenFile, Span
 from riskaudit.archive._targets import (
     BackupTarget,
     DirectoryTarget,
@@ -37,8 +38,10 @@ from riskaudit.archive._targets import (
 __all__ = [
     "LOCK_FLOOR",
     "SHIP_EVERY",
+    "ArchivedSegment",
     "Backup",
     "BackupReport",
+    "BackupState",
     "BackupTarget",
     "Decision",
     "DirectoryTarget",
@@ -46,6 +49,8 @@ __all__ = [
     "HoldsWatch",
     "ObjectInfo",
     "S3Target",
+    "SeenFile",
+    "Span",
     "add_hold",
     "apply_plan",
     "archive_expiry",

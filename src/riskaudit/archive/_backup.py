@@ -34,6 +34,7 @@ from typing import Any
 import orjson
 
 from riskaudit.archive._holds import Hold, load_holds
+from riskaudit.archive._state import ArchivedSegment, BackupState, SeenFile, Span
 from riskaudit.archive._targets import (
     BackupTarget,
     ObjectInfo,
@@ -43,7 +44,6 @@ from riskaudit.errors import AuditBackupError, AuditFormatError
 from riskaudit.format import (
     LOG_SUFFIX,
     SUFFIXES,
-    atomic_write,
     backup_state_path,
     content_sha256,
     end_line,
@@ -65,7 +65,7 @@ from riskaudit.format import (
     temp_path,
     uncompressed_name,
 )
-from riskaudit.integrity import verify_paths
+from riskaudit.integrity import VerifyReport, verify_paths
 from riskaudit.settings import BackupSettings, RetentionPolicy
 
 logger = logging.getLogger("riskaudit.backup")
@@ -149,7 +149,7 @@ class Backup:
         #: After a restore: the last seq restored, and the checkpoints left out.
         self.restored_through = 0
         self.left_out: list[str] = []
-        self.state = self._load_state()
+        self.state = BackupState.load(self.state_file)
 
     @classmethod
     def from_settings(
@@ -164,62 +164,42 @@ class Backup:
 
     # -- state ------------------------------------------------------------------------
 
-    def _load_state(self) -> dict[str, Any]:
-        try:
-            state: dict[str, Any] = orjson.loads(self.state_file.read_bytes())
-        except FileNotFoundError:
-            state = {}
-        except orjson.JSONDecodeError:
-            logger.error("backup state %s unreadable: starting afresh", self.state_file)
-            state = {}
-        state.setdefault("objects", {})
-        state.setdefault("sources", {})
-        state.setdefault("checkpoints_offset", 0)
-        state.setdefault("failures", 0)
-        return state
-
     def _save_state(self) -> None:
-        atomic_write(self.state_file, orjson.dumps(self.state, option=orjson.OPT_INDENT_2))
+        self.state.save(self.state_file)
 
     @property
     def last_success_ns(self) -> int | None:
-        value = self.state.get("last_success_ns")
-        return int(value) if value else None
+        return self.state.last_success_ns
 
     @property
     def failures(self) -> int:
-        return int(self.state.get("failures", 0))
+        return self.state.failures
 
     # -- what to copy -----------------------------------------------------------------
 
     def candidates(self) -> list[Candidate]:
         """Sealed local files, oldest first."""
         out: list[Candidate] = []
-        cache = self.state["sources"]
+        cache = self.state.seen
         paths = [s.path for s in list_segments(self.log_path)] + rotated_files(self.log_path)
         for path in paths:
             try:
                 st = path.stat()
             except FileNotFoundError:
                 continue
-            sig = [st.st_size, st.st_mtime_ns]
+            sig = (st.st_size, st.st_mtime_ns)
             hit = cache.get(path.name)
-            if hit is not None and hit["sig"] == sig:
-                if hit["sealed"]:
-                    f_seq, l_seq, start, end = hit["span"]
-                    out.append(Candidate(path, f_seq, l_seq, start, end, hit["name"]))
+            if hit is not None and hit.size_mtime == sig:
+                if hit.sealed and hit.span is not None and hit.name is not None:
+                    out.append(Candidate(path, *hit.span, hit.name))
                 continue
             cand = self._inspect(path)
-            cache[path.name] = {
-                "sig": sig,
-                "sealed": cand is not None,
-                "span": [cand.first_seq, cand.last_seq, cand.start_ns, cand.end_ns]
-                if cand
-                else None,
-                "name": cand.name if cand else None,
-            }
-            if cand is not None:
-                out.append(cand)
+            if cand is None:
+                cache[path.name] = SeenFile(sig, False)
+                continue
+            span = Span(cand.first_seq, cand.last_seq, cand.start_ns, cand.end_ns)
+            cache[path.name] = SeenFile(sig, True, span, cand.name)
+            out.append(cand)
         present = {p.name for p in paths}
         for gone in [name for name in cache if name not in present]:
             del cache[gone]  # compressed, removed by retention, renumbered by logrotate
@@ -262,11 +242,11 @@ class Backup:
     # -- copying ----------------------------------------------------------------------
 
     def stream(self) -> str:
-        stream = self.state.get("stream") or log_stream(self.log_path)
+        stream = self.state.stream or log_stream(self.log_path)
         if not stream:
             raise AuditBackupError(f"{self.log_path}: no stream found to back up")
-        self.state["stream"] = stream
-        return str(stream)
+        self.state.stream = stream
+        return stream
 
     def segment_key(self, name: str) -> str:
         return f"{self.stream()}/segments/{name}"
@@ -291,12 +271,12 @@ class Backup:
         except AuditBackupError as exc:
             report.errors.append(str(exc))
         if report.errors:
-            self.state["failures"] = self.failures + 1
-            self.state["last_error"] = report.errors[-1]
+            self.state.failures += 1
+            self.state.last_error = report.errors[-1]
             logger.error("backup to %s failed: %s", self.target.description, report.errors[-1])
         else:
-            self.state["last_success_ns"] = time.time_ns()
-            self.state["last_error"] = None
+            self.state.last_success_ns = time.time_ns()
+            self.state.last_error = None
         self._save_state()
         return report
 
@@ -313,13 +293,13 @@ class Backup:
                 raise AuditBackupError(f"legal holds not mirrored: {exc}") from exc
         spans = sorted(
             (span, base)
-            for base in self.state["objects"]
+            for base in self.state.archived
             if (span := parse_segment_name(base)) is not None
         )
         known = {  # the end of each segment still on the host, from its last record
-            uncompressed_name(v["name"]): v["span"][3]
-            for v in self.state["sources"].values()
-            if v.get("sealed") and v.get("span") and v.get("name")
+            uncompressed_name(v.name): v.span.end_ns
+            for v in self.state.seen.values()
+            if v.sealed and v.span is not None and v.name is not None
         }
         wanted: set[str] = set()
         for i, ((_first, _last, start), base) in enumerate(spans):
@@ -329,24 +309,24 @@ class Backup:
                 spans[i + 1][0][2] + 1_000_000_000 if i + 1 < len(spans) else time.time_ns()
             )
             if any(h.covers(start, end) for h in holds):
-                wanted.add(str(self.state["objects"][base]["key"]))
-        mine = set(self.state.get("legal_holds", []))
+                wanted.add(self.state.archived[base].key)
+        mine = set(self.state.legal_holds)
         on, off = sorted(wanted - mine), sorted(mine - wanted)
         for key in on:
             self.target.set_legal_hold(key, True)
             mine.add(key)
-            self.state["legal_holds"] = sorted(mine)
+            self.state.legal_holds = sorted(mine)
         for key in off:
             self.target.set_legal_hold(key, False)
             mine.discard(key)
-            self.state["legal_holds"] = sorted(mine)
+            self.state.legal_holds = sorted(mine)
         if on or off:
             logger.info("legal holds on the archive: %d set, %d released", len(on), len(off))
         return on, off
 
     def _copy_segment(self, cand: Candidate) -> bool:
         base = uncompressed_name(cand.name)
-        done = self.state["objects"].get(base)
+        done = self.state.archived.get(base)
         if done is not None:
             return False  # this segment (plain or compressed) is archived and verified
         content = content_sha256(cand.path)
@@ -371,13 +351,13 @@ class Backup:
         return True
 
     def _remember(self, base: str, info: ObjectInfo) -> None:
-        self.state["objects"][base] = {
-            "key": info.key,
-            "sha256": info.sha256,
-            "content_sha256": info.content_sha256,
-            "retain_until": info.retain_until.isoformat() if info.retain_until else None,
-            "verified_ns": time.time_ns(),
-        }
+        self.state.archived[base] = ArchivedSegment(
+            info.key,
+            info.sha256,
+            info.content_sha256,
+            info.retain_until.isoformat() if info.retain_until else None,
+            time.time_ns(),
+        )
 
     def verify_object(self, info: ObjectInfo) -> None:
         """Read the object back; its SHA-256 must be what we wrote."""
@@ -394,7 +374,7 @@ class Backup:
             size = self.sidecar.stat().st_size
         except FileNotFoundError:
             return 0
-        offset = int(self.state["checkpoints_offset"])
+        offset = self.state.checkpoints_offset
         if size < offset:
             logger.error("checkpoint sidecar %s shrank: shipping it again", self.sidecar)
             offset = 0
@@ -427,7 +407,7 @@ class Backup:
                 self.target.put(key, body, info)
                 self.verify_object(info)
             shipped += 1
-            self.state["checkpoints_offset"] = offset + len(line) + 1
+            self.state.checkpoints_offset = offset + len(line) + 1
             offset += len(line) + 1
         self._save_state()
         return shipped
@@ -517,7 +497,7 @@ class Backup:
         mismatches.append(problem)
         return False
 
-    def verify(self, work_dir: Path) -> tuple[list[str], Any]:
+    def verify(self, work_dir: Path) -> tuple[list[str], VerifyReport | None]:
         """A restore drill: every archived object read back against its SHA-256, then
         the archived chain verified with its checkpoints (restored into ``work_dir``).
         Returns (problems, VerifyReport or None when nothing is archived)."""

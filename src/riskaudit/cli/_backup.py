@@ -64,7 +64,7 @@ def backup_status(as_json: JsonOption = False) -> None:
     """What is archived, when the last run succeeded, and what waits to be copied."""
     backup = _open()
     try:
-        archived = backup.state["objects"]
+        archived = backup.state.archived
         pending = [c.name for c in backup.candidates() if uncompressed_name(c.name) not in archived]
     except AuditError as exc:
         raise fail(str(exc), EXIT_INVALID) from exc
@@ -72,11 +72,11 @@ def backup_status(as_json: JsonOption = False) -> None:
         "target": backup.target.description,
         "last_success": _when(backup.last_success_ns),
         "failures": backup.failures,
-        "last_error": backup.state.get("last_error"),
-        "archived_segments": len(backup.state["objects"]),
+        "last_error": backup.state.last_error,
+        "archived_segments": len(archived),
         "pending_segments": pending,
-        "checkpoints_shipped_bytes": backup.state["checkpoints_offset"],
-        "legal_holds_on_archive": backup.state.get("legal_holds", []),
+        "checkpoints_shipped_bytes": backup.state.checkpoints_offset,
+        "legal_holds_on_archive": backup.state.legal_holds,
     }
     if as_json:
         typer.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from riskaudit.archive import BackupState
 from riskaudit.clock import ClockReader, read_clock
 from riskaudit.config import AuditConfig
 from riskaudit.errors import AuditError
@@ -199,13 +200,7 @@ def check_backup(config: AuditConfig, now: float) -> Check:
             f"target {bk.target} set but AUDIT_BACKUP_ENABLED is off",
             "set AUDIT_BACKUP_ENABLED=1",
         )
-    try:
-        import orjson  # noqa: PLC0415
-
-        state = orjson.loads(backup_state_path(config.log_path.absolute()).read_bytes())
-        last = state.get("last_success_ns")
-    except (OSError, ValueError):
-        last = None
+    last = BackupState.load(backup_state_path(config.log_path.absolute())).last_success_ns
     if not last:
         return Check(
             "backup",
