@@ -17,7 +17,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import orjson
@@ -139,6 +139,21 @@ _ERROR = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class ReplicationStatus:
+    """The forwarder's view, end to end: ``replicated_seq`` is the collector's watermark
+    — fsynced centrally — and the only thing that counts as replicated; the broker's
+    acknowledgement is shown beside it."""
+
+    replicated_seq: int
+    broker_acked_seq: int
+    lag_records: int
+    lag_seconds: float
+    repairs: int
+    errors: int
+    last_error: str | None
+
+
 class Service:
     """What the app needs: the log, optional bus, metrics, tokens and a rate sampler."""
 
@@ -177,54 +192,56 @@ class Service:
             tokens.on_change = self._record_tokens
             self._record_tokens(tokens.snapshot(), "start")
 
-    def replication(self) -> dict[str, Any] | None:
-        """The forwarder's view, end to end (None when this service does not forward):
-        ``replicated_seq`` is the collector's watermark — fsynced centrally — and the
-        only thing that counts as replicated; the broker's ack is shown beside it."""
+    def replication(self) -> ReplicationStatus | None:
+        """The forwarder's view, end to end (None when this service does not forward)."""
         fwd = self.forwarder
         if fwd is None:
             return None
-        return {
-            "replicated_seq": fwd.replicated_seq,
-            "broker_acked_seq": fwd.cursor.seq if fwd.cursor else 0,
-            "lag_records": fwd.replication_lag(),
-            "lag_seconds": round(fwd.replication_lag_seconds(), 3),
-            "repairs": fwd.stats.repairs,
-            "errors": fwd.stats.errors,
-            "last_error": fwd.stats.last_error,
-        }
+        return ReplicationStatus(
+            replicated_seq=fwd.replicated_seq,
+            broker_acked_seq=fwd.cursor.seq if fwd.cursor else 0,
+            lag_records=fwd.replication_lag(),
+            lag_seconds=round(fwd.replication_lag_seconds(), 3),
+            repairs=fwd.stats.repairs,
+            errors=fwd.stats.errors,
+            last_error=fwd.stats.last_error,
+        )
 
     def status(self) -> dict[str, Any]:
-        """The log's status, with replication when this service forwards."""
+        """The log's status, with replication when this service forwards (the JSON
+        form: ``GET /status`` and the status page)."""
         st = self.log.status().to_dict()
         rep = self.replication()
         if rep is not None:
-            st["replication"] = rep
+            st["replication"] = asdict(rep)
         return st
 
     def ready(self) -> tuple[bool, dict[str, Any]]:
         """Whether to take traffic: records reach a durable destination, and — with
         ``RISK_AUDIT_READY_MAX_REPLICATION_LAG`` — the collector is not too far behind."""
-        st = self.status()
-        body: dict[str, Any] = {
-            "ready": st["ready"],
-            "destination": st["destination"],
-            **st["health"],
-            "integrity": st["integrity"],
-        }
+        st = self.log.status()
+        json_form = st.to_dict()
+        ready = st.ready
+        reasons = list(st.health.reasons)
         limit = self.config.ready_max_replication_lag
-        rep = st.get("replication")
+        rep = self.replication()
+        if rep is not None and limit is not None and rep.lag_seconds > limit:
+            ready = False
+            reasons.append(
+                f"replication: the oldest record not fsynced centrally is "
+                f"{rep.lag_seconds:.0f}s old (RISK_AUDIT_READY_MAX_REPLICATION_LAG "
+                f"{limit:g}s)"
+            )
+        body: dict[str, Any] = {
+            "ready": ready,
+            "destination": st.destination,
+            **json_form["health"],
+            "reasons": reasons,
+            "integrity": json_form["integrity"],
+        }
         if rep is not None:
-            body["replication"] = rep
-            if limit is not None and rep["lag_seconds"] > limit:
-                body["ready"] = False
-                body["reasons"] = [
-                    *body.get("reasons", []),
-                    f"replication: the oldest record not fsynced centrally is "
-                    f"{rep['lag_seconds']:.0f}s old (RISK_AUDIT_READY_MAX_REPLICATION_LAG "
-                    f"{limit:g}s)",
-                ]
-        return bool(body["ready"]), body
+            body["replication"] = asdict(rep)
+        return ready, body
 
     def watch(self) -> None:
         """Pick up a changed tokens or holds file (the service calls this every
