@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 import orjson
 
@@ -41,6 +41,7 @@ from riskaudit import (
     verify_paths,
 )
 
+encode_event_body: Callable[[RiskEvent], bytes] | None
 try:  # public today; the breakdown is skipped if it moves
     from riskaudit.log import encode_event_body
 except ImportError:  # pragma: no cover
@@ -55,6 +56,17 @@ WRITE_CHUNK = 64 * 1024
 UNBOUNDED = 1 << 30
 
 Result = dict[str, Any]
+
+
+class _GilState(TypedDict):
+    """What the GIL run's producer thread reports back."""
+
+    count: int
+    rejected: int
+    t_begin: int
+    t_end: int
+    cpu: NotRequired[float]
+    throttled: NotRequired[int | None]
 
 
 def rss_peak_mib() -> float:
@@ -505,7 +517,9 @@ def run_paced(
                     pass
                 max_late = max(max_late, now - target)
                 t0 = pc()
-                seqs[i] = append(events[i % n])
+                seq = append(events[i % n])
+                assert seq is not None, "queue full: an unsequenced emergency line, no seq"
+                seqs[i] = seq
                 starts[i] = t0
         elif pacing == "tick":
             per_tick = rate // 1000
@@ -520,7 +534,9 @@ def run_paced(
                 max_late = max(max_late, now - target)
                 for _ in range(per_tick):
                     t0 = pc()
-                    seqs[i] = append(events[i % n])
+                    seq = append(events[i % n])
+                    assert seq is not None, "queue full: an unsequenced emergency line, no seq"
+                    seqs[i] = seq
                     starts[i] = t0
                     i += 1
             total = i
@@ -564,7 +580,7 @@ def run_gil(n_events: int, seconds: float, switch_interval: float | None) -> Res
     seqs = array("q", bytes(8 * cap))
     lats = array("q", bytes(8 * cap))
     durable = _Durable()
-    state = {"count": 0, "rejected": 0, "t_begin": 0, "t_end": 0}
+    state: _GilState = {"count": 0, "rejected": 0, "t_begin": 0, "t_end": 0}
     with _tmpdir() as tmp:
         path = Path(tmp) / "gil.jsonl"
         cfg = AuditConfig(
@@ -595,11 +611,12 @@ def run_gil(n_events: int, seconds: float, switch_interval: float | None) -> Res
                     rejected += 1
                     continue
                 t1 = pc()
+                assert seq is not None, "queue full: an unsequenced emergency line, no seq"
                 starts[i] = t0
                 seqs[i] = seq
                 lats[i] = t1 - t0
                 i += 1
-            state.update(count=i, rejected=rejected, t_begin=t_begin, t_end=pc())
+            state.update({"count": i, "rejected": rejected, "t_begin": t_begin, "t_end": pc()})
             state["cpu"] = time.thread_time() - c0
             state["throttled"] = getattr(log, "throttled", None)
 
@@ -1033,6 +1050,7 @@ def run_queue_memory(n_events: int) -> Result:
     from riskaudit._native import Queue
 
     events = _events(min(n_events, 50_000))
+    assert encode_event_body is not None
     bodies = [encode_event_body(events[i % len(events)]) for i in range(n_events)]
     body_bytes = sum(len(b) for b in bodies)
     queue_ = Queue(1, n_events + 1)

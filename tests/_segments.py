@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from riskaudit import EventPriority, EventType, RiskEvent
 from riskaudit.format import control_line, encode_event_body, event_line, segment_name
@@ -49,6 +50,7 @@ def synthetic_stream(log_path: Path, key: Path | None, spans: list[Span]) -> tup
         lines: list[bytes] = []
         first = seq + 1
         seq += 1
+        opening: tuple[str, dict[str, Any]]
         if n == 0:
             opening = ("genesis", {"stream": stream, "format": "riskaudit/1", "host": "h"})
         else:

@@ -75,8 +75,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     tr.section("fault scenarios: every event accounted for")
     tr.write_line("| scenario | produced | in log | recovered | lost | duplicates |")
     tr.write_line("| --- | ---: | ---: | ---: | ---: | ---: |")
-    for row in TABLE:
-        tr.write_line("| " + " | ".join(str(c) for c in row) + " |")
+    for scenario in TABLE:
+        tr.write_line("| " + " | ".join(str(c) for c in scenario) + " |")
 
 
 @pytest.fixture(scope="session")

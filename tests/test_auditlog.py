@@ -76,9 +76,10 @@ def test_event_record_fields_and_key_order(audit_log: AuditLog) -> None:
 
 def test_flush_makes_everything_appended_durable(audit_log: AuditLog) -> None:
     """After flush() returns, the durable watermark covers every appended seq."""
-    last = 0
+    last: int | None = 0
     for i in range(1000):
         last = audit_log.append(event(i))
+    assert last is not None
     audit_log.flush(timeout=10)
     assert audit_log.durable_seq >= last
     assert len(records(audit_log.path)) == last
@@ -370,10 +371,12 @@ def test_flush_timeout_raises(log_path: Path) -> None:
 def test_unserialisable_data_is_refused_at_append(audit_log: AuditLog) -> None:
     """A value JSON cannot hold raises AuditEncodingError naming the field; no seq spent."""
     before = audit_log.append(event(1))
+    assert before is not None
     with pytest.raises(AuditEncodingError, match="'data'"):
         audit_log.append(event(2, obj=object()))
     with pytest.raises(AuditEncodingError, match="'metadata'"):
-        audit_log.append(RiskEvent(EventType.ALERT, metadata={1: "int key"}))
+        # A non-str key, on purpose: what the type forbids must be refused at run time.
+        audit_log.append(RiskEvent(EventType.ALERT, metadata={1: "int key"}))  # type: ignore[dict-item]
     with pytest.raises(AuditEncodingError, match="event_type must be an EventType"):
         audit_log.append(RiskEvent("ALERT"))  # type: ignore[arg-type]
     after = audit_log.append(event(3))
@@ -477,7 +480,12 @@ def test_fallback_to_write_and_fsync(log_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(_files, "_DSYNC", 4)
     fsyncs: list[int] = []
     real_fsync = os.fsync
-    monkeypatch.setattr(_files.os, "fsync", lambda fd: (fsyncs.append(fd), real_fsync(fd)))
+
+    def counted_fsync(fd: int) -> None:
+        fsyncs.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", counted_fsync)  # the os module _files syncs with
     with AuditLog(path=log_path) as log:
         for i in range(100):
             log.append(event(i))
@@ -550,11 +558,12 @@ def test_the_writers_periodic_checks_run_in_a_section_producers_step_aside_for(
     section, closed after each: a producer holding the GIL steps aside for them
     instead of for a switch interval per system call (closing, with no producers
     left, needs none)."""
+    from riskaudit._native import begin_section, end_section
     from riskaudit.log import _writer
 
     open_sections: list[int] = []
     seen: dict[str, list[bool]] = {"_periodic": [], "switch_file": [], "checkpoint": []}
-    real_begin, real_end = _writer.begin_section, _writer.end_section
+    real_begin, real_end = begin_section, end_section
 
     def begin() -> int:
         token = real_begin()

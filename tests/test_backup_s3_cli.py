@@ -170,7 +170,11 @@ def test_cli_backs_up_to_s3_from_the_environment_and_restores_one_segment(
     assert before["last_success"] == "never"
 
     run = cli_json(env, "backup", "run", "--json")
-    no_holds = {"legal_holds_set": [], "legal_holds_released": [], "errors": []}
+    no_holds: dict[str, list[str]] = {
+        "legal_holds_set": [],
+        "legal_holds_released": [],
+        "errors": [],
+    }
     assert run == {"copied": names, "skipped": 0, "checkpoints": len(checkpoints), **no_holds}
     listed = client.list_objects_v2(Bucket=bucket, Prefix=f"{PREFIX}/")
     keys = sorted(o["Key"] for o in listed.get("Contents", []))

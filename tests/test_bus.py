@@ -38,6 +38,7 @@ def test_durable_publish_runs_handlers_after_fsync(audit_log: AuditLog) -> None:
     seen: list[tuple[int, int]] = []
     bus.subscribe(EventType.LIMIT_BREACH, lambda e: seen.append((audit_log.durable_seq, 0)))
     seq = bus.publish(breach(), durable=True)
+    assert seq is not None
     assert seen[0][0] >= seq
 
 
@@ -50,11 +51,12 @@ def test_durable_publish_async(audit_log: AuditLog) -> None:
         await asyncio.sleep(0)
         seen.append(audit_log.durable_seq)
 
-    async def main() -> int:
+    async def main() -> int | None:
         bus.subscribe(EventType.LIMIT_BREACH, handler)
         return await bus.publish_async(breach(), durable=True)
 
     seq = asyncio.run(main())
+    assert seq is not None
     assert seen and seen[0] >= seq
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -21,7 +23,7 @@ def test_chain_batch_equals_the_reference_encoder(
     items: list[tuple[int, str, bool]], chunk_bytes: int
 ) -> None:
     """chain_batch output (in any chunking) is event_line/control_line joined with newlines."""
-    queued = []
+    queued: list[tuple[int, int, bytes | tuple[str, dict[str, Any]]]] = []
     for i, (ts, text, control) in enumerate(items, start=10):
         if control:
             queued.append((i, ts, ("start", {"pid": 1, "note": text})))

@@ -204,7 +204,7 @@ def test_the_writer_books_many_turns_per_call(
     """Through AuditLog (default config, no on_durable hook) one core call commits
     several batches, and the log the turns wrote verifies."""
     calls: list[int] = []
-    real = _writer.commit_turns
+    real = commit_turns
 
     def counted(*args: Any) -> Any:
         out = real(*args)

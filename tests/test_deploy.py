@@ -27,8 +27,12 @@ ENV_FILES = [ROOT / ".env.dev", ROOT / ".env.prod"]
 MANIFESTS = sorted(p for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml")
 
 
-def run(*args: str | Path, **kw: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(a) for a in args], capture_output=True, text=True, check=False, **kw)  # type: ignore[call-overload]
+def run(
+    *args: str | Path, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(a) for a in args], capture_output=True, text=True, check=False, cwd=cwd, env=env
+    )
 
 
 def load_env_file(path: Path) -> dict[str, str]:

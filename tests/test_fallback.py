@@ -24,6 +24,7 @@ from riskaudit import (
     RiskEvent,
     verify_paths,
 )
+from riskaudit.format import write_durably
 from riskaudit.log._destinations import AppendFile
 from riskaudit.log._emergency import EmergencyOutput
 from riskaudit.log._writer import Writer
@@ -80,6 +81,7 @@ def test_primary_failure_goes_to_spool_and_replays(tmp_path: Path, faults: Fault
     aside untouched and the spool replayed into a new file in seq order, whose segment
     record names the old one and its trusted length; the spool files are removed."""
     config = cfg(tmp_path)
+    assert config.spool_dir is not None
     produced = []
     with AuditLog(config) as log:
         for i in range(10):
@@ -112,6 +114,7 @@ def test_stdout_when_spool_fails_too_then_gap_and_recover(tmp_path: Path, faults
     """Primary and spool both failing: full records on stdout, flush raises naming them,
     a gap record marks the hole, and recover fills it so verify passes."""
     config = cfg(tmp_path)
+    assert config.spool_dir is not None
     out = io.BytesIO()
     produced = []
     with AuditLog(config, emergency=EmergencyOutput(stream=out)) as log:
@@ -145,7 +148,8 @@ def test_stdout_when_spool_fails_too_then_gap_and_recover(tmp_path: Path, faults
     last = on_stdout[-1]
     recovered = f"log.jsonl.recovered-4-{last}.jsonl"
     assert rep.filled == [(4, last, recovered)]
-    assert rep.verify is not None and rep.verify.valid, rep.verify.findings
+    assert rep.verify is not None
+    assert rep.verify.valid, rep.verify.findings
     again = recover([stdout_file], config.log_path, config)
     assert again.appended == 0 and again.filled == []
     assert again.verify is not None and again.verify.valid
@@ -243,6 +247,7 @@ def test_renamed_file_is_reopened_and_the_chain_continues(tmp_path: Path) -> Non
 def test_restart_replays_a_spool_left_behind(tmp_path: Path, faults: Faults) -> None:
     """A writer that stopped while spooling: the next one replays the spool first."""
     config = cfg(tmp_path, retry_max=60.0)
+    assert config.spool_dir is not None
     with AuditLog(config) as log:
         log.append(event(0))
         log.flush()
@@ -271,7 +276,7 @@ def test_partial_write_whose_truncate_fails_is_set_aside(
     from riskaudit.log import _destinations
 
     config = cfg(tmp_path)
-    real_write = _destinations.write_durably
+    real_write = write_durably
     broken = {"on": False}
 
     def half_then_enospc(fd: int, chunks: list[bytes], offset: int) -> None:
@@ -294,7 +299,7 @@ def test_partial_write_whose_truncate_fails_is_set_aside(
         log.flush()
         broken["on"] = True
         with monkeypatch.context() as m:
-            m.setattr(_destinations.os, "ftruncate", no_truncate)
+            m.setattr(os, "ftruncate", no_truncate)
             for i in range(10, 20):
                 log.append(event(i))
             log.flush()  # durable in the spool
@@ -316,6 +321,7 @@ def test_partial_write_whose_truncate_fails_is_set_aside(
 def one_event_only_on_stdout(log: AuditLog, config: AuditConfig, faults: Faults) -> None:
     """One durable event, then one that reaches only stdout (primary and spool both
     failing; seq 4 after the opening records), then the primary back."""
+    assert config.spool_dir is not None
     log.append(event(0))
     log.flush()
     faults.broken[config.log_path.parent] = errno.EIO

@@ -448,8 +448,9 @@ def test_the_connection_cap_fits_the_descriptor_limit(
     from riskaudit.ops import _server
 
     limits = {"soft": 1024, "hard": 4096}
-    monkeypatch.setattr(_server.resource, "getrlimit", lambda _: (limits["soft"], limits["hard"]))
-    monkeypatch.setattr(_server.resource, "setrlimit", lambda _, v: limits.update(soft=v[0]))
+    # The resource module _server asks.
+    monkeypatch.setattr(resource, "getrlimit", lambda _: (limits["soft"], limits["hard"]))
+    monkeypatch.setattr(resource, "setrlimit", lambda _, v: limits.update(soft=v[0]))
     assert _server.connection_budget(500) == 500 and limits["soft"] == 1024
     assert _server.connection_budget(3000) == 3000 and limits["soft"] == 4096
     assert not caplog.records

@@ -28,7 +28,7 @@ def adapted_config(log: Path, pid_file: Path) -> str:
 
 
 def read_all(directory: Path) -> list[dict[str, object]]:
-    out = []
+    out: list[dict[str, object]] = []
     for path in sorted(directory.iterdir()):
         name = path.name
         if not name.startswith("risk_audit.jsonl") or name.endswith((".lock", ".checkpoints")):

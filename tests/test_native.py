@@ -130,7 +130,7 @@ def test_native_lines_are_the_reference_lines(
             items.append((seq, ts, (kind, fields)))
     expected, expected_prev = reference(items)
     prev = ZERO_HASH
-    data = []
+    data: list[bytes] = []
     for batch in native_batch(items):
         prev, chunks = chain(batch, prev, chunk_bytes)
         data.extend(c for _, c in chunks)
@@ -276,14 +276,15 @@ def _reuse_an_id(lines: list[bytes], i: int) -> list[bytes]:
     verify warns about)."""
     ids = [re.search(rb'"event_id":"([^"]*)"', line) for line in lines]
     earlier = [m.group(1) for m in ids[:i] if m is not None]
-    if not earlier or ids[i] is None:
+    reused = ids[i]
+    if not earlier or reused is None:
         return lines
     out = list(lines[:i])
     prev = line_hash(out[-1]) if out else ZERO_HASH
     for k in range(i, len(lines)):
         line = lines[k]
         if k == i:
-            line = line.replace(ids[i].group(0), b'"event_id":"' + earlier[0] + b'"', 1)
+            line = line.replace(reused.group(0), b'"event_id":"' + earlier[0] + b'"', 1)
         line = re.sub(rb'"prev":"[0-9a-f]{64}"', b'"prev":"' + prev + b'"', line, count=1)
         out.append(line)
         prev = line_hash(line)

@@ -9,7 +9,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import schemathesis
@@ -17,6 +17,9 @@ from hypothesis import settings
 
 from riskaudit import AuditConfig, AuditLog, RiskEventBus, verify_paths
 from riskaudit.ops import Service, TokenStore, create_app, create_token
+
+if TYPE_CHECKING:
+    from schemathesis.specs.openapi.schemas import OpenApiCase
 
 pytestmark = pytest.mark.slow
 
@@ -85,7 +88,7 @@ def fuzzed_log() -> Iterator[None]:
 
 @schema.parametrize()
 @settings(max_examples=30, deadline=None)
-def test_api_conforms_and_never_answers_5xx(case: schemathesis.Case) -> None:
+def test_api_conforms_and_never_answers_5xx(case: OpenApiCase) -> None:
     """Every operation, fuzzed with an admin token: no 5xx, responses match the schema."""
     case.call_and_validate(headers=AUTH)
 

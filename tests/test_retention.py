@@ -14,7 +14,7 @@ from riskaudit import AuditConfig, AuditLog, EventType, verify_paths
 from riskaudit.archive import _backup as backup_module
 from riskaudit.archive._backup import Backup
 from riskaudit.archive._holds import add_hold, load_holds, remove_hold
-from riskaudit.archive._retention import plan
+from riskaudit.archive._retention import Decision, plan
 from riskaudit.archive._targets import DirectoryTarget
 from riskaudit.format import holds_path, list_segments
 from riskaudit.integrity._keys import generate, load_public_key
@@ -23,6 +23,9 @@ from riskaudit.settings import DAY, BackupSettings, RetentionPolicy
 from tests._segments import DAY_NS, Span, synthetic_stream
 
 AGES_DAYS = [2200, 1100, 400, 200, 100, 10]  # oldest first: 6 y, 3 y, 400 d, ...
+
+# The log's path, the public key's path and the sealed segments, oldest first.
+History = tuple[Path, Path, list[Path]]
 
 
 @pytest.fixture(autouse=True)
@@ -34,7 +37,7 @@ def no_lock_floor(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def history(tmp_path: Path) -> tuple[Path, Path, list[Path]]:
+def history(tmp_path: Path) -> History:
     """Six sealed segments whose ends lie 6 years to 10 days in the past."""
     private, public, _ = generate(tmp_path / "keys")
     log_path = tmp_path / "logs" / "risk_audit.jsonl"
@@ -44,11 +47,11 @@ def history(tmp_path: Path) -> tuple[Path, Path, list[Path]]:
     return log_path, public, paths
 
 
-def actions(decisions: list) -> list[str]:  # type: ignore[type-arg]
+def actions(decisions: list[Decision]) -> list[str]:
     return [d.action for d in decisions]
 
 
-def test_plan_without_archive_keeps_the_last_copy_until_the_minimum(history: tuple) -> None:  # type: ignore[type-arg]
+def test_plan_without_archive_keeps_the_last_copy_until_the_minimum(history: History) -> None:
     """No archive: compress after 90 days, delete only past 5 years, nothing else."""
     log_path, _pub, _ = history
     decisions = plan(list_segments(log_path), RetentionPolicy(), [])
@@ -58,8 +61,7 @@ def test_plan_without_archive_keeps_the_last_copy_until_the_minimum(history: tup
 
 
 def test_plan_with_a_verified_archive_moves_cold_segments_off_the_host(
-    history: tuple,
-    tmp_path: Path,  # type: ignore[type-arg]
+    history: History, tmp_path: Path
 ) -> None:
     """Archived segments past the warm tier leave the host; younger ones stay."""
     log_path, _pub, _ = history
@@ -108,8 +110,7 @@ def test_per_type_minimum_and_legal_hold_refuse_deletion(tmp_path: Path) -> None
 
 
 def test_apply_records_every_action_and_the_rest_still_verifies(
-    history: tuple,
-    tmp_path: Path,  # type: ignore[type-arg]
+    history: History, tmp_path: Path
 ) -> None:
     """Apply with an archive: each action is a `retention` record in the log, the oldest
     segments are gone locally, and what remains verifies, anchored by the sidecar."""
@@ -137,10 +138,7 @@ def test_apply_records_every_action_and_the_rest_still_verifies(
     assert any("anchored by checkpoint" in w for w in report.warnings)
 
 
-def test_no_local_removal_without_a_verified_archive_copy(
-    history: tuple,
-    tmp_path: Path,  # type: ignore[type-arg]
-) -> None:
+def test_no_local_removal_without_a_verified_archive_copy(history: History, tmp_path: Path) -> None:
     """An archived copy that no longer matches its SHA-256 blocks the local removal."""
     log_path, _pub, paths = history
     archive = tmp_path / "archive"
@@ -158,8 +156,7 @@ def test_no_local_removal_without_a_verified_archive_copy(
 
 
 def test_archive_copies_expire_only_past_their_date_and_never_under_hold(
-    history: tuple,
-    tmp_path: Path,  # type: ignore[type-arg]
+    history: History, tmp_path: Path
 ) -> None:
     """The 6-year-old segment goes everywhere once released from its hold; the 3-year-old
     archived copy (retained until 5 years) stays."""

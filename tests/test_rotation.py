@@ -21,7 +21,7 @@ def all_records(directory: Path) -> list[dict[str, object]]:
     """Every record of every log file in the directory, decompressed."""
     from riskaudit.integrity._stream import expand, line_chunks
 
-    out = []
+    out: list[dict[str, object]] = []
     for path in expand([str(directory)]):
         for lines, _ok in line_chunks(path):
             out.extend(orjson.loads(line) for line in lines)

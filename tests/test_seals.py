@@ -8,6 +8,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -30,7 +31,8 @@ def test_signature_checks_with_cryptography_alone() -> None:
     ).encode()
     assert text == (VECTORS / "checkpoint-signed-text.txt").read_bytes()
     key = load_pem_public_key((VECTORS / "test-signing-key.pub.pem").read_bytes())
-    key.verify(base64.b64decode(cp["sig_base64"]), text)  # type: ignore[union-attr]
+    assert isinstance(key, Ed25519PublicKey)
+    key.verify(base64.b64decode(cp["sig_base64"]), text)
 
 
 def test_writer_reproduces_the_vector_checkpoint() -> None:

@@ -19,6 +19,12 @@ from tests.helpers import records
 ROLES = ("writer", "reader", "admin")
 
 
+class LogClient(TestClient):
+    """The app's test client, holding the log its service writes to."""
+
+    log: AuditLog
+
+
 @pytest.fixture
 def tokens(tmp_path: Path) -> dict[str, str]:
     out = {}
@@ -32,7 +38,7 @@ def tokens(tmp_path: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def client(tmp_path: Path, tokens: dict[str, str]) -> Iterator[TestClient]:
+def client(tmp_path: Path, tokens: dict[str, str]) -> Iterator[LogClient]:
     cfg = AuditConfig(
         log_path=tmp_path / "logs" / "log.jsonl",
         tokens_file=tmp_path / "tokens",
@@ -43,8 +49,8 @@ def client(tmp_path: Path, tokens: dict[str, str]) -> Iterator[TestClient]:
     service = Service(
         log, cfg, bus=RiskEventBus(log), tokens=TokenStore.load(tmp_path / "tokens"), owns_log=True
     )
-    with TestClient(create_app(service)) as c:
-        c.log = log  # type: ignore[attr-defined]
+    with LogClient(create_app(service)) as c:
+        c.log = log
         yield c
 
 
@@ -62,12 +68,12 @@ def alert(msg: str = "hi", **extra: object) -> dict[str, object]:
     }
 
 
-def event_count(c: TestClient) -> int:
-    c.log.flush()  # type: ignore[attr-defined]
-    return sum(1 for r in records(c.log.path) if "kind" not in r)  # type: ignore[attr-defined]
+def event_count(c: LogClient) -> int:
+    c.log.flush()
+    return sum(1 for r in records(c.log.path) if "kind" not in r)
 
 
-def test_health_ready_metrics_status_page_are_open(client: TestClient) -> None:
+def test_health_ready_metrics_status_page_are_open(client: LogClient) -> None:
     """The ops endpoints answer without a token and report facts."""
     h = client.get("/health")
     assert h.status_code == 200 and h.json()["writer_alive"] is True
@@ -88,7 +94,7 @@ def test_health_ready_metrics_status_page_are_open(client: TestClient) -> None:
     [("post", "/v1/events", {"writer", "admin"}), ("get", "/v1/events", {"reader", "admin"})],
 )
 def test_auth_matrix(
-    client: TestClient, tokens: dict[str, str], method: str, path: str, allowed: set[str]
+    client: LogClient, tokens: dict[str, str], method: str, path: str, allowed: set[str]
 ) -> None:
     """401 without or with a wrong token, 403 for the wrong role, 2xx for the right one."""
     kw = {"json": alert()} if method == "post" else {}
@@ -102,16 +108,16 @@ def test_auth_matrix(
             assert code == 403
 
 
-def test_post_one_event_and_durable(client: TestClient, tokens: dict[str, str]) -> None:
+def test_post_one_event_and_durable(client: LogClient, tokens: dict[str, str]) -> None:
     """202 with the seq; ?durable=true answers 200 after fsync."""
     r = client.post("/v1/events", json=alert(), headers=auth(tokens, "writer"))
     assert r.status_code == 202 and r.json()["first_seq"] == r.json()["last_seq"]
     d = client.post("/v1/events?durable=true", json=alert(), headers=auth(tokens, "writer"))
     assert d.status_code == 200 and d.json()["durable"] is True
-    assert client.log.durable_seq >= d.json()["last_seq"]  # type: ignore[attr-defined]
+    assert client.log.durable_seq >= d.json()["last_seq"]
 
 
-def test_ndjson_batch_and_retry_dedupe(client: TestClient, tokens: dict[str, str]) -> None:
+def test_ndjson_batch_and_retry_dedupe(client: LogClient, tokens: dict[str, str]) -> None:
     """A batch gets a seq range; the same event_ids posted again are not written twice."""
     body = b"\n".join(orjson.dumps(alert(str(i), event_id=f"e-{i}")) for i in range(10))
     h = {**auth(tokens, "writer"), "content-type": "application/x-ndjson"}
@@ -150,7 +156,7 @@ def test_ndjson_batch_and_retry_dedupe(client: TestClient, tokens: dict[str, str
     ],
 )
 def test_bad_input_is_refused_and_nothing_written(
-    client: TestClient,
+    client: LogClient,
     tokens: dict[str, str],
     content: bytes,
     ctype: str,
@@ -167,7 +173,7 @@ def test_bad_input_is_refused_and_nothing_written(
     assert event_count(client) == before
 
 
-def test_actor_rules_refuse_the_whole_batch(client: TestClient, tokens: dict[str, str]) -> None:
+def test_actor_rules_refuse_the_whole_batch(client: LogClient, tokens: dict[str, str]) -> None:
     """A batch with a limit change naming no actor: 403, nothing of it written, and
     the attempt recorded as policy_violation."""
     raise_limit = {
@@ -184,18 +190,18 @@ def test_actor_rules_refuse_the_whole_batch(client: TestClient, tokens: dict[str
     )
     assert r.status_code == 403 and r.json()["rule"] == "actor_required"
     assert event_count(client) == before
-    kinds = [x.get("kind") for x in records(client.log.path)]  # type: ignore[attr-defined]
+    kinds = [x.get("kind") for x in records(client.log.path)]
     assert "policy_violation" in kinds
 
 
 def test_query_filters_pages_and_records_the_access(
-    client: TestClient, tokens: dict[str, str]
+    client: LogClient, tokens: dict[str, str]
 ) -> None:
     """GET /v1/events filters and paginates; each read is an access record naming who."""
     h = {**auth(tokens, "writer"), "content-type": "application/x-ndjson"}
     body = b"\n".join(orjson.dumps(alert(str(i), source="a" if i % 2 else "b")) for i in range(30))
     client.post("/v1/events", content=body, headers=h)
-    client.log.flush()  # type: ignore[attr-defined]
+    client.log.flush()
     r = client.get(
         "/v1/events", params={"source": "a", "limit": 10}, headers=auth(tokens, "reader")
     )
@@ -207,11 +213,11 @@ def test_query_filters_pages_and_records_the_access(
         headers=auth(tokens, "reader"),
     )
     assert len(r2.json()["records"]) == 5 and r2.json()["next_after"] is None
-    client.log.flush()  # type: ignore[attr-defined]
-    access = [x for x in records(client.log.path) if x.get("kind") == "access"]  # type: ignore[attr-defined]
+    client.log.flush()
+    access = [x for x in records(client.log.path) if x.get("kind") == "access"]
     assert access[0]["who"] == "reader-app" and access[0]["count"] == 10
     assert access[0]["query"]["source"] == ["a"]
-    assert verify_paths([client.log.path]).valid  # type: ignore[attr-defined]
+    assert verify_paths([client.log.path]).valid
 
 
 def test_without_a_tokens_file_the_event_api_is_closed(tmp_path: Path) -> None:
@@ -278,7 +284,7 @@ def test_embedded_ops_endpoints_close_a_request_that_never_finishes(tmp_path: Pa
         assert answer.startswith(b"HTTP/1.1 408"), answer
 
 
-def test_concurrent_batches_stay_contiguous(client: TestClient, tokens: dict[str, str]) -> None:
+def test_concurrent_batches_stay_contiguous(client: LogClient, tokens: dict[str, str]) -> None:
     """Batches posted from several threads at once: all 200 OK-ish, each batch's seqs are
     consecutive, nothing duplicated."""
     from concurrent.futures import ThreadPoolExecutor
@@ -299,7 +305,7 @@ def test_concurrent_batches_stay_contiguous(client: TestClient, tokens: dict[str
 
 
 def test_every_error_has_one_shape_and_401_says_bearer(
-    client: TestClient, tokens: dict[str, str]
+    client: LogClient, tokens: dict[str, str]
 ) -> None:
     """401, 403, 404, 405 and a bad query parameter (FastAPI's own validation) all
     answer {"error": ..., "field": ...}; a 401 carries WWW-Authenticate: Bearer."""
@@ -320,7 +326,7 @@ def test_every_error_has_one_shape_and_401_says_bearer(
     assert answers[-1].json()["field"] == "query.after"
 
 
-def test_the_api_documentation_works_offline(client: TestClient) -> None:
+def test_the_api_documentation_works_offline(client: LogClient) -> None:
     """/docs uses only assets the service itself serves (packaged Swagger UI), never a
     CDN: a trading network has no internet."""
     page = client.get("/docs")
@@ -333,14 +339,14 @@ def test_the_api_documentation_works_offline(client: TestClient) -> None:
     assert "cdn" not in page.text.lower()
 
 
-def test_metrics_show_file_sizes_build_and_process(client: TestClient) -> None:
+def test_metrics_show_file_sizes_build_and_process(client: LogClient) -> None:
     """/metrics has the real on-disk size of the active file and of the sealed segments
     (after a rotation too), riskaudit_build_info with the running version, and the
     standard process_* series."""
     import riskaudit
     from riskaudit.format import list_segments
 
-    log: AuditLog = client.log  # type: ignore[attr-defined]
+    log: AuditLog = client.log
 
     def sizes() -> dict[str, float]:
         text = client.get("/metrics").text
@@ -376,7 +382,7 @@ def nested(depth: int) -> dict[str, object]:
 
 
 def test_too_deep_data_is_a_422_and_a_batch_holding_it_writes_nothing(
-    client: TestClient, tokens: dict[str, str]
+    client: LogClient, tokens: dict[str, str]
 ) -> None:
     """`data` nested 300 levels deep is valid JSON a record cannot encode: one event gets
     422 naming `data`; an NDJSON batch [good, good, deep] gets 422 naming `[2].data`, and
@@ -412,7 +418,7 @@ def test_too_deep_data_is_a_422_and_a_batch_holding_it_writes_nothing(
 
 
 def test_nesting_a_record_could_only_hold_in_part_is_refused_whole(
-    client: TestClient, tokens: dict[str, str]
+    client: LogClient, tokens: dict[str, str]
 ) -> None:
     """Nesting orjson parses (1,000 deep) is a 422, not a 500 from a recursion limit; and
     a kill-switch reset 240 deep — which the event record holds but the approval request
@@ -435,10 +441,10 @@ def test_nesting_a_record_could_only_hold_in_part_is_refused_whole(
     )
     assert r2.status_code == 422 and r2.json()["field"] == "[1].data", r2.text
     assert event_count(client) == before
-    assert not [x for x in records(client.log.path) if x.get("kind") == "approval_request"]  # type: ignore[attr-defined]
+    assert not [x for x in records(client.log.path) if x.get("kind") == "approval_request"]
 
 
-def test_a_405_allows_every_method_the_path_serves(client: TestClient) -> None:
+def test_a_405_allows_every_method_the_path_serves(client: LogClient) -> None:
     """OPTIONS or DELETE on /v1/events answers 405 listing both GET and POST (two routes
     share the path), in the one error shape; /health lists GET alone."""
     for method in ("options", "delete"):
@@ -450,7 +456,7 @@ def test_a_405_allows_every_method_the_path_serves(client: TestClient) -> None:
 
 
 def test_integral_float_timestamp_is_the_integer_the_schema_allows(
-    client: TestClient, tokens: dict[str, str]
+    client: LogClient, tokens: dict[str, str]
 ) -> None:
     """`timestamp_ns: 481.0` is an integer to JSON Schema: accepted and written as 481.
     A fraction, or a float beyond 2**53 (digits already lost), is a 422 naming the field."""
@@ -461,8 +467,8 @@ def test_integral_float_timestamp_is_the_integer_the_schema_allows(
         headers=headers,
     )
     assert good.status_code == 202, good.text
-    client.log.flush()  # type: ignore[attr-defined]
-    written = [r for r in records(client.log.path) if r.get("seq") == good.json()["seqs"][0]]  # type: ignore[attr-defined]
+    client.log.flush()
+    written = [r for r in records(client.log.path) if r.get("seq") == good.json()["seqs"][0]]
     assert written[0]["timestamp_ns"] == 481 and isinstance(written[0]["timestamp_ns"], int)
     for bad in (b"481.5", b"1.7e18", b"-1.0"):
         r = client.post(
@@ -475,7 +481,7 @@ def test_integral_float_timestamp_is_the_integer_the_schema_allows(
 
 
 def test_a_bad_time_in_the_query_names_its_parameter(
-    client: TestClient, tokens: dict[str, str]
+    client: LogClient, tokens: dict[str, str]
 ) -> None:
     """`until=1/0` is a 422 in the one error shape, naming `query.until` (and `since` its own)."""
     for name in ("since", "until"):
@@ -485,7 +491,7 @@ def test_a_bad_time_in_the_query_names_its_parameter(
 
 
 def test_an_integer_beyond_64_bits_is_a_422_not_a_rounded_float(
-    client: TestClient, tokens: dict[str, str]
+    client: LogClient, tokens: dict[str, str]
 ) -> None:
     """`2**64` in `data` is refused with 422 naming the path, in one event and in an NDJSON
     batch (nothing written); 2**64-1 and -2**63 are written exactly; a float stays a float."""
@@ -510,8 +516,8 @@ def test_an_integer_beyond_64_bits_is_a_422_not_a_rounded_float(
             headers={**writer, "content-type": "application/json"},
         )
         assert ok.status_code == 202, (value, ok.text)
-    client.log.flush()  # type: ignore[attr-defined]
-    tail = [r["data"]["n"]["v"] for r in records(client.log.path) if r.get("source") == "ui"]  # type: ignore[attr-defined]
+    client.log.flush()
+    tail = [r["data"]["n"]["v"] for r in records(client.log.path) if r.get("source") == "ui"]
     assert tail[-3:] == [2**64 - 1, -(2**63), 1.5e18] and isinstance(tail[-1], float)
 
 
@@ -538,7 +544,7 @@ def query_schema(client: TestClient, name: str) -> dict[str, object]:
     ],
 )
 def test_since_and_until_take_exactly_their_declared_pattern(
-    client: TestClient, tokens: dict[str, str], text: str, ok: bool
+    client: LogClient, tokens: dict[str, str], text: str, ok: bool
 ) -> None:
     """`since`/`until` are 200 exactly when the schema's pattern matches, else 422 naming them."""
     for name in ("since", "until"):
@@ -551,7 +557,7 @@ def test_since_and_until_take_exactly_their_declared_pattern(
 
 
 def test_an_unknown_type_or_priority_name_in_the_query_is_a_422(
-    client: TestClient, tokens: dict[str, str]
+    client: LogClient, tokens: dict[str, str]
 ) -> None:
     """`type` and `priority` take only the names their schema lists; `source` takes any text."""
     reader = auth(tokens, "reader")
@@ -569,7 +575,7 @@ def test_an_unknown_type_or_priority_name_in_the_query_is_a_422(
     "field", ["priority", "source", "data", "metadata", "event_id", "timestamp_ns"]
 )
 def test_null_for_an_optional_body_field_is_a_422_naming_it(
-    client: TestClient, tokens: dict[str, str], field: str
+    client: LogClient, tokens: dict[str, str], field: str
 ) -> None:
     """`"timestamp_ns": null` (any optional field null) is refused, not read as "not given"."""
     before = event_count(client)
@@ -583,7 +589,7 @@ def test_null_for_an_optional_body_field_is_a_422_naming_it(
 
 
 def test_a_whole_number_beyond_64_bits_is_a_422_however_written(
-    client: TestClient, tokens: dict[str, str]
+    client: LogClient, tokens: dict[str, str]
 ) -> None:
     """`1e20` in `data` is the integer 10**20 to JSON and the schema: a 422 naming its path."""
     headers = {**auth(tokens, "writer"), "content-type": "application/json"}
@@ -601,7 +607,7 @@ def test_a_whole_number_beyond_64_bits_is_a_422_however_written(
     assert {"type": "integer", "minimum": -(2**63), "maximum": 2**64 - 1} in value_schema["anyOf"]
 
 
-def test_the_ndjson_body_is_declared_as_the_array_of_events_it_is(client: TestClient) -> None:
+def test_the_ndjson_body_is_declared_as_the_array_of_events_it_is(client: LogClient) -> None:
     """The NDJSON body's schema is an array of the JSON body's event schema, not any string."""
     content = client.get("/openapi.json").json()["paths"]["/v1/events"]["post"]["requestBody"]
     ndjson = content["content"]["application/x-ndjson"]["schema"]

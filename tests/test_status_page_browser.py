@@ -68,11 +68,13 @@ class Server:
 
     def get_json(self, path: str) -> dict[str, Any]:
         with urllib.request.urlopen(self.url + path, timeout=10) as resp:
-            return json.loads(resp.read())
+            data: dict[str, Any] = json.loads(resp.read())
+            return data
 
     def get_text(self, path: str) -> str:
         with urllib.request.urlopen(self.url + path, timeout=10) as resp:
-            return resp.read().decode()
+            text: str = resp.read().decode()
+            return text
 
 
 def chromium_path() -> str:
@@ -167,7 +169,8 @@ class DevTools:
                 pytest.fail(f"chromium closed the DevTools pipe (exit {self.proc.poll()})")
             self.buffer += chunk
         raw, self.buffer = self.buffer.split(b"\0", 1)
-        return json.loads(raw)
+        message: dict[str, Any] = json.loads(raw)
+        return message
 
     def call(self, method: str, **params: Any) -> dict[str, Any]:
         self.last_id += 1
@@ -179,7 +182,8 @@ class DevTools:
             answer = self._message()
             if answer.get("id") == self.last_id:
                 assert "error" not in answer, (method, answer["error"])
-                return answer["result"]
+                result: dict[str, Any] = answer["result"]
+                return result
             self.events.append(answer)
 
     def wait_event(self, method: str) -> None:
@@ -203,7 +207,8 @@ class DevTools:
         self.call("Page.navigate", url=url)
         self.wait_event("Page.loadEventFired")
         root = self.call("DOM.getDocument", depth=-1)["root"]
-        return self.call("DOM.getOuterHTML", nodeId=root["nodeId"])["outerHTML"]
+        html: str = self.call("DOM.getOuterHTML", nodeId=root["nodeId"])["outerHTML"]
+        return html
 
     def close(self) -> None:
         try:

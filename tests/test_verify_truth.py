@@ -122,7 +122,10 @@ def test_a_set_starting_after_seq_1_is_anchored_only_by_a_verified_signature(
     for old in sorted(logs.glob("risk_audit.seg-*"))[:2]:
         old.unlink()
     signed = verify_paths([logs], keys=keys_of(public))
-    assert signed.valid and signed.first_seq > 1, (signed.findings, signed.unanchored)
+    assert signed.valid and signed.first_seq is not None and signed.first_seq > 1, (
+        signed.findings,
+        signed.unanchored,
+    )
     bare = verify_paths([logs])
     assert bare.status == "unanchored" and not bare.findings
     assert runner.invoke(app, ["verify", str(logs)]).exit_code == 3

@@ -13,11 +13,18 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from riskaudit import AuditConfig, AuditDegradedError, AuditLog, verify_paths
-from riskaudit.format import control_line, encode_event_body, event_line, split_head
+from riskaudit.format import (
+    control_line,
+    encode_event_body,
+    event_line,
+    split_head,
+    write_durably,
+)
 from riskaudit.log import line_hash
 from riskaudit.log._destinations import AppendFile
 from riskaudit.log._emergency import EmergencyOutput
@@ -77,8 +84,6 @@ def read_only_primary(monkeypatch: pytest.MonkeyPatch, path: Path) -> dict[str, 
 
 def failing_spool_unlink(monkeypatch: pytest.MonkeyPatch, err: int) -> dict[str, bool]:
     """Unlinking a spool file fails with ``err`` while ``state["fail"]``."""
-    from riskaudit.log import _destinations
-
     real_unlink = os.unlink
     state = {"fail": True}
 
@@ -87,7 +92,7 @@ def failing_spool_unlink(monkeypatch: pytest.MonkeyPatch, err: int) -> dict[str,
             raise OSError(err, "injected")
         real_unlink(path, *args, **kw)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(_destinations.os, "unlink", unlink)
+    monkeypatch.setattr(os, "unlink", unlink)  # the os module _destinations unlinks with
     return state
 
 
@@ -179,7 +184,7 @@ def test_a_failed_primary_write_is_never_appended_to_again(
     from riskaudit.log import _destinations
 
     config = cfg(tmp_path)
-    real = _destinations.write_durably
+    real = write_durably
     state = {"fail": 0}
 
     def all_then_eio(fd: int, chunks: list[bytes], offset: int) -> None:
@@ -192,7 +197,7 @@ def test_a_failed_primary_write_is_never_appended_to_again(
     # Every write through the patched Python path, none in the core's turns.
     monkeypatch.setattr(Writer, "native_commit", False)
     monkeypatch.setattr(
-        _destinations.os, "ftruncate", lambda fd, n: (_ for _ in ()).throw(OSError(errno.EIO, "x"))
+        os, "ftruncate", lambda fd, n: (_ for _ in ()).throw(OSError(errno.EIO, "x"))
     )
     with AuditLog(config) as log:
         for i in range(5):
@@ -404,7 +409,8 @@ def test_a_gap_record_that_fails_is_folded_into_the_next(
     capture = tmp_path / "stdout.log"
     capture.write_bytes(out.getvalue())
     rep = recover([capture], config.log_path, config)
-    assert rep.verify is not None and rep.verify.valid, rep.verify.findings
+    assert rep.verify is not None
+    assert rep.verify.valid, rep.verify.findings
 
 
 def test_recover_rebuilds_a_stream_whose_genesis_reached_only_stdout(
@@ -426,7 +432,8 @@ def test_recover_rebuilds_a_stream_whose_genesis_reached_only_stdout(
     capture.write_bytes(out.getvalue())
     rep = recover([capture], config.log_path, config)
     assert not rep.missing, rep.missing
-    assert rep.verify is not None and rep.verify.valid, rep.verify.findings
+    assert rep.verify is not None
+    assert rep.verify.valid, rep.verify.findings
 
 
 # -- the sidecar ------------------------------------------------------------------------
@@ -441,7 +448,7 @@ def test_a_half_written_sidecar_line_is_cut_before_the_next(
     from riskaudit.log import _destinations
 
     config = cfg(tmp_path, spool_dir=None, checkpoint_records=5)
-    real = _destinations.write_durably
+    real = write_durably
     state = {"fail": False}
 
     def half(fd: int, chunks: list[bytes], offset: int) -> None:
@@ -465,7 +472,7 @@ def test_a_half_written_sidecar_line_is_cut_before_the_next(
     monkeypatch.setattr(_destinations, "write_durably", half)
     # Every write through the patched Python path, none in the core's turns.
     monkeypatch.setattr(Writer, "native_commit", False)
-    monkeypatch.setattr(_destinations.os, "ftruncate", truncate_fails_once)
+    monkeypatch.setattr(os, "ftruncate", truncate_fails_once)
     with AuditLog(config) as log:
         for i in range(4):
             log.append(event(i))
@@ -673,7 +680,7 @@ def test_a_poisoned_primary_renamed_meanwhile_is_sealed_where_it_went(
     from riskaudit.log import _destinations
 
     config = cfg(tmp_path)
-    real = _destinations.write_durably
+    real = write_durably
     real_truncate = os.ftruncate
     state = {"fail": False}
 
@@ -692,7 +699,7 @@ def test_a_poisoned_primary_renamed_meanwhile_is_sealed_where_it_went(
     monkeypatch.setattr(_destinations, "write_durably", lands_then_fails)
     # Every write through the patched Python path, none in the core's turns.
     monkeypatch.setattr(Writer, "native_commit", False)
-    monkeypatch.setattr(_destinations.os, "ftruncate", truncate)
+    monkeypatch.setattr(os, "ftruncate", truncate)
     with AuditLog(config) as log:
         for i in range(10):
             log.append(event(i))
@@ -786,7 +793,8 @@ def test_a_0_1_sidecar_ahead_of_the_log_names_a_stdout_gap_not_truncation(
     capture = tmp_path / "stdout.log"
     capture.write_bytes(b"".join(b"AUDIT_EMERGENCY " + line + b"\n" for line in [*out[15:], cp]))
     rep = recover([capture], config.log_path, config)
-    assert rep.verify is not None and rep.verify.valid, rep.verify.findings
+    assert rep.verify is not None
+    assert rep.verify.valid, rep.verify.findings
 
 
 def test_a_sidecar_of_an_older_stream_is_not_this_log_s_anchor(tmp_path: Path) -> None:
@@ -934,7 +942,8 @@ def test_a_0_1_gap_at_start_that_reaches_only_stdout_is_named_by_the_next_gap(
         + emergency.getvalue()
     )
     rep = recover([capture], config.log_path, config)
-    assert rep.verify is not None and rep.verify.valid, rep.verify.findings
+    assert rep.verify is not None
+    assert rep.verify.valid, rep.verify.findings
 
 
 def test_a_poisoned_primary_deleted_with_its_directory_is_copied_and_the_writer_returns(
@@ -968,8 +977,9 @@ def test_a_0_1_log_is_recognised_after_rotation_and_despite_a_payload(tmp_path: 
     from riskaudit.format import segment_name
 
     stream = "3f6c1b2e-8d4a-4f7e-9c21-5a0b7d9e1c44"
-    genesis = ("genesis", {"stream": stream, "format": "riskaudit/1", "host": "h"})
-    start = ("start", {"pid": 1, "host": "h", "version": "0.1.0", "stream": stream})
+    Spec = tuple[str, dict[str, Any]]  # a record to write: its kind ("e": an event), its fields
+    genesis: Spec = ("genesis", {"stream": stream, "format": "riskaudit/1", "host": "h"})
+    start: Spec = ("start", {"pid": 1, "host": "h", "version": "0.1.0", "stream": stream})
     rotated = [
         *[genesis, start, ("e", {"n": 1}), ("e", {"n": 2}), ("e", {"n": 3}), ("checkpoint", {})],
         ("segment", {"stream": stream, "reason": "rotate", "previous": "x"}),

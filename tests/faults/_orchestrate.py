@@ -250,9 +250,9 @@ def permission_denied(work: Path) -> dict[str, Any]:
     work.chmod(0o755)
     python, lib = _unprivileged_python(work)
     primary, spool = work / "primary", work / "spool"
-    for d in (primary, spool):
-        d.mkdir(mode=0o755)
-        os.chown(d, 65534, 65534)
+    for directory in (primary, spool):
+        directory.mkdir(mode=0o755)
+        os.chown(directory, 65534, 65534)
     d = Driver(
         work,
         base_env(primary, spool),
