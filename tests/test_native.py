@@ -35,7 +35,13 @@ from riskaudit.format import (
 )
 from riskaudit.integrity._keys import load_public_key
 from riskaudit.log import ZERO_HASH, line_hash
-from riskaudit.policy import ACTOR_TYPE_NAMES, native_checks, schema_problem
+from riskaudit.policy import (
+    ACTOR_TYPE_NAMES,
+    ENFORCEMENTS,
+    Enforcement,
+    native_checks,
+    schema_problem,
+)
 from tests.helpers import build_log, write_lines
 from tests.test_verify_truth import TAMPERS, copy_of, keys_of, write_real_log
 
@@ -449,11 +455,11 @@ def test_a_producer_steps_aside_in_a_writer_section_until_it_ends() -> None:
         ),
         st.lists(st.integers(), max_size=2),
     ),
-    schema_policy=st.sampled_from(["warn", "enforce", "off"]),
-    actor_policy=st.sampled_from(["warn", "enforce", "off"]),
+    schema_policy=st.sampled_from(ENFORCEMENTS),
+    actor_policy=st.sampled_from(ENFORCEMENTS),
 )
 def test_the_core_queues_exactly_what_the_python_rules_pass_unlooked(
-    event_type: EventType, data: Any, schema_policy: str, actor_policy: str
+    event_type: EventType, data: Any, schema_policy: Enforcement, actor_policy: Enforcement
 ) -> None:
     """The core's fast check agrees with the Python rules: it queues an event exactly
     when the schema passes (or is off) and no actor rule applies to its type, so it

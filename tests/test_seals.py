@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from riskaudit import AuditConfig, AuditLog, verify_paths
+from riskaudit.integrity import FindingKind
 from riskaudit.integrity._keys import generate, load_keyring, load_public_key, load_signer
 from riskaudit.integrity._keys import signed_text as make_signed_text
 from riskaudit.log import line_hash
@@ -150,7 +151,7 @@ def test_forged_checkpoint_is_rejected(tmp_path: Path, keys: tuple[Path, Path]) 
     cps[-2]["sig"] = cps[-2]["sig"][:-4] + "AAA="
     sidecar.write_bytes(b"".join(orjson.dumps(c) + b"\n" for c in cps))
     report = verify_paths([cfg.log_path], keys=[load_public_key(keys[1])])
-    assert [f.kind for f in report.findings].count("bad signature") == 2
+    assert [f.kind for f in report.findings].count(FindingKind.BAD_SIGNATURE) == 2
 
 
 def test_rechained_rewrite_without_the_key(tmp_path: Path, keys: tuple[Path, Path]) -> None:
