@@ -34,8 +34,8 @@ verify: $(RUN_STAMP)
 	$(BIN)/riskaudit verify logs
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench testbed
+	$(BIN)/ruff format --check src tests bench testbed
 	$(BIN)/mypy
 	cd native && cargo fmt --check
 	cd native && PYO3_PYTHON=$(abspath $(BIN)/python) cargo clippy --locked --release \
@@ -65,10 +65,17 @@ system-deps:
 	  fi; \
 	fi
 
-## make test: install everything the tests need, lint, then every test.
+## make test: install everything the tests need, lint, then every test, in three
+## groups that each report their own count and time: the unit tests, the tests against
+## real components, the fault suites (fixed seeds).
 test: system-deps lint
 	cd native && PYO3_PYTHON=$(abspath $(BIN)/python) cargo test --locked --release
-	$(BIN)/python -m pytest -m "not soak"
+	@echo "== unit tests (tests/unit)"
+	$(BIN)/python -m pytest tests/unit
+	@echo "== real components (tests/real): NATS, Ceph S3, Chromium, Prometheus, logrotate, ..."
+	$(BIN)/python -m pytest tests/real
+	@echo "== fault suites (tests/faults)"
+	$(BIN)/python -m pytest -m "not soak" tests/faults
 
 ## make soak: the fault suites with many more seeds (a random base, printed for replay).
 soak: system-deps $(STAMP)

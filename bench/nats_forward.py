@@ -34,12 +34,16 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-from tests._nats import nats_cluster, server  # noqa: E402
+from testbed.nats import nats_cluster, server  # noqa: E402
 
 from riskaudit import AuditConfig, AuditLog, EventPriority, EventType, RiskEvent  # noqa: E402
-from riskaudit.replication import Forwarder, connect_jetstream, ensure_stream  # noqa: E402
-from riskaudit.replication._board import bucket_name  # noqa: E402
-from riskaudit.replication._follow import LogFollower  # noqa: E402
+from riskaudit.replication import (  # noqa: E402
+    Forwarder,
+    LogFollower,
+    bucket_name,
+    connect_jetstream,
+    ensure_stream,
+)
 from riskaudit.settings import ReplicationSettings  # noqa: E402
 
 DOC = ROOT / "docs" / "benchmarks.md"

@@ -18,7 +18,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import free_port
+from testbed.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from testbed import ceph as _ceph
+from testbed import nats as _nats
 
 from riskaudit import AuditConfig, AuditLog
-from tests import _ceph, _nats
 from tests.helpers import require
 
 VECTORS = Path(__file__).parent / "vectors" / "format-v1"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -17,6 +16,9 @@ import pytest
 from riskaudit import EventPriority, EventType, RiskEvent
 from riskaudit.format import control_line, encode_event_body, event_line
 from riskaudit.log import ZERO_HASH, line_hash
+
+#: The repository (the tests read its deploy/, docs/ and README.md).
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def build_log(
@@ -119,23 +121,6 @@ def require(condition: bool, reason: str) -> None:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"required under CI: {reason}")
     pytest.skip(reason)
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct loopback ports free right now (all bound at once, then released)."""
-    socks = []
-    for _ in range(n):
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        socks.append(sock)
-    ports = [int(sock.getsockname()[1]) for sock in socks]
-    for sock in socks:
-        sock.close()
-    return ports
-
-
-def free_port() -> int:
-    return free_ports(1)[0]
 
 
 def clean_env() -> dict[str, str]:

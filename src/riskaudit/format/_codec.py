@@ -6,7 +6,7 @@ what JSON cannot hold before a ``seq`` is spent; the writer thread only glues
 ``seq``/``prev``/``ts`` in front and hashes. The writer does that in the Rust core
 (``riskaudit._native.chain``, without the GIL); :func:`event_line`,
 :func:`control_line` and :func:`chain_batch` here are the readable reference of the
-same bytes, which the tests hold the core to (tests/test_native.py).
+same bytes, which the tests hold the core to (tests/unit/test_native.py).
 """
 
 from __future__ import annotations

@@ -14,9 +14,9 @@ import orjson
 from riskaudit import verify_paths
 from tests import _full_speed_writer as full_speed_writer
 from tests.conftest import RISKAUDIT
-from tests.helpers import require
+from tests.helpers import ROOT, require
 
-SHIPPED = Path(__file__).parent.parent / "deploy" / "logrotate" / "riskaudit"
+SHIPPED = ROOT / "deploy" / "logrotate" / "riskaudit"
 
 
 def adapted_config(log: Path, pid_file: Path) -> str:

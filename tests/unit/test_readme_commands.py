@@ -20,9 +20,9 @@ import typer.main
 
 from riskaudit.cli import app
 from tests.conftest import RISKAUDIT
-from tests.helpers import clean_env, run_captured
+from tests.helpers import ROOT, clean_env, run_captured
 
-README = Path(__file__).parents[1] / "README.md"
+README = ROOT / "README.md"
 INLINE = re.compile(r"`(riskaudit [^`]*)`")
 #: Shell-shaped metavariables and placeholders in the synopses: not command words.
 PLACEHOLDER = re.compile(r"^[A-Z][A-Z0-9_.]*$|^\[|^<")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from testbed import nats as _nats
 
 from riskaudit import AuditConfig, AuditLog, verify_paths
 from riskaudit.replication import (
@@ -23,7 +24,6 @@ from riskaudit.replication import (
 )
 from riskaudit.replication import _collect as collect_module
 from riskaudit.settings import ReplicationSettings
-from tests import _nats
 from tests.helpers import event, require
 
 pytestmark = pytest.mark.slow

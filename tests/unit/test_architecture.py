@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-SRC = Path(__file__).parent.parent / "src"
+from tests.helpers import ROOT
+
+SRC = ROOT / "src"
 
 #: Top to bottom; a unit may import units of the layers below its own, never above or
 #: beside (the same layer holds units that do not know each other). A unit is a

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from riskaudit.cli import app
 from tests.conftest import RISKAUDIT, VECTORS
-from tests.helpers import records
+from tests.helpers import ROOT, records
 
 runner = CliRunner()
 
@@ -135,7 +135,7 @@ def test_the_conventions_a_user_expects() -> None:
     assert mod.returncode == 0 and mod.stdout == out.stdout
     assert "--install-completion" in runner.invoke(app, ["--help"]).output
     assert (Path(riskaudit.__file__).parent / "py.typed").exists()
-    root = Path(__file__).resolve().parent.parent
+    root = ROOT
     project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
     assert project["license"] == "Apache-2.0"
     assert "Apache License" in (root / "LICENSE").read_text()

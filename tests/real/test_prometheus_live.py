@@ -12,9 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import require
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import ROOT, require
 
 
 @pytest.mark.slow

@@ -16,13 +16,13 @@ from typing import Any
 import orjson
 import pytest
 from botocore.exceptions import ClientError
+from testbed import ceph as _ceph
 
 from riskaudit import AuditConfig, AuditLog, EventPriority, EventType, RiskEvent
 from riskaudit.archive._retention import archive_expiry, expire_archive
 from riskaudit.format import Segment, list_segments, parse_ts
 from riskaudit.ops._housekeeping import open_backup
 from riskaudit.settings import DAY, Rotation
-from tests import _ceph
 from tests.conftest import RISKAUDIT
 from tests.helpers import event, records
 

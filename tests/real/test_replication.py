@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
+from testbed import nats as _nats
+from testbed.ports import free_port
 
 from riskaudit import AuditConfig, AuditConfigError, AuditLog, verify_paths
 from riskaudit.format import compress, list_segments, rotated_files, split_head
@@ -24,11 +26,8 @@ from riskaudit.replication import (
 )
 from riskaudit.replication._follow import ChainBreak
 from riskaudit.settings import ReplicationSettings, Rotation
-from tests import _nats
 from tests.conftest import RISKAUDIT
-from tests.helpers import event, free_port, require
-
-ROOT = Path(__file__).parent.parent
+from tests.helpers import ROOT, event, require
 
 
 def local_bytes(log_path: Path) -> bytes:

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.helpers import free_ports
+from testbed.ports import free_ports
 
 
 def binary() -> str | None:

@@ -26,10 +26,10 @@ from riskaudit.ops._preflight import (
 )
 from riskaudit.settings import BackupSettings, Rotation
 from tests.conftest import RISKAUDIT
-from tests.helpers import require
+from tests.helpers import ROOT, require
 
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-SHIPPED_LOGROTATE = Path(__file__).parent.parent / "deploy" / "logrotate" / "riskaudit"
+SHIPPED_LOGROTATE = ROOT / "deploy" / "logrotate" / "riskaudit"
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def nobody_cli(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     for top in tops:
         src = site / top
         (shutil.copytree if src.is_dir() else shutil.copy)(src, lib / top)
-    src_pkg = Path(__file__).parent.parent / "src" / "riskaudit"
+    src_pkg = ROOT / "src" / "riskaudit"
     shutil.copytree(src_pkg, lib / "riskaudit", dirs_exist_ok=True)
     for p in [lib.parent, lib, *lib.rglob("*")]:
         p.chmod(0o755 if p.is_dir() else 0o644)

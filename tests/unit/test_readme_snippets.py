@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import run_captured
+from tests.helpers import ROOT, run_captured
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = ROOT / "README.md"
 SNIPPETS = re.findall(r"^```python\n(.*?)^```$", README.read_text(), re.S | re.M)
 
 

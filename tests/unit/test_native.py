@@ -42,11 +42,10 @@ from riskaudit.policy import (
     native_checks,
     schema_problem,
 )
-from tests.helpers import build_log, write_lines
-from tests.test_verify_truth import TAMPERS, copy_of, keys_of, write_real_log
+from tests.helpers import ROOT, build_log, write_lines
+from tests.unit.test_verify_truth import TAMPERS, copy_of, keys_of, write_real_log
 
-ROOT = Path(__file__).resolve().parent.parent
-VECTORS = Path(__file__).parent / "vectors" / "format-v1"
+VECTORS = ROOT / "tests" / "vectors" / "format-v1"
 SETTINGS = settings(
     deadline=None,
     max_examples=200,

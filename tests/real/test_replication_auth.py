@@ -13,16 +13,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from testbed import nats as _nats
 
 from riskaudit import AuditConfig, AuditLog, verify_paths
 from riskaudit.replication import connect_jetstream
 from riskaudit.settings import ReplicationSettings
-from tests import _nats
 from tests.conftest import RISKAUDIT
-from tests.helpers import event, require
-from tests.test_replication import local_bytes
+from tests.helpers import ROOT, event, require
+from tests.real.test_replication import local_bytes
 
-SAMPLE = Path(__file__).parent.parent / "deploy" / "nats" / "nats-server.conf"
+SAMPLE = ROOT / "deploy" / "nats" / "nats-server.conf"
 PASSWORDS = {"forwarder": "fw-test-secret", "collector": "co-test-secret", "admin": "ad-secret"}
 
 

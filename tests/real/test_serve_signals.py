@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from testbed.ports import free_port
 
 from riskaudit import verify_paths
 from riskaudit.format import list_segments
@@ -27,7 +28,7 @@ from riskaudit.log import line_hash
 from riskaudit.log._writer import IDENTITY_EVERY
 from riskaudit.ops import create_token
 from tests.conftest import RISKAUDIT
-from tests.helpers import clean_env, free_port, start_serve, wait_serving
+from tests.helpers import clean_env, start_serve, wait_serving
 
 pytestmark = pytest.mark.slow
 

@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from testbed.ports import free_port
 
-from tests.helpers import clean_env, free_port, start_serve, wait_serving
+from tests.helpers import clean_env, start_serve, wait_serving
 
 pytestmark = pytest.mark.slow
 

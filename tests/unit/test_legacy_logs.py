@@ -16,9 +16,9 @@ from riskaudit import AuditConfig, AuditLog, verify_paths
 from riskaudit.integrity._keys import load_public_key
 from riskaudit.recovery import recover
 from tests.conftest import VECTORS
-from tests.helpers import event, records, stream_event_ids
+from tests.helpers import ROOT, event, records, stream_event_ids
 
-LEGACY = Path(__file__).parent / "data" / "legacy-0.1.0"
+LEGACY = ROOT / "tests" / "data" / "legacy-0.1.0"
 
 
 @pytest.fixture

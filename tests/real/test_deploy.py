@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from testbed.ports import free_port
 
 from riskaudit import AuditConfig
-from tests.helpers import free_port, require
+from tests.helpers import ROOT, require
 
-ROOT = Path(__file__).parent.parent
 BIN = Path(sys.executable).parent
 K8S = ROOT / "deploy" / "k8s"
 DOCKERFILE = ROOT / "deploy" / "docker" / "Dockerfile"

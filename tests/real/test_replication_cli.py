@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from testbed import nats as _nats
 
 from riskaudit import AuditConfig, AuditConfigError, AuditLog, verify_paths
 from riskaudit.replication import (
@@ -27,10 +28,9 @@ from riskaudit.replication import (
 from riskaudit.replication._forward import ACK_TIMEOUT, RETRY_MAX
 from riskaudit.replication._setup import RETRY_HORIZON, wanted_limits
 from riskaudit.settings import DAY, ReplicationSettings, RetentionPolicy
-from tests import _nats
 from tests.conftest import RISKAUDIT
 from tests.helpers import event, require
-from tests.test_replication import create_stream, local_bytes, settings_for
+from tests.real.test_replication import create_stream, local_bytes, settings_for
 
 FIVE_YEARS = 1827 * DAY
 

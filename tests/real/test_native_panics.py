@@ -18,9 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import require
+from tests.helpers import ROOT, require
 
-ROOT = Path(__file__).resolve().parent.parent
 TARGET = ROOT / "native" / "target" / "test-panics"
 
 pytestmark = pytest.mark.slow

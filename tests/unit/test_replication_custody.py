@@ -1,7 +1,7 @@
 """The chain of custody: "replicated" means fsynced by the collector, not acknowledged by
 the broker; a hole the broker left is asked for and re-sent from the host's log; retention
 keeps what the collector has not confirmed. Unit level (a board in memory, messages by
-hand); tests/test_replication_repair.py does the same against a real cluster."""
+hand); tests/real/test_replication_repair.py does the same against a real cluster."""
 
 from __future__ import annotations
 

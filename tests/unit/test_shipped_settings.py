@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
 from riskaudit.config import parse_minimums
 from riskaudit.errors import AuditConfigError
 from riskaudit.events import EventType
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ["README.md", ".env.prod", ".env.dev", "deploy/k8s/configmap.yaml", "docs/operations.md"]
 
 

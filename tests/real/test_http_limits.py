@@ -21,11 +21,12 @@ from pathlib import Path
 
 import orjson
 import pytest
+from testbed.ports import free_port
 
 from riskaudit import AuditConfig, AuditConfigError
 from riskaudit.ops import create_token
 from tests.conftest import RISKAUDIT
-from tests.helpers import clean_env, free_port, require, start_serve, wait_serving
+from tests.helpers import clean_env, require, start_serve, wait_serving
 
 pytestmark = pytest.mark.slow
 

@@ -1,0 +1,2 @@
+"""Unit tests: the package in this process (and its own CLI as a subprocess), no
+outside server or tool; the bulk of the suite, a few minutes."""
