@@ -13,7 +13,7 @@ from testbed import ceph as _ceph
 from testbed import nats as _nats
 
 from riskaudit import AuditConfig, AuditLog
-from tests.helpers import require
+from tests.helpers import clean_env, require
 
 VECTORS = Path(__file__).parent / "vectors" / "format-v1"
 RISKAUDIT = str(Path(sys.executable).with_name("riskaudit"))
@@ -50,9 +50,12 @@ def audit_log(config: AuditConfig) -> Iterator[AuditLog]:
 
 
 @pytest.fixture
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+def no_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This process's environment without any riskaudit setting, for the test's
+    duration (the same rule as ``tests.helpers.clean_env`` for a child's)."""
+    keep = clean_env()
     for name in list(os.environ):
-        if name.startswith(("RISK_AUDIT_", "AUDIT_")) or name == "LOG_LEVEL":
+        if name not in keep:
             monkeypatch.delenv(name)
 
 

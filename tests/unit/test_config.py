@@ -28,7 +28,7 @@ def test_durations_accept_suffixes(text: str, seconds: float) -> None:
     assert parse_duration("X", text) == pytest.approx(seconds)
 
 
-def test_defaults(clean_env: None) -> None:
+def test_defaults(no_settings: None) -> None:
     """With nothing set, the defaults of the README's table apply."""
     cfg = AuditConfig.from_env({})
     assert cfg.log_path == Path("logs/risk_audit.jsonl")

@@ -15,7 +15,7 @@ from tests.helpers import event, records
 
 
 def test_path_from_argument_and_initialized_log_line(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, clean_env: None
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, no_settings: None
 ) -> None:
     """The argument wins; INFO says 'Audit log file initialized: <absolute path>'."""
     caplog.set_level(logging.INFO)
@@ -28,7 +28,7 @@ def test_path_from_argument_and_initialized_log_line(
 
 
 def test_path_from_environment(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clean_env: None
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_settings: None
 ) -> None:
     """Without an argument the sink uses RISK_AUDIT_LOG_PATH."""
     monkeypatch.setenv("RISK_AUDIT_LOG_PATH", str(tmp_path / "env.jsonl"))
@@ -37,7 +37,7 @@ def test_path_from_environment(
     assert len(records(tmp_path / "env.jsonl")) == 4
 
 
-def test_default_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clean_env: None) -> None:
+def test_default_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_settings: None) -> None:
     """With nothing set the log is logs/risk_audit.jsonl under the working directory."""
     monkeypatch.chdir(tmp_path)
     with EnhancedJsonAuditSink() as sink:

@@ -31,7 +31,7 @@ def env_for(log_path: Path, **extra: str) -> dict[str, str]:
     return {"RISK_AUDIT_LOG_PATH": str(log_path), **extra}
 
 
-def test_storage_settings_from_the_environment(clean_env: None) -> None:
+def test_storage_settings_from_the_environment(no_settings: None) -> None:
     """Rotation, retention and backup settings parse, the backup ones under both prefixes."""
     cfg = Config.from_env(
         {
