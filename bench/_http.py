@@ -38,15 +38,15 @@ import orjson
 
 from _stats import latency_us
 from _variants import (
-    _cpu_report,
-    _Durable,
-    _events,
-    _Producer,
-    _thread_cpu_s,
-    _tmpdir,
-    _writer_tid,
+    Durable,
+    Producer,
+    cpu_report,
     event_seqs,
+    frozen_events,
     rss_peak_mib,
+    thread_cpu_s,
+    tmpdir,
+    writer_tid,
 )
 from riskaudit import AuditConfig, AuditLog
 
@@ -233,7 +233,7 @@ def run_http(mode: str, seconds: float) -> Result:
     accepted = array("q")
     statuses: dict[str, int] = {}
     pc = time.perf_counter_ns
-    with _tmpdir() as tmp_name:
+    with tmpdir() as tmp_name:
         srv = Server(Path(tmp_name))
         try:
             headers = {"Authorization": f"Bearer {srv.token}", "Content-Type": ctype}
@@ -395,13 +395,13 @@ class _Scraper:
 
 def run_ops(with_ops: bool, pool_size: int, count: int, every: float) -> Result:
     """``count`` appends flat out, library defaults; optionally ops endpoints + scraper."""
-    pool = _events(pool_size)
+    pool = frozen_events(pool_size)
     events = [pool[i % pool_size] for i in range(count)]
-    gc.freeze()  # the cycled list too (see _events)
-    prod = _Producer(count)
-    durable = _Durable()
+    gc.freeze()  # the cycled list too (see frozen_events)
+    prod = Producer(count)
+    durable = Durable()
     result: Result = {"ops": with_ops, "events": count, "pool": pool_size}
-    with _tmpdir() as tmp:
+    with tmpdir() as tmp:
         path = Path(tmp) / "ops.jsonl"
         cfg = AuditConfig(log_path=path)  # everything at the library's defaults
         log = AuditLog(cfg, on_durable=durable.hook)
@@ -412,16 +412,16 @@ def run_ops(with_ops: bool, pool_size: int, count: int, every: float) -> Result:
 
             server = start_ops_server(log, port=0)
             scraper = _Scraper(f"http://127.0.0.1:{server.port}", every)
-        tid = _writer_tid()
+        tid = writer_tid()
         rss_base = rss_peak_mib()
-        w0 = _thread_cpu_s(tid)
+        w0 = thread_cpu_s(tid)
         r0 = resource.getrusage(resource.RUSAGE_SELF)
         c0 = time.thread_time()
         prod.run(events, log.append)
         c1 = time.thread_time()
         log.flush(timeout=60)
         t_end = time.perf_counter_ns()
-        w1 = _thread_cpu_s(tid)
+        w1 = thread_cpu_s(tid)
         r1 = resource.getrusage(resource.RUSAGE_SELF)
         rss_peak = rss_peak_mib()
         if scraper is not None and server is not None:
@@ -440,7 +440,7 @@ def run_ops(with_ops: bool, pool_size: int, count: int, every: float) -> Result:
             "call": latency_us(prod.lats),
             "durable": latency_us(ttd),
             "commits": len(durable.seqs),
-            "cpu": _cpu_report(c1 - c0, writer, wall, count),
+            "cpu": cpu_report(c1 - c0, writer, wall, count),
             "other_threads_cpu_s": proc_cpu - (c1 - c0) - (writer or 0.0),
             "rss_peak_mib": rss_peak,
             "rss_delta_mib": rss_peak - rss_base,

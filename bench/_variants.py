@@ -82,7 +82,7 @@ def rss_now_mib() -> float:
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def _writer_tid() -> int | None:
+def writer_tid() -> int | None:
     """Kernel id of the log's writer thread (found by its thread name), if any."""
     for t in threading.enumerate():
         if t.name == "riskaudit-writer" and t.native_id is not None:
@@ -90,7 +90,7 @@ def _writer_tid() -> int | None:
     return None
 
 
-def _thread_cpu_s(tid: int | None) -> float | None:
+def thread_cpu_s(tid: int | None) -> float | None:
     """user+system CPU seconds of one thread of this process (10 ms resolution)."""
     if tid is None:
         return None
@@ -102,7 +102,7 @@ def _thread_cpu_s(tid: int | None) -> float | None:
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK
 
 
-def _cpu_report(producer_s: float, writer_s: float | None, wall_s: float, n: int) -> Result:
+def cpu_report(producer_s: float, writer_s: float | None, wall_s: float, n: int) -> Result:
     """CPU per record on each side, and how busy the two threads kept one core."""
     out: Result = {
         "producer_cpu_s": producer_s,
@@ -118,11 +118,11 @@ def _cpu_report(producer_s: float, writer_s: float | None, wall_s: float, n: int
     return out
 
 
-def _tmpdir() -> tempfile.TemporaryDirectory[str]:
+def tmpdir() -> tempfile.TemporaryDirectory[str]:
     return tempfile.TemporaryDirectory(prefix="riskaudit-bench-")
 
 
-def _events(n: int) -> list[RiskEvent]:
+def frozen_events(n: int) -> list[RiskEvent]:
     """The pre-built events, moved out of the collector's sight (``gc.freeze``).
 
     A real engine does not keep 100,000 events alive; without the freeze, every full
@@ -137,7 +137,7 @@ def _events(n: int) -> list[RiskEvent]:
 # -- the throughput variants (a)-(e) ------------------------------------------------
 
 
-class _Producer:
+class Producer:
     """Times every call of ``emit(event)`` individually; wall clock over the whole run.
 
     The sample arrays are allocated up front (before the RSS baseline) so their memory
@@ -166,7 +166,7 @@ class _Producer:
         self.last = last
 
 
-def _seed_sink(events: list[RiskEvent], prod: _Producer, path: Path) -> int:
+def _seed_sink(events: list[RiskEvent], prod: Producer, path: Path) -> int:
     """(a) The seed: dict + ``json.dumps`` + a line-buffered text file, per event."""
     dumps = json.dumps
     utcnow = datetime.utcnow  # the seed's call (naive UTC), deprecated in 3.12
@@ -190,7 +190,7 @@ def _seed_sink(events: list[RiskEvent], prod: _Producer, path: Path) -> int:
     return time.perf_counter_ns()
 
 
-def _structlog(events: list[RiskEvent], prod: _Producer, path: Path) -> int:
+def _structlog(events: list[RiskEvent], prod: Producer, path: Path) -> int:
     """(b) structlog, BytesLogger on a file, TimeStamper + orjson JSONRenderer."""
     import structlog
 
@@ -235,7 +235,7 @@ class _JsonLineFormatter(logging.Formatter):
         return json.dumps(payload, separators=(",", ":"))
 
 
-def _stdlib_queue(events: list[RiskEvent], prod: _Producer, path: Path) -> int:
+def _stdlib_queue(events: list[RiskEvent], prod: Producer, path: Path) -> int:
     """(c) stdlib logging: QueueHandler on the producer, QueueListener writing JSON lines."""
     q: queue.SimpleQueue[Any] = queue.SimpleQueue()
     file_handler = logging.FileHandler(path, mode="a", encoding="utf-8")
@@ -272,7 +272,7 @@ def _stdlib_queue(events: list[RiskEvent], prod: _Producer, path: Path) -> int:
     return time.perf_counter_ns()
 
 
-class _Durable:
+class Durable:
     """The ``on_durable`` hook: when (perf_counter_ns) each watermark became durable."""
 
     def __init__(self) -> None:
@@ -305,22 +305,22 @@ class _Durable:
 
 
 def _riskaudit(
-    events: list[RiskEvent], prod: _Producer, path: Path, extra: Result
-) -> tuple[int, AuditLog, _Durable]:
+    events: list[RiskEvent], prod: Producer, path: Path, extra: Result
+) -> tuple[int, AuditLog, Durable]:
     """(d) AuditLog.append: producer encodes, writer chains and group-commits."""
-    durable = _Durable()
+    durable = Durable()
     cfg = AuditConfig(log_path=path, flush_interval=FLUSH_INTERVAL, queue_size=QUEUE_SIZE)
     log = AuditLog(cfg, on_durable=durable.hook)
-    tid = _writer_tid()
-    w0 = _thread_cpu_s(tid)
+    tid = writer_tid()
+    w0 = thread_cpu_s(tid)
     c0 = time.thread_time()
     prod.run(events, log.append)
     c1 = time.thread_time()
     log.flush(timeout=30)
     t_end = time.perf_counter_ns()
-    w1 = _thread_cpu_s(tid)
+    w1 = thread_cpu_s(tid)
     extra["flush_wait_ms"] = (t_end - prod.t_calls_done) / 1e6
-    extra["cpu"] = _cpu_report(
+    extra["cpu"] = cpu_report(
         c1 - c0,
         None if w0 is None or w1 is None else w1 - w0,
         (t_end - prod.t_begin) / 1e9,
@@ -330,7 +330,7 @@ def _riskaudit(
     return t_end, log, durable
 
 
-def _lower_bound(events: list[RiskEvent], prod: _Producer, path: Path) -> int:
+def _lower_bound(events: list[RiskEvent], prod: Producer, path: Path) -> int:
     """(e) orjson into a buffer, one ``os.write`` per 64 KiB; no chain, no fsync."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
     buf = bytearray()
@@ -369,17 +369,17 @@ THROUGHPUT = {
 
 def run_throughput(name: str, n_events: int, verify_repeats: int = 5) -> Result:
     """One of (a)-(e) over ``n_events`` pre-built events."""
-    events = _events(n_events)
+    events = frozen_events(n_events)
     fingerprint = digest(events)
-    prod = _Producer(n_events)
+    prod = Producer(n_events)
     timer = timer_cost()
     result: Result = {"variant": name, "events": n_events, "digest": fingerprint}
-    with _tmpdir() as tmp:
+    with tmpdir() as tmp:
         path = Path(tmp) / f"{name}.jsonl"
         rss_base = rss_peak_mib()
         rss_base_now = rss_now_mib()
         log: AuditLog | None = None
-        durable: _Durable | None = None
+        durable: Durable | None = None
         if name == "a":
             t_end = _seed_sink(events, prod, path)
         elif name == "b":
@@ -487,15 +487,15 @@ def run_paced(
     ``tick``: 1 ms ticks; the producer sleeps until the tick, then appends that tick's
     events back to back (a producer that idles between bursts).
     """
-    events = _events(n_events)
+    events = frozen_events(n_events)
     n = len(events)
     total = int(rate * (seconds + warmup))
     starts = array("q", bytes(8 * total))
     seqs = array("q", bytes(8 * total))
-    durable = _Durable()
+    durable = Durable()
     pc = time.perf_counter_ns
     sleep = time.sleep
-    with _tmpdir() as tmp:
+    with tmpdir() as tmp:
         path = Path(tmp) / "paced.jsonl"
         overrides: Result = {}
         if flush_interval is not None:
@@ -573,15 +573,15 @@ def run_paced(
 
 def run_gil(n_events: int, seconds: float, switch_interval: float | None) -> Result:
     """One thread appends flat out for ``seconds``; how long until its events are durable."""
-    events = _events(n_events)
+    events = frozen_events(n_events)
     n = len(events)
     cap = int(seconds * 600_000) + 1
     starts = array("q", bytes(8 * cap))
     seqs = array("q", bytes(8 * cap))
     lats = array("q", bytes(8 * cap))
-    durable = _Durable()
+    durable = Durable()
     state: _GilState = {"count": 0, "rejected": 0, "t_begin": 0, "t_end": 0}
-    with _tmpdir() as tmp:
+    with tmpdir() as tmp:
         path = Path(tmp) / "gil.jsonl"
         cfg = AuditConfig(
             log_path=path,
@@ -591,8 +591,8 @@ def run_gil(n_events: int, seconds: float, switch_interval: float | None) -> Res
         )
         log = AuditLog(cfg, on_durable=durable.hook)
         append = log.append
-        tid = _writer_tid()
-        w0 = _thread_cpu_s(tid)
+        tid = writer_tid()
+        w0 = thread_cpu_s(tid)
 
         def producer() -> None:
             pc = time.perf_counter_ns
@@ -625,7 +625,7 @@ def run_gil(n_events: int, seconds: float, switch_interval: float | None) -> Res
         thread.join()
         log.flush(timeout=60)
         t_flushed = time.perf_counter_ns()
-        w1 = _thread_cpu_s(tid)
+        w1 = thread_cpu_s(tid)
         log.close()
         count = state["count"]
         ttd = durable.latencies(starts[:count], seqs[:count], 0)
@@ -637,7 +637,7 @@ def run_gil(n_events: int, seconds: float, switch_interval: float | None) -> Res
         "appended": count,
         "rejected_queue_full": state["rejected"],
         "throttled": state["throttled"],
-        "cpu": _cpu_report(
+        "cpu": cpu_report(
             state["cpu"],
             None if w0 is None or w1 is None else w1 - w0,
             (t_flushed - state["t_begin"]) / 1e9,
@@ -773,7 +773,7 @@ def run_stall(n_events: int, appends: int, queue_size: int, stall: float) -> Res
     producer must wait; with ``queue_size`` 2**30 and ``append_timeout`` 0 (nothing
     ever waits) the backlog grows in memory: the comparison that prices one record.
     """
-    events = _events(n_events)
+    events = frozen_events(n_events)
     n = len(events)
     main = threading.main_thread()
     real = {name: getattr(os, name) for name in _IO_CALLS if hasattr(os, name)}
@@ -792,7 +792,7 @@ def run_stall(n_events: int, appends: int, queue_size: int, stall: float) -> Res
     unbounded = queue_size >= UNBOUNDED
     lats = array("q", bytes(8 * appends))
     rejected = 0
-    with _tmpdir() as tmp:
+    with tmpdir() as tmp:
         path = Path(tmp) / "stall.jsonl"
         cfg = AuditConfig(
             log_path=path,
@@ -851,7 +851,7 @@ def run_attrib(n_events: int) -> Result:
     extra system calls per event sit outside the timed window but perturb the run a
     little, so this is a diagnosis, not a headline number.
     """
-    events = _events(n_events)
+    events = frozen_events(n_events)
     n = len(events)
     lats = array("q", bytes(8 * n))
     faults = array("q", bytes(8 * n))
@@ -859,7 +859,7 @@ def run_attrib(n_events: int) -> Result:
     getrusage = resource.getrusage
     who = resource.RUSAGE_THREAD
     pc = time.perf_counter_ns
-    with _tmpdir() as tmp:
+    with tmpdir() as tmp:
         path = Path(tmp) / "attrib.jsonl"
         cfg = AuditConfig(log_path=path, flush_interval=FLUSH_INTERVAL, queue_size=QUEUE_SIZE)
         log = AuditLog(cfg)
@@ -908,7 +908,7 @@ def run_host(n_events: int, rate: int, seconds: float, producer: str) -> Result:
     one ``os.write`` per 64 KiB, so the producer's own encode is in both) or ``none``.
     The engine's iterations/s is the measure; the run's first 0.5 s are not counted.
     """
-    events = _events(n_events)
+    events = frozen_events(n_events)
     n = len(events)
     warmup = 0.5
     stop = threading.Event()
@@ -930,7 +930,7 @@ def run_host(n_events: int, rate: int, seconds: float, producer: str) -> Result:
         counted["t1"] = time.perf_counter()
         counted["iterations"] = iterations
 
-    with _tmpdir() as tmp:
+    with tmpdir() as tmp:
         path = Path(tmp) / "host.jsonl"
         log = AuditLog(AuditConfig(log_path=path)) if producer == "riskaudit" else None
         fd = os.open(path.with_suffix(".lower"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
@@ -1013,8 +1013,8 @@ def _openssl_sha256_512() -> float | None:
 def run_verify_big(n_records: int) -> Result:
     """``verify`` bytes/s on a log of ``n_records`` events, native and Python engines,
     beside ``openssl speed -bytes 512 -evp sha256`` measured in the same process."""
-    events = _events(min(n_records, 50_000))
-    with _tmpdir() as tmp:
+    events = frozen_events(min(n_records, 50_000))
+    with tmpdir() as tmp:
         path = Path(tmp) / "verify.jsonl"
         with AuditLog(AuditConfig(log_path=path, queue_size=QUEUE_SIZE)) as log:
             for i in range(n_records):
@@ -1049,7 +1049,7 @@ def run_queue_memory(n_events: int) -> Result:
     bodies of ``n_events`` events (no writer takes them), less their bytes."""
     from riskaudit._native import Queue
 
-    events = _events(min(n_events, 50_000))
+    events = frozen_events(min(n_events, 50_000))
     assert encode_event_body is not None
     bodies = [encode_event_body(events[i % len(events)]) for i in range(n_events)]
     body_bytes = sum(len(b) for b in bodies)

@@ -325,22 +325,27 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(MARK + json.dumps(result) + "\n")
         return 0
     sys.path.insert(0, str(HERE))
-    import _report
+    from _summary import summarize
+    from _tables import text_tables
 
     if args.from_json:
         raw = json.loads(args.from_json.read_text())
-        raw["summary"] = _report.summarize(raw)
+        raw["summary"] = summarize(raw)
     else:
         raw = orchestrate(args)
-        raw["summary"] = _report.summarize(raw)
+        raw["summary"] = summarize(raw)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(raw, indent=2) + "\n")
-    print(_report.text_tables(raw))
+    print(text_tables(raw))
     if not args.from_json:
         print(f"\nwrote {args.out}")
     if not args.no_docs:
-        _report.chart(raw, CHART)
-        DOC.write_text(keep_replication_section(_report.markdown(raw, CHART.name)))
+        # The page needs jinja2 and the chart matplotlib (the bench extra): only here.
+        from _chart import chart
+        from _page import render
+
+        chart(raw, CHART)
+        DOC.write_text(keep_replication_section(render(raw, CHART.name)))
         print(f"wrote {CHART}\nwrote {DOC}")
     return 0
 

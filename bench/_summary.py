@@ -1,19 +1,18 @@
-"""Turn the raw rounds into a summary, a text table, the chart and docs/benchmarks.md.
+"""From the raw rounds of one run to its summary: medians over the rounds, and the targets.
 
-Everything printed or written here is computed from ``results.json`` of the run that
-just finished: the prose only states what the numbers say.
+``results.json`` keeps every round's raw figures; everything the text table, the chart and
+docs/benchmarks.md show is read from the summary made here, so the three agree. The
+targets of the native-core issue are judged here too, each on a figure of the same run.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
+from _format import DASH, TIMES, Spread, rng
 from _stats import spread
 from _variants import THROUGHPUT
 
-DASH = "\u2013"  # en dash, for ranges
-TIMES = "\u00d7"  # multiplication sign, for ratios
 VARIANTS = "abcde"
 # The targets of the native-core issue (17), each judged in the same run.
 TARGET_RATIO = 4.0  # (d) events/s, x (a)
@@ -41,7 +40,7 @@ def _runs(raw: dict[str, Any], key: str) -> list[dict[str, Any]]:
     return [rnd["runs"][key] for rnd in raw["rounds"] if key in rnd["runs"]]
 
 
-def _sp(runs: list[dict[str, Any]], *path: str, scale: float = 1.0) -> dict[str, float]:
+def _sp(runs: list[dict[str, Any]], *path: str, scale: float = 1.0) -> Spread:
     values = []
     for run in runs:
         v: Any = run
@@ -51,7 +50,7 @@ def _sp(runs: list[dict[str, Any]], *path: str, scale: float = 1.0) -> dict[str,
     return spread(values)
 
 
-def _opt(runs: list[dict[str, Any]], key: str) -> dict[str, float] | None:
+def _opt(runs: list[dict[str, Any]], key: str) -> Spread | None:
     """A counter the library may or may not expose (None when it does not)."""
     if any(r.get(key) is None for r in runs):
         return None
@@ -211,7 +210,7 @@ def summarize(raw: dict[str, Any]) -> Summary:
     out["d_of_e"] = spread(d_of_e)
     out["call_p50_x_e"] = spread(p50_x)
     out["call_p99_x_e"] = spread(p99_x)
-    out["targets"] = _targets(out)
+    out["targets"] = targets(out)
     return out
 
 
@@ -355,7 +354,7 @@ def _ops_summary(raw: dict[str, Any]) -> Summary:
 
 
 def _target(
-    name: str, target: str, measured: str, value: dict[str, float], limit: float, higher: bool
+    name: str, target: str, measured: str, value: Spread, limit: float, higher: bool
 ) -> dict[str, Any]:
     met = value["median"] >= limit if higher else value["median"] <= limit
     return {
@@ -367,7 +366,7 @@ def _target(
     }
 
 
-def _targets(s: Summary) -> list[dict[str, Any]]:
+def targets(s: Summary) -> list[dict[str, Any]]:
     """The native-core issue's targets, every one a ratio or figure of this run."""
     tp, t = s["throughput"], []
     ratio = tp["d"]["ratio_eps"]
@@ -375,7 +374,7 @@ def _targets(s: Summary) -> list[dict[str, Any]]:
         _target(
             f"(d) events/s {TIMES} (a)",
             f">= {TARGET_RATIO:g}{TIMES}",
-            f"{ratio['median']:.2f}{TIMES} ({_rng(ratio, '.2f')})",
+            f"{ratio['median']:.2f}{TIMES} ({rng(ratio, '.2f')})",
             ratio,
             TARGET_RATIO,
             True,
@@ -398,7 +397,7 @@ def _targets(s: Summary) -> list[dict[str, Any]]:
             _target(
                 f"producer call {pct} (d) {TIMES} {pct} (e)",
                 f"<= {limit:g}{TIMES}",
-                f"{x['median']:.2f}{TIMES} ({_rng(x, '.2f')}): "
+                f"{x['median']:.2f}{TIMES} ({rng(x, '.2f')}): "
                 f"{tp['d'][f'{pct}_us']['median']:.2f} vs {tp['e'][f'{pct}_us']['median']:.2f} µs",
                 x,
                 limit,
@@ -410,7 +409,7 @@ def _targets(s: Summary) -> list[dict[str, Any]]:
         _target(
             "producer call p99.9 (d)",
             f"<= {TARGET_P999_US:g} µs",
-            f"{p999['median']:.1f} µs ({_rng(p999, '.1f')})",
+            f"{p999['median']:.1f} µs ({rng(p999, '.1f')})",
             p999,
             TARGET_P999_US,
             False,
@@ -424,7 +423,7 @@ def _targets(s: Summary) -> list[dict[str, Any]]:
                 f"time-to-durable p99 at {paced['rate_target']:,}/s (default config, "
                 "busy-wait producer)",
                 f"<= {TARGET_TTD_MS:g} ms",
-                f"{ttd['median']:.2f} ms ({_rng(ttd, '.2f')})",
+                f"{ttd['median']:.2f} ms ({rng(ttd, '.2f')})",
                 ttd,
                 TARGET_TTD_MS,
                 False,
@@ -436,7 +435,7 @@ def _targets(s: Summary) -> list[dict[str, Any]]:
             _target(
                 "time-to-durable p99, flat-out producer (default switch interval)",
                 f"<= {TARGET_GIL_MS:g} ms",
-                f"{gil['p99_ms']['median']:.1f} ms ({_rng(gil['p99_ms'], '.1f')})",
+                f"{gil['p99_ms']['median']:.1f} ms ({rng(gil['p99_ms'], '.1f')})",
                 gil["p99_ms"],
                 TARGET_GIL_MS,
                 False,
@@ -449,7 +448,7 @@ def _targets(s: Summary) -> list[dict[str, Any]]:
             _target(
                 "cost to the host: engine thread beside riskaudit / beside (e), 50k ev/s",
                 f">= {TARGET_HOST:g}",
-                f"{r['median']:.3f} ({_rng(r, '.3f')}); vs no producer "
+                f"{r['median']:.3f} ({rng(r, '.3f')}); vs no producer "
                 f"{host['ratio_vs_none']['median']:.3f}",
                 r,
                 TARGET_HOST,
@@ -479,7 +478,7 @@ def _targets(s: Summary) -> list[dict[str, Any]]:
             _target(
                 "memory: a queued record costs its bytes plus",
                 f"<= {TARGET_QUEUE_OVERHEAD} bytes",
-                f"{o['median']:.0f} bytes ({_rng(o, '.0f')}; {qm['declared']} by layout)",
+                f"{o['median']:.0f} bytes ({rng(o, '.0f')}; {qm['declared']} by layout)",
                 o,
                 TARGET_QUEUE_OVERHEAD,
                 False,
@@ -488,7 +487,7 @@ def _targets(s: Summary) -> list[dict[str, Any]]:
     return t
 
 
-def _margin(sp: dict[str, float], target: float, *, higher_is_better: bool) -> str:
+def _margin(sp: Spread, target: float, *, higher_is_better: bool) -> str:
     value = sp["median"]
     pct = (value / target - 1) * 100
     if higher_is_better:
@@ -500,442 +499,3 @@ def _margin(sp: dict[str, float], target: float, *, higher_is_better: bool) -> s
     if sp["min"] <= target <= sp["max"]:
         text += f"; the target is inside the min{DASH}max range (noise)"
     return text
-
-
-def _rng(sp: dict[str, float], fmt: str) -> str:
-    return f"{sp['min']:{fmt}}{DASH}{sp['max']:{fmt}}"
-
-
-def _med(sp: dict[str, float], fmt: str) -> str:
-    return f"{sp['median']:{fmt}} ({_rng(sp, fmt)})"
-
-
-def _k(sp: dict[str, float]) -> str:
-    """events/s as ``148.6k (140.1k-152.3k)``."""
-    return f"{sp['median'] / 1e3:.1f}k ({sp['min'] / 1e3:.1f}k{DASH}{sp['max'] / 1e3:.1f}k)"
-
-
-# -- text -----------------------------------------------------------------------------
-
-
-def _table(header: list[str], rows: list[list[str]], *, markdown: bool) -> str:
-    if markdown:
-        lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-        lines += ["| " + " | ".join(r) + " |" for r in rows]
-        return "\n".join(lines)
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    return "\n".join(
-        [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
-        + [fmt.format(*r) for r in rows]
-    )
-
-
-def _throughput_rows(s: Summary) -> tuple[list[str], list[list[str]]]:
-    header = [
-        "variant",
-        "events/s",
-        f"{TIMES} (a)",
-        "call p50 µs",
-        "call p99 µs",
-        "call p99.9 µs",
-        f"p99 {TIMES} (a)",
-        "peak RSS MiB (+run)",
-    ]
-    rows = []
-    for v in VARIANTS:
-        x = s["throughput"][v]
-        rows.append(
-            [
-                f"({v}) {x['label']}",
-                _k(x["events_per_s"]),
-                f"{x['ratio_eps']['median']:.2f}{TIMES}",
-                _med(x["p50_us"], ".2f"),
-                _med(x["p99_us"], ".2f"),
-                _med(x["p999_us"], ".1f"),
-                f"{x['ratio_p99']['median']:.2f}{TIMES}",
-                f"{x['rss_peak_mib']['median']:.0f} (+{x['rss_delta_mib']['median']:.1f})",
-            ]
-        )
-    return header, rows
-
-
-def _paced_config(p: dict[str, Any]) -> tuple[str, str]:
-    """The flush_interval and switch-interval cells of one paced row."""
-    fi = f"{p['flush_interval']:g} s"
-    if p.get("flush_interval_cfg") is None:
-        fi += " (library default)"
-    si = f"{p['switch_interval'] * 1e3:g} ms"
-    if p.get("switch_interval_cfg") is None:
-        si += " (interpreter default)"
-    else:
-        si += f" (AuditConfig(switch_interval={p['switch_interval_cfg']:g}))"
-    return fi, si
-
-
-def _paced_rows(s: Summary) -> tuple[list[str], list[list[str]]]:
-    header = [
-        "producer",
-        "flush_interval",
-        "switch interval",
-        "durable p50 ms",
-        "durable p99 ms",
-        "max ms",
-        "commits/s",
-        "achieved/s",
-    ]
-    names = {"spin": "busy-wait per event", "tick": "sleep to 1 ms ticks"}
-    rows = []
-    for p in s["paced"].values():
-        rows.append(
-            [
-                names.get(p["pacing"], p["pacing"]),
-                *_paced_config(p),
-                _med(p["p50_ms"], ".1f"),
-                _med(p["p99_ms"], ".1f"),
-                f"{p['max_ms']['median']:.1f}",
-                f"{p['commits_per_s']['median']:.0f}",
-                f"{p['rate_achieved']['median']:,.0f}",
-            ]
-        )
-    return header, rows
-
-
-def _gil_rows(s: Summary) -> tuple[list[str], list[list[str]]]:
-    header = [
-        "switch interval",
-        "appends/s",
-        "durable p50 ms",
-        "durable p99 ms",
-        "commits/s",
-        "call p99 µs",
-        "worst call ms",
-    ]
-    rows = []
-    for key, g in s["gil"].items():
-        label = "default" if key == "gil:default" else "AuditConfig(switch_interval=0.001)"
-        rows.append(
-            [
-                f"{label} ({g['switch_interval'] * 1e3:g} ms)",
-                _k(g["events_per_s"]),
-                _med(g["p50_ms"], ".0f"),
-                _med(g["p99_ms"], ".0f"),
-                f"{g['commits_per_s']['median']:.1f}",
-                _med(g["call_p99_us"], ".2f"),
-                f"{g['call_max_ms']['median']:.1f}",
-            ]
-        )
-    return header, rows
-
-
-def _construct_rows(s: Summary) -> tuple[list[str], list[list[str]]]:
-    header = ["what", "p50 µs (timed per call)", "p99 µs", "mean µs (bulk loop)"]
-    names = {
-        "riskevent": "RiskEvent(...)",
-        "uuid4_str": "str(uuid.uuid4()) alone",
-        "dataclass_uuid4": "dataclass with uuid4 default",
-        "encode_event_body": "encode_event_body (append's encode)",
-    }
-    rows = [
-        [
-            names[k],
-            _med(c["p50_us"], ".2f"),
-            _med(c["p99_us"], ".2f"),
-            _med(c["bulk_mean_us"], ".2f"),
-        ]
-        for k, c in s["construct"].items()
-    ]
-    return header, rows
-
-
-def _stall_rows(s: Summary) -> tuple[list[str], list[list[str]]]:
-    header = ["queue_size", "appends", "peak RSS MiB", "growth MiB", "appending took s"]
-    rows = []
-    for key in ("stall:bounded", "stall:unbounded"):
-        x = s["stall"][key]
-        q = "unbounded (2^30)" if key.endswith("unbounded") else f"{x['queue_size']:,}"
-        rows.append(
-            [
-                q,
-                f"{x['appends']:,}",
-                _med(x["rss_peak_mib"], ".0f"),
-                _med(x["rss_delta_mib"], ".1f"),
-                _med(x["calls_s"], ".2f"),
-            ]
-        )
-    return header, rows
-
-
-def _http_rows(s: Summary) -> tuple[list[str], list[list[str]]]:
-    header = [
-        "workload",
-        "events/s",
-        "requests/s",
-        "request p50 ms",
-        "request p99 ms",
-        "server CPU µs/event",
-        "server cores busy",
-        "verified",
-    ]
-    rows = []
-    for h in s["http"].values():
-        per_event = h["server_cpu_us_per_event"]
-        rows.append(
-            [
-                h["label"],
-                _med(h["events_per_s"], ",.0f"),
-                _med(h["requests_per_s"], ",.0f"),
-                _med(h["p50_ms"], ".2f"),
-                _med(h["p99_ms"], ".2f"),
-                f"{per_event['median']:,.0f}"
-                if per_event["median"] >= 100
-                else f"{per_event['median']:.1f}",
-                f"{h['server_cores_busy']['median']:.2f}",
-                f"{h['verified']}/{h['runs']} runs",
-            ]
-        )
-    return header, rows
-
-
-def _ops_rows(s: Summary) -> tuple[list[str], list[list[str]]]:
-    o = s["ops"]
-    header = [
-        "embedded producer",
-        "events/s",
-        "call p50 µs",
-        "call p99 µs",
-        "call p99.9 µs",
-        "worst call ms",
-        "durable p99 ms",
-        "other threads' CPU ms",
-    ]
-    names = {
-        "off": "AuditLog alone",
-        "on": f"+ start_ops_server, scraped every {o['scrape_every_s']:g} s",
-    }
-    rows = []
-    for key in ("off", "on"):
-        x = o[key]
-        rows.append(
-            [
-                names[key],
-                _k(x["events_per_s"]),
-                _med(x["p50_us"], ".2f"),
-                _med(x["p99_us"], ".2f"),
-                _med(x["p999_us"], ".0f"),
-                _med(x["max_ms"], ".1f"),
-                _med(x["durable_p99_ms"], ".0f"),
-                f"{x['other_cpu_ms']['median']:.0f}",
-            ]
-        )
-    rows.append(
-        [
-            "ratio with / without (per round)",
-            f"{o['ratio_eps']['median']:.2f}{TIMES} ({_rng(o['ratio_eps'], '.2f')})",
-            "",
-            f"{o['ratio_p99']['median']:.2f}{TIMES} ({_rng(o['ratio_p99'], '.2f')})",
-            f"{o['ratio_p999']['median']:.2f}{TIMES}",
-            "",
-            "",
-            "",
-        ]
-    )
-    return header, rows
-
-
-def _target_rows(s: Summary, *, markdown: bool) -> tuple[list[str], list[list[str]]]:
-    header = ["target", "wanted", f"measured (median, min{DASH}max)", "met?", "by how much"]
-    no = "**no**" if markdown else "NO"
-    rows = [
-        [t["name"], t["target"], t["measured"], "yes" if t["met"] else no, t["margin"]]
-        for t in s["targets"]
-    ]
-    return header, rows
-
-
-def text_tables(raw: dict[str, Any]) -> str:
-    s = raw["summary"]
-    m = raw["meta"]
-    parts = [
-        f"\nriskaudit benchmarks: {len(raw['rounds'])} rounds x {m['args']['events']:,} events,"
-        f" {m['machine']['cpus']} CPUs, Python {m['machine']['python']}"
-        f" (median, min{DASH}max over rounds)\n",
-        _table(*_throughput_rows(s), markdown=False),
-        f"\ntimer (perf_counter_ns pair): p50 {s['timer']['p50_ns']['median']:.0f} ns",
-        f"(d) at full speed: time-to-durable p50 {_med(s['d']['durable_p50_ms'], '.0f')} ms,"
-        f" p99 {_med(s['d']['durable_p99_ms'], '.0f')} ms;"
-        f" verify {_k(s['d']['verify_rps'])} records/s",
-        "\ntime to durable, AuditLog paced (target judged on the first row):",
-        _table(*_paced_rows(s), markdown=False),
-        f"\nGIL starvation, one producer flat out for ~{m['args']['gil_seconds']:g} s:",
-        _table(*_gil_rows(s), markdown=False),
-        "\nconstruction:",
-        _table(*_construct_rows(s), markdown=False),
-        "\nmemory while the disk stalls:",
-        _table(*_stall_rows(s), markdown=False),
-    ]
-    if "http" in s:
-        parts += [
-            "\nHTTP ingest (riskaudit serve on loopback, one keep-alive httpx client):",
-            _table(*_http_rows(s), markdown=False),
-        ]
-    if "ops" in s:
-        parts += [
-            f"\nembedded producer, {s['ops']['events']:,} appends, with and without the ops "
-            "endpoints:",
-            _table(*_ops_rows(s), markdown=False),
-        ]
-    parts += ["\ntargets:", _table(*_target_rows(s, markdown=False), markdown=False)]
-    return "\n".join(parts)
-
-
-# -- chart ----------------------------------------------------------------------------
-
-
-def chart(raw: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker
-
-    s = raw["summary"]["throughput"]
-    short = {
-        "a": "seed\njson + line-buffered",
-        "b": "structlog\n+ orjson",
-        "c": "stdlib\nQueueHandler",
-        "d": "riskaudit\nAuditLog",
-        "e": "lower bound\norjson + 64 KiB",
-    }
-    labels = [f"({v}) {short[v]}" for v in VARIANTS]
-    colors = ["#9e9e9e", "#7e57c2", "#42a5f5", "#e65100", "#66bb6a"]
-    http = raw["summary"].get("http")
-    ops = raw["summary"].get("ops")
-    if http:
-        fig, axes = plt.subplots(
-            1, 3, figsize=(19, 5.4), gridspec_kw={"width_ratios": [1.15, 1.15, 1]}
-        )
-        ax1, ax2, ax3 = axes
-    else:
-        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5.2))
-    x = range(len(VARIANTS))
-
-    def bars(ax: Any, key: str, scale: float) -> None:
-        med = [s[v][key]["median"] * scale for v in VARIANTS]
-        lo = [m - s[v][key]["min"] * scale for m, v in zip(med, VARIANTS, strict=True)]
-        hi = [s[v][key]["max"] * scale - m for m, v in zip(med, VARIANTS, strict=True)]
-        ax.bar(x, med, color=colors, yerr=[lo, hi], capsize=5, edgecolor="black", lw=0.5)
-        for i, (m, h) in enumerate(zip(med, hi, strict=True)):
-            ax.annotate(
-                f"{m:.3g}",
-                (i, m + h),
-                textcoords="offset points",
-                xytext=(0, 8),
-                ha="center",
-                fontsize=9,
-            )
-        ax.set_xticks(list(x), labels, fontsize=8)
-
-    bars(ax1, "events_per_s", 1e-3)
-    ax1.set_ylim(0, max(s[v]["events_per_s"]["max"] for v in VARIANTS) * 1e-3 * 1.12)
-    a_eps = s["a"]["events_per_s"]["median"] * 1e-3
-    ax1.axhline(a_eps * TARGET_RATIO, color="#e65100", ls="--", lw=1)
-    ax1.text(
-        -0.4,
-        a_eps * TARGET_RATIO,
-        f" target for (d): {TARGET_RATIO:g}{TIMES} (a)",
-        va="bottom",
-        fontsize=8,
-    )
-    ax1.set_ylabel("thousand events/s, end to end (higher is better)")
-    ax1.set_title(f"Throughput: median, min{DASH}max over {len(raw['rounds'])} rounds")
-
-    bars(ax2, "p99_us", 1.0)
-    ax2.set_yscale("log")
-    lo = min(s[v]["p99_us"]["min"] for v in VARIANTS)
-    hi = max(s[v]["p99_us"]["max"] for v in VARIANTS)
-    p99_limit = s["e"]["p99_us"]["median"] * TARGET_P99_X_LOWER
-    ax2.set_ylim(min(lo, p99_limit) * 0.7, hi * 1.6)
-    nice = [1, 2, 3, 5, 10, 20, 30, 50, 100, 200, 300, 500, 1000, 2000, 5000, 10000]
-    ax2.yaxis.set_major_locator(matplotlib.ticker.FixedLocator(nice))
-    ax2.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda y, _: f"{y:g}"))
-    ax2.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    ax2.axhline(p99_limit, color="#e65100", ls="--", lw=1)
-    ax2.text(
-        -0.4,
-        p99_limit,
-        f" target for (d): {TARGET_P99_X_LOWER:g}{TIMES} p99 of (e)",
-        va="bottom",
-        fontsize=8,
-    )
-    ax2.set_ylabel("producer call p99, µs (log scale; lower is better)")
-    ax2.set_title("Producer call latency p99")
-    if http:
-        _http_panel(ax3, http, ops)
-    m = raw["meta"]
-    fig.suptitle(
-        f"riskaudit benchmarks, {m['args']['events']:,} events per run, "
-        f"{m['machine']['cpus']} CPUs, Python {m['machine']['python']} ({m['started'][:10]})",
-        fontsize=10,
-    )
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def _http_panel(ax: Any, http: Summary, ops: Summary | None) -> None:
-    """events/s over HTTP (three ways) next to the embedded producer, log scale."""
-    import matplotlib.ticker
-
-    short = {
-        "http:single": "HTTP\nsingle events",
-        "http:batch": "HTTP\nNDJSON batches\nof 1,000",
-        "http:durable": "HTTP NDJSON\nbatches, durable",
-    }
-    items: list[tuple[str, dict[str, float], str]] = [
-        (short[k], h["events_per_s"], "#26a69a") for k, h in http.items()
-    ]
-    if ops:
-        items.append(("embedded\nAuditLog", ops["off"]["events_per_s"], "#e65100"))
-        items.append(("embedded\n+ ops, scraped", ops["on"]["events_per_s"], "#ff9800"))
-    xs = range(len(items))
-    med = [sp["median"] for _, sp, _ in items]
-    lo = [m - sp["min"] for m, (_, sp, _) in zip(med, items, strict=True)]
-    hi = [sp["max"] - m for m, (_, sp, _) in zip(med, items, strict=True)]
-    ax.bar(
-        xs,
-        med,
-        color=[c for _, _, c in items],
-        yerr=[lo, hi],
-        capsize=5,
-        edgecolor="black",
-        lw=0.5,
-    )
-    for i, (m_, h) in enumerate(zip(med, hi, strict=True)):
-        text = f"{m_ / 1e3:.3g}k" if m_ >= 1e3 else f"{m_:.0f}"
-        ax.annotate(
-            text, (i, m_ + h), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=9
-        )
-    ax.set_yscale("log")
-    ax.set_ylim(
-        min(sp["min"] for _, sp, _ in items) * 0.5, max(sp["max"] for _, sp, _ in items) * 3
-    )
-    nice = [100, 300, 1000, 3000, 10_000, 30_000, 100_000, 300_000, 1_000_000]
-    ax.yaxis.set_major_locator(matplotlib.ticker.FixedLocator(nice))
-    ax.yaxis.set_major_formatter(
-        matplotlib.ticker.FuncFormatter(lambda y, _: f"{y / 1e3:g}k" if y >= 1e3 else f"{y:g}")
-    )
-    ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    ax.set_xticks(list(xs), [label for label, _, _ in items], fontsize=8)
-    ax.set_ylabel("events/s (log scale; higher is better)")
-    ax.set_title("HTTP ingest (one keep-alive client) vs embedded")
-
-
-# -- markdown -------------------------------------------------------------------------
-
-
-def markdown(raw: dict[str, Any], chart_name: str) -> str:
-    from _markdown import render
-
-    return render(raw, chart_name)
