@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import subprocess
 import time
@@ -171,3 +172,8 @@ def wait_serving(
         if time.monotonic() > deadline:
             pytest.fail(f"no /health in {timeout:.0f} s:\n{output.read_text()}")
         time.sleep(0.1)
+
+
+def utc(ns: int) -> str:
+    """A UTC time to the second, as a holds file and the CLI take it."""
+    return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

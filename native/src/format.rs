@@ -5,7 +5,7 @@
 //! `{"seq":N,"prev":"<64 hex>",` + `"kind":"K",<fields>` + `,"ts":"..."` (unless the
 //! fields hold their own `ts`, as a checkpoint does) + `}`. The hash of a line is the
 //! lowercase hex SHA-256 of its bytes without the newline. The pure-Python reference
-//! must produce the same bytes: tests/test_native.py checks it on the vectors and on
+//! must produce the same bytes: tests/unit/test_native.py checks it on the vectors and on
 //! random records.
 
 use sha2::{Digest, Sha256};

@@ -24,6 +24,8 @@ from typing import Any, BinaryIO
 
 import orjson
 
+from tests.helpers import clean_env
+
 ROOT = Path(__file__).resolve().parents[2]
 SRC = ROOT / "src"
 
@@ -42,7 +44,7 @@ class Driver:
         extra_pythonpath: str | None = None,
     ) -> None:
         read_fd, write_fd = os.pipe()
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith("RISK_AUDIT_")}
+        full_env = clean_env()
         full_env.update(env)
         full_env["PYTHONPATH"] = extra_pythonpath or f"{SRC}{os.pathsep}{ROOT}"
         self.stdout_path = work / f"{name}.stdout"

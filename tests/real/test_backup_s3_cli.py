@@ -5,7 +5,6 @@ retention until a segment's end plus its minimum, and archive expiry by retentio
 from __future__ import annotations
 
 import datetime as dt
-import os
 import subprocess
 import time
 import uuid
@@ -24,7 +23,7 @@ from riskaudit.format import Segment, list_segments, parse_ts
 from riskaudit.ops._housekeeping import open_backup
 from riskaudit.settings import DAY, Rotation
 from tests.conftest import RISKAUDIT
-from tests.helpers import event, records
+from tests.helpers import clean_env, event, records
 
 PREFIX = "prod/eu-1"
 SIDECAR = "risk_audit.jsonl.checkpoints"
@@ -76,11 +75,7 @@ def cli_env(
 ) -> dict[str, str]:
     """Only the environment configures the CLI: no riskaudit or AWS variable of ours
     leaks in, and no AWS config or credentials file is read."""
-    base = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("RISK_AUDIT_", "AUDIT_", "AWS_")) and k != "LOG_LEVEL"
-    }
+    base = {k: v for k, v in clean_env().items() if not k.startswith("AWS_")}
     return {
         **base,
         "RISK_AUDIT_LOG_PATH": str(log_path),

@@ -50,7 +50,10 @@ NATIVE = "riskaudit._native"
 def _type_checking_nodes(tree: ast.AST) -> set[int]:
     out: set[int] = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+        if isinstance(node, ast.If) and ast.unparse(node.test) in (
+            "TYPE_CHECKING",
+            "typing.TYPE_CHECKING",
+        ):
             out.update(id(n) for stmt in node.body for n in ast.walk(stmt))
     return out
 

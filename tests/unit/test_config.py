@@ -37,8 +37,9 @@ def test_defaults(no_settings: None) -> None:
     assert cfg.slo_seconds[EventPriority.CRITICAL] == pytest.approx(20e-6)
 
 
-def test_environment_overrides_and_seed_names() -> None:
-    """RISK_AUDIT_* settings apply; the seed's AUDIT_FLUSH_INTERVAL is read as fallback."""
+def test_environment_overrides_and_original_names() -> None:
+    """RISK_AUDIT_* settings apply; the original design's AUDIT_FLUSH_INTERVAL is the
+    fallback."""
     cfg = AuditConfig.from_env(
         {
             "RISK_AUDIT_LOG_PATH": "/x/y.jsonl",

@@ -1,4 +1,4 @@
-"""JsonAuditSink keeps the seed's surface and never raises into trading code."""
+"""JsonAuditSink keeps the original design's surface and never raises into trading code."""
 
 from __future__ import annotations
 

@@ -12,15 +12,17 @@ when the state was a plain dict, so files written by earlier releases load.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import orjson
 
 from riskaudit.format import atomic_write
 
 logger = logging.getLogger("riskaudit.backup")
+T = TypeVar("T")
 
 
 class Span(NamedTuple):
@@ -117,22 +119,21 @@ class BackupState:
         except (OSError, orjson.JSONDecodeError) as exc:
             logger.error("backup state %s unreadable (%s): starting afresh", path, exc)
             return cls()
-        try:
-            return cls(
-                stream=raw.get("stream"),
-                seen={k: SeenFile.from_json(v) for k, v in raw.get("sources", {}).items()},
-                archived={
-                    k: ArchivedSegment.from_json(v) for k, v in raw.get("objects", {}).items()
-                },
-                checkpoints_offset=int(raw.get("checkpoints_offset", 0)),
-                legal_holds=[str(k) for k in raw.get("legal_holds", [])],
-                last_success_ns=int(raw["last_success_ns"]) if raw.get("last_success_ns") else None,
-                last_error=raw.get("last_error"),
-                failures=int(raw.get("failures", 0)),
-            )
-        except (AttributeError, KeyError, TypeError, ValueError) as exc:
-            logger.error("backup state %s malformed (%r): starting afresh", path, exc)
+        if not isinstance(raw, dict):
+            logger.error("backup state %s is not an object: starting afresh", path)
             return cls()
+        state = cls()
+        # Part by part, entry by entry: a damaged entry is forgotten (the next run reads
+        # that file or object again), the rest is kept — above all the legal holds
+        # riskaudit set, which it alone may release.
+        for part, read in _PARTS.items():
+            try:
+                read(state, raw.get(part))
+            except (AttributeError, KeyError, TypeError, ValueError) as exc:
+                logger.error("backup state %s: %r unreadable (%r), forgotten", path, part, exc)
+        state.seen = _entries(path, raw.get("sources"), SeenFile.from_json)
+        state.archived = _entries(path, raw.get("objects"), ArchivedSegment.from_json)
+        return state
 
     def save(self, path: Path) -> None:
         data = {
@@ -146,3 +147,51 @@ class BackupState:
             "failures": self.failures,
         }
         atomic_write(path, orjson.dumps(data, option=orjson.OPT_INDENT_2))
+
+
+def _entries(path: Path, table: Any, parse: Callable[[Any], T]) -> dict[str, T]:
+    out: dict[str, T] = {}
+    for name, entry in table.items() if isinstance(table, dict) else ():
+        try:
+            out[str(name)] = parse(entry)
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            logger.error("backup state %s: entry %r unreadable (%r), forgotten", path, name, exc)
+    return out
+
+
+def _optional_int(value: Any) -> int | None:
+    return int(value) if value else None
+
+
+def _read_stream(state: BackupState, value: Any) -> None:
+    state.stream = str(value) if value else None
+
+
+def _read_offset(state: BackupState, value: Any) -> None:
+    state.checkpoints_offset = int(value or 0)
+
+
+def _read_holds(state: BackupState, value: Any) -> None:
+    state.legal_holds = [str(k) for k in value or []]
+
+
+def _read_success(state: BackupState, value: Any) -> None:
+    state.last_success_ns = _optional_int(value)
+
+
+def _read_error(state: BackupState, value: Any) -> None:
+    state.last_error = None if value is None else str(value)
+
+
+def _read_failures(state: BackupState, value: Any) -> None:
+    state.failures = int(value or 0)
+
+
+_PARTS: dict[str, Callable[[BackupState, Any], None]] = {
+    "stream": _read_stream,
+    "checkpoints_offset": _read_offset,
+    "legal_holds": _read_holds,
+    "last_success_ns": _read_success,
+    "last_error": _read_error,
+    "failures": _read_failures,
+}

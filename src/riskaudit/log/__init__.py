@@ -32,6 +32,7 @@ from riskaudit.log._volume import (
     space_level,
     volatile_reason,
 )
+from riskaudit.log._writer import WriterCounters
 
 __all__ = [
     "EMERGENCY_PREFIX",
@@ -46,6 +47,7 @@ __all__ = [
     "Mount",
     "SpaceLevel",
     "StorageReport",
+    "WriterCounters",
     "check_storage",
     "detect_container",
     "encode_event_body",

@@ -223,15 +223,16 @@ async def ensure_stream(
             )
         return ("created" if created else "weaker" if problems else "ok"), problems
 
-    end = time.monotonic() + deadline
+    start = time.monotonic()
     while True:
         try:
             return await asyncio.wait_for(once(), attempt)
         except (TimeoutError, NoRespondersError, ServiceUnavailableError) as exc:
-            if time.monotonic() + attempt > end:
+            waited = time.monotonic() - start
+            if waited + attempt > deadline:  # another attempt would end past the deadline
                 raise TimeoutError(
-                    f"JetStream did not answer within {deadline:g}s (is the cluster short "
-                    "of nodes, or unable to elect a metadata leader?)"
+                    f"JetStream did not answer in {waited:.0f}s of asking (is the cluster "
+                    "short of nodes, or unable to elect a metadata leader?)"
                 ) from exc
             logger.warning("JetStream did not answer (%r); asking again", exc)
             await asyncio.sleep(0.5)
