@@ -15,7 +15,7 @@ from typing import Any
 
 from riskaudit import EventPriority, EventType, RiskEvent
 from riskaudit.format import control_line, encode_event_body, event_line, segment_name
-from riskaudit.integrity._keys import load_signer
+from riskaudit.integrity import load_signer
 from riskaudit.log import ZERO_HASH, line_hash
 from riskaudit.log._checkpoint import Checkpointer
 

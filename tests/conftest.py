@@ -99,7 +99,7 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_ceph.S3Server]:
 @pytest.fixture
 def s3_client(s3: _ceph.S3Server, monkeypatch: pytest.MonkeyPatch) -> Any:
     """A boto3 client of that server; the same credentials in this process's environment."""
-    from riskaudit.archive._targets import make_s3_client
+    from riskaudit.archive import make_s3_client
 
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3.access_key)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3.secret_key)

@@ -10,12 +10,10 @@ from typing import Any
 import pytest
 
 from riskaudit import EventType
-from riskaudit.archive._backup import Backup
-from riskaudit.archive._holds import add_hold, remove_hold
-from riskaudit.archive._targets import S3Target
+from riskaudit.archive import Backup, S3Target, add_hold, remove_hold
 from riskaudit.errors import AuditBackupError
 from riskaudit.format import holds_path
-from riskaudit.integrity._keys import generate
+from riskaudit.integrity import generate
 from riskaudit.settings import DAY, RetentionPolicy
 from tests._segments import DAY_NS, Span, synthetic_stream
 from tests.helpers import utc
@@ -88,7 +86,7 @@ def test_a_segment_past_its_minimum_is_still_archived_and_locked(
     """Backups switched on late: a segment whose end + minimum has passed is uploaded
     (S3 refuses a retain-until in the past) and locked LOCK_FLOOR from now; the
     checkpoints behind it are shipped too."""
-    from riskaudit.archive._backup import LOCK_FLOOR
+    from riskaudit.archive import LOCK_FLOOR
 
     c: Any = s3_client
     c.create_bucket(Bucket="audit-late", ObjectLockEnabledForBucket=True)
@@ -112,7 +110,7 @@ def test_s3_enforces_a_legal_hold_past_the_retain_until_date(
 ) -> None:
     """The hold is mirrored as an Object Lock legal hold: once retain-until has passed,
     S3 itself still refuses to delete the held version; released, it may go."""
-    from riskaudit.archive._backup import LOCK_FLOOR
+    from riskaudit.archive import LOCK_FLOOR
 
     c: Any = s3_client
     c.create_bucket(Bucket="audit-hold", ObjectLockEnabledForBucket=True)

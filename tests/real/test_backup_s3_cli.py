@@ -18,9 +18,9 @@ from botocore.exceptions import ClientError
 from testbed import ceph as _ceph
 
 from riskaudit import AuditConfig, AuditLog, EventPriority, EventType, RiskEvent
-from riskaudit.archive._retention import archive_expiry, expire_archive
+from riskaudit.archive import archive_expiry, expire_archive
 from riskaudit.format import Segment, list_segments, parse_ts
-from riskaudit.ops._housekeeping import open_backup
+from riskaudit.ops import open_backup
 from riskaudit.settings import DAY, Rotation
 from tests.conftest import RISKAUDIT
 from tests.helpers import clean_env, event, records

@@ -14,8 +14,7 @@ import pytest
 from testbed import nats as _nats
 from testbed.ports import free_port, free_ports
 
-from riskaudit.replication import connect_jetstream
-from riskaudit.replication._setup import check_sync_always
+from riskaudit.replication import check_sync_always, connect_jetstream
 from riskaudit.settings import ReplicationSettings
 from tests.conftest import RISKAUDIT
 from tests.helpers import require

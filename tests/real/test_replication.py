@@ -16,7 +16,7 @@ from testbed.ports import free_port
 
 from riskaudit import AuditConfig, AuditConfigError, AuditLog, verify_paths
 from riskaudit.format import compress, list_segments, rotated_files, split_head
-from riskaudit.integrity._keys import generate, load_public_key
+from riskaudit.integrity import generate, load_public_key
 from riskaudit.replication import (
     Forwarder,
     LogFollower,
@@ -528,8 +528,7 @@ def test_central_files_mirror_the_source_segments_and_survive_a_kill_mid_seal(
     with pytest.raises(AuditConfigError, match="central copy"):
         AuditLog(AuditConfig(log_path=out / "audit.jsonl"))
     # The central segments are backed up like a local log's (the log's lock not needed).
-    from riskaudit.archive._backup import Backup
-    from riskaudit.archive._targets import DirectoryTarget
+    from riskaudit.archive import Backup, DirectoryTarget
     from riskaudit.settings import RetentionPolicy
 
     backup = Backup(out / "audit.jsonl", DirectoryTarget(tmp_path / "archive"), RetentionPolicy())

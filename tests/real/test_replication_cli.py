@@ -24,9 +24,10 @@ from riskaudit.replication import (
     jetstream_publisher,
     partition_of,
     wanted_config,
+    wanted_limits,
 )
 from riskaudit.replication._forward import ACK_TIMEOUT, RETRY_MAX
-from riskaudit.replication._setup import RETRY_HORIZON, wanted_limits
+from riskaudit.replication._setup import RETRY_HORIZON
 from riskaudit.settings import DAY, ReplicationSettings, RetentionPolicy
 from tests.conftest import RISKAUDIT
 from tests.helpers import event, require

@@ -187,3 +187,25 @@ def test_the_cycle_finder_sees_deferred_imports_and_skips_type_checking(
         path.write_text(text)
         found |= {(name, t.rsplit(".", 1)[-1]) for t in _imports(f"riskaudit.{name}", path)}
     assert (("a", "b") in found and ("b", "a") in found) is cycle
+
+
+def test_tests_import_what_a_package_exports_from_the_package() -> None:
+    """Tests may reach into a private module to test it, but a name the package
+    exports is imported from the package, as its users do."""
+    import importlib
+
+    tests = Path(__file__).parent.parent
+    wrong = []
+    for path in sorted(tests.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ImportFrom) or not node.module:
+                continue
+            parts = node.module.split(".")
+            if parts[0] != "riskaudit" or len(parts) < 3 or not parts[2].startswith("_"):
+                continue
+            package = importlib.import_module(".".join(parts[:2]))
+            exported = set(getattr(package, "__all__", ()))
+            wrong += [
+                f"{path.name}: {node.module}.{a.name}" for a in node.names if a.name in exported
+            ]
+    assert wrong == []

@@ -10,13 +10,11 @@ from pathlib import Path
 import pytest
 
 from riskaudit import AuditConfig, AuditLog, verify_paths
-from riskaudit.archive._backup import Backup
-from riskaudit.archive._holds import add_hold, remove_hold
-from riskaudit.archive._targets import DirectoryTarget
+from riskaudit.archive import Backup, DirectoryTarget, add_hold, remove_hold
 from riskaudit.errors import AuditBackupError
 from riskaudit.format import holds_path, parse_segment_name
-from riskaudit.integrity._keys import generate, load_public_key
-from riskaudit.ops._housekeeping import Housekeeper
+from riskaudit.integrity import generate, load_public_key
+from riskaudit.ops import Housekeeper
 from riskaudit.settings import BackupSettings, RetentionPolicy
 from tests._segments import DAY_NS, Span, synthetic_stream
 from tests.helpers import event, utc

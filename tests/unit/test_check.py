@@ -14,15 +14,14 @@ import pytest
 from riskaudit import AuditConfig
 from riskaudit.clock import ClockState
 from riskaudit.format import backup_state_path
+from riskaudit.ops import FAIL, run_checks
 from riskaudit.ops._preflight import (
-    FAIL,
     OK,
     WARN,
     check_backup,
     check_rotation,
     check_runtime_log,
     logrotate_keeps_days,
-    run_checks,
 )
 from riskaudit.settings import BackupSettings, Rotation
 from tests.conftest import RISKAUDIT

@@ -14,8 +14,7 @@ from typer.testing import CliRunner
 
 from riskaudit import AuditConfig, AuditLog, EventPriority, EventType, RiskEvent
 from riskaudit.cli import app
-from riskaudit.integrity._export import Selection, export, verify_export
-from riskaudit.integrity._keys import generate, load_public_key
+from riskaudit.integrity import Selection, export, generate, load_public_key, verify_export
 
 runner = CliRunner()
 

@@ -25,7 +25,7 @@ from riskaudit import (
     verify_paths,
 )
 from riskaudit.format import write_durably
-from riskaudit.log._destinations import AppendFile
+from riskaudit.log import AppendFile
 from riskaudit.log._emergency import EmergencyOutput
 from riskaudit.log._writer import Writer
 from riskaudit.recovery import recover

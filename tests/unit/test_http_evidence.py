@@ -17,12 +17,12 @@ from starlette.requests import Request
 from typer.testing import CliRunner
 
 from riskaudit import AuditConfig, AuditLog, verify_paths
-from riskaudit.archive._holds import add_hold, remove_hold
+from riskaudit.archive import add_hold, remove_hold
 from riskaudit.cli import app
 from riskaudit.errors import AuditConfigError
 from riskaudit.events import EventType, RiskEvent
 from riskaudit.format import holds_path
-from riskaudit.integrity._export import Selection, export
+from riskaudit.integrity import Selection, export
 from riskaudit.ops import Principal, Service, TokenStore, create_app, create_token
 from riskaudit.ops._auth import parse_tokens
 from tests.helpers import records
@@ -553,7 +553,7 @@ def test_forwarded_for_from_loopback_is_not_believed_by_the_real_server(api: Api
     import httpx
     import uvicorn
 
-    from riskaudit.ops._server import server_config
+    from riskaudit.ops import server_config
 
     server = uvicorn.Server(
         server_config(create_app(api.service), api.config, host="127.0.0.1", port=0)

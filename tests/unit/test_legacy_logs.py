@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from riskaudit import AuditConfig, AuditLog, verify_paths
-from riskaudit.integrity._keys import load_public_key
+from riskaudit.integrity import load_public_key
 from riskaudit.recovery import recover
 from tests.conftest import VECTORS
 from tests.helpers import ROOT, event, records, stream_event_ids

@@ -33,7 +33,7 @@ from riskaudit.format import (
     event_line,
     parse_ts,
 )
-from riskaudit.integrity._keys import load_public_key
+from riskaudit.integrity import load_public_key
 from riskaudit.log import ZERO_HASH, line_hash
 from riskaudit.policy import (
     ACTOR_TYPE_NAMES,

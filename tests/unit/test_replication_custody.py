@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from riskaudit import AuditConfig, AuditLog
-from riskaudit.archive._retention import plan
+from riskaudit.archive import plan
 from riskaudit.format import Segment, split_head
 from riskaudit.replication import (
     Collector,
@@ -293,7 +293,7 @@ def test_without_a_board_nothing_is_replicated_and_the_lag_shows_it(log_path: Pa
 
 def test_retention_keeps_everything_when_the_cursor_cannot_be_read(log_path: Path) -> None:
     """An unreadable forward cursor means nothing is confirmed, not "not replicated"."""
-    from riskaudit.archive._retention import replicated_through
+    from riskaudit.archive import replicated_through
     from riskaudit.format import forward_cursor_path
 
     log_path.parent.mkdir(parents=True)

@@ -11,14 +11,19 @@ import orjson
 import pytest
 
 from riskaudit import AuditConfig, AuditLog, EventType, verify_paths
+from riskaudit.archive import (
+    Backup,
+    Decision,
+    DirectoryTarget,
+    add_hold,
+    load_holds,
+    plan,
+    remove_hold,
+)
 from riskaudit.archive import _backup as backup_module
-from riskaudit.archive._backup import Backup
-from riskaudit.archive._holds import add_hold, load_holds, remove_hold
-from riskaudit.archive._retention import Decision, plan
-from riskaudit.archive._targets import DirectoryTarget
 from riskaudit.format import holds_path, list_segments
-from riskaudit.integrity._keys import generate, load_public_key
-from riskaudit.ops._housekeeping import run_retention
+from riskaudit.integrity import generate, load_public_key
+from riskaudit.ops import run_retention
 from riskaudit.settings import DAY, BackupSettings, RetentionPolicy
 from tests._segments import DAY_NS, Span, synthetic_stream
 

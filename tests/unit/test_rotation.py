@@ -12,14 +12,14 @@ import pytest
 
 from riskaudit import AuditConfig, AuditLog, verify_paths
 from riskaudit.format import compress, list_segments
-from riskaudit.integrity._keys import generate, load_public_key
+from riskaudit.integrity import generate, load_public_key
 from riskaudit.settings import Rotation
 from tests.helpers import event
 
 
 def all_records(directory: Path) -> list[dict[str, object]]:
     """Every record of every log file in the directory, decompressed."""
-    from riskaudit.integrity._stream import expand, line_chunks
+    from riskaudit.integrity import expand, line_chunks
 
     out: list[dict[str, object]] = []
     for path in expand([str(directory)]):

@@ -14,9 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from riskaudit import AuditConfig, AuditLog, verify_paths
-from riskaudit.integrity import FindingKind
-from riskaudit.integrity._keys import generate, load_keyring, load_public_key, load_signer
-from riskaudit.integrity._keys import signed_text as make_signed_text
+from riskaudit.integrity import FindingKind, generate, load_keyring, load_public_key, load_signer
+from riskaudit.integrity import signed_text as make_signed_text
 from riskaudit.log import line_hash
 from tests.conftest import VECTORS
 from tests.helpers import event

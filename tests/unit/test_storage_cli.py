@@ -16,8 +16,7 @@ from riskaudit import AuditConfig, AuditLog
 from riskaudit.cli import app
 from riskaudit.config import AuditConfig as Config
 from riskaudit.errors import AuditConfigError
-from riskaudit.ops import AuditMetrics
-from riskaudit.ops._housekeeping import Housekeeper
+from riskaudit.ops import AuditMetrics, Housekeeper
 from riskaudit.settings import DAY, BackupSettings
 from tests import _full_speed_writer as full_speed_writer
 from tests._segments import DAY_NS, Span, synthetic_stream

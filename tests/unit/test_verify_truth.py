@@ -23,8 +23,8 @@ from typer.testing import CliRunner
 from riskaudit import AuditConfig, AuditLog, verify_paths
 from riskaudit.cli import app
 from riskaudit.format import split_head
+from riskaudit.integrity import PublicKey, generate, load_public_key
 from riskaudit.integrity import VerifyReport as VerifyReportT
-from riskaudit.integrity._keys import PublicKey, generate, load_public_key
 from riskaudit.log import line_hash
 from riskaudit.settings import Rotation
 from tests.helpers import event

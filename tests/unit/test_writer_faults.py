@@ -25,8 +25,7 @@ from riskaudit.format import (
     split_head,
     write_durably,
 )
-from riskaudit.log import line_hash
-from riskaudit.log._destinations import AppendFile
+from riskaudit.log import AppendFile, line_hash
 from riskaudit.log._emergency import EmergencyOutput
 from riskaudit.log._writer import Writer
 from riskaudit.recovery import recover

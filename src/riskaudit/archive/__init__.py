@@ -18,7 +18,9 @@ from riskaudit.archive._holds import (
     remove_hold,
 )
 from riskaudit.archive._retention import (
+    Action,
     Decision,
+    Tier,
     apply_plan,
     archive_expiry,
     expire_archive,
@@ -38,6 +40,7 @@ from riskaudit.archive._targets import (
 __all__ = [
     "LOCK_FLOOR",
     "SHIP_EVERY",
+    "Action",
     "ArchivedSegment",
     "Backup",
     "BackupReport",
@@ -51,6 +54,7 @@ __all__ = [
     "S3Target",
     "SeenFile",
     "Span",
+    "Tier",
     "add_hold",
     "apply_plan",
     "archive_expiry",

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
@@ -49,13 +49,19 @@ if TYPE_CHECKING:
 logger = logging.getLogger("riskaudit.retention")
 
 
+#: Where a segment is in its life (docs/operations.md, "Retention").
+Tier = Literal["hot", "warm", "cold", "expired"]
+#: What retention does to a local segment (the archive's copies expire apart).
+Action = Literal["keep", "compress", "remove-local", "delete"]
+
+
 @dataclass(slots=True)
 class Decision:
     """What retention does with one segment, and why."""
 
     segment: Segment
-    tier: str  # hot, warm, cold, expired
-    action: str  # keep, compress, remove-local, delete, expire-archive
+    tier: Tier
+    action: Action
     reason: str
     age_days: float
     minimum_days: float
