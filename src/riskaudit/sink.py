@@ -21,7 +21,7 @@ from riskaudit.config import AuditConfig
 from riskaudit.errors import AuditDegradedError, AuditEncodingError, AuditError, AuditStateError
 from riskaudit.events import RiskEvent
 from riskaudit.format import EMERGENCY_PREFIX, unsequenced_line
-from riskaudit.log import AuditLog, Health, HealthStatus
+from riskaudit.log import AuditLog, Destination, Health, HealthStatus
 
 logger = logging.getLogger("riskaudit.sink")
 
@@ -96,7 +96,7 @@ class JsonAuditSink:
         return Health(
             status=HealthStatus.FAILING,
             reasons=(f"audit log not open, events on stdout: {self.unavailable}",),
-            destination="stdout",
+            destination=Destination.STDOUT,
             last_seq=0,
             durable_seq=0,
             queued=0,

@@ -32,7 +32,7 @@ from riskaudit.log._volume import (
     space_level,
     volatile_reason,
 )
-from riskaudit.log._writer import WriterCounters
+from riskaudit.log._writer import Destination, WriterCounters
 
 __all__ = [
     "EMERGENCY_PREFIX",
@@ -40,6 +40,7 @@ __all__ = [
     "ZERO_HASH",
     "AppendFile",
     "AuditLog",
+    "Destination",
     "Health",
     "HealthStatus",
     "LogState",

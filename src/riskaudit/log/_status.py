@@ -55,7 +55,7 @@ class Health:
 
     status: HealthStatus
     reasons: tuple[str, ...]
-    destination: str
+    destination: Destination
     last_seq: int
     durable_seq: int
     queued: int
@@ -151,7 +151,7 @@ def build_health(f: Facts) -> Health:
     return Health(
         status=status,
         reasons=tuple(reasons),
-        destination=w.destination.value,
+        destination=w.destination,
         last_seq=f.handoff.last_seq,
         durable_seq=f.watermark.durable,
         queued=f.handoff.queued,
@@ -232,7 +232,7 @@ class LogStatus:
     queued: int
     queued_bytes: int
     queue_capacity: int
-    destination: str
+    destination: Destination
     checkpoint: CheckpointStatus
     storage: StorageStatus | None
     #: The kernel clock's reading (``ClockState.to_record()``) and its problem, if any.
@@ -277,7 +277,7 @@ def build_status(f: Facts) -> LogStatus:
         queued=f.handoff.queued,
         queued_bytes=f.handoff.queued_bytes,
         queue_capacity=f.handoff.capacity,
-        destination=w.destination.value,
+        destination=w.destination,
         checkpoint=CheckpointStatus(
             enabled=cp is not None,
             signed=cp is not None and cp.signer is not None,

@@ -49,7 +49,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from riskaudit._native import (
@@ -102,7 +102,9 @@ RETRY_MIN = 0.05
 IDENTITY_EVERY = 0.5
 
 
-class Destination(Enum):
+class Destination(StrEnum):
+    """Where records go now: the primary file, the spool, or (the last resort) stdout."""
+
     PRIMARY = "primary"
     SPOOL = "spool"
     STDOUT = "stdout"
