@@ -1,7 +1,8 @@
-"""JsonAuditSink: the original design's surface over AuditLog, for code written against it.
+"""JsonAuditSink: the original design's surface over AuditLog, for code written
+against it.
 
-The original design's contract is that audit failures never break trading: ``write`` and
-``flush`` do not raise. Where the original design printed only an event id on failure, this sink
+The original design's contract is that audit failures never break trading: ``write``
+and ``flush`` do not raise. Where it printed only an event id on failure, this sink
 prints the complete event as an ``AUDIT_EMERGENCY`` line of kind ``unsequenced`` (which
 ``riskaudit recover`` puts back), and logs ``falling back to stdout``.
 """

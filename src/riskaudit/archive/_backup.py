@@ -92,6 +92,10 @@ class Candidate:
     end_ns: int
     name: str  # canonical sealed-segment name, with the local compression suffix
 
+    @property
+    def span(self) -> Span:
+        return Span(self.first_seq, self.last_seq, self.start_ns, self.end_ns)
+
 
 @dataclass(slots=True)
 class BackupReport:
@@ -197,8 +201,7 @@ class Backup:
             if cand is None:
                 cache[path.name] = SeenFile(sig, False)
                 continue
-            span = Span(cand.first_seq, cand.last_seq, cand.start_ns, cand.end_ns)
-            cache[path.name] = SeenFile(sig, True, span, cand.name)
+            cache[path.name] = SeenFile(sig, True, cand.span, cand.name)
             out.append(cand)
         present = {p.name for p in paths}
         for gone in [name for name in cache if name not in present]:

@@ -122,18 +122,19 @@ class BackupState:
         if not isinstance(raw, dict):
             logger.error("backup state %s is not an object: starting afresh", path)
             return cls()
-        state = cls()
-        # Part by part, entry by entry: a damaged entry is forgotten (the next run reads
+        # Field by field, entry by entry: a damaged one is forgotten (the next run reads
         # that file or object again), the rest is kept — above all the legal holds
         # riskaudit set, which it alone may release.
-        for part, read in _PARTS.items():
-            try:
-                read(state, raw.get(part))
-            except (AttributeError, KeyError, TypeError, ValueError) as exc:
-                logger.error("backup state %s: %r unreadable (%r), forgotten", path, part, exc)
-        state.seen = _entries(path, raw.get("sources"), SeenFile.from_json)
-        state.archived = _entries(path, raw.get("objects"), ArchivedSegment.from_json)
-        return state
+        return cls(
+            stream=_field(path, raw, "stream", str, None),
+            seen=_entries(path, raw.get("sources"), SeenFile.from_json),
+            archived=_entries(path, raw.get("objects"), ArchivedSegment.from_json),
+            checkpoints_offset=_field(path, raw, "checkpoints_offset", int, 0),
+            legal_holds=_field(path, raw, "legal_holds", _keys, []),
+            last_success_ns=_field(path, raw, "last_success_ns", int, None),
+            last_error=_field(path, raw, "last_error", str, None),
+            failures=_field(path, raw, "failures", int, 0),
+        )
 
     def save(self, path: Path) -> None:
         data = {
@@ -159,39 +160,21 @@ def _entries(path: Path, table: Any, parse: Callable[[Any], T]) -> dict[str, T]:
     return out
 
 
-def _optional_int(value: Any) -> int | None:
-    return int(value) if value else None
+def _field(
+    path: Path, raw: dict[str, Any], name: str, convert: Callable[[Any], T], default: T
+) -> T:
+    """``raw[name]`` converted; the default when it is absent, empty or damaged."""
+    value = raw.get(name)
+    if not value:
+        return default
+    try:
+        return convert(value)
+    except (TypeError, ValueError) as exc:
+        logger.error("backup state %s: %r unreadable (%r), forgotten", path, name, exc)
+        return default
 
 
-def _read_stream(state: BackupState, value: Any) -> None:
-    state.stream = str(value) if value else None
-
-
-def _read_offset(state: BackupState, value: Any) -> None:
-    state.checkpoints_offset = int(value or 0)
-
-
-def _read_holds(state: BackupState, value: Any) -> None:
-    state.legal_holds = [str(k) for k in value or []]
-
-
-def _read_success(state: BackupState, value: Any) -> None:
-    state.last_success_ns = _optional_int(value)
-
-
-def _read_error(state: BackupState, value: Any) -> None:
-    state.last_error = None if value is None else str(value)
-
-
-def _read_failures(state: BackupState, value: Any) -> None:
-    state.failures = int(value or 0)
-
-
-_PARTS: dict[str, Callable[[BackupState, Any], None]] = {
-    "stream": _read_stream,
-    "checkpoints_offset": _read_offset,
-    "legal_holds": _read_holds,
-    "last_success_ns": _read_success,
-    "last_error": _read_error,
-    "failures": _read_failures,
-}
+def _keys(value: Any) -> list[str]:
+    if not isinstance(value, list):
+        raise TypeError(f"a list was expected, not {type(value).__name__}")
+    return [str(k) for k in value]

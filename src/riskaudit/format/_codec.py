@@ -215,8 +215,11 @@ def unsequenced_line(
     ``{"kind":"unsequenced","ts":...,"reason":...,"log":...,"event":{...}}``. ``body``
     is the encoded event without its opening brace (:func:`encode_event_body`); an
     event that cannot be encoded at all keeps its ``event_repr`` instead."""
-    head: dict[str, str | None] = {"kind": "unsequenced", "ts": format_ts(ts_ns)}
-    head["reason"] = reason
+    head: dict[str, str | None] = {
+        "kind": "unsequenced",
+        "ts": format_ts(ts_ns),
+        "reason": reason,
+    }
     if log is not None:
         head["log"] = log
     if body is None:
