@@ -1,22 +1,20 @@
 """docs/benchmarks.md, rendered from one run's results (nothing on it is typed in by hand).
 
-The prose is the Jinja2 template ``benchmarks.md.j2`` beside this file, so the page reads
-and edits as Markdown. This module computes what the template fills in: every number,
-ratio and verdict ("meets" or "misses", "within the noise" or not) comes from the summary
-of the run that wrote the page. An optional section (HTTP, ops, the host's cost, ...) is
-``None`` in the context when the run has no data for it, and the template leaves it out.
-A name the template reads but the context lacks fails the render (``StrictUndefined``).
+The prose is the Jinja2 template ``benchmarks.md.j2`` beside this file (rendered in
+``_template``'s environment), so the page reads and edits as Markdown. This module
+computes what the template fills in: every number, ratio and verdict ("meets" or
+"misses", "within the noise" or not) comes from the summary of the run that wrote the
+page. An optional section (HTTP, ops, the host's cost, ...) is ``None`` in the context
+when the run has no data for it, and the template leaves it out. A name the template
+reads but the context lacks fails the render (``StrictUndefined``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import jinja2
-
-from _format import Spread, k, med, mega, rng
+from _format import Spread
 from _stats import spread
 from _summary import (
     PACED_SPIN_WINDOW,
@@ -28,53 +26,12 @@ from _summary import (
     Summary,
 )
 from _tables import markdown_tables
+from _template import environment
 from _variants import QUEUE_SIZE
 
 TEMPLATE = Path(__file__).resolve().with_name("benchmarks.md.j2")
 
 Context = dict[str, Any]
-
-
-def _defined(value: Any) -> None:
-    """StrictUndefined fails when printed; a filter formats it first, so fail there too."""
-    if isinstance(value, jinja2.Undefined):
-        value._fail_with_undefined_error()
-
-
-def _fmt(value: Any, spec: str) -> str:
-    """``{{ x|fmt(".2f") }}``: Python's ``format(x, spec)``, as an f-string does it."""
-    _defined(value)
-    return format(value, spec)
-
-
-def _spread_filter(fn: Callable[..., str]) -> Callable[..., str]:
-    """``{{ sp|med(".1f") }}`` and the like: one of _format's functions of a spread."""
-
-    def apply(sp: Any, *args: Any) -> str:
-        _defined(sp)
-        return fn(sp, *args)
-
-    return apply
-
-
-def environment() -> jinja2.Environment:
-    """The page's Jinja2 environment: Markdown (no escaping), strict, line-oriented."""
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATE.parent),
-        autoescape=False,  # Markdown, not HTML
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.filters.update(
-        fmt=_fmt,
-        med=_spread_filter(med),
-        rng=_spread_filter(rng),
-        k=_spread_filter(k),
-        mega=_spread_filter(mega),
-    )
-    return env
 
 
 def render(raw: dict[str, Any], chart_name: str) -> str:

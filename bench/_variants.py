@@ -691,16 +691,24 @@ def run_construct(n: int) -> Result:
     sample = RiskEvent(pre, crit, src, data, meta)
     lats = array("q", bytes(8 * n))
 
-    def riskevent(count: int) -> int:
-        t_bulk = pc()
-        for _ in range(count):
-            RiskEvent(pre, crit, src, data, meta)
-        t_bulk = pc() - t_bulk
-        for i in range(count):
-            t0 = pc()
-            RiskEvent(pre, crit, src, data, meta)
-            lats[i] = pc() - t0
-        return t_bulk
+    # One loop for both event classes: the class is a closure variable, called with the
+    # same positional arguments, so the timed call is what it was with two copies
+    # (measured side by side: per-call p50 0.995x and 1.001x). The uuid and encode loops
+    # stay their own: through one helper they pay a lambda frame or an argument tuple
+    # per call (+2.3% and +3.2% at p50, outside the rounds' min-max).
+    def construct(cls: Callable[..., object]) -> Callable[[int], int]:
+        def run(count: int) -> int:
+            t_bulk = pc()
+            for _ in range(count):
+                cls(pre, crit, src, data, meta)
+            t_bulk = pc() - t_bulk
+            for i in range(count):
+                t0 = pc()
+                cls(pre, crit, src, data, meta)
+                lats[i] = pc() - t0
+            return t_bulk
+
+        return run
 
     def uuid_str(count: int) -> int:
         t_bulk = pc()
@@ -710,17 +718,6 @@ def run_construct(n: int) -> Result:
         for i in range(count):
             t0 = pc()
             str(uuid4())
-            lats[i] = pc() - t0
-        return t_bulk
-
-    def dataclass_uuid(count: int) -> int:
-        t_bulk = pc()
-        for _ in range(count):
-            SeedStyleEvent(pre, crit, src, data, meta)
-        t_bulk = pc() - t_bulk
-        for i in range(count):
-            t0 = pc()
-            SeedStyleEvent(pre, crit, src, data, meta)
             lats[i] = pc() - t0
         return t_bulk
 
@@ -737,9 +734,9 @@ def run_construct(n: int) -> Result:
         return t_bulk
 
     kinds: list[tuple[str, Callable[[int], int]]] = [
-        ("riskevent", riskevent),
+        ("riskevent", construct(RiskEvent)),
         ("uuid4_str", uuid_str),
-        ("dataclass_uuid4", dataclass_uuid),
+        ("dataclass_uuid4", construct(SeedStyleEvent)),
     ]
     if encode_event_body is not None:
         kinds.append(("encode_event_body", encode))

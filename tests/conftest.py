@@ -13,27 +13,10 @@ from testbed import ceph as _ceph
 from testbed import nats as _nats
 
 from riskaudit import AuditConfig, AuditLog
-from riskaudit.clock import ClockState
-from riskaudit.log import _auditlog
-from tests.helpers import clean_env, require
+from tests.helpers import clean_env, require, synced_clock
 
 VECTORS = Path(__file__).parent / "vectors" / "format-v1"
 RISKAUDIT = str(Path(sys.executable).with_name("riskaudit"))
-
-
-def synced_clock() -> ClockState:
-    """The kernel clock as a synchronised machine reports it (a ``clock=`` reader)."""
-    return ClockState(True, 0.0001, 0.00001, "TIME_OK")
-
-
-@pytest.fixture(autouse=True)
-def synchronised_clock(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Logs opened in tests see a synchronised kernel clock unless a test injects its
-    own reader: CI machines often run unsynchronised, which would add `clock` records
-    to every log and make record counts depend on the machine. The ``audit_log``
-    fixture passes it through the ``clock=`` seam; logs the library opens itself (the
-    sink, the bus, recover, the service) take the default reader, replaced here."""
-    monkeypatch.setattr(_auditlog, "read_clock", synced_clock)
 
 
 @pytest.fixture

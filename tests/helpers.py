@@ -15,6 +15,7 @@ import orjson
 import pytest
 
 from riskaudit import EventPriority, EventType, RiskEvent
+from riskaudit.clock import ClockState
 from riskaudit.format import control_line, encode_event_body, event_line
 from riskaudit.log import ZERO_HASH, line_hash
 
@@ -105,6 +106,13 @@ def stream_event_ids(directory: Path) -> list[str]:
             if isinstance(ev, dict) and "event_id" in ev:
                 ids.append(ev["event_id"])
     return ids
+
+
+def synced_clock() -> ClockState:
+    """The kernel clock as a synchronised machine reports it, for the ``clock=`` seam of
+    every log a test opens: CI machines often run unsynchronised, which would add
+    ``clock`` records to the log and make record counts depend on the machine."""
+    return ClockState(True, 0.0001, 0.00001, "TIME_OK")
 
 
 def event(i: int = 0, **data: Any) -> RiskEvent:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol, cast, runtime_checkable
 
+from riskaudit.clock import ClockReader
 from riskaudit.config import DEFAULT_SLO_SECONDS, AuditConfig
 from riskaudit.errors import AuditDegradedError
 from riskaudit.events import EventPriority, EventType, RiskEvent
@@ -144,10 +145,11 @@ class RiskEventBus:
         config: AuditConfig | None = None,
         slo_seconds: Mapping[EventPriority, float] | None = None,
         failure_threshold: int | None = None,
+        clock: ClockReader | None = None,
     ) -> None:
         if audit_log is None:
             cfg = config if config is not None else AuditConfig.from_env()
-            audit_log = AuditLog(cfg)
+            audit_log = AuditLog(cfg, clock=clock)
             self._owns_log = True
         elif isinstance(audit_log, AuditSinkProtocol):
             cfg = config if config is not None else audit_log.config

@@ -18,6 +18,7 @@ from types import TracebackType
 
 import orjson
 
+from riskaudit.clock import ClockReader
 from riskaudit.config import AuditConfig
 from riskaudit.errors import AuditDegradedError, AuditEncodingError, AuditError, AuditStateError
 from riskaudit.events import RiskEvent
@@ -35,12 +36,17 @@ class JsonAuditSink:
     """
 
     def __init__(
-        self, log_path: str | Path | None = None, *, config: AuditConfig | None = None
+        self,
+        log_path: str | Path | None = None,
+        *,
+        config: AuditConfig | None = None,
+        clock: ClockReader | None = None,
     ) -> None:
         cfg = config if config is not None else AuditConfig.from_env()
         if log_path is not None:
             cfg = cfg.with_(log_path=Path(log_path))
         self._config = cfg
+        self._clock = clock
         self.log_path = cfg.log_path.absolute()
         self._lock = threading.Lock()
         self._closed = threading.Event()
@@ -50,7 +56,7 @@ class JsonAuditSink:
         self.unavailable: str | None = None
         self.emergency_lines = 0  # events printed to stdout because the log was not open
         try:
-            self._log = AuditLog(cfg)
+            self._log = AuditLog(cfg, clock=clock)
             self.log_path = self._log.path
         except AuditError as exc:
             # Audit failures never break trading: start degraded, every event goes to
@@ -76,7 +82,7 @@ class JsonAuditSink:
         delay = 0.5
         while not self._closed.wait(delay):
             try:
-                log = AuditLog(self._config)
+                log = AuditLog(self._config, clock=self._clock)
             except AuditError as exc:
                 self.unavailable = str(exc)
                 delay = min(30.0, delay * 2)

@@ -20,6 +20,7 @@ from riskaudit.integrity import generate, load_public_key
 from riskaudit.replication import (
     Forwarder,
     LogFollower,
+    StreamState,
     connect_jetstream,
     ensure_stream,
     jetstream_publisher,
@@ -144,8 +145,8 @@ def test_nats_init_creates_a_strict_stream_and_refuses_a_weaker_one(
         nc, js = await connect_jetstream(settings_for(cluster))
         try:
             strict = settings_for(cluster, stream="STRICT", subject_prefix="strict")
-            assert (await ensure_stream(js, strict))[0] == "created"
-            assert (await ensure_stream(js, strict))[0] == "ok"
+            assert (await ensure_stream(js, strict))[0] is StreamState.CREATED
+            assert (await ensure_stream(js, strict))[0] is StreamState.OK
             info = await js.stream_info("STRICT")
             assert info.config.num_replicas == 3 and info.config.deny_delete
             from nats.js.api import StreamConfig
@@ -155,7 +156,7 @@ def test_nats_init_creates_a_strict_stream_and_refuses_a_weaker_one(
             with pytest.raises(ValueError, match="deny_delete"):
                 await ensure_stream(js, weak)
             state, problems = await ensure_stream(js, weak, allow_weaker=True)
-            assert state == "weaker" and any("replicas" in p for p in problems)
+            assert state is StreamState.WEAKER and any("replicas" in p for p in problems)
         finally:
             await nc.drain()
 

@@ -30,7 +30,7 @@ from riskaudit import (
     RiskEvent,
     verify_paths,
 )
-from tests.helpers import event, records
+from tests.helpers import event, records, synced_clock
 
 
 def kinds(path: Path) -> list[str]:
@@ -39,7 +39,7 @@ def kinds(path: Path) -> list[str]:
 
 def test_new_log_starts_with_genesis_then_start(config: AuditConfig) -> None:
     """A new stream begins with genesis (stream uuid, format) and a start record."""
-    with AuditLog(config) as log:
+    with AuditLog(config, clock=synced_clock) as log:
         seq = log.append(event())
     recs = records(config.log_path)
     assert seq == 3
@@ -96,10 +96,10 @@ def test_append_snapshots_the_event(audit_log: AuditLog) -> None:
 
 def test_restart_resumes_the_chain(config: AuditConfig) -> None:
     """Reopening continues seq and prev, with a start after the previous stop."""
-    with AuditLog(config) as log:
+    with AuditLog(config, clock=synced_clock) as log:
         for i in range(5):
             log.append(event(i))
-    with AuditLog(config) as log:
+    with AuditLog(config, clock=synced_clock) as log:
         assert log.last_seq == 10  # genesis, start, 5 events, stop, checkpoint, start
         log.append(event(99))
     assert kinds(config.log_path) == [
@@ -124,7 +124,7 @@ def test_restart_after_crash_has_start_without_stop(config: AuditConfig) -> None
         "log.flush(); os._exit(0)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
-    with AuditLog(config):
+    with AuditLog(config, clock=synced_clock):
         pass
     ks = kinds(config.log_path)
     assert ks[-3:] == ["event", "start", "stop"] and "stop" not in ks[:-1]
@@ -406,7 +406,7 @@ def test_four_producer_threads_lose_and_duplicate_nothing(log_path: Path) -> Non
     """4 threads x 50,000 events: seq gapless, chain valid, every event_id exactly once."""
     cfg = AuditConfig(log_path=log_path)
     ids: list[list[str]] = [[] for _ in range(4)]
-    with AuditLog(cfg) as log:
+    with AuditLog(cfg, clock=synced_clock) as log:
 
         def produce(n: int) -> None:
             for i in range(50_000):
@@ -601,3 +601,34 @@ def test_the_writers_periodic_checks_run_in_a_section_producers_step_aside_for(
     assert len(before_close["_periodic"]) >= 2 and all(before_close["_periodic"])
     assert before_close["switch_file"] and all(before_close["switch_file"])
     assert before_close["checkpoint"] and all(before_close["checkpoint"])
+
+
+def test_counters_are_a_frozen_snapshot_the_caller_cannot_change(config: AuditConfig) -> None:
+    """``counters`` is taken anew at each read: an earlier snapshot keeps its figures
+    while the writer goes on, and neither it nor its failures map can be changed."""
+    log = AuditLog(config, clock=synced_clock)
+    before = log.counters
+    log.append(event(1))
+    log.close()  # the writer's tally is complete once it has stopped
+    after = log.counters
+    assert before.primary_records < after.primary_records
+    assert after.primary_records == config.log_path.read_bytes().count(b"\n")
+    assert after.batches > before.batches
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        after.batches = 0  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        after.failures_by["primary"] = 1  # type: ignore[index]
+    assert log.counters == after
+
+
+def test_timings_are_taken_once_each(audit_log: AuditLog) -> None:
+    """``take_timings`` hands over every sample since the last call (one append call in
+    1,024 is timed) and keeps none."""
+    for i in range(2048):
+        audit_log.append(event(i))
+    audit_log.flush()
+    first = audit_log.take_timings()
+    assert len(first.append) == 2 and all(s > 0 for s in first.append)
+    assert all(s >= 0 for s in first.sync + first.durable)
+    again = audit_log.take_timings()
+    assert again.append == ()

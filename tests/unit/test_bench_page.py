@@ -1,8 +1,10 @@
-"""docs/benchmarks.md from a sample run: the template, its context and the tables agree.
+"""docs/benchmarks.md from sample runs: the templates, their contexts and the tables agree.
 
 The page is rendered from ``tests/data/bench-results.json`` (three rounds of a real
-``make bench``), as ``bench/run.py --from-json`` does, without measuring anything. The
-bench modules are imported the way run.py imports them: with bench/ on ``sys.path``.
+``make bench``), as ``bench/run.py --from-json`` does, without measuring anything; its
+replication section from ``tests/data/bench-replication.json`` (a real ``make
+bench-nats``). The bench modules are imported the way run.py imports them: with bench/
+on ``sys.path``.
 """
 
 from __future__ import annotations
@@ -22,11 +24,14 @@ from tests.helpers import ROOT
 
 BENCH = ROOT / "bench"
 SAMPLE = ROOT / "tests" / "data" / "bench-results.json"
+REPLICATION = ROOT / "tests" / "data" / "bench-replication.json"
 
 sys.path.insert(0, str(BENCH))
 import _page  # noqa: E402
 import _summary  # noqa: E402
 import _tables  # noqa: E402
+import _template  # noqa: E402
+import nats_forward  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +58,7 @@ def test_the_page_renders_with_a_row_per_target(raw: dict[str, Any]) -> None:
 
 def test_the_template_reads_only_names_the_context_has(raw: dict[str, Any]) -> None:
     """The names the template reads (and does not set) are exactly the keys of _page's context."""
-    tree = _page.environment().parse(_page.TEMPLATE.read_text())
+    tree = _template.environment().parse(_page.TEMPLATE.read_text())
     own = {n.name for n in tree.find_all(jinja2.nodes.Name) if n.ctx in ("store", "param")}
     read = jinja2.meta.find_undeclared_variables(tree) - own
     assert read
@@ -65,7 +70,7 @@ def test_a_value_missing_from_the_context_fails_the_render(raw: dict[str, Any]) 
     ctx = _page.context(raw, "benchmarks.png")
     del ctx["run"]["events_digest"]
     with pytest.raises(jinja2.UndefinedError, match="events_digest"):
-        _page.environment().get_template(_page.TEMPLATE.name).render(ctx)
+        _template.environment().get_template(_page.TEMPLATE.name).render(ctx)
 
 
 def test_sections_without_data_are_left_out(raw: dict[str, Any]) -> None:
@@ -79,6 +84,41 @@ def test_sections_without_data_are_left_out(raw: dict[str, Any]) -> None:
     assert "## The native core" in page
     assert "\n\n\n" not in page
     assert "HTTP ingest" not in _tables.text_tables(lean)
+
+
+def test_the_replication_section_renders_every_row_and_verdict() -> None:
+    """The NATS section has a row per replicas x publisher x fsync, a verdict per
+    replicas, the cost table, and sits between its markers."""
+    results = json.loads(REPLICATION.read_text())
+    section = nats_forward.render(results)
+    assert section.startswith(nats_forward.BEGIN + "\n## Replication through NATS")
+    assert section.endswith("(a read and a publish per chunk).\n" + nats_forward.END)
+    rows = [line for line in section.splitlines() if line.startswith("| R")]
+    runs = len(results["runs"])
+    workloads = len(nats_forward.WORKLOADS)
+    assert len(rows) == runs * workloads * (len(nats_forward.CONFIGS) + 1)  # + cost rows
+    assert section.count("`sync_interval: always`: forward moves **") == runs
+    assert "Fewer records" not in section and "rounds rather than" not in section
+    assert "{{" not in section and "{%" not in section and "\n\n\n" not in section
+
+
+def test_the_replication_section_says_why_a_run_was_shorter_or_longer() -> None:
+    """Fewer records or more rounds than the earlier runs are explained in the prose."""
+    results = json.loads(REPLICATION.read_text())
+    results["records"], results["rounds"] = 100_000, 5
+    section = nats_forward.render(results)
+    assert "the first 50,000 records, 256 in flight. Fewer records than the 200,004" in section
+    assert "(5 rounds). 5 rounds rather than the 3 of earlier runs" in section
+
+
+def test_the_replication_template_reads_only_names_its_context_has() -> None:
+    """A name the replication template reads but render() does not give fails it."""
+    env = _template.environment()
+    tree = env.parse((BENCH / nats_forward.TEMPLATE).read_text())
+    own = {n.name for n in tree.find_all(jinja2.nodes.Name) if n.ctx in ("store", "param")}
+    read = jinja2.meta.find_undeclared_variables(tree) - own
+    assert read
+    assert read == set(nats_forward.context(json.loads(REPLICATION.read_text())))
 
 
 def test_bench_modules_import_no_private_names_and_no_cycles() -> None:

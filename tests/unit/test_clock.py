@@ -81,3 +81,51 @@ def test_a_clock_record_on_each_change_not_each_event(tmp_path: Path) -> None:
         _monitor.CLOCK_EVERY = old_every
     clock = [r for r in records(cfg.log_path) if r.get("kind") == "clock"]
     assert [c["problem"] for c in clock] == ["maximum error 0.5s exceeds 0.001s", "ok"]
+
+
+def clock_records(path: Path) -> list[dict[str, object]]:
+    return [r for r in records(path) if r.get("kind") == "clock"]
+
+
+def test_the_sink_the_bus_and_recover_pass_their_clock_reader_to_the_log(
+    tmp_path: Path,
+) -> None:
+    """Logs the library opens itself take the ``clock=`` seam too: the reader given to
+    the sink, the bus and ``recover`` is the one their log reads (an unsynchronised one
+    leaves its clock record; a synchronised one none)."""
+    from riskaudit import JsonAuditSink, RiskEventBus
+    from riskaudit.format import EMERGENCY_PREFIX, encode_event_body, unsequenced_line
+    from riskaudit.recovery import recover
+
+    for reader, expected in ((lambda: UNSYNCED, 1), (lambda: GOOD, 0)):
+        base = tmp_path / str(expected)
+        with JsonAuditSink(base / "sink.jsonl", clock=reader):
+            pass
+        cfg = AuditConfig(log_path=base / "bus.jsonl")
+        with RiskEventBus(config=cfg, clock=reader):
+            pass
+        capture = base / "stdout.log"
+        ev = RiskEvent(EventType.HEARTBEAT, EventPriority.LOW, "t", {})
+        line = unsequenced_line("test", time.time_ns(), body=encode_event_body(ev))
+        capture.write_bytes(EMERGENCY_PREFIX.encode() + line + b"\n")
+        assert recover([capture], base / "again.jsonl", clock=reader).appended == 1
+        for name in ("sink", "bus", "again"):
+            assert len(clock_records(base / f"{name}.jsonl")) == expected, (name, expected)
+
+
+def test_status_reports_the_clock_as_a_typed_reading_with_its_problem(tmp_path: Path) -> None:
+    """``LogStatus.clock`` is the reader's state and the problem found in it; its JSON
+    keeps the keys the status page reads."""
+    from riskaudit.log._status import ClockStatus
+
+    cfg = AuditConfig(log_path=tmp_path / "c.jsonl")
+    with AuditLog(cfg, clock=lambda: UNSYNCED) as log:
+        status = log.status()
+    assert status.clock == ClockStatus(False, 16.0, 16.0, "TIME_ERROR", "unsynchronised")
+    assert status.to_dict()["clock"] == {
+        "synchronised": False,
+        "max_error_s": 16.0,
+        "est_error_s": 16.0,
+        "state": "TIME_ERROR",
+        "problem": "unsynchronised",
+    }

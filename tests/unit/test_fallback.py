@@ -29,7 +29,7 @@ from riskaudit.log import AppendFile
 from riskaudit.log._emergency import EmergencyOutput
 from riskaudit.log._writer import Writer
 from riskaudit.recovery import recover
-from tests.helpers import event, records, stream_event_ids, stream_records
+from tests.helpers import event, records, stream_event_ids, stream_records, synced_clock
 
 
 class Faults:
@@ -117,7 +117,7 @@ def test_stdout_when_spool_fails_too_then_gap_and_recover(tmp_path: Path, faults
     assert config.spool_dir is not None
     out = io.BytesIO()
     produced = []
-    with AuditLog(config, emergency=EmergencyOutput(stream=out)) as log:
+    with AuditLog(config, emergency=EmergencyOutput(stream=out), clock=synced_clock) as log:
         log.append(event(0))
         log.flush()
         faults.broken[config.log_path.parent] = errno.EIO
@@ -144,13 +144,13 @@ def test_stdout_when_spool_fails_too_then_gap_and_recover(tmp_path: Path, faults
     assert all(line.startswith(b'AUDIT_EMERGENCY {"seq":') for line in lines)
     stdout_file = tmp_path / "stdout.log"
     stdout_file.write_bytes(out.getvalue())
-    rep = recover([stdout_file], config.log_path, config)
+    rep = recover([stdout_file], config.log_path, config, clock=synced_clock)
     last = on_stdout[-1]
     recovered = f"log.jsonl.recovered-4-{last}.jsonl"
     assert rep.filled == [(4, last, recovered)]
     assert rep.verify is not None
     assert rep.verify.valid, rep.verify.findings
-    again = recover([stdout_file], config.log_path, config)
+    again = recover([stdout_file], config.log_path, config, clock=synced_clock)
     assert again.appended == 0 and again.filled == []
     assert again.verify is not None and again.verify.valid
     (aside,) = config.log_path.parent.glob("log.seg-*.jsonl")  # the failed file, untouched
@@ -248,7 +248,7 @@ def test_restart_replays_a_spool_left_behind(tmp_path: Path, faults: Faults) -> 
     """A writer that stopped while spooling: the next one replays the spool first."""
     config = cfg(tmp_path, retry_max=60.0)
     assert config.spool_dir is not None
-    with AuditLog(config) as log:
+    with AuditLog(config, clock=synced_clock) as log:
         log.append(event(0))
         log.flush()
         faults.broken[config.log_path.parent] = errno.EROFS
@@ -257,7 +257,7 @@ def test_restart_replays_a_spool_left_behind(tmp_path: Path, faults: Faults) -> 
         log.flush()
     faults.broken.clear()
     assert list(config.spool_dir.glob("*.spool-*"))
-    with AuditLog(config) as log:
+    with AuditLog(config, clock=synced_clock) as log:
         log.append(event(5))
     assert not list(config.spool_dir.glob("*.spool-*"))
     report = verify_paths([config.log_path])
@@ -342,7 +342,7 @@ def test_recover_command_fills_the_gap_and_exits_0(tmp_path: Path, faults: Fault
 
     config = cfg(tmp_path)
     out = io.BytesIO()
-    with AuditLog(config, emergency=EmergencyOutput(stream=out)) as log:
+    with AuditLog(config, emergency=EmergencyOutput(stream=out), clock=synced_clock) as log:
         one_event_only_on_stdout(log, config, faults)
     capture = tmp_path / "container.log"
     capture.write_bytes(out.getvalue())
@@ -372,7 +372,7 @@ def test_recover_finds_the_gap_in_a_compressed_segment_from_a_compressed_capture
 
     config = cfg(tmp_path)
     out = io.BytesIO()
-    with AuditLog(config, emergency=EmergencyOutput(stream=out)) as log:
+    with AuditLog(config, emergency=EmergencyOutput(stream=out), clock=synced_clock) as log:
         one_event_only_on_stdout(log, config, faults)
         log.append(event(2))
         log.rotate()

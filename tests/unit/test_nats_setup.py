@@ -11,7 +11,7 @@ import pytest
 from nats.js.api import KeyValueConfig, StorageType, StreamConfig
 from nats.js.errors import BucketNotFoundError, NotFoundError
 
-from riskaudit.replication import bucket_name, ensure_stream
+from riskaudit.replication import StreamState, bucket_name, ensure_stream
 from riskaudit.settings import ReplicationSettings
 
 
@@ -67,7 +67,7 @@ def test_a_dropped_request_is_asked_again_and_the_stream_counts_as_created() -> 
     the stream this call created is reported as created."""
     js = DroppingJetStream(drop=1)
     state = asyncio.run(ensure_stream(js, SETTINGS, attempt=0.2, deadline=5))
-    assert state == ("created", [])
+    assert state == (StreamState.CREATED, [])
     assert set(js.streams) == {"DROPPED", f"KV_{bucket_name(SETTINGS)}"}
 
 

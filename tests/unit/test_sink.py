@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from riskaudit import EnhancedJsonAuditSink, JsonAuditSink, verify_paths
-from tests.helpers import event, records
+from tests.helpers import event, records, synced_clock
 
 
 def test_path_from_argument_and_initialized_log_line(
@@ -20,7 +20,7 @@ def test_path_from_argument_and_initialized_log_line(
     """The argument wins; INFO says 'Audit log file initialized: <absolute path>'."""
     caplog.set_level(logging.INFO)
     path = tmp_path / "seed.jsonl"
-    with JsonAuditSink(path) as sink:
+    with JsonAuditSink(path, clock=synced_clock) as sink:
         assert sink.write(event()) == 3
         assert sink.flush() is True
     assert f"Audit log file initialized: {path.resolve()}" in caplog.text
@@ -32,7 +32,7 @@ def test_path_from_environment(
 ) -> None:
     """Without an argument the sink uses RISK_AUDIT_LOG_PATH."""
     monkeypatch.setenv("RISK_AUDIT_LOG_PATH", str(tmp_path / "env.jsonl"))
-    with JsonAuditSink() as sink:
+    with JsonAuditSink(clock=synced_clock) as sink:
         sink.write(event())
     assert len(records(tmp_path / "env.jsonl")) == 4
 

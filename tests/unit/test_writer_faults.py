@@ -35,6 +35,7 @@ from tests.helpers import (
     records,
     stream_event_ids,
     stream_records,
+    synced_clock,
     write_lines,
 )
 
@@ -231,7 +232,7 @@ def test_nul_run_followed_by_complete_lines_is_cut_as_a_torn_tail(tmp_path: Path
     write_lines(config.log_path, lines[:8])
     with open(config.log_path, "ab") as f:
         f.write(b"\0" * 700 + b"\n".join(lines[9:]) + b"\n")
-    with AuditLog(config) as log:
+    with AuditLog(config, clock=synced_clock) as log:
         assert log.last_seq == 10  # 8 kept, then repair and start
     recs = records(config.log_path)
     repair = next(r for r in recs if r.get("kind") == "repair")

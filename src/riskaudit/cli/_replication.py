@@ -18,6 +18,7 @@ from riskaudit.replication import (
     SYNC_ALWAYS_FIX,
     Collector,
     Forwarder,
+    StreamState,
     check_sync_always,
     connect_jetstream,
     ensure_stream,
@@ -173,7 +174,7 @@ def nats_init(
         )
     typer.echo(detail if synced else f"WARNING: {detail}")
 
-    async def main() -> tuple[str, list[str]]:
+    async def main() -> tuple[StreamState, list[str]]:
         nc, js = await connect_jetstream(settings, bounded=True)
         try:
             return await ensure_stream(

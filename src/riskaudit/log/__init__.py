@@ -15,6 +15,7 @@ from riskaudit.format import (
     split_head,
 )
 from riskaudit.log._auditlog import AuditLog
+from riskaudit.log._counters import Timings, WriterCounters
 from riskaudit.log._destinations import AppendFile
 from riskaudit.log._startup import sibling_head
 from riskaudit.log._status import Health, HealthStatus, LogState, LogStatus
@@ -32,7 +33,7 @@ from riskaudit.log._volume import (
     space_level,
     volatile_reason,
 )
-from riskaudit.log._writer import Destination, WriterCounters
+from riskaudit.log._writer import Destination
 
 __all__ = [
     "EMERGENCY_PREFIX",
@@ -48,6 +49,7 @@ __all__ = [
     "Mount",
     "SpaceLevel",
     "StorageReport",
+    "Timings",
     "WriterCounters",
     "check_storage",
     "detect_container",

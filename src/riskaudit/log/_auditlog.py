@@ -61,6 +61,7 @@ from riskaudit.format import (
 )
 from riskaudit.integrity import load_signer
 from riskaudit.log._checkpoint import Checkpointer
+from riskaudit.log._counters import Timings, WriterCounters, take
 from riskaudit.log._destinations import SetAside
 from riskaudit.log._emergency import EmergencyOutput
 from riskaudit.log._handoff import HandOff
@@ -75,7 +76,7 @@ from riskaudit.log._status import (
     build_status,
 )
 from riskaudit.log._volume import StorageReport
-from riskaudit.log._writer import Writer, WriterCounters, WriterSetup
+from riskaudit.log._writer import Writer, WriterSetup
 from riskaudit.policy import ACTOR_TYPE_NAMES, SchemaProblem, actor_problem, schema_problem
 from riskaudit.redact import Redactor, load_key
 
@@ -136,7 +137,7 @@ class AuditLog:
         self._released = False  # a failed log's lock, released by close()
         self._owner_pid = os.getpid()
         self._tally = Tally()
-        self.append_samples: deque[float] = deque(maxlen=4096)
+        self._append_samples: deque[float] = deque(maxlen=4096)
         self._appends = 0
         self.schema_warnings = 0
         self.policy_violations = 0
@@ -330,7 +331,7 @@ class AuditLog:
         if seq is not None and seq <= 0:
             seq = self._append_slowly(event, encoded[1:], seq)
         if started:
-            self.append_samples.append(time.perf_counter() - started)
+            self._append_samples.append(time.perf_counter() - started)
         return seq
 
     def _append_slowly(self, event: RiskEvent, body: bytes, pushed: int) -> int | None:
@@ -589,8 +590,19 @@ class AuditLog:
 
     @property
     def counters(self) -> WriterCounters:
-        """What the writer did (records per destination, failures, replays, ...)."""
-        return self._writer.counters
+        """What the writer did so far (records per destination, failures, replays,
+        ...): a snapshot, taken anew at each read."""
+        return self._writer.counters.snapshot()
+
+    def take_timings(self) -> Timings:
+        """The timing samples since the last call, removed (the metrics observe each
+        once); at most the last 4,096 of each kind are kept between calls."""
+        c = self._writer.counters
+        return Timings(
+            append=take(self._append_samples),
+            durable=take(c.durable_latency),
+            sync=take(c.sync_seconds),
+        )
 
     # -- closing --------------------------------------------------------------------
 

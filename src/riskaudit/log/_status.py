@@ -205,6 +205,18 @@ class StorageStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class ClockStatus:
+    """The kernel clock's last reading (``ClockState``) and why it is not good enough
+    for ``clock_max_error``, if it is not."""
+
+    synchronised: bool
+    max_error_s: float | None
+    est_error_s: float | None
+    state: str
+    problem: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class RecordCounts:
     primary: int
     spool: int
@@ -235,8 +247,7 @@ class LogStatus:
     destination: Destination
     checkpoint: CheckpointStatus
     storage: StorageStatus | None
-    #: The kernel clock's reading (``ClockState.to_record()``) and its problem, if any.
-    clock: dict[str, Any]
+    clock: ClockStatus
     records: RecordCounts
     #: Failed writes by destination (``primary``, ``spool``, ``checkpoint_sidecar``).
     write_failures: dict[str, int]
@@ -299,7 +310,13 @@ def build_status(f: Facts) -> LogStatus:
             space=storage.space,
             writable=storage.writable,
         ),
-        clock={**f.monitor.clock.to_record(), "problem": f.monitor.clock_problem},
+        clock=ClockStatus(
+            synchronised=f.monitor.clock.synchronised,
+            max_error_s=f.monitor.clock.max_error_s,
+            est_error_s=f.monitor.clock.est_error_s,
+            state=f.monitor.clock.state,
+            problem=f.monitor.clock_problem,
+        ),
         records=RecordCounts(
             primary=c.primary_records,
             spool=c.spool_records,

@@ -46,9 +46,8 @@ import logging
 import math
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -79,6 +78,7 @@ from riskaudit.format import (
 )
 from riskaudit.log._chain_end import Tail, validate_tail
 from riskaudit.log._checkpoint import Checkpointer, unsigned_fields
+from riskaudit.log._counters import WriterTally
 from riskaudit.log._destinations import (
     AppendFile,
     Identity,
@@ -108,30 +108,6 @@ class Destination(StrEnum):
     PRIMARY = "primary"
     SPOOL = "spool"
     STDOUT = "stdout"
-
-
-@dataclass(slots=True)
-class WriterCounters:
-    """What the writer did; read by health, metrics and tests."""
-
-    batches: int = 0
-    primary_records: int = 0
-    spool_records: int = 0
-    stdout_records: int = 0
-    write_failures: int = 0
-    replayed_records: int = 0
-    reopened: int = 0
-    rescued: int = 0
-    gaps: int = 0
-    rotations: int = 0
-    truncations: int = 0
-    last_error: str | None = None
-    failures_by: dict[str, int] = field(default_factory=lambda: {"primary": 0, "spool": 0})
-    bytes_written: int = 0
-    spool_pending: int = 0  # records in the spool not yet replayed into the primary
-    # Samples for histograms (seconds), drained by the metrics collector.
-    sync_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=4096))
-    durable_latency: deque[float] = field(default_factory=lambda: deque(maxlen=4096))
 
 
 #: How each destination is told to the watermark.
@@ -213,7 +189,7 @@ class Writer:
         #: never with records that go to stdout, and written again until durable.
         self.owed: list[tuple[str, dict[str, Any]]] = []
         self._spool_announce = True  # log the switch to the spool once per episode
-        self.counters = WriterCounters()
+        self.counters = WriterTally()
         self.checkpointer = setup.checkpointer
         self.stream = setup.stream
         self.ring = RecentRecords(setup.ring_limit)

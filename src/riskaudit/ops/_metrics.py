@@ -135,13 +135,13 @@ class _AuditCollector(Collector):
                 "Size of the log volume",
             )
         clock = st.clock
-        if clock["max_error_s"] is not None:
+        if clock.max_error_s is not None:
             gauges["audit_clock_max_error_seconds"] = (
-                clock["max_error_s"],
+                clock.max_error_s,
                 "Kernel's maximum clock error (adjtimex)",
             )
         gauges["audit_clock_synchronized"] = (
-            1.0 if clock["synchronised"] else 0.0,
+            1.0 if clock.synchronised else 0.0,
             "1 if the kernel reports the clock synchronised",
         )
         for name, (value, doc) in gauges.items():
@@ -323,14 +323,14 @@ class AuditMetrics:
         self._collector.housekeeper = housekeeper
 
     def _drain(self) -> None:
-        counters = self.log.counters
-        for source, hist in (
-            (self.log.append_samples, self.append_seconds),
-            (counters.durable_latency, self.durable_latency),
-            (counters.sync_seconds, self.fsync_seconds),
+        timings = self.log.take_timings()
+        for samples, hist in (
+            (timings.append, self.append_seconds),
+            (timings.durable, self.durable_latency),
+            (timings.sync, self.fsync_seconds),
         ):
-            while source:
-                hist.observe(source.popleft())
+            for seconds in samples:
+                hist.observe(seconds)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of this log's metrics."""

@@ -27,6 +27,7 @@ from typing import Any
 
 import orjson
 
+from riskaudit.clock import ClockReader
 from riskaudit.config import AuditConfig
 from riskaudit.format import (
     ZERO_HASH,
@@ -108,9 +109,16 @@ def _scan_log(log_path: Path, wanted: set[int]) -> _LogFacts:
 
 
 def recover(
-    sources: list[Path], log_path: Path, config: AuditConfig | None = None
+    sources: list[Path],
+    log_path: Path,
+    config: AuditConfig | None = None,
+    *,
+    clock: ClockReader | None = None,
 ) -> RecoverReport:
-    """Recover emergency records from ``sources`` into the log at ``log_path``."""
+    """Recover emergency records from ``sources`` into the log at ``log_path``.
+
+    ``clock`` reads the kernel clock's state for the log opened to append (the
+    ``AuditLog`` seam; the real reader by default)."""
     log_path = Path(os.path.abspath(log_path))
     report = RecoverReport()
     sequenced: dict[int, Found] = {}
@@ -187,7 +195,7 @@ def recover(
             fresh.append(fields)
     if fresh:
         cfg = (config or AuditConfig()).with_(log_path=log_path)
-        with AuditLog(cfg) as log:
+        with AuditLog(cfg, clock=clock) as log:
             for fields in fresh:
                 log.append_recovered(fields)
             log.flush(timeout=30)

@@ -27,6 +27,7 @@ from riskaudit.replication._forward import (
 )
 from riskaudit.replication._setup import (
     SYNC_ALWAYS_FIX,
+    StreamState,
     check_sync_always,
     ensure_stream,
     wanted_config,
@@ -49,6 +50,7 @@ __all__ = [
     "LogFollower",
     "MemoryBoard",
     "RepairRequest",
+    "StreamState",
     "Watermark",
     "bucket_name",
     "check_sync_always",

@@ -21,6 +21,7 @@ so :func:`check_sync_always` asks a server's monitoring endpoint
 from __future__ import annotations
 
 import asyncio
+import enum
 import json
 import logging
 import time
@@ -185,6 +186,15 @@ def weaknesses(
     return out
 
 
+class StreamState(enum.StrEnum):
+    """What ``ensure_stream`` found: the stream made by this call, an existing one as
+    strict as wanted, or an existing weaker one accepted with ``allow_weaker``."""
+
+    CREATED = "created"
+    OK = "ok"
+    WEAKER = "weaker"
+
+
 async def ensure_stream(
     js: Any,
     settings: ReplicationSettings,
@@ -193,18 +203,19 @@ async def ensure_stream(
     allow_weaker: bool = False,
     attempt: float = SETUP_ATTEMPT,
     deadline: float = SETUP_DEADLINE,
-) -> tuple[str, list[str]]:
-    """Create the stream, or check the existing one: ("created" | "ok" | "weaker",
-    reasons). Raises AuditConfigError for unsafe settings (before touching the server)
-    and ValueError for a weaker stream unless ``allow_weaker``. A cluster that does not
-    answer (electing a leader) is asked again until ``deadline``; then TimeoutError."""
+) -> tuple[StreamState, list[str]]:
+    """Create the stream, or check the existing one: its ``StreamState`` and the
+    reasons it is weaker than wanted. Raises AuditConfigError for unsafe settings
+    (before touching the server) and ValueError for a weaker stream unless
+    ``allow_weaker``. A cluster that does not answer (electing a leader) is asked again
+    until ``deadline``; then TimeoutError."""
     from nats.errors import NoRespondersError  # noqa: PLC0415
     from nats.js.errors import NotFoundError, ServiceUnavailableError  # noqa: PLC0415
 
     wanted = wanted_config(settings, retention)
     created = False  # by this call, in whichever attempt
 
-    async def once() -> tuple[str, list[str]]:
+    async def once() -> tuple[StreamState, list[str]]:
         nonlocal created
         # The collector's board (watermarks, repair requests) lives beside the stream.
         try:
@@ -221,7 +232,9 @@ async def ensure_stream(
             raise ValueError(
                 f"stream {settings.stream} is weaker than riskaudit needs: " + "; ".join(problems)
             )
-        return ("created" if created else "weaker" if problems else "ok"), problems
+        if created:
+            return StreamState.CREATED, problems
+        return (StreamState.WEAKER if problems else StreamState.OK), problems
 
     start = time.monotonic()
     while True:
