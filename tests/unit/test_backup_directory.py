@@ -3,6 +3,7 @@ same code S3 runs through; tests/real/test_backup.py has the real S3 server)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -65,7 +66,7 @@ def test_directory_backup_is_verified_idempotent_and_restorable(
 def test_the_backup_state_file_keeps_its_json_and_survives_damage(
     history: tuple[Path, list[Path]], tmp_path: Path
 ) -> None:
-    """``<log>.backup.json`` written by a run loads back into the same typed state
+    """``<log>.backup.json`` written by a run loads back into the same typed, frozen state
     (spans by name, not position) and is saved with the keys earlier releases wrote; a
     damaged file costs one run that reads everything back, nothing more."""
     import orjson
@@ -83,6 +84,8 @@ def test_the_backup_state_file_keeps_its_json_and_survives_damage(
         "last_success_ns", "last_error", "failures",
     }  # fmt: skip
     state = BackupState.load(state_file)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        state.failures = 1  # type: ignore[misc]
     seen = state.seen[paths[0].name]
     assert seen.sealed and seen.span is not None
     assert list(seen.span) == raw["sources"][paths[0].name]["span"]
@@ -100,7 +103,7 @@ def test_the_backup_state_file_keeps_its_json_and_survives_damage(
     state_file.write_bytes(orjson.dumps(raw))
     kept = BackupState.load(state_file)
     assert paths[0].name not in kept.seen and len(kept.seen) == len(raw["sources"]) - 1
-    assert kept.legal_holds == ["stream/segments/held.jsonl"] and kept.archived == state.archived
+    assert kept.legal_holds == ("stream/segments/held.jsonl",) and kept.archived == state.archived
 
 
 def test_legal_holds_are_mirrored_onto_the_archive(
@@ -121,7 +124,7 @@ def test_legal_holds_are_mirrored_onto_the_archive(
     assert held.endswith(paths[1].name) and first.holds_off == []
     flags = {k: target.head(k).legal_hold for k in target.keys("") if "/segments/" in k}  # type: ignore[union-attr]
     assert [k for k, on in flags.items() if on] == [held]
-    assert Backup(log_path, target, RetentionPolicy()).state.legal_holds == [held]  # kept
+    assert Backup(log_path, target, RetentionPolicy()).state.legal_holds == (held,)  # kept
     with pytest.raises(AuditBackupError, match="legal hold"):
         target.delete(held)
     other = next(k for k in flags if k != held)

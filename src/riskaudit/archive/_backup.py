@@ -27,7 +27,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -184,7 +184,7 @@ class Backup:
     def candidates(self) -> list[Candidate]:
         """Sealed local files, oldest first."""
         out: list[Candidate] = []
-        cache = self.state.seen
+        cache = dict(self.state.seen)
         paths = [s.path for s in list_segments(self.log_path)] + rotated_files(self.log_path)
         for path in paths:
             try:
@@ -206,6 +206,7 @@ class Backup:
         present = {p.name for p in paths}
         for gone in [name for name in cache if name not in present]:
             del cache[gone]  # compressed, removed by retention, renumbered by logrotate
+        self.state = replace(self.state, seen=cache)
         return sorted(out, key=lambda c: c.first_seq)
 
     def _inspect(self, path: Path) -> Candidate | None:
@@ -248,7 +249,7 @@ class Backup:
         stream = self.state.stream or log_stream(self.log_path)
         if not stream:
             raise AuditBackupError(f"{self.log_path}: no stream found to back up")
-        self.state.stream = stream
+        self.state = replace(self.state, stream=stream)
         return stream
 
     def segment_key(self, name: str) -> str:
@@ -274,12 +275,12 @@ class Backup:
         except AuditBackupError as exc:
             report.errors.append(str(exc))
         if report.errors:
-            self.state.failures += 1
-            self.state.last_error = report.errors[-1]
+            self.state = replace(
+                self.state, failures=self.state.failures + 1, last_error=report.errors[-1]
+            )
             logger.error("backup to %s failed: %s", self.target.description, report.errors[-1])
         else:
-            self.state.last_success_ns = time.time_ns()
-            self.state.last_error = None
+            self.state = replace(self.state, last_success_ns=time.time_ns(), last_error=None)
         self._save_state()
         return report
 
@@ -318,11 +319,11 @@ class Backup:
         for key in on:
             self.target.set_legal_hold(key, True)
             mine.add(key)
-            self.state.legal_holds = sorted(mine)
+            self.state = replace(self.state, legal_holds=tuple(sorted(mine)))
         for key in off:
             self.target.set_legal_hold(key, False)
             mine.discard(key)
-            self.state.legal_holds = sorted(mine)
+            self.state = replace(self.state, legal_holds=tuple(sorted(mine)))
         if on or off:
             logger.info("legal holds on the archive: %d set, %d released", len(on), len(off))
         return on, off
@@ -354,13 +355,14 @@ class Backup:
         return True
 
     def _remember(self, base: str, info: ObjectInfo) -> None:
-        self.state.archived[base] = ArchivedSegment(
+        segment = ArchivedSegment(
             info.key,
             info.sha256,
             info.content_sha256,
             info.retain_until.isoformat() if info.retain_until else None,
             time.time_ns(),
         )
+        self.state = replace(self.state, archived={**self.state.archived, base: segment})
 
     def verify_object(self, info: ObjectInfo) -> None:
         """Read the object back; its SHA-256 must be what we wrote."""
@@ -410,7 +412,7 @@ class Backup:
                 self.target.put(key, body, info)
                 self.verify_object(info)
             shipped += 1
-            self.state.checkpoints_offset = offset + len(line) + 1
+            self.state = replace(self.state, checkpoints_offset=offset + len(line) + 1)
             offset += len(line) + 1
         self._save_state()
         return shipped

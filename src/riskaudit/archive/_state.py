@@ -12,7 +12,7 @@ when the state was a plain dict, so files written by earlier releases load.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
@@ -93,19 +93,23 @@ class ArchivedSegment:
         }
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class BackupState:
-    """The state a run reads at its start and saves (atomically) as it goes."""
+    """The state a run reads at its start and saves (atomically) as it goes.
+
+    Frozen, like its entries: a run moves on by replacing it (``dataclasses.replace``)
+    and saving the new one, so a reader never holds a state that changes under it.
+    Each save writes the whole file anyway, so a copied mapping costs nothing more."""
 
     stream: str | None = None
     #: Local files by name.
-    seen: dict[str, SeenFile] = field(default_factory=dict)
+    seen: Mapping[str, SeenFile] = field(default_factory=dict)
     #: Archived segments by their name without a compression suffix.
-    archived: dict[str, ArchivedSegment] = field(default_factory=dict)
+    archived: Mapping[str, ArchivedSegment] = field(default_factory=dict)
     #: Bytes of the checkpoint sidecar already shipped.
     checkpoints_offset: int = 0
-    #: Object Lock legal holds riskaudit set on the archive (keys).
-    legal_holds: list[str] = field(default_factory=list)
+    #: Object Lock legal holds riskaudit set on the archive (keys, sorted).
+    legal_holds: tuple[str, ...] = ()
     last_success_ns: int | None = None
     last_error: str | None = None
     failures: int = 0
@@ -130,7 +134,7 @@ class BackupState:
             seen=_entries(path, raw.get("sources"), SeenFile.from_json),
             archived=_entries(path, raw.get("objects"), ArchivedSegment.from_json),
             checkpoints_offset=_field(path, raw, "checkpoints_offset", int, 0),
-            legal_holds=_field(path, raw, "legal_holds", _keys, []),
+            legal_holds=_field(path, raw, "legal_holds", _keys, ()),
             last_success_ns=_field(path, raw, "last_success_ns", int, None),
             last_error=_field(path, raw, "last_error", str, None),
             failures=_field(path, raw, "failures", int, 0),
@@ -142,7 +146,7 @@ class BackupState:
             "sources": {k: v.to_json() for k, v in self.seen.items()},
             "objects": {k: v.to_json() for k, v in self.archived.items()},
             "checkpoints_offset": self.checkpoints_offset,
-            "legal_holds": self.legal_holds,
+            "legal_holds": list(self.legal_holds),
             "last_success_ns": self.last_success_ns,
             "last_error": self.last_error,
             "failures": self.failures,
@@ -174,7 +178,7 @@ def _field(
         return default
 
 
-def _keys(value: Any) -> list[str]:
+def _keys(value: Any) -> tuple[str, ...]:
     if not isinstance(value, list):
         raise TypeError(f"a list was expected, not {type(value).__name__}")
-    return [str(k) for k in value]
+    return tuple(str(k) for k in value)
