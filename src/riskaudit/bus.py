@@ -147,6 +147,10 @@ class RiskEventBus:
         failure_threshold: int | None = None,
         clock: ClockReader | None = None,
     ) -> None:
+        """``clock`` is the clock reader of the log the bus opens when none is given
+        (``AuditLog``'s seam); a log passed in already has its own."""
+        if audit_log is not None and clock is not None:
+            raise TypeError("RiskEventBus: pass clock= to the AuditLog you give it, not here")
         if audit_log is None:
             cfg = config if config is not None else AuditConfig.from_env()
             audit_log = AuditLog(cfg, clock=clock)

@@ -23,7 +23,7 @@ from riskaudit.format import Segment, list_segments, parse_ts
 from riskaudit.ops import open_backup
 from riskaudit.settings import DAY, Rotation
 from tests.conftest import RISKAUDIT
-from tests.helpers import clean_env, event, records
+from tests.helpers import clean_env, event, records, synced_clock
 
 PREFIX = "prod/eu-1"
 SIDECAR = "risk_audit.jsonl.checkpoints"
@@ -51,7 +51,7 @@ def write_rotated_log(
     is queued at that moment, so under load it may hold three rounds of 20, not two:
     more rounds follow until three are sealed."""
     cfg = AuditConfig(log_path=log_path, rotation=Rotation(max_bytes=8_000))
-    with AuditLog(cfg) as log:
+    with AuditLog(cfg, clock=synced_clock) as log:
         i = 0
         while i < 120 or (len(list_segments(log_path)) < 3 and i < 600):
             if i == kill_switch_at:

@@ -28,7 +28,7 @@ from riskaudit.replication import (
 from riskaudit.replication._follow import ChainBreak
 from riskaudit.settings import ReplicationSettings, Rotation
 from tests.conftest import RISKAUDIT
-from tests.helpers import ROOT, event, require
+from tests.helpers import ROOT, event, require, synced_clock
 
 
 def local_bytes(log_path: Path) -> bytes:
@@ -52,7 +52,7 @@ def local_bytes(log_path: Path) -> bytes:
 def test_follower_reads_across_rotated_and_compressed_files(log_path: Path) -> None:
     """Chunks come in seq order from sealed, compressed and active files, linked."""
     cfg = AuditConfig(log_path=log_path, rotation=Rotation(max_bytes=6_000))
-    with AuditLog(cfg) as log:
+    with AuditLog(cfg, clock=synced_clock) as log:
         for i in range(300):
             log.append(event(i))
             if i % 25 == 24:
@@ -71,7 +71,7 @@ def test_follower_reads_across_rotated_and_compressed_files(log_path: Path) -> N
 
 def test_follower_refuses_a_rewritten_history(log_path: Path) -> None:
     """If the next local record does not link to the last one forwarded, it stops."""
-    with AuditLog(AuditConfig(log_path=log_path)) as log:
+    with AuditLog(AuditConfig(log_path=log_path), clock=synced_clock) as log:
         log.append(event(1))
     follower = LogFollower(log_path, max_records=10, max_bytes=1 << 20)
     with pytest.raises(ChainBreak):
@@ -93,7 +93,9 @@ def test_forwarder_retries_until_acknowledged_and_resumes_from_its_cursor(
         sent.append((subject, data, headers))
 
     settings = ReplicationSettings(chunk_records=50, window=4)
-    with AuditLog(AuditConfig(log_path=log_path, checkpoint_interval=60)) as log:
+    with AuditLog(
+        AuditConfig(log_path=log_path, checkpoint_interval=60), clock=synced_clock
+    ) as log:
         for i in range(120):
             log.append(event(i))
         log.flush(5)
@@ -211,7 +213,7 @@ class Host:
             rotation=Rotation(max_bytes=150_000),
         )
         self.env = {**env, "RISK_AUDIT_LOG_PATH": str(self.log_path)}
-        self.log = AuditLog(self.cfg)
+        self.log = AuditLog(self.cfg, clock=synced_clock)
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._write, daemon=True)
         self.forwarder: subprocess.Popen[bytes] | None = None
@@ -439,7 +441,7 @@ def test_collector_orders_early_chunks_drops_duplicates_and_reports_gaps(
     from riskaudit.replication import Collector
     from riskaudit.replication import _collect as collect_module
 
-    with AuditLog(AuditConfig(log_path=log_path, checkpoint_interval=0)) as log:
+    with AuditLog(AuditConfig(log_path=log_path, checkpoint_interval=0), clock=synced_clock) as log:
         for i in range(30):
             log.append(event(i))
     lines = [x + b"\n" for x in log_path.read_bytes().split(b"\n")[:-1]]
@@ -483,7 +485,7 @@ def test_central_files_mirror_the_source_segments_and_survive_a_kill_mid_seal(
     from riskaudit.replication import _collect as collect_module
 
     cfg = AuditConfig(log_path=log_path, checkpoint_interval=0, rotation=Rotation(max_bytes=20_000))
-    with AuditLog(cfg) as log:
+    with AuditLog(cfg, clock=synced_clock) as log:
         for i in range(600):
             log.append(event(i))
             if i % 50 == 49:
@@ -527,7 +529,7 @@ def test_central_files_mirror_the_source_segments_and_survive_a_kill_mid_seal(
     assert report.records == len(lines)
     # No writer may append to a central copy: it holds another host's bytes.
     with pytest.raises(AuditConfigError, match="central copy"):
-        AuditLog(AuditConfig(log_path=out / "audit.jsonl"))
+        AuditLog(AuditConfig(log_path=out / "audit.jsonl"), clock=synced_clock)
     # The central segments are backed up like a local log's (the log's lock not needed).
     from riskaudit.archive import Backup, DirectoryTarget
     from riskaudit.settings import RetentionPolicy
@@ -627,7 +629,7 @@ def test_forwarder_dying_in_the_middle_of_a_window_resumes_exactly(
     )
     create_stream(settings)
     log_path = tmp_path / "logs" / "risk_audit.jsonl"
-    with AuditLog(AuditConfig(log_path=log_path, checkpoint_interval=0)) as log:
+    with AuditLog(AuditConfig(log_path=log_path, checkpoint_interval=0), clock=synced_clock) as log:
         for i in range(2000):
             log.append(event(i))
 

@@ -19,7 +19,7 @@ from riskaudit import AuditConfig, AuditLog, verify_paths
 from riskaudit.replication import connect_jetstream
 from riskaudit.settings import ReplicationSettings
 from tests.conftest import RISKAUDIT
-from tests.helpers import ROOT, event, require
+from tests.helpers import ROOT, event, require, synced_clock
 from tests.real.test_replication import local_bytes
 
 SAMPLE = ROOT / "deploy" / "nats" / "nats-server.conf"
@@ -75,7 +75,9 @@ def test_each_role_logs_in_with_its_own_user_and_the_sample_permissions_suffice(
     assert init.returncode == 0, init.stdout + init.stderr
     assert "created" in init.stdout
     log_path = tmp_path / "host" / "risk_audit.jsonl"
-    with AuditLog(AuditConfig(log_path=log_path, checkpoint_interval=0.05)) as log:
+    with AuditLog(
+        AuditConfig(log_path=log_path, checkpoint_interval=0.05), clock=synced_clock
+    ) as log:
         for i in range(500):
             log.append(event(i))
             if i % 100 == 99:

@@ -30,7 +30,7 @@ from riskaudit.replication._forward import ACK_TIMEOUT, RETRY_MAX
 from riskaudit.replication._setup import RETRY_HORIZON
 from riskaudit.settings import DAY, ReplicationSettings, RetentionPolicy
 from tests.conftest import RISKAUDIT
-from tests.helpers import event, require
+from tests.helpers import event, require, synced_clock
 from tests.real.test_replication import create_stream, local_bytes, settings_for
 
 FIVE_YEARS = 1827 * DAY
@@ -240,7 +240,7 @@ def test_nats_init_refuses_a_stream_with_one_weakness_unless_allowed(
 def write_log(directory: Path, records: int) -> tuple[Path, str]:
     """A small closed log of its own (its own stream id): its path and stream id."""
     log_path = directory / "risk_audit.jsonl"
-    with AuditLog(AuditConfig(log_path=log_path, checkpoint_records=40)) as log:
+    with AuditLog(AuditConfig(log_path=log_path, checkpoint_records=40), clock=synced_clock) as log:
         for i in range(records):
             log.append(event(i))
         stream = log.stream

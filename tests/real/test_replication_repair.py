@@ -24,7 +24,7 @@ from riskaudit.replication import (
 )
 from riskaudit.replication import _collect as collect_module
 from riskaudit.settings import ReplicationSettings
-from tests.helpers import event, require
+from tests.helpers import event, require, synced_clock
 
 pytestmark = pytest.mark.slow
 
@@ -89,7 +89,7 @@ def test_messages_the_broker_lost_are_resent_from_the_host(
         urls=tuple(cluster.urls), stream="LOSSY", subject_prefix="lossy", chunk_records=20
     )
     log_path = tmp_path / "host" / "risk_audit.jsonl"
-    with AuditLog(AuditConfig(log_path=log_path, checkpoint_interval=0)) as log:
+    with AuditLog(AuditConfig(log_path=log_path, checkpoint_interval=0), clock=synced_clock) as log:
         for i in range(300):
             log.append(event(i))
     local = log_path.read_bytes()
@@ -163,7 +163,7 @@ def test_a_store_cut_back_under_a_stopped_server_is_refilled_from_the_host(
     log_path = tmp_path / "host" / "risk_audit.jsonl"
     config = AuditConfig(log_path=log_path, checkpoint_interval=0)
     try:
-        with AuditLog(config) as log:
+        with AuditLog(config, clock=synced_clock) as log:
             for i in range(300):
                 log.append(event(i))
 
@@ -183,7 +183,7 @@ def test_a_store_cut_back_under_a_stopped_server_is_refilled_from_the_host(
         assert _cut_store(tmp_path / "solo" / "store-solo", "CUT") > 0
         node.start()
         _wait_up(node)
-        with AuditLog(config) as log:  # the host goes on writing
+        with AuditLog(config, clock=synced_clock) as log:  # the host goes on writing
             for i in range(300, 350):
                 log.append(event(i))
         local = log_path.read_bytes()

@@ -30,6 +30,7 @@ from riskaudit import (
     RiskEvent,
     verify_paths,
 )
+from riskaudit.log import Timings
 from tests.helpers import event, records, synced_clock
 
 
@@ -134,7 +135,7 @@ def test_restart_after_crash_has_start_without_stop(config: AuditConfig) -> None
 def _write_then_tear(config: AuditConfig, tear: int) -> tuple[bytes, bytes]:
     """Write a log whose last event is multi-byte text, drop the stop record after it,
     then cut ``tear`` bytes off that event's line."""
-    with AuditLog(config) as log:
+    with AuditLog(config, clock=synced_clock) as log:
         log.append(event(1))
         log.append(event(2, note="€uro ünïcödé 東京" * 3))
         log.flush()
@@ -153,7 +154,7 @@ def _write_then_tear(config: AuditConfig, tear: int) -> tuple[bytes, bytes]:
 def test_torn_tail_is_kept_aside_and_repaired(config: AuditConfig, tear: int) -> None:
     """A torn last line is copied to .torn-*, cut, and named by a repair record."""
     good, torn = _write_then_tear(config, tear)
-    with AuditLog(config) as log:
+    with AuditLog(config, clock=synced_clock) as log:
         assert log.repaired is not None
     kept = list(config.log_path.parent.glob("risk_audit.jsonl.torn-*"))
     assert len(kept) == 1 and kept[0].read_bytes() == torn
@@ -168,25 +169,25 @@ def test_torn_tail_is_kept_aside_and_repaired(config: AuditConfig, tear: int) ->
 
 def test_torn_tail_inside_a_multibyte_character(config: AuditConfig) -> None:
     """A cut in the middle of a UTF-8 character is repaired like any torn line."""
-    with AuditLog(config) as log:
+    with AuditLog(config, clock=synced_clock) as log:
         log.append(event(1, note="東京東京東京"))
     config.log_path.with_name(config.log_path.name + ".checkpoints").unlink()
     lines = config.log_path.read_bytes().splitlines(keepends=True)
     last = max(i for i, line in enumerate(lines) if b'"event_id"' in line)
     cut_at = lines[last].index("東".encode()) + 1  # inside the 3-byte character
     config.log_path.write_bytes(b"".join(lines[:last]) + lines[last][:cut_at])
-    with AuditLog(config) as log:
+    with AuditLog(config, clock=synced_clock) as log:
         assert log.repaired is not None and log.repaired.cut_bytes == cut_at
     assert verify_paths([config.log_path]).valid
 
 
 def test_garbage_after_the_last_record_is_cut(config: AuditConfig) -> None:
     """NUL bytes (a crash on some file systems) after the last newline are cut aside."""
-    with AuditLog(config) as log:
+    with AuditLog(config, clock=synced_clock) as log:
         log.append(event(1))
     with open(config.log_path, "ab") as fh:
         fh.write(b"\0" * 100 + b"\n")
-    with AuditLog(config) as log:
+    with AuditLog(config, clock=synced_clock) as log:
         assert log.repaired is not None and log.repaired.cut_bytes == 101
     assert verify_paths([config.log_path]).valid
 
@@ -196,7 +197,7 @@ def test_file_that_is_not_a_log_is_refused_untouched(config: AuditConfig) -> Non
     config.log_path.parent.mkdir(parents=True)
     config.log_path.write_bytes(b"hello world\nnot a log\n")
     with pytest.raises(AuditFormatError, match="not a format-v1 log"):
-        AuditLog(config)
+        AuditLog(config, clock=synced_clock)
     assert config.log_path.read_bytes() == b"hello world\nnot a log\n"
 
 
@@ -208,7 +209,7 @@ def test_a_first_record_torn_inside_its_head_is_cut_aside(config: AuditConfig, t
     system calls suite)."""
     config.log_path.parent.mkdir(parents=True)
     config.log_path.write_bytes(torn)
-    with AuditLog(config) as log:
+    with AuditLog(config, clock=synced_clock) as log:
         assert log.repaired is not None and log.repaired.cut_bytes == len(torn)
         log.append(event())
     assert verify_paths([config.log_path]).valid
@@ -218,7 +219,7 @@ def test_a_first_record_torn_inside_its_head_is_cut_aside(config: AuditConfig, t
 def test_second_writer_in_the_same_process_is_refused(audit_log: AuditLog) -> None:
     """A second AuditLog on the same path gets AuditLockedError naming our pid."""
     with pytest.raises(AuditLockedError) as info:
-        AuditLog(audit_log.config)
+        AuditLog(audit_log.config, clock=synced_clock)
     assert info.value.pid == os.getpid()
     assert str(os.getpid()) in str(info.value)
 
@@ -236,24 +237,24 @@ def test_second_writer_in_another_process_is_refused(config: AuditConfig) -> Non
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
         with pytest.raises(AuditLockedError) as info:
-            AuditLog(config)
+            AuditLog(config, clock=synced_clock)
         assert info.value.pid == proc.pid
     finally:
         proc.communicate("\n", timeout=10)
-    with AuditLog(config):  # released on close
+    with AuditLog(config, clock=synced_clock):  # released on close
         pass
 
 
 def test_lock_is_released_on_close(config: AuditConfig) -> None:
     """Close releases the lock so the next writer can open."""
-    AuditLog(config).close()
-    AuditLog(config).close()
+    AuditLog(config, clock=synced_clock).close()
+    AuditLog(config, clock=synced_clock).close()
     assert verify_paths([config.log_path]).valid
 
 
 def test_close_is_idempotent_and_append_after_close_fails(config: AuditConfig) -> None:
     """close() twice is fine; append after close raises AuditClosedError."""
-    log = AuditLog(config)
+    log = AuditLog(config, clock=synced_clock)
     log.close()
     log.close()
     with pytest.raises(AuditClosedError):
@@ -277,7 +278,7 @@ def _child_of(log: AuditLog, tmp_path: Path, *, flush: bool = False) -> int:
             except AuditForkedError:
                 pass
         try:
-            with AuditLog(path=tmp_path / "child.jsonl") as own:
+            with AuditLog(path=tmp_path / "child.jsonl", clock=synced_clock) as own:
                 own.append(event())
         except Exception:
             return 3
@@ -306,7 +307,9 @@ def test_a_fork_while_the_core_commits_gives_the_child_a_clear_error(tmp_path: P
     and flush without hanging and can open its own log; the parent goes on, and its log
     verifies with every event once. (The producer logs nothing: CPython leaves a
     stream's lock held in the child if another thread was writing to it at the fork.)"""
-    log = AuditLog(AuditConfig(log_path=tmp_path / "parent.jsonl", schema_policy="off"))
+    log = AuditLog(
+        AuditConfig(log_path=tmp_path / "parent.jsonl", schema_policy="off"), clock=synced_clock
+    )
     stop = threading.Event()
     appended: list[int] = []
 
@@ -344,7 +347,7 @@ def test_full_queue_fail_closed_blocks_then_raises(log_path: Path) -> None:
     cfg = AuditConfig(
         log_path=log_path, queue_size=8, reserve=0, append_timeout=0.05, fail_closed=True
     )
-    with AuditLog(cfg) as log, log.stall_writer():
+    with AuditLog(cfg, clock=synced_clock) as log, log.stall_writer():
         time.sleep(0.05)
         for i in range(8):
             log.append(event(i))
@@ -360,7 +363,7 @@ def test_full_queue_fail_closed_blocks_then_raises(log_path: Path) -> None:
 
 def test_flush_timeout_raises(log_path: Path) -> None:
     """flush(timeout) raises AuditFlushTimeoutError while the writer cannot finish."""
-    with AuditLog(AuditConfig(log_path=log_path)) as log, log.stall_writer():
+    with AuditLog(AuditConfig(log_path=log_path), clock=synced_clock) as log, log.stall_writer():
         time.sleep(0.05)
         log.append(event())
         with pytest.raises(AuditFlushTimeoutError) as info:
@@ -436,7 +439,7 @@ def test_four_producer_threads_lose_and_duplicate_nothing(log_path: Path) -> Non
 def test_directory_is_created_with_restrictive_modes(tmp_path: Path) -> None:
     """Missing directories are created 0750 and the log file 0640."""
     path = tmp_path / "a" / "b" / "log.jsonl"
-    with AuditLog(path=path):
+    with AuditLog(path=path, clock=synced_clock):
         pass
     assert (path.parent.stat().st_mode & 0o777) == 0o750
     assert (path.stat().st_mode & 0o777) == 0o640
@@ -448,7 +451,7 @@ def test_backpressure_past_the_backlog_limit_never_raises(log_path: Path) -> Non
     cfg = AuditConfig(
         log_path=log_path, queue_size=1000, reserve=10, backlog_limit=4, append_timeout=0.02
     )
-    with AuditLog(cfg) as log:
+    with AuditLog(cfg, clock=synced_clock) as log:
         with log.stall_writer():
             time.sleep(0.05)
             started = time.monotonic()
@@ -486,7 +489,7 @@ def test_fallback_to_write_and_fsync(log_path: Path, monkeypatch: pytest.MonkeyP
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", counted_fsync)  # the os module _files syncs with
-    with AuditLog(path=log_path) as log:
+    with AuditLog(path=log_path, clock=synced_clock) as log:
         for i in range(100):
             log.append(event(i))
         log.flush()
@@ -497,7 +500,7 @@ def test_fallback_to_write_and_fsync(log_path: Path, monkeypatch: pytest.MonkeyP
 
 def test_close_does_not_wait_out_the_flush_window(log_path: Path) -> None:
     """close() returns promptly even with a long group-commit window."""
-    with AuditLog(AuditConfig(log_path=log_path, flush_interval=2.0)) as log:
+    with AuditLog(AuditConfig(log_path=log_path, flush_interval=2.0), clock=synced_clock) as log:
         log.append(event())
         started = time.monotonic()
     assert time.monotonic() - started < 1.0
@@ -507,7 +510,7 @@ def test_close_does_not_wait_out_the_flush_window(log_path: Path) -> None:
 def test_a_lone_event_is_durable_at_once_with_the_default_window(log_path: Path) -> None:
     """With flush interval 0, one event into an idle log is synced within milliseconds,
     not after the writer's idle timeout."""
-    with AuditLog(AuditConfig(log_path=log_path)) as log:
+    with AuditLog(AuditConfig(log_path=log_path), clock=synced_clock) as log:
         time.sleep(0.6)  # the writer is idle, waiting
         seq = log.append(event())
         started = time.monotonic()
@@ -533,7 +536,7 @@ def test_check_raises_what_append_would_and_writes_nothing(tmp_path: Path) -> No
     value: dict[str, object] = {"leaf": 1}
     for _ in range(299):
         value = {"k": value}
-    log = AuditLog(AuditConfig(log_path=tmp_path / "a.jsonl"))
+    log = AuditLog(AuditConfig(log_path=tmp_path / "a.jsonl"), clock=synced_clock)
     try:
         template = event(1)
         deep = RiskEvent(template.event_type, template.priority, template.source, value)
@@ -588,7 +591,7 @@ def test_the_writers_periodic_checks_run_in_a_section_producers_step_aside_for(
     for name in seen:
         watched(name)
     cfg = dataclasses.replace(config, checkpoint_records=50)
-    with AuditLog(cfg) as log:
+    with AuditLog(cfg, clock=synced_clock) as log:
         for i in range(120):
             log.append(event(i))
         log.flush()
@@ -621,14 +624,43 @@ def test_counters_are_a_frozen_snapshot_the_caller_cannot_change(config: AuditCo
     assert log.counters == after
 
 
-def test_timings_are_taken_once_each(audit_log: AuditLog) -> None:
+def test_timings_are_taken_once_each(config: AuditConfig) -> None:
     """``take_timings`` hands over every sample since the last call (one append call in
-    1,024 is timed) and keeps none."""
+    1,024 is timed; one write and sync per batch) and keeps none."""
+    log = AuditLog(config, clock=synced_clock)
     for i in range(2048):
-        audit_log.append(event(i))
-    audit_log.flush()
-    first = audit_log.take_timings()
+        log.append(event(i))
+    log.close()  # every batch's samples are recorded once the writer has stopped
+    first = log.take_timings()
     assert len(first.append) == 2 and all(s > 0 for s in first.append)
+    assert first.sync and first.durable
     assert all(s >= 0 for s in first.sync + first.durable)
-    again = audit_log.take_timings()
-    assert again.append == ()
+    assert log.take_timings() == Timings(append=(), durable=(), sync=())
+
+
+def test_takers_at_once_share_the_samples_each_taken_once() -> None:
+    """Scrapes draining one deque at once neither fail nor take a sample twice (with
+    thread switches forced every microsecond, the old check-then-pop failed in about
+    one trial in five with IndexError)."""
+    from collections import deque
+
+    from riskaudit.log._counters import take
+
+    def drain(samples: deque[float], taken: list[tuple[float, ...]]) -> None:
+        taken.append(take(samples))
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for _ in range(200):
+            samples: deque[float] = deque(float(i) for i in range(2000))
+            taken: list[tuple[float, ...]] = []
+            takers = [threading.Thread(target=drain, args=(samples, taken)) for _ in range(4)]
+            for t in takers:
+                t.start()
+            for t in takers:
+                t.join()
+            assert len(taken) == 4  # a taker that raised appended nothing
+            assert sorted(x for part in taken for x in part) == [float(i) for i in range(2000)]
+    finally:
+        sys.setswitchinterval(old)

@@ -18,7 +18,7 @@ from riskaudit.integrity import generate, load_public_key
 from riskaudit.ops import Housekeeper
 from riskaudit.settings import BackupSettings, RetentionPolicy
 from tests._segments import DAY_NS, Span, synthetic_stream
-from tests.helpers import event, utc
+from tests.helpers import event, synced_clock, utc
 
 
 @pytest.fixture
@@ -167,7 +167,7 @@ def test_logrotate_files_are_archived_under_their_sealed_name(
 ) -> None:
     """`risk_audit.jsonl.1` is stored as its canonical seg- name, so renumbering by
     logrotate never makes a second copy."""
-    with AuditLog(AuditConfig(log_path=log_path)) as log:
+    with AuditLog(AuditConfig(log_path=log_path), clock=synced_clock) as log:
         log.append(event(1))
         log.flush(5)
         os.rename(log_path, log_path.with_name("risk_audit.jsonl.1"))
@@ -191,7 +191,7 @@ def test_each_checkpoint_leaves_the_host_within_seconds(log_path: Path, tmp_path
         backup=BackupSettings(enabled=True, target=str(archive), interval=3600),
         retention_interval=0,
     )
-    with AuditLog(cfg) as log:
+    with AuditLog(cfg, clock=synced_clock) as log:
         keeper = Housekeeper(log, cfg)
         keeper.start()
         try:
@@ -224,7 +224,7 @@ def test_the_next_step_restore_prints_passes_on_a_good_archive(tmp_path: Path) -
         checkpoint_records=10,
         rotation=Rotation(max_bytes=6_000),
     )
-    with AuditLog(cfg) as log:
+    with AuditLog(cfg, clock=synced_clock) as log:
         for i in range(80):
             log.append(event(i))
             if i % 10 == 9:

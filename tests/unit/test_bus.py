@@ -16,7 +16,7 @@ from riskaudit import (
     RiskEvent,
     RiskEventBus,
 )
-from tests.helpers import event, records
+from tests.helpers import event, records, synced_clock
 
 
 def breach(priority: EventPriority = EventPriority.CRITICAL) -> RiskEvent:
@@ -165,7 +165,7 @@ def test_latency_is_tracked_per_priority_against_its_slo(audit_log: AuditLog) ->
 def test_bus_builds_its_log_from_the_config(tmp_path: Path) -> None:
     """Without an injected log, the bus opens one from the config and closes it."""
     cfg = AuditConfig(log_path=tmp_path / "bus.jsonl")
-    with RiskEventBus(config=cfg) as bus:
+    with RiskEventBus(config=cfg, clock=synced_clock) as bus:
         bus.publish(breach())
     assert [r.get("kind") for r in records(tmp_path / "bus.jsonl")][-1] == "stop"
 
@@ -176,7 +176,7 @@ def test_the_original_pattern_a_bus_holding_a_sink_works(tmp_path: Path) -> None
     from riskaudit import JsonAuditSink
 
     seen: list[RiskEvent] = []
-    with JsonAuditSink(tmp_path / "log.jsonl") as sink:
+    with JsonAuditSink(tmp_path / "log.jsonl", clock=synced_clock) as sink:
         bus = RiskEventBus(sink)
         bus.subscribe(EventType.PRE_TRADE_CHECK, seen.append)
         seq = bus.publish(event(1), durable=True)

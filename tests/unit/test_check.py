@@ -25,7 +25,7 @@ from riskaudit.ops._preflight import (
 )
 from riskaudit.settings import BackupSettings, Rotation
 from tests.conftest import RISKAUDIT
-from tests.helpers import ROOT, require
+from tests.helpers import ROOT, require, synced_clock
 
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 SHIPPED_LOGROTATE = ROOT / "deploy" / "logrotate" / "riskaudit"
@@ -298,7 +298,7 @@ def test_metrics_url_is_checked(tmp_path: Path) -> None:
     cfg = AuditConfig(log_path=tmp_path / "logs" / "x.jsonl")
     bad = {c.name: c for c in run_checks(cfg, metrics_url="http://127.0.0.1:9/metrics")}
     assert bad["metrics endpoint"].status == FAIL
-    with AuditLog(cfg) as log:
+    with AuditLog(cfg, clock=synced_clock) as log:
         server = start_ops_server(log, port=0)
         try:
             url = f"http://127.0.0.1:{server.port}/metrics"

@@ -20,6 +20,7 @@ import typer.main
 
 from riskaudit.cli import app
 from tests.conftest import RISKAUDIT
+from tests.helpers import synced_clock
 
 #: Long-running by design (a server, a consumer, a simulator): not one-shot commands.
 LONG_RUNNING = {
@@ -106,7 +107,7 @@ def test_tail_of_a_directory_shows_its_newest_records(tmp_path: Path) -> None:
     from riskaudit import AuditConfig, AuditLog
     from tests.helpers import event
 
-    with AuditLog(AuditConfig(log_path=tmp_path / "logs" / "log.jsonl")) as log:
+    with AuditLog(AuditConfig(log_path=tmp_path / "logs" / "log.jsonl"), clock=synced_clock) as log:
         log.append(event(1))
     done = subprocess.run(
         [RISKAUDIT, "tail", str(tmp_path / "logs")], capture_output=True, text=True, check=False
@@ -121,7 +122,7 @@ def test_recover_of_a_file_without_emergency_lines_says_so(tmp_path: Path) -> No
     from tests.helpers import event
 
     log_path = tmp_path / "logs" / "log.jsonl"
-    with AuditLog(AuditConfig(log_path=log_path)) as log:
+    with AuditLog(AuditConfig(log_path=log_path), clock=synced_clock) as log:
         log.append(event(1))
     junk = tmp_path / "junk.bin"
     junk.write_bytes(bytes(range(256)) * 8)
@@ -141,7 +142,9 @@ def test_backup_run_prints_one_line_per_copy(tmp_path: Path) -> None:
     from tests.helpers import event
 
     log_path = tmp_path / "logs" / "log.jsonl"
-    with AuditLog(AuditConfig(log_path=log_path, rotation=Rotation(max_bytes=4_000))) as log:
+    with AuditLog(
+        AuditConfig(log_path=log_path, rotation=Rotation(max_bytes=4_000)), clock=synced_clock
+    ) as log:
         for i in range(60):
             log.append(event(i))
             if i % 10 == 9:

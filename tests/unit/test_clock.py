@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
 from riskaudit import AuditConfig, AuditLog, EventPriority, EventType, RiskEvent
 from riskaudit.clock import ClockState, read_clock
 from tests.helpers import records
@@ -111,6 +113,12 @@ def test_the_sink_the_bus_and_recover_pass_their_clock_reader_to_the_log(
         assert recover([capture], base / "again.jsonl", clock=reader).appended == 1
         for name in ("sink", "bus", "again"):
             assert len(clock_records(base / f"{name}.jsonl")) == expected, (name, expected)
+    own = AuditConfig(log_path=tmp_path / "own.jsonl")
+    with (
+        AuditLog(own, clock=lambda: GOOD) as log,
+        pytest.raises(TypeError, match="pass clock= to the AuditLog"),
+    ):
+        RiskEventBus(log, clock=lambda: GOOD)  # the log has its reader already
 
 
 def test_status_reports_the_clock_as_a_typed_reading_with_its_problem(tmp_path: Path) -> None:

@@ -32,7 +32,7 @@ from riskaudit._native import (
 )
 from riskaudit.format import encode_event_body
 from riskaudit.log import ZERO_HASH, _writer, line_hash
-from tests.helpers import event, records
+from tests.helpers import event, records, synced_clock
 
 CHUNK = 1 << 20
 
@@ -212,7 +212,7 @@ def test_the_writer_books_many_turns_per_call(
         return out
 
     monkeypatch.setattr(_writer, "commit_turns", counted)
-    with AuditLog(AuditConfig(log_path=tmp_path / "log.jsonl")) as log:
+    with AuditLog(AuditConfig(log_path=tmp_path / "log.jsonl"), clock=synced_clock) as log:
         for burst in range(5):
             for i in range(10):
                 log.append(event(burst * 10 + i))

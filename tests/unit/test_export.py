@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from riskaudit import AuditConfig, AuditLog, EventPriority, EventType, RiskEvent
 from riskaudit.cli import app
 from riskaudit.integrity import Selection, export, generate, load_public_key, verify_export
+from tests.helpers import synced_clock
 
 runner = CliRunner()
 
@@ -25,7 +26,7 @@ def signed_log(tmp_path: Path) -> tuple[Path, Path]:
     cfg = AuditConfig(
         log_path=tmp_path / "logs" / "log.jsonl", signing_key_file=private, checkpoint_records=25
     )
-    with AuditLog(cfg) as log:
+    with AuditLog(cfg, clock=synced_clock) as log:
         for i in range(100):
             kind = EventType.LIMIT_BREACH if i % 10 == 0 else EventType.PRE_TRADE_CHECK
             data = (

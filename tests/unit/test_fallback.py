@@ -83,7 +83,7 @@ def test_primary_failure_goes_to_spool_and_replays(tmp_path: Path, faults: Fault
     config = cfg(tmp_path)
     assert config.spool_dir is not None
     produced = []
-    with AuditLog(config) as log:
+    with AuditLog(config, clock=synced_clock) as log:
         for i in range(10):
             produced.append(event(i))
             log.append(produced[-1])
@@ -177,7 +177,7 @@ def test_overflow_kill_switch_never_waits_others_go_unsequenced(tmp_path: Path) 
         append_timeout=0.05,
     )
     out = io.BytesIO()
-    with AuditLog(config, emergency=EmergencyOutput(stream=out)) as log:
+    with AuditLog(config, emergency=EmergencyOutput(stream=out), clock=synced_clock) as log:
         with log.stall_writer():
             for i in range(6):
                 assert log.append(event(i)) is not None
@@ -196,18 +196,21 @@ def test_overflow_kill_switch_never_waits_others_go_unsequenced(tmp_path: Path) 
             assert time.monotonic() - started < 0.01
         assert log.unsequenced == 2
     (tmp_path / "stdout.log").write_bytes(out.getvalue())
-    rep = recover([tmp_path / "stdout.log"], config.log_path, config)
+    rep = recover([tmp_path / "stdout.log"], config.log_path, config, clock=synced_clock)
     assert rep.found_unsequenced == 2 and rep.appended == 2
     assert rep.verify is not None and rep.verify.valid
     recovered = [r for r in records(config.log_path) if r.get("kind") == "recovered"]
     assert {r["event"]["data"].get("i") for r in recovered} == {99, None}
-    assert recover([tmp_path / "stdout.log"], config.log_path, config).appended == 0
+    assert (
+        recover([tmp_path / "stdout.log"], config.log_path, config, clock=synced_clock).appended
+        == 0
+    )
 
 
 def test_deleted_file_is_restored_from_the_open_handle(tmp_path: Path) -> None:
     """rm of the open log: the writer notices and copies it back, losing nothing."""
     config = cfg(tmp_path)
-    with AuditLog(config) as log:
+    with AuditLog(config, clock=synced_clock) as log:
         for i in range(50):
             log.append(event(i))
         log.flush()
@@ -227,7 +230,7 @@ def test_renamed_file_is_reopened_and_the_chain_continues(tmp_path: Path) -> Non
     """mv of the open log (logrotate without a signal): the path is reopened and the
     chain continues across the two files."""
     config = cfg(tmp_path)
-    with AuditLog(config) as log:
+    with AuditLog(config, clock=synced_clock) as log:
         for i in range(20):
             log.append(event(i))
         log.flush()
@@ -293,7 +296,7 @@ def test_partial_write_whose_truncate_fails_is_set_aside(
     monkeypatch.setattr(_destinations, "write_durably", half_then_enospc)
     # Every write through the patched Python path, none in the core's turns.
     monkeypatch.setattr(Writer, "native_commit", False)
-    with AuditLog(config) as log:
+    with AuditLog(config, clock=synced_clock) as log:
         for i in range(10):
             log.append(event(i))
         log.flush()

@@ -25,7 +25,7 @@ from riskaudit.format import holds_path
 from riskaudit.integrity import Selection, export
 from riskaudit.ops import Principal, Service, TokenStore, create_app, create_token
 from riskaudit.ops._auth import parse_tokens
-from tests.helpers import records
+from tests.helpers import records, synced_clock
 
 NDJSON = {"content-type": "application/x-ndjson"}
 runner = CliRunner()
@@ -64,7 +64,7 @@ class Api:
         self.config = AuditConfig(
             log_path=root / "logs" / "log.jsonl", tokens_file=self.tokens_file, **settings
         )
-        self.log = AuditLog(self.config)
+        self.log = AuditLog(self.config, clock=synced_clock)
         self.clock = Clock()
         self.store = TokenStore.load(self.tokens_file, clock=self.clock)
         self.service = Service(self.log, self.config, tokens=self.store, owns_log=True)
@@ -161,7 +161,7 @@ def test_forwarded_for_is_believed_only_from_trusted_proxies(tmp_path: Path) -> 
     """Behind a trusted proxy the peer is the first untrusted hop of X-Forwarded-For;
     from anyone else the header is ignored."""
     cfg = AuditConfig(log_path=tmp_path / "log.jsonl", trusted_proxies=("10.0.0.0/8", "192.0.2.7"))
-    with AuditLog(cfg) as log:
+    with AuditLog(cfg, clock=synced_clock) as log:
         service = Service(log, cfg)
         who = Principal("w", "writer")
         via_proxy = service.principal(
@@ -419,7 +419,7 @@ def test_token_create_list_revoke(tmp_path: Path) -> None:
 def test_hold_cli_records_the_change_when_no_service_runs(tmp_path: Path) -> None:
     """``hold add`` with the log free chains a ``holds`` record itself."""
     log_path = tmp_path / "logs" / "log.jsonl"
-    AuditLog(AuditConfig(log_path=log_path)).close()
+    AuditLog(AuditConfig(log_path=log_path), clock=synced_clock).close()
     env = {"RISK_AUDIT_LOG_PATH": str(log_path)}
     added = runner.invoke(app, ["hold", "add", "CASE-9", "--reason", "FCA request"], env=env)
     assert added.exit_code == 0 and "recorded as holds seq" in added.output, added.output
@@ -435,7 +435,7 @@ def test_verify_and_export_name_an_id_reused_for_other_content(tmp_path: Path) -
     a warning naming both seqs, while the log stays valid; the same content re-sent
     by another request (another principal) and a rotated copy are not reported."""
     log_path = tmp_path / "logs" / "log.jsonl"
-    with AuditLog(AuditConfig(log_path=log_path)) as log:
+    with AuditLog(AuditConfig(log_path=log_path), clock=synced_clock) as log:
         first = log.append(RiskEvent(EventType.ALERT, data={"message": "a"}, event_id="id-1"))
         ev = RiskEvent(EventType.ALERT, data={"message": "b"}, event_id="id-2", timestamp_ns=7)
         log.append(ev, principal={"name": "w", "request_id": "r1"})

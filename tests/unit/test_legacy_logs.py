@@ -16,7 +16,7 @@ from riskaudit import AuditConfig, AuditLog, verify_paths
 from riskaudit.integrity import load_public_key
 from riskaudit.recovery import recover
 from tests.conftest import VECTORS
-from tests.helpers import ROOT, event, records, stream_event_ids
+from tests.helpers import ROOT, event, records, stream_event_ids, synced_clock
 
 LEGACY = ROOT / "tests" / "data" / "legacy-0.1.0"
 
@@ -39,7 +39,7 @@ def test_checkpointed_log_verifies_with_its_key_then_resumes(legacy: Path) -> No
     assert before.valid, before.findings
     assert any(r.get("kind") == "repair" for r in records(d / "risk_audit.jsonl"))
     cfg = AuditConfig(log_path=d / "risk_audit.jsonl", flush_interval=0.001, host="h")
-    with AuditLog(cfg) as log:
+    with AuditLog(cfg, clock=synced_clock) as log:
         health = log.health()
         assert not health.untrusted and not health.corrupt, health
         log.append(event(1))
@@ -56,9 +56,9 @@ def test_gap_log_recovers_and_resumes(legacy: Path) -> None:
     d = legacy / "gap" / "primary"
     assert [f.kind for f in verify_paths([d]).findings] == ["unrecovered"]
     cfg = AuditConfig(log_path=d / "risk_audit.jsonl", flush_interval=0.001, host="h")
-    rep = recover([legacy / "gap" / "stdout.log"], cfg.log_path, cfg)
+    rep = recover([legacy / "gap" / "stdout.log"], cfg.log_path, cfg, clock=synced_clock)
     assert not rep.missing and rep.verify is not None and rep.verify.valid
-    with AuditLog(cfg) as log:
+    with AuditLog(cfg, clock=synced_clock) as log:
         assert not log.health().corrupt
         log.append(event(2))
     final = verify_paths([d])

@@ -42,7 +42,7 @@ from riskaudit.policy import (
     native_checks,
     schema_problem,
 )
-from tests.helpers import ROOT, build_log, write_lines
+from tests.helpers import ROOT, build_log, synced_clock, write_lines
 from tests.unit.test_verify_truth import TAMPERS, copy_of, keys_of, write_real_log
 
 VECTORS = ROOT / "tests" / "vectors" / "format-v1"
@@ -516,7 +516,7 @@ def test_the_writer_counts_events_by_kind_and_source_for_the_metrics(tmp_path: P
     from riskaudit import AuditLog
 
     sources = ["engine-1", 'desk "A"\\b', "Zürich-ü"]
-    with AuditLog(path=tmp_path / "risk_audit.jsonl") as log:
+    with AuditLog(path=tmp_path / "risk_audit.jsonl", clock=synced_clock) as log:
         for i in range(30):
             log.append(
                 RiskEvent(

@@ -17,6 +17,7 @@ from hypothesis import settings
 
 from riskaudit import AuditConfig, AuditLog, RiskEventBus, verify_paths
 from riskaudit.ops import Service, TokenStore, create_app, create_token
+from tests.helpers import synced_clock
 
 if TYPE_CHECKING:
     from schemathesis.specs.openapi.schemas import OpenApiCase
@@ -44,7 +45,7 @@ def build_app(root: Path) -> tuple[Any, AuditLog, dict[str, str]]:
     token, line = create_token("fuzz-admin", "admin")
     (root / "tokens").write_text(line + "\n")
     cfg = AuditConfig(log_path=root / "logs" / "log.jsonl", tokens_file=root / "tokens")
-    log = AuditLog(cfg)
+    log = AuditLog(cfg, clock=synced_clock)
     # owns_log=False: schemathesis ends the ASGI lifespan after every test item and starts it
     # again on the next request, so the lifespan must not close the log.
     service = Service(

@@ -20,7 +20,7 @@ from riskaudit import (
 )
 from riskaudit.policy import SCHEMAS, actor_problem, schema_problem
 from tests.conftest import VECTORS
-from tests.helpers import records
+from tests.helpers import records, synced_clock
 
 
 def limit_change(old: object, new: object, **meta: str) -> RiskEvent:
@@ -54,7 +54,7 @@ def test_every_event_type_has_a_schema_and_the_vectors_conform() -> None:
 
 def test_schema_warn_writes_and_counts(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """Default warn: the event is written, the missing field named in the log, counted."""
-    with AuditLog(path=tmp_path / "w.jsonl") as log:
+    with AuditLog(path=tmp_path / "w.jsonl", clock=synced_clock) as log:
         seq = log.append(RiskEvent(EventType.LIMIT_BREACH, data={"limit": "x", "observed": 3}))
         assert seq is not None and log.schema_warnings == 1
     assert "needs data.limit_value" in caplog.text
@@ -63,7 +63,7 @@ def test_schema_warn_writes_and_counts(tmp_path: Path, caplog: pytest.LogCapture
 def test_schema_enforce_refuses_naming_the_field(tmp_path: Path) -> None:
     """enforce: AuditSchemaError names the field; nothing written, no seq spent."""
     cfg = AuditConfig(log_path=tmp_path / "e.jsonl", schema_policy="enforce")
-    with AuditLog(cfg) as log:
+    with AuditLog(cfg, clock=synced_clock) as log:
         first = log.append(RiskEvent(EventType.ALERT, data={"message": "ok"}))
         with pytest.raises(AuditSchemaError, match=r"data\.order_id"):
             log.append(RiskEvent(EventType.PRE_TRADE_CHECK, data={"outcome": "ACCEPT"}))
@@ -110,7 +110,7 @@ def test_compliant_events_pass(event: RiskEvent) -> None:
 
 def test_enforce_records_the_attempt_then_raises(tmp_path: Path) -> None:
     """enforce (default): a policy_violation record keeps the refused event; append raises."""
-    with AuditLog(path=tmp_path / "a.jsonl") as log:
+    with AuditLog(path=tmp_path / "a.jsonl", clock=synced_clock) as log:
         bad = limit_change(100, 500, actor="trader-7")
         with pytest.raises(AuditPolicyError, match=r"needs metadata\.approved_by") as info:
             log.append(bad)
@@ -131,7 +131,7 @@ def test_warn_writes_the_event_and_flags_it(
     """warn: the event is written, and a policy_violation record flags it by seq."""
     caplog.set_level(logging.WARNING)
     cfg = AuditConfig(log_path=tmp_path / "w.jsonl", actor_policy="warn")
-    with AuditLog(cfg) as log:
+    with AuditLog(cfg, clock=synced_clock) as log:
         seq = log.append(kill("reset", actor="alice"))
         assert log.policy_violations == 1
     recs = records(tmp_path / "w.jsonl")
@@ -142,7 +142,7 @@ def test_warn_writes_the_event_and_flags_it(
 
 def test_a_correction_is_a_new_event_naming_the_original(tmp_path: Path) -> None:
     """No update or delete: the correction and the original are both in the log."""
-    with AuditLog(path=tmp_path / "c.jsonl") as log:
+    with AuditLog(path=tmp_path / "c.jsonl", clock=synced_clock) as log:
         original = RiskEvent(EventType.ALERT, data={"message": "limit breached on ESZ6"})
         log.append(original)
         fix = RiskEvent(

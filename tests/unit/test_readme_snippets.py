@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, run_captured
+from tests.helpers import ROOT, run_captured, synced_clock
 
 README = ROOT / "README.md"
 SNIPPETS = re.findall(r"^```python\n(.*?)^```$", README.read_text(), re.S | re.M)
@@ -46,7 +46,7 @@ def test_the_demo_s_breaches_compare_like_with_like(tmp_path: Path) -> None:
     from tests.helpers import records
 
     cfg = AuditConfig(log_path=tmp_path / "demo.jsonl")
-    with AuditLog(cfg) as log:
+    with AuditLog(cfg, clock=synced_clock) as log:
         sim = RiskEngineSimulator(RiskEventBus(log), seed=7)
         sim.max_notional = 1_000_000.0  # both limits breached in a short run
         sim.run(3_000, 0, lambda: False)

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from riskaudit import AuditConfig, AuditConfigError, AuditLog, EventType, RiskEvent, verify_paths
 from riskaudit.cli import app
-from tests.helpers import records
+from tests.helpers import records, synced_clock
 
 
 @pytest.fixture
@@ -43,7 +43,7 @@ def test_redaction_round_trip_with_hash_value(tmp_path: Path, key_file: Path) ->
         data={"message": "login", "api_key": "sk-live-123", "account": 4711},
         metadata={"client": {"ssn": {"nr": "078-05-1120"}, "desk": "rates"}},
     )
-    with AuditLog(cfg) as log:
+    with AuditLog(cfg, clock=synced_clock) as log:
         log.append(event)
     rec = next(r for r in records(cfg.log_path) if r.get("event_type") == "ALERT")
     raw = cfg.log_path.read_bytes()
@@ -77,4 +77,4 @@ def test_redaction_needs_a_key_and_valid_paths(tmp_path: Path, key_file: Path) -
         log_path=tmp_path / "x.jsonl", hmac_key_file=key_file, redact_fields=("source",)
     )
     with pytest.raises(AuditConfigError, match="RISK_AUDIT_REDACT_FIELDS"):
-        AuditLog(cfg)
+        AuditLog(cfg, clock=synced_clock)

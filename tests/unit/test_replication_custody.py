@@ -23,7 +23,7 @@ from riskaudit.replication import (
 )
 from riskaudit.replication import _collect as collect_module
 from riskaudit.settings import DAY, ReplicationSettings, RetentionPolicy
-from tests.helpers import event
+from tests.helpers import event, synced_clock
 
 
 class Msg:
@@ -48,7 +48,7 @@ class Published(list[tuple[bytes, dict[str, str]]]):
 
 
 def written_log(log_path: Path, n: int) -> list[bytes]:
-    with AuditLog(AuditConfig(log_path=log_path, checkpoint_interval=0)) as log:
+    with AuditLog(AuditConfig(log_path=log_path, checkpoint_interval=0), clock=synced_clock) as log:
         for i in range(n):
             log.append(event(i))
     return [x + b"\n" for x in log_path.read_bytes().split(b"\n")[:-1]]
@@ -182,7 +182,7 @@ def test_ready_status_and_page_follow_the_watermark(log_path: Path) -> None:
 
     publish = Published()
 
-    with AuditLog(config) as log:
+    with AuditLog(config, clock=synced_clock) as log:
         fwd = Forwarder(log_path, ReplicationSettings(), publish, board=MemoryBoard())
         while asyncio.run(fwd.step()):
             pass

@@ -26,6 +26,7 @@ from riskaudit.integrity import generate, load_public_key
 from riskaudit.ops import run_retention
 from riskaudit.settings import DAY, BackupSettings, RetentionPolicy
 from tests._segments import DAY_NS, Span, synthetic_stream
+from tests.helpers import synced_clock
 
 AGES_DAYS = [2200, 1100, 400, 200, 100, 10]  # oldest first: 6 y, 3 y, 400 d, ...
 
@@ -128,7 +129,7 @@ def test_apply_records_every_action_and_the_rest_still_verifies(
     )
     backup = Backup(log_path, DirectoryTarget(archive), cfg.retention)
     assert not backup.run().errors
-    with AuditLog(cfg) as log:
+    with AuditLog(cfg, clock=synced_clock) as log:
         result = run_retention(cfg, log, backup=backup)
     done = {d["action"] for d in result.done}
     assert done == {"delete", "expire-archive", "remove-local", "compress"}
@@ -153,7 +154,7 @@ def test_no_local_removal_without_a_verified_archive_copy(history: History, tmp_
     victim = next(p for p in archive.rglob("*.jsonl") if paths[1].name in p.name)
     os.chmod(victim, 0o644)
     victim.write_bytes(victim.read_bytes().replace(b"synthetic", b"SYNTHETIC"))
-    with AuditLog(cfg) as log:
+    with AuditLog(cfg, clock=synced_clock) as log:
         result = run_retention(cfg, log, backup=backup)
     failed = [d for d in result.done if "error" in d]
     assert [d["segment"] for d in failed] == [paths[1].name]
@@ -171,7 +172,7 @@ def test_archive_copies_expire_only_past_their_date_and_never_under_hold(
     backup = Backup(log_path, DirectoryTarget(archive), cfg.retention)
     backup.run()
     add_hold(holds_path(log_path), "LITIGATION-7", "pending case")
-    with AuditLog(cfg) as log:
+    with AuditLog(cfg, clock=synced_clock) as log:
         held = run_retention(cfg, log, backup=backup)
         assert {d["action"] for d in held.done} == {"compress"}  # a hold blocks every deletion
         local = {s.key for s in list_segments(log_path)}

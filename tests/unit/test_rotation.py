@@ -14,7 +14,7 @@ from riskaudit import AuditConfig, AuditLog, verify_paths
 from riskaudit.format import compress, list_segments
 from riskaudit.integrity import generate, load_public_key
 from riskaudit.settings import Rotation
-from tests.helpers import event
+from tests.helpers import event, synced_clock
 
 
 def all_records(directory: Path) -> list[dict[str, object]]:
@@ -50,7 +50,7 @@ def test_size_rotation_seals_segments_and_the_chain_spans_them(
     cfg = AuditConfig(
         log_path=log_path, rotation=Rotation(max_bytes=20_000), signing_key_file=keys[0]
     )
-    with AuditLog(cfg) as log:
+    with AuditLog(cfg, clock=synced_clock) as log:
         for i in range(600):
             log.append(event(i))
             if i % 50 == 49:
@@ -75,7 +75,7 @@ def test_time_rotation_follows_utc_boundaries(log_path: Path) -> None:
     """With an hourly interval the writer rotates when the (seamed) clock crosses the hour."""
     cfg = AuditConfig(log_path=log_path, rotation=Rotation(interval=3600))
     fake = [1_795_680_000.0 + 3000]  # 50 minutes past an hour
-    with AuditLog(cfg) as log:
+    with AuditLog(cfg, clock=synced_clock) as log:
         log._writer.wall = lambda: fake[0]
         log.append(event(1))
         log.flush(5)
@@ -93,7 +93,7 @@ def test_restart_after_rotation_continues_the_chain(log_path: Path) -> None:
     """A crash between the rename and the new file: the next start continues from the
     newest segment instead of starting a new stream."""
     cfg = AuditConfig(log_path=log_path)
-    with AuditLog(cfg) as log:
+    with AuditLog(cfg, clock=synced_clock) as log:
         log.append(event(1))
         stream = log.stream
     last = orjson.loads(log_path.read_bytes().splitlines()[-1])["seq"]
@@ -101,7 +101,7 @@ def test_restart_after_rotation_continues_the_chain(log_path: Path) -> None:
         log_path,
         log_path.with_name(f"risk_audit.seg-{1:020d}-{last:020d}-20261126T000000Z.jsonl"),
     )
-    with AuditLog(cfg) as log:
+    with AuditLog(cfg, clock=synced_clock) as log:
         assert log.stream == stream
         log.append(event(2))
     report = verify_paths([log_path.parent])
@@ -111,7 +111,7 @@ def test_restart_after_rotation_continues_the_chain(log_path: Path) -> None:
 
 def test_reopen_after_rename_seals_the_old_file(log_path: Path) -> None:
     """logrotate's create mode: rename, reopen (SIGUSR1's action); nothing lost or doubled."""
-    with AuditLog(AuditConfig(log_path=log_path)) as log:
+    with AuditLog(AuditConfig(log_path=log_path), clock=synced_clock) as log:
         for i in range(100):
             log.append(event(i))
         log.flush(5)
@@ -134,7 +134,7 @@ def test_reopen_after_rename_seals_the_old_file(log_path: Path) -> None:
 
 def test_reopen_without_rotation_changes_nothing(log_path: Path) -> None:
     """A stray SIGUSR1 with the file still in place neither seals nor starts a file."""
-    with AuditLog(AuditConfig(log_path=log_path)) as log:
+    with AuditLog(AuditConfig(log_path=log_path), clock=synced_clock) as log:
         log.append(event(1))
         log.flush(5)
         log.reopen()
@@ -154,7 +154,7 @@ def copytruncate(path: Path, copy: Path) -> None:
 
 def test_copytruncate_is_detected_and_the_window_rewritten(log_path: Path) -> None:
     """Records written between copy and truncate come back from the ring; verify passes."""
-    with AuditLog(AuditConfig(log_path=log_path, truncate_ring=1000)) as log:
+    with AuditLog(AuditConfig(log_path=log_path, truncate_ring=1000), clock=synced_clock) as log:
         for i in range(200):
             log.append(event(i))
         log.flush(5)
@@ -179,7 +179,7 @@ def test_copytruncate_is_detected_and_the_window_rewritten(log_path: Path) -> No
 
 def test_copytruncate_with_a_small_ring_names_the_missing_range(log_path: Path) -> None:
     """When the ring is smaller than the lost window, verify names exactly what is missing."""
-    with AuditLog(AuditConfig(log_path=log_path, truncate_ring=5)) as log:
+    with AuditLog(AuditConfig(log_path=log_path, truncate_ring=5), clock=synced_clock) as log:
         for i in range(50):
             log.append(event(i))
         log.flush(5)
@@ -204,7 +204,7 @@ def test_copytruncate_with_a_small_ring_names_the_missing_range(log_path: Path) 
 
 def test_a_partial_cut_is_kept_aside_before_the_rewrite(log_path: Path) -> None:
     """A file cut to a shorter length (not emptied) is copied aside, never destroyed."""
-    with AuditLog(AuditConfig(log_path=log_path, truncate_ring=10)) as log:
+    with AuditLog(AuditConfig(log_path=log_path, truncate_ring=10), clock=synced_clock) as log:
         for i in range(100):
             log.append(event(i))
             log.flush(5)
@@ -226,7 +226,7 @@ def test_compressed_segments_verify_with_plain_ones(
     cfg = AuditConfig(
         log_path=log_path, rotation=Rotation(max_bytes=10_000), signing_key_file=keys[0]
     )
-    with AuditLog(cfg) as log:
+    with AuditLog(cfg, clock=synced_clock) as log:
         for i in range(300):
             log.append(event(i))
             if i % 30 == 29:
@@ -254,7 +254,9 @@ def test_export_and_query_read_compressed_segments(log_path: Path, tmp_path: Pat
     from riskaudit.cli import app
     from riskaudit.ops._query import Query, run_query
 
-    with AuditLog(AuditConfig(log_path=log_path, rotation=Rotation(max_bytes=8_000))) as log:
+    with AuditLog(
+        AuditConfig(log_path=log_path, rotation=Rotation(max_bytes=8_000)), clock=synced_clock
+    ) as log:
         for i in range(200):
             log.append(event(i))
             if i % 20 == 19:
@@ -281,7 +283,7 @@ def test_a_rotated_copy_cut_mid_record_is_fine_when_the_record_is_elsewhere(
 ) -> None:
     """copytruncate can copy half a record; when the whole record is in the newer file,
     verify notes it, and a cut the stream cannot explain is still `torn`."""
-    with AuditLog(AuditConfig(log_path=log_path, truncate_ring=1000)) as log:
+    with AuditLog(AuditConfig(log_path=log_path, truncate_ring=1000), clock=synced_clock) as log:
         for i in range(50):
             log.append(event(i))
         log.flush(5)

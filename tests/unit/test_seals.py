@@ -18,7 +18,7 @@ from riskaudit.integrity import FindingKind, generate, load_keyring, load_public
 from riskaudit.integrity import signed_text as make_signed_text
 from riskaudit.log import line_hash
 from tests.conftest import VECTORS
-from tests.helpers import event
+from tests.helpers import event, synced_clock
 
 
 def test_signature_checks_with_cryptography_alone() -> None:
@@ -70,7 +70,7 @@ def write_log(tmp_path: Path, private: Path, n: int = 50, **kw: object) -> Audit
         checkpoint_interval=60,
         checkpoint_records=20,
     ).with_(**kw)
-    with AuditLog(cfg) as log:
+    with AuditLog(cfg, clock=synced_clock) as log:
         for i in range(n):
             log.append(event(i))
             if i % 10 == 9:
@@ -100,12 +100,34 @@ def test_checkpoints_every_n_records_and_at_close(tmp_path: Path, keys: tuple[Pa
     assert report.checkpoints == len(sidecar) and not report.warnings
 
 
+def test_a_close_whose_last_batch_is_due_a_checkpoint_seals_once(
+    tmp_path: Path, keys: tuple[Path, Path]
+) -> None:
+    """The stop record comes in a batch that makes a checkpoint due by count: that
+    checkpoint seals it, and the close adds no second one covering the first (the
+    flake of the test above, made certain by a long flush window)."""
+    cfg = AuditConfig(
+        log_path=tmp_path / "l.jsonl",
+        signing_key_file=keys[0],
+        flush_interval=2.0,  # the writer takes everything, the stop included, at once
+        checkpoint_records=20,
+    )
+    log = AuditLog(cfg, clock=synced_clock)
+    for i in range(30):
+        log.append(event(i))
+    log.close()
+    ks = kinds(cfg.log_path)
+    assert ks[-2:] == ["stop", "checkpoint"] and ks[-3] == "event"
+    report = verify_paths([cfg.log_path], keys=[load_public_key(keys[1])])
+    assert report.valid and not report.warnings, report.findings
+
+
 def test_idle_writer_still_checkpoints(tmp_path: Path, keys: tuple[Path, Path]) -> None:
     """With nothing to write, a checkpoint still comes every interval: silence is evidence."""
     cfg = AuditConfig(
         log_path=tmp_path / "idle.jsonl", signing_key_file=keys[0], checkpoint_interval=0.3
     )
-    with AuditLog(cfg):
+    with AuditLog(cfg, clock=synced_clock):
         time.sleep(1.5)
     ks = kinds(cfg.log_path)
     assert ks[: ks.index("stop")].count("checkpoint") >= 2  # idle ones, before the close
@@ -184,7 +206,7 @@ def test_key_rotation_and_resealing_the_past(tmp_path: Path) -> None:
     time.sleep(0.05)
     switch = time.time_ns()
     time.sleep(0.05)
-    with AuditLog(cfg.with_(signing_key_file=new_priv)) as log:
+    with AuditLog(cfg.with_(signing_key_file=new_priv), clock=synced_clock) as log:
         for i in range(30):
             log.append(event(i))
 

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from riskaudit import AuditConfig, AuditLog, EventPriority, EventType, RiskEventBus, verify_paths
 from riskaudit.ops import Service, TokenStore, create_app, create_token
-from tests.helpers import records
+from tests.helpers import records, synced_clock
 
 ROLES = ("writer", "reader", "admin")
 
@@ -45,7 +45,7 @@ def client(tmp_path: Path, tokens: dict[str, str]) -> Iterator[LogClient]:
         max_body_bytes=20_000,
         max_batch=50,
     )
-    log = AuditLog(cfg)
+    log = AuditLog(cfg, clock=synced_clock)
     service = Service(
         log, cfg, bus=RiskEventBus(log), tokens=TokenStore.load(tmp_path / "tokens"), owns_log=True
     )
@@ -223,7 +223,7 @@ def test_query_filters_pages_and_records_the_access(
 def test_without_a_tokens_file_the_event_api_is_closed(tmp_path: Path) -> None:
     """No RISK_AUDIT_TOKENS_FILE: ops endpoints open, the event API answers 401."""
     cfg = AuditConfig(log_path=tmp_path / "x.jsonl")
-    with AuditLog(cfg) as log, TestClient(create_app(Service(log, cfg))) as c:
+    with AuditLog(cfg, clock=synced_clock) as log, TestClient(create_app(Service(log, cfg))) as c:
         assert c.get("/health").status_code == 200
         r = c.post("/v1/events", json=alert())
         assert r.status_code == 401 and "RISK_AUDIT_TOKENS_FILE" in r.json()["error"]
@@ -235,7 +235,7 @@ def test_closed_ops_endpoints_need_a_token(tmp_path: Path, tokens: dict[str, str
         log_path=tmp_path / "x.jsonl", tokens_file=tmp_path / "tokens", open_endpoints=()
     )
     with (
-        AuditLog(cfg) as log,
+        AuditLog(cfg, clock=synced_clock) as log,
         TestClient(create_app(Service(log, cfg, tokens=TokenStore.load(tmp_path / "tokens")))) as c,
     ):
         assert c.get("/metrics").status_code == 401
@@ -249,7 +249,7 @@ def test_embedded_ops_endpoints_start_and_stop(tmp_path: Path) -> None:
 
     from riskaudit.ops import start_ops_server
 
-    with AuditLog(path=tmp_path / "e.jsonl") as log:
+    with AuditLog(path=tmp_path / "e.jsonl", clock=synced_clock) as log:
         server = start_ops_server(log, port=0)
         try:
             base = f"http://127.0.0.1:{server.port}"
@@ -273,7 +273,7 @@ def test_embedded_ops_endpoints_close_a_request_that_never_finishes(tmp_path: Pa
     from riskaudit.ops import start_ops_server
 
     cfg = AuditConfig(log_path=tmp_path / "e.jsonl", http_header_timeout=0.5)
-    with AuditLog(cfg) as log, start_ops_server(log, port=0) as server:
+    with AuditLog(cfg, clock=synced_clock) as log, start_ops_server(log, port=0) as server:
         with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
             sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
             started = time.monotonic()

@@ -40,7 +40,7 @@ def test_path_from_environment(
 def test_default_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_settings: None) -> None:
     """With nothing set the log is logs/risk_audit.jsonl under the working directory."""
     monkeypatch.chdir(tmp_path)
-    with EnhancedJsonAuditSink() as sink:
+    with EnhancedJsonAuditSink(clock=synced_clock) as sink:
         assert sink.log_path == tmp_path / "logs" / "risk_audit.jsonl"
     assert os.path.exists(tmp_path / "logs" / "risk_audit.jsonl")
 
@@ -49,7 +49,7 @@ def test_write_never_raises_and_keeps_the_event_on_stdout(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     """A write that cannot be recorded prints a full AUDIT_EMERGENCY line instead."""
-    sink = JsonAuditSink(tmp_path / "x.jsonl")
+    sink = JsonAuditSink(tmp_path / "x.jsonl", clock=synced_clock)
     sink.close()
     ev = event(7)
     assert sink.write(ev) is None
@@ -63,7 +63,7 @@ def test_write_never_raises_and_keeps_the_event_on_stdout(
 
 def test_flush_returns_false_instead_of_raising(tmp_path: Path) -> None:
     """flush() reports False (and logs why) when records are not durable in time."""
-    with JsonAuditSink(tmp_path / "y.jsonl") as sink, sink.log.stall_writer():
+    with JsonAuditSink(tmp_path / "y.jsonl", clock=synced_clock) as sink, sink.log.stall_writer():
         sink.write(event())
         assert sink.flush(timeout=0.05) is False
 
@@ -79,7 +79,7 @@ def test_a_log_that_cannot_be_opened_does_not_break_trading(
     blocker = tmp_path / "vol"
     blocker.write_text("not a directory")
     path = blocker / "logs" / "risk_audit.jsonl"
-    sink = JsonAuditSink(path)
+    sink = JsonAuditSink(path, clock=synced_clock)
     try:
         assert sink.health().status == "failing" and sink.unavailable
         assert sink.write(event(1)) is None
@@ -120,7 +120,7 @@ def test_a_lock_held_by_another_process_keeps_the_sink_degraded_naming_the_pid(
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
         before = path.read_bytes()
-        with JsonAuditSink(path) as sink:
+        with JsonAuditSink(path, clock=synced_clock) as sink:
             assert sink.health().status == "failing"
             assert sink.unavailable is not None and str(holder.pid) in sink.unavailable
             assert sink.write(event(1)) is None

@@ -9,13 +9,13 @@ from pathlib import Path
 
 from riskaudit import AuditConfig, AuditLog
 from riskaudit.ops._page import render_page
-from tests.helpers import event
+from tests.helpers import event, synced_clock
 
 SVG = re.compile(r"<svg [^>]*>.*?</svg>", re.S)
 
 
 def page_of(log: AuditLog, rates: list[tuple[float, float]]) -> str:
-    return render_page(log.status().to_dict(), rates, "test")
+    return render_page(log.status(), None, rates, "test")
 
 
 def checkpoint_age(page: str) -> str:
@@ -27,7 +27,9 @@ def checkpoint_age(page: str) -> str:
 def test_checkpoint_age_says_none_yet_until_the_first_checkpoint(tmp_path: Path) -> None:
     """Before the first checkpoint the age is "none yet", not the time since start;
     after one it is a number of seconds."""
-    log = AuditLog(AuditConfig(log_path=tmp_path / "a.jsonl", checkpoint_records=3))
+    log = AuditLog(
+        AuditConfig(log_path=tmp_path / "a.jsonl", checkpoint_records=3), clock=synced_clock
+    )
     try:
         assert checkpoint_age(page_of(log, [])) == "none yet"
         for i in range(4):
@@ -44,7 +46,7 @@ def test_checkpoint_age_says_none_yet_until_the_first_checkpoint(tmp_path: Path)
 def test_checkpoint_age_says_off_when_checkpoints_are_off(tmp_path: Path) -> None:
     """With checkpoints disabled the page says so rather than showing an age."""
     cfg = AuditConfig(log_path=tmp_path / "a.jsonl", checkpoint_interval=0, checkpoint_records=0)
-    log = AuditLog(cfg)
+    log = AuditLog(cfg, clock=synced_clock)
     try:
         assert log.status().checkpoint.enabled is False
         assert checkpoint_age(page_of(log, [])) == "checkpoints off"
@@ -55,7 +57,7 @@ def test_checkpoint_age_says_off_when_checkpoints_are_off(tmp_path: Path) -> Non
 def test_chart_scales_to_its_card_and_labels_both_axes(tmp_path: Path) -> None:
     """The SVG has a viewBox and 100% width (it fills the card at any size), an axis
     title on each axis, the rate scale from 0 to the top, and the time span to now."""
-    log = AuditLog(AuditConfig(log_path=tmp_path / "a.jsonl"))
+    log = AuditLog(AuditConfig(log_path=tmp_path / "a.jsonl"), clock=synced_clock)
     try:
         rates = [(300.0, 120.0), (150.0, 400.0), (0.0, 80.0)]
         svg = SVG.search(page_of(log, rates))

@@ -17,6 +17,7 @@ from riskaudit.log import (
     volatile_reason,
 )
 from riskaudit.settings import Watermarks
+from tests.helpers import synced_clock
 
 MOUNTINFO = """\
 22 27 0:21 / /proc rw,relatime - proc proc rw
@@ -103,5 +104,5 @@ def test_require_persistent_refuses_to_start(tmp_path: Path) -> None:
     if not str(tmp_path.resolve()).startswith("/tmp/"):
         pytest.skip("needs a temporary directory under /tmp")
     with pytest.raises(AuditStorageError, match="AUDIT LOG RISK"):
-        AuditLog(cfg)
+        AuditLog(cfg, clock=synced_clock)
     assert not (tmp_path / "log.jsonl").exists()

@@ -21,7 +21,7 @@ from riskaudit.settings import DAY, BackupSettings
 from tests import _full_speed_writer as full_speed_writer
 from tests._segments import DAY_NS, Span, synthetic_stream
 from tests.conftest import RISKAUDIT
-from tests.helpers import event
+from tests.helpers import event, synced_clock
 
 runner = CliRunner()
 
@@ -131,7 +131,7 @@ def test_hold_commands_and_retention_plan_json(tmp_path: Path) -> None:
 
 def test_retention_apply_refuses_while_the_service_holds_the_log(log_path: Path) -> None:
     """apply needs the writer's lock: with a writer running it says who holds it."""
-    with AuditLog(AuditConfig(log_path=log_path)):
+    with AuditLog(AuditConfig(log_path=log_path), clock=synced_clock):
         result = runner.invoke(app, ["retention", "apply"], env=env_for(log_path))
     assert result.exit_code == 1
     assert "applies retention every RISK_AUDIT_RETENTION_INTERVAL" in result.output
@@ -181,7 +181,7 @@ def test_backup_metrics_are_exported(log_path: Path, tmp_path: Path) -> None:
         backup=BackupSettings(enabled=True, target=str(tmp_path / "archive")),
         retention_interval=0,
     )
-    with AuditLog(cfg) as log:
+    with AuditLog(cfg, clock=synced_clock) as log:
         metrics = AuditMetrics(log)
         keeper = Housekeeper(log, cfg)
         metrics.watch_housekeeping(keeper)

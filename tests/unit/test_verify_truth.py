@@ -27,7 +27,7 @@ from riskaudit.integrity import PublicKey, generate, load_public_key
 from riskaudit.integrity import VerifyReport as VerifyReportT
 from riskaudit.log import line_hash
 from riskaudit.settings import Rotation
-from tests.helpers import event
+from tests.helpers import event, synced_clock
 
 runner = CliRunner()
 LOG = "risk_audit.jsonl"
@@ -46,13 +46,13 @@ def write_real_log(root: Path, *, runs: int = 3, per_run: int = 90) -> tuple[Pat
         host="h",
     )
     for run in range(runs):
-        with AuditLog(cfg) as log:
+        with AuditLog(cfg, clock=synced_clock) as log:
             for i in range(per_run):
                 log.append(event(run * 1000 + i))
             log.flush()
     with open(cfg.log_path, "ab") as fh:  # a crash mid-write: the next start repairs it
         fh.write(b'{"seq":99999,"prev":"ab')
-    with AuditLog(cfg) as log:
+    with AuditLog(cfg, clock=synced_clock) as log:
         log.append(event(9999))
     segments = sorted((root / "logs").glob("risk_audit.seg-*.jsonl"))
     assert len(segments) >= 3, segments
@@ -163,7 +163,7 @@ def test_no_untampered_log_fails(
     )
     rnd = random.Random(seed)
     for run in range(runs):
-        with AuditLog(cfg) as log:
+        with AuditLog(cfg, clock=synced_clock) as log:
             for i in range(per_run):
                 log.append(event(i))
             if rnd.random() < 0.3:  # logrotate's create mode, then the signal
@@ -174,7 +174,7 @@ def test_no_untampered_log_fails(
         if torn and (run == 0 or rnd.random() < 0.5):  # a crash mid-write, repaired next
             with open(cfg.log_path, "ab") as fh:
                 fh.write(b'{"seq":1234,"prev":"' + b"\0" * rnd.randint(0, 300))
-            with AuditLog(cfg):
+            with AuditLog(cfg, clock=synced_clock):
                 pass
     for args in argument_forms(root / "logs"):
         report = verify_paths(args, keys=keys_of(public))
@@ -452,7 +452,7 @@ def test_a_head_cut_and_rewritten_history_never_passes(tmp_path: Path) -> None:
         schema_policy="off",
         host="h",
     )
-    with AuditLog(cfg) as log:
+    with AuditLog(cfg, clock=synced_clock) as log:
         for i in range(150):
             log.append(event(i))
             if i % 10 == 9:
@@ -484,7 +484,7 @@ def test_a_field_outside_the_signature_of_the_newest_checkpoint_never_passes(
     are reported unauthenticated. Respelling it (a space, an escape) is a change too."""
     private, public, _ = generate(tmp_path / "keys")
     cfg = AuditConfig(log_path=tmp_path / "logs" / LOG, signing_key_file=private, host="h")
-    with AuditLog(cfg) as log:
+    with AuditLog(cfg, clock=synced_clock) as log:
         log.append(event(1))
     original = cfg.log_path.read_bytes().split(b"\n")[:-1]
     assert all(b'"clock"' not in line for line in original if is_checkpoint(line))
@@ -537,7 +537,7 @@ def test_a_file_whose_head_was_cut_at_a_checkpoint_is_not_anchored(tmp_path: Pat
     cfg = AuditConfig(
         log_path=tmp_path / "logs" / LOG, signing_key_file=private, checkpoint_records=10
     )
-    with AuditLog(cfg) as log:
+    with AuditLog(cfg, clock=synced_clock) as log:
         for i in range(80):
             log.append(event(i))
             if i % 10 == 9:
@@ -568,7 +568,7 @@ def test_a_forged_copy_of_records_older_than_the_window_is_not_a_copy(tmp_path: 
     """A file that repeats old seqs (forged: they link among themselves but not to the
     chain) and reaches nothing the verifier can compare: INVALID, not a warning."""
     cfg = AuditConfig(log_path=tmp_path / "logs" / LOG, schema_policy="off", host="h")
-    with AuditLog(cfg) as log:
+    with AuditLog(cfg, clock=synced_clock) as log:
         for i in range(70_000):
             log.append(event(i))
     lines = cfg.log_path.read_bytes().split(b"\n")[:30]

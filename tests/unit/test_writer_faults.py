@@ -159,7 +159,7 @@ def test_primary_copy_of_spooled_records_is_set_aside_and_the_spool_replayed(
     spool = config.spool_dir
     assert spool is not None
     write_lines(spool / "log.jsonl.spool-00000000000000000009.jsonl", lines[8:])
-    with AuditLog(config) as log:
+    with AuditLog(config, clock=synced_clock) as log:
         assert log.health().untrusted, log.health()
         log.append(event(99))
     files = seqs_by_file(config.log_path.parent)
@@ -199,7 +199,7 @@ def test_a_failed_primary_write_is_never_appended_to_again(
     monkeypatch.setattr(
         os, "ftruncate", lambda fd, n: (_ for _ in ()).throw(OSError(errno.EIO, "x"))
     )
-    with AuditLog(config) as log:
+    with AuditLog(config, clock=synced_clock) as log:
         for i in range(5):
             log.append(event(i))
         log.flush()
@@ -255,7 +255,7 @@ def test_torn_bytes_over_seqs_the_spool_holds_keep_the_file_untouched(tmp_path: 
     before = config.log_path.read_bytes()
     assert config.spool_dir is not None
     write_lines(config.spool_dir / "log.jsonl.spool-00000000000000000009.jsonl", lines[8:])
-    with AuditLog(config):
+    with AuditLog(config, clock=synced_clock):
         pass
     aside = next(config.log_path.parent.glob("log.seg-*.jsonl"))
     assert aside.read_bytes() == before
@@ -311,7 +311,7 @@ def test_damage_before_the_sidecar_checkpoint_is_corruption_not_a_torn_tail(
     end = data.index(out[17])
     data[start:end] = b"\0" * (end - start)
     config.log_path.write_bytes(bytes(data))
-    with AuditLog(config) as log:
+    with AuditLog(config, clock=synced_clock) as log:
         health = log.health()
         assert health.status == "failing" and health.corrupt, health
         assert log.last_seq > 20
@@ -329,7 +329,7 @@ def test_a_log_that_ends_before_the_sidecar_checkpoint_is_truncation(tmp_path: P
     config = cfg(tmp_path, spool_dir=None)
     out = _log_with_checkpoint(config)
     write_lines(config.log_path, out[:12])
-    with AuditLog(config) as log:
+    with AuditLog(config, clock=synced_clock) as log:
         assert log.health().corrupt
         assert log.last_seq > 16
     segment = next(r for r in records(config.log_path) if r.get("kind") == "segment")
@@ -349,7 +349,7 @@ def test_flush_raises_for_stdout_records_every_time_from_any_thread(
     broken = Broken(monkeypatch)
     config = cfg(tmp_path)
     out = io.BytesIO()
-    with AuditLog(config, emergency=EmergencyOutput(stream=out)) as log:
+    with AuditLog(config, emergency=EmergencyOutput(stream=out), clock=synced_clock) as log:
         lost = broken.strand_on_stdout(log, config)
         broken.dirs.clear()
         wait_primary(log)
@@ -389,7 +389,7 @@ def test_a_gap_record_that_fails_is_folded_into_the_next(
     broken = Broken(monkeypatch)
     config = cfg(tmp_path)
     out = io.BytesIO()
-    with AuditLog(config, emergency=EmergencyOutput(stream=out)) as log:
+    with AuditLog(config, emergency=EmergencyOutput(stream=out), clock=synced_clock) as log:
         broken.strand_on_stdout(log, config)
         broken.dirs.clear()
         broken.when_line_has = b'"kind":"gap"'  # the first gap record fails everywhere
@@ -408,7 +408,7 @@ def test_a_gap_record_that_fails_is_folded_into_the_next(
     assert b'"kind":"gap"' in out.getvalue()  # the failed one is among them
     capture = tmp_path / "stdout.log"
     capture.write_bytes(out.getvalue())
-    rep = recover([capture], config.log_path, config)
+    rep = recover([capture], config.log_path, config, clock=synced_clock)
     assert rep.verify is not None
     assert rep.verify.valid, rep.verify.findings
 
@@ -422,7 +422,7 @@ def test_recover_rebuilds_a_stream_whose_genesis_reached_only_stdout(
     config = cfg(tmp_path)
     broken.dirs |= {config.log_path.parent, config.spool_dir}  # type: ignore[arg-type]
     out = io.BytesIO()
-    with AuditLog(config, emergency=EmergencyOutput(stream=out)) as log:
+    with AuditLog(config, emergency=EmergencyOutput(stream=out), clock=synced_clock) as log:
         log.append(event(0))
         broken.dirs.clear()
         wait_primary(log)
@@ -430,7 +430,7 @@ def test_recover_rebuilds_a_stream_whose_genesis_reached_only_stdout(
     assert out.getvalue().startswith(b'AUDIT_EMERGENCY {"seq":1,')
     capture = tmp_path / "stdout.log"
     capture.write_bytes(out.getvalue())
-    rep = recover([capture], config.log_path, config)
+    rep = recover([capture], config.log_path, config, clock=synced_clock)
     assert not rep.missing, rep.missing
     assert rep.verify is not None
     assert rep.verify.valid, rep.verify.findings
@@ -473,7 +473,7 @@ def test_a_half_written_sidecar_line_is_cut_before_the_next(
     # Every write through the patched Python path, none in the core's turns.
     monkeypatch.setattr(Writer, "native_commit", False)
     monkeypatch.setattr(os, "ftruncate", truncate_fails_once)
-    with AuditLog(config) as log:
+    with AuditLog(config, clock=synced_clock) as log:
         for i in range(4):
             log.append(event(i))
         log.flush()
@@ -511,7 +511,7 @@ def test_a_set_aside_segment_is_read_only_up_to_its_named_end_at_start(tmp_path:
     _segment_of(config.log_path, lines, 8)
     assert config.spool_dir is not None
     write_lines(config.spool_dir / "log.jsonl.spool-00000000000000000009.jsonl", lines[8:])
-    with AuditLog(config):
+    with AuditLog(config, clock=synced_clock):
         pass
     assert [r["seq"] for r in records(config.log_path)][:4] == [9, 10, 11, 12]
     assert not list(config.spool_dir.iterdir())
@@ -532,7 +532,7 @@ def test_a_read_only_primary_with_a_torn_tail_is_repaired_before_the_writer_appe
         f.write(b"\0" * 700 + b'{"seq":11,"prev":"' + b"0" * 30)
     before = config.log_path.read_bytes()
     state = read_only_primary(monkeypatch, config.log_path)
-    with AuditLog(config) as log:
+    with AuditLog(config, clock=synced_clock) as log:
         assert log.health().destination == "spool"
         log.append(event(1))
         log.flush()
@@ -560,7 +560,9 @@ def test_a_read_only_primary_with_a_torn_tail_and_no_spool_is_repaired(
     with open(config.log_path, "ab") as f:
         f.write(b"\0" * 700 + b'{"seq":11,"prev":"' + b"0" * 30)
     state = read_only_primary(monkeypatch, config.log_path)
-    with AuditLog(config, emergency=EmergencyOutput(stream=io.BytesIO())) as log:
+    with AuditLog(
+        config, emergency=EmergencyOutput(stream=io.BytesIO()), clock=synced_clock
+    ) as log:
         state["read_only"] = False
         wait_primary(log)
         log.append(event(2))
@@ -581,7 +583,7 @@ def test_a_spool_left_over_after_a_replay_does_not_cost_later_records(tmp_path: 
     write_lines(config.log_path, lines)
     assert config.spool_dir is not None
     write_lines(config.spool_dir / "log.jsonl.spool-00000000000000000009.jsonl", lines[8:12])
-    with AuditLog(config) as log:
+    with AuditLog(config, clock=synced_clock) as log:
         assert not log.health().untrusted, log.health()
         assert log.last_seq > 20
     assert not list(config.log_path.parent.glob("log.seg-*"))
@@ -602,7 +604,7 @@ def test_a_spool_copy_that_differs_from_the_primary_makes_it_untrusted(tmp_path:
     assert config.spool_dir is not None
     write_lines(config.spool_dir / "log.jsonl.spool-00000000000000000009.jsonl", lines[8:9])
     write_lines(config.spool_dir / "log.jsonl.spool-00000000000000000010.jsonl", other[9:12])
-    with AuditLog(config) as log:
+    with AuditLog(config, clock=synced_clock) as log:
         assert log.health().untrusted, log.health()
     # The first spool file matches and the primary goes on past it: a leftover, removed.
     # The second differs: the primary is trusted only up to the record before it.
@@ -619,7 +621,7 @@ def test_the_segment_record_naming_an_untrusted_file_is_never_only_on_stdout(
     broken = Broken(monkeypatch)
     config = cfg(tmp_path)
     out = io.BytesIO()
-    with AuditLog(config, emergency=EmergencyOutput(stream=out)) as log:
+    with AuditLog(config, emergency=EmergencyOutput(stream=out), clock=synced_clock) as log:
         broken.strand_on_stdout(log, config)
         stop = threading.Event()
 
@@ -651,7 +653,7 @@ def test_a_poisoned_primary_deleted_meanwhile_keeps_its_confirmed_records(
     as a sealed segment when the primary is back, and named by a segment record."""
     broken = Broken(monkeypatch)
     config = cfg(tmp_path)
-    with AuditLog(config) as log:
+    with AuditLog(config, clock=synced_clock) as log:
         confirmed = [log.append(event(i)) for i in range(20)]
         log.flush()
         broken.dirs.add(config.log_path.parent)
@@ -700,7 +702,7 @@ def test_a_poisoned_primary_renamed_meanwhile_is_sealed_where_it_went(
     # Every write through the patched Python path, none in the core's turns.
     monkeypatch.setattr(Writer, "native_commit", False)
     monkeypatch.setattr(os, "ftruncate", truncate)
-    with AuditLog(config) as log:
+    with AuditLog(config, clock=synced_clock) as log:
         for i in range(10):
             log.append(event(i))
         log.flush()
@@ -730,13 +732,13 @@ def test_a_spool_that_cannot_be_deleted_does_not_keep_the_writer_off_the_primary
     broken = Broken(monkeypatch)
     config = cfg(tmp_path)
     state = failing_spool_unlink(monkeypatch, errno.EROFS)
-    with AuditLog(config) as log:
+    with AuditLog(config, clock=synced_clock) as log:
         broken.spool_one(log, config)
         assert config.spool_dir is not None and list(config.spool_dir.iterdir())
         log.append(event(2))
         log.flush()
     state["fail"] = False
-    with AuditLog(config) as log:
+    with AuditLog(config, clock=synced_clock) as log:
         assert not log.health().untrusted
     assert not list(config.spool_dir.iterdir())
     ids = stream_event_ids(config.log_path.parent)
@@ -782,7 +784,7 @@ def test_a_0_1_sidecar_ahead_of_the_log_names_a_stdout_gap_not_truncation(
     the seqs in between are named by a gap record (unrecovered until recovered)."""
     config = cfg(tmp_path, spool_dir=None)
     out, cp = _legacy_log(config, "0.1.0")
-    with AuditLog(config) as log:
+    with AuditLog(config, clock=synced_clock) as log:
         assert not log.health().corrupt, log.health()
         assert log.last_seq > 18
     gap = next(r for r in records(config.log_path) if r.get("kind") == "gap")
@@ -792,7 +794,7 @@ def test_a_0_1_sidecar_ahead_of_the_log_names_a_stdout_gap_not_truncation(
     assert {f.kind for f in report.findings} == {"unrecovered"}, report.findings
     capture = tmp_path / "stdout.log"
     capture.write_bytes(b"".join(b"AUDIT_EMERGENCY " + line + b"\n" for line in [*out[15:], cp]))
-    rep = recover([capture], config.log_path, config)
+    rep = recover([capture], config.log_path, config, clock=synced_clock)
     assert rep.verify is not None
     assert rep.verify.valid, rep.verify.findings
 
@@ -812,7 +814,7 @@ def test_a_sidecar_of_an_older_stream_is_not_this_log_s_anchor(tmp_path: Path) -
         0,
     )
     config.log_path.with_name("log.jsonl.checkpoints").write_bytes(old + b"\n")
-    with AuditLog(config) as log:
+    with AuditLog(config, clock=synced_clock) as log:
         assert not log.health().corrupt, log.health()
         assert log.last_seq < 100
     assert not list(config.log_path.parent.glob("log.seg-*"))  # nothing set aside
@@ -831,7 +833,7 @@ def test_a_sidecar_of_this_version_ahead_of_the_log_is_still_truncation(
 
     config = cfg(tmp_path, spool_dir=None)
     _legacy_log(config, __version__)
-    with AuditLog(config) as log:
+    with AuditLog(config, clock=synced_clock) as log:
         assert log.health().corrupt, log.health()
     segment = next(r for r in records(config.log_path) if r.get("kind") == "segment")
     assert segment["reason"] == "truncated" and segment["missing_through"] == 18
@@ -849,7 +851,7 @@ def test_a_leftover_spool_whose_copy_was_rotated_away_costs_nothing(
     broken = Broken(monkeypatch)
     config = cfg(tmp_path)
     state = failing_spool_unlink(monkeypatch, errno.EIO)
-    with AuditLog(config) as log:
+    with AuditLog(config, clock=synced_clock) as log:
         broken.spool_one(log, config)
         log.rotate()
         time.sleep(0.3)
@@ -857,7 +859,7 @@ def test_a_leftover_spool_whose_copy_was_rotated_away_costs_nothing(
             log.append(event(i))
         log.flush()
     state["fail"] = False
-    with AuditLog(config) as log:
+    with AuditLog(config, clock=synced_clock) as log:
         assert not log.health().untrusted, log.health()
     assert config.spool_dir is not None and not list(config.spool_dir.iterdir())
     assert len(stream_event_ids(config.log_path.parent)) == 6
@@ -878,7 +880,7 @@ def test_a_read_only_primary_is_judged_against_the_spool_when_it_comes_back(
     assert config.spool_dir is not None
     write_lines(config.spool_dir / "log.jsonl.spool-00000000000000000009.jsonl", lines[8:])
     state = read_only_primary(monkeypatch, config.log_path)
-    with AuditLog(config) as log:
+    with AuditLog(config, clock=synced_clock) as log:
         write_lines(config.log_path, lines[:8])  # what the remounted volume holds
         state["read_only"] = False
         wait_primary(log)
@@ -915,7 +917,7 @@ def test_a_checkpoint_naming_this_stream_anchors_even_if_the_clock_stepped_back(
     add("checkpoint", {**cp_fields, "ts": "2026-11-26T09:00:00.000000010Z"}, t0 + 10)
     write_lines(config.log_path, lines[:5])
     config.log_path.with_name("log.jsonl.checkpoints").write_bytes(lines[-1] + b"\n")
-    with AuditLog(config) as log:
+    with AuditLog(config, clock=synced_clock) as log:
         assert log.health().corrupt, log.health()
     assert min(r["seq"] for r in records(config.log_path, checkpoints=True)) > 8
 
@@ -930,7 +932,7 @@ def test_a_0_1_gap_at_start_that_reaches_only_stdout_is_named_by_the_next_gap(
     out, cp = _legacy_log(config, "0.1.0")
     broken.dirs.add(config.log_path.parent)
     emergency = io.BytesIO()
-    with AuditLog(config, emergency=EmergencyOutput(stream=emergency)) as log:
+    with AuditLog(config, emergency=EmergencyOutput(stream=emergency), clock=synced_clock) as log:
         broken.dirs.clear()
         wait_primary(log)
         log.append(event(1))
@@ -941,7 +943,7 @@ def test_a_0_1_gap_at_start_that_reaches_only_stdout_is_named_by_the_next_gap(
         b"".join(b"AUDIT_EMERGENCY " + line + b"\n" for line in [*out[15:], cp])
         + emergency.getvalue()
     )
-    rep = recover([capture], config.log_path, config)
+    rep = recover([capture], config.log_path, config, clock=synced_clock)
     assert rep.verify is not None
     assert rep.verify.valid, rep.verify.findings
 
@@ -956,7 +958,7 @@ def test_a_poisoned_primary_deleted_with_its_directory_is_copied_and_the_writer_
 
     broken = Broken(monkeypatch)
     config = cfg(tmp_path, log_path=tmp_path / "primary" / "sub" / "log.jsonl")
-    with AuditLog(config) as log:
+    with AuditLog(config, clock=synced_clock) as log:
         for i in range(5):
             log.append(event(i))
         log.flush()
@@ -1011,5 +1013,5 @@ def test_a_0_1_log_is_recognised_after_rotation_and_despite_a_payload(tmp_path: 
             write_lines(seg, lines[:split_at])
         write_lines(config.log_path, lines[split_at:in_log])
         config.log_path.with_name("log.jsonl.checkpoints").write_bytes(lines[-1] + b"\n")
-        with AuditLog(config) as log:
+        with AuditLog(config, clock=synced_clock) as log:
             assert not log.health().corrupt, (name, log.health())

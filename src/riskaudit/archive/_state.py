@@ -99,7 +99,9 @@ class BackupState:
 
     Frozen, like its entries: a run moves on by replacing it (``dataclasses.replace``)
     and saving the new one, so a reader never holds a state that changes under it.
-    Each save writes the whole file anyway, so a copied mapping costs nothing more."""
+    Recording an archived segment copies the ``archived`` mapping: a first run over N
+    segments copies O(N²) entries (about 10⁷ for ten years of daily segments, well
+    under a second), small beside reading every segment back."""
 
     stream: str | None = None
     #: Local files by name.

@@ -76,7 +76,7 @@ def backup_status(as_json: JsonOption = False) -> None:
         "archived_segments": len(archived),
         "pending_segments": pending,
         "checkpoints_shipped_bytes": backup.state.checkpoints_offset,
-        "legal_holds_on_archive": backup.state.legal_holds,
+        "legal_holds_on_archive": list(backup.state.legal_holds),
     }
     if as_json:
         typer.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())

@@ -591,7 +591,9 @@ class AuditLog:
     @property
     def counters(self) -> WriterCounters:
         """What the writer did so far (records per destination, failures, replays,
-        ...): a snapshot, taken anew at each read."""
+        ...): a snapshot, taken anew at each read. While the core commits turns on its
+        own, these catch up when the writer next runs Python (within half a second),
+        and are complete once the log is closed; ``durable_seq`` is never behind."""
         return self._writer.counters.snapshot()
 
     def take_timings(self) -> Timings:

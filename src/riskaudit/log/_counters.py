@@ -1,8 +1,10 @@
 """What the writer did: the tally it keeps as it goes, and the frozen snapshot others read.
 
 The writer bumps plain attributes of its ``WriterTally`` on its own thread. Health, metrics
-and callers read a ``WriterCounters`` snapshot instead of the tally itself, so they can
-neither change the writer's figures nor see them change halfway through a read. The
+and callers read a ``WriterCounters`` snapshot instead of the tally itself, so they cannot
+change the writer's figures, and a snapshot they hold does not change under them. Each
+field is as it was when read: the snapshot takes no lock, so two fields the writer
+bumps one after the other (``spool_records`` and ``spool_pending``) may be a step apart. The
 timing samples (one per batch) are taken out, not read: each scrape of the metrics
 observes every sample once (``Timings``).
 """
@@ -83,9 +85,12 @@ class WriterTally:
 
 
 def take(samples: deque[float]) -> tuple[float, ...]:
-    """Everything in ``samples``, removed; safe while another thread appends (each
-    ``popleft`` is atomic, and a sample appended meanwhile is taken or left whole)."""
+    """Everything in ``samples``, removed. Each ``popleft`` is atomic, so a sample
+    appended meanwhile is taken or left whole, and two takers at once (two scrapes
+    overlapping) share the samples between them, each taken once."""
     out: list[float] = []
-    while samples:
-        out.append(samples.popleft())
-    return tuple(out)
+    while True:
+        try:
+            out.append(samples.popleft())
+        except IndexError:  # empty, perhaps emptied by another taker since
+            return tuple(out)

@@ -59,6 +59,7 @@ from riskaudit.ops._metrics import CONTENT_TYPE, AuditMetrics
 from riskaudit.ops._page import render_page
 from riskaudit.ops._query import Query as EventQuery
 from riskaudit.ops._query import run_query
+from riskaudit.ops._views import ReplicationStatus
 from riskaudit.policy import ACTOR_TYPE_NAMES, actor_problem, requires_approval
 
 logger = logging.getLogger("riskaudit.ops")
@@ -137,21 +138,6 @@ _ERROR = {
     "type": "object",
     "properties": {"error": {"type": "string"}, "field": {"type": ["string", "null"]}},
 }
-
-
-@dataclass(frozen=True, slots=True)
-class ReplicationStatus:
-    """The forwarder's view, end to end: ``replicated_seq`` is the collector's watermark
-    — fsynced centrally — and the only thing that counts as replicated; the broker's
-    acknowledgement is shown beside it."""
-
-    replicated_seq: int
-    broker_acked_seq: int
-    lag_records: int
-    lag_seconds: float
-    repairs: int
-    errors: int
-    last_error: str | None
 
 
 class Service:
@@ -514,7 +500,9 @@ def create_app(service: Service) -> FastAPI:
 
     @app.get("/", response_class=HTMLResponse, summary="Status page (no event content)")
     def page(_: Annotated[Principal | None, Depends(guard("page", "reader"))]) -> HTMLResponse:
-        return HTMLResponse(render_page(service.status(), service.rates(), __version__))
+        return HTMLResponse(
+            render_page(service.log.status(), service.replication(), service.rates(), __version__)
+        )
 
     @app.post(
         "/v1/events",

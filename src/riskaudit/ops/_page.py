@@ -9,6 +9,9 @@ from __future__ import annotations
 import html
 from typing import Any
 
+from riskaudit.log import LogStatus
+from riskaudit.ops._views import ReplicationStatus
+
 _CSS = """
 body{font:14px system-ui,sans-serif;margin:2em;color:#1b1f24;background:#f7f8fa}
 h1{font-size:20px;margin:0 0 .2em} .sub{color:#57606a;margin-bottom:1.2em}
@@ -95,42 +98,46 @@ def _chart(rates: list[tuple[float, float]]) -> str:
     return "".join(parts)
 
 
-def _replication_card(rep: dict[str, Any] | None) -> str:
+def _replication_card(rep: ReplicationStatus | None) -> str:
     """The forwarder's view, end to end: what the broker has, and what the collector
     has fsynced centrally (the only one that counts as replicated)."""
     if rep is None:
         return ""
-    lag = rep["lag_seconds"]
     return f"""<div class="card"><h2>Replication</h2><table>{
         _rows(
             [
-                ("fsynced centrally (seq)", rep["replicated_seq"]),
-                ("acknowledged by NATS (seq)", rep["broker_acked_seq"]),
-                ("not yet replicated", f"{rep['lag_records']:,} records"),
-                ("oldest of them", "—" if not rep["lag_records"] else f"{lag:.0f} s"),
-                ("repairs served", rep["repairs"]),
+                ("fsynced centrally (seq)", rep.replicated_seq),
+                ("acknowledged by NATS (seq)", rep.broker_acked_seq),
+                ("not yet replicated", f"{rep.lag_records:,} records"),
+                ("oldest of them", "—" if not rep.lag_records else f"{rep.lag_seconds:.0f} s"),
+                ("repairs served", rep.repairs),
             ]
         )
     }</table></div>"""
 
 
-def render_page(status: dict[str, Any], rates: list[tuple[float, float]], version: str) -> str:
-    health = status["health"]
-    cls = html.escape(health["status"])
-    reasons = "".join(f"<li>{html.escape(r)}</li>" for r in health["reasons"]) or "<li>none</li>"
-    warnings = "".join(f"<li>{html.escape(r)}</li>" for r in health["warnings"])
-    cp = status["checkpoint"]
-    storage = status["storage"] or {}
-    clock = status["clock"]
-    rec = status["records"]
-    if not cp["enabled"]:
+def render_page(
+    status: LogStatus,
+    replication: ReplicationStatus | None,
+    rates: list[tuple[float, float]],
+    version: str,
+) -> str:
+    health = status.health
+    cls = html.escape(health.status)
+    reasons = "".join(f"<li>{html.escape(r)}</li>" for r in health.reasons) or "<li>none</li>"
+    warnings = "".join(f"<li>{html.escape(r)}</li>" for r in health.warnings)
+    cp = status.checkpoint
+    storage = status.storage
+    clock = status.clock
+    rec = status.records
+    if not cp.enabled:
         age = "checkpoints off"
-    elif not cp["written"] or cp["age_s"] is None:
+    elif not cp.written or cp.age_s is None:
         age = "none yet"  # the age would be the time since start, not of a checkpoint
     else:
-        age = f"{cp['age_s']:.0f} s"
-    free = storage.get("free_bytes")
-    total = storage.get("total_bytes")
+        age = f"{cp.age_s:.0f} s"
+    free = storage.free_bytes if storage else None
+    total = storage.total_bytes if storage else None
     space = (
         "—" if not free or not total else f"{free / 2**30:.1f} GiB free of {total / 2**30:.1f} GiB"
     )
@@ -140,58 +147,55 @@ def render_page(status: dict[str, Any], rates: list[tuple[float, float]], versio
 <title>riskaudit — {cls}</title><style>{_CSS}</style></head>
 <body>
 <h1>riskaudit <span class="{cls}">{cls}</span></h1>
-<div class="sub">{html.escape(status["path"])} · stream {
-        html.escape(status["stream"])
-    } · riskaudit {html.escape(version)}</div>
+<div class="sub">{html.escape(status.path)} · stream {html.escape(status.stream)} · riskaudit {
+        html.escape(version)
+    }</div>
 <div class="grid">
 <div class="card"><h2>Health</h2><div class="big {cls}" id="health">{cls}</div>
 <ul>{reasons}</ul>{f"<h2>Warnings</h2><ul>{warnings}</ul>" if warnings else ""}</div>
 <div class="card"><h2>Chain</h2><table>{
         _rows(
             [
-                ("chain head (seq)", status["last_seq"]),
-                ("durable watermark", status["durable_seq"]),
-                ("queued", status["queued"]),
+                ("chain head (seq)", status.last_seq),
+                ("durable watermark", status.durable_seq),
+                ("queued", status.queued),
                 ("checkpoint age", age),
-                ("checkpoints signed", "yes" if cp["signed"] else "no"),
+                ("checkpoints signed", "yes" if cp.signed else "no"),
             ]
         )
-    }</table><span id="chain-head" hidden>{status["last_seq"]}</span></div>
+    }</table><span id="chain-head" hidden>{status.last_seq}</span></div>
 <div class="card"><h2>Destinations</h2><table>{
         _rows(
             [
-                ("writing to", status["destination"]),
-                ("records to primary", rec["primary"]),
-                ("to spool / pending", f"{rec['spool']} / {rec['spool_pending']}"),
-                ("stdout only", rec["stdout"]),
-                ("unsequenced", rec["unsequenced"]),
-                ("lost", rec["lost"]),
+                ("writing to", status.destination),
+                ("records to primary", rec.primary),
+                ("to spool / pending", f"{rec.spool} / {rec.spool_pending}"),
+                ("stdout only", rec.stdout),
+                ("unsequenced", rec.unsequenced),
+                ("lost", rec.lost),
             ]
         )
     }</table></div>
 <div class="card"><h2>Storage</h2><table>{
         _rows(
             [
-                ("volume", f"{storage.get('mount', '—')} ({storage.get('fstype', '—')})"),
+                ("volume", "— (—)" if storage is None else f"{storage.mount} ({storage.fstype})"),
                 ("space", space),
-                ("persistent", "yes" if storage.get("persistent") else "NO"),
-                ("container", storage.get("container") or "none"),
+                ("persistent", "yes" if storage and storage.persistent else "NO"),
+                ("container", (storage.container if storage else None) or "none"),
             ]
         )
     }</table></div>
 <div class="card"><h2>Clock</h2><table>{
         _rows(
             [
-                ("synchronised", "yes" if clock["synchronised"] else "NO"),
-                (
-                    "max error",
-                    "—" if clock["max_error_s"] is None else f"{clock['max_error_s']:g} s",
-                ),
-                ("kernel state", clock["state"]),
+                ("synchronised", "yes" if clock.synchronised else "NO"),
+                ("max error", "—" if clock.max_error_s is None else f"{clock.max_error_s:g} s"),
+                ("kernel state", clock.state),
             ]
         )
     }</table></div>
-{_replication_card(status.get("replication"))}
+{_replication_card(replication)}
 <div class="card wide"><h2>Events per second ({latest})</h2>{_chart(rates)}</div>
 </div>
 <p class="sub">No event content is shown here. API: <a href="/docs">/docs</a> ·
