@@ -748,7 +748,9 @@ class Writer:
         if self.destination is Destination.PRIMARY and self.primary.is_open:
             previous = self.primary.path.name
             try:
-                if seal and self.file_first is not None:
+                # A file logrotate renamed away meanwhile stays where it went (sealed
+                # there, as a reopen does): renaming the path would move another file.
+                if seal and self.file_first is not None and self.primary.identity() is Identity.OK:
                     first, start_ns = self.file_first
                     target = seal_as_segment(self.primary.path, first, seq, start_ns)
                     previous = target.name
