@@ -203,6 +203,9 @@ class Writer:
         #: (seq, ts_ns) of the active file's first record, for the segment's name.
         self.file_first: tuple[int, int] | None = None
         self.note_file_start()
+        #: The ``seq`` of the last checkpoint committed durably: at close, a chain head
+        #: that is that checkpoint is sealed already (a second one would only cover it).
+        self._sealed_seq: int | None = None
         #: Test seam: while this event is clear, the writer waits before each turn.
         self.gate = threading.Event()
         self.gate.set()
@@ -720,6 +723,7 @@ class Writer:
         # checkpoint that reached only stdout is not copied there.
         if self.commit() and cp is not None:
             cp.written_now(line)
+            self._sealed_seq = seq
         elif cp is not None:  # not due again at once: the next interval tries anew
             cp.records = 0
             cp.last = time.monotonic()
@@ -985,7 +989,8 @@ class Writer:
                 elif closing:
                     if self.owed and self.destination is not Destination.STDOUT:
                         self._close_stdout_range()  # what is owed, durably if at all
-                    self.checkpoint()  # seals the stop record
+                    if self._sealed_seq != self.last_seq:  # not sealed by a due checkpoint
+                        self.checkpoint()  # seals the stop record
                     return
         except BaseException as exc:  # the thread must never die silently
             self._spill_backlog()
