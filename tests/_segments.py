@@ -75,7 +75,7 @@ def synthetic_stream(log_path: Path, key: Path | None, spans: list[Span]) -> tup
         fields = cp.fields(seq - 1, prev, ts)
         lines.append(control_line(seq, prev, "checkpoint", fields, ts))
         prev = line_hash(lines[-1])
-        cp.written_now(lines[-1])
+        cp.written_now(lines[-1], seq)
         path = log_path.with_name(segment_name(log_path, first, seq, span.start_ns))
         path.write_bytes(b"\n".join(lines) + b"\n")
         paths.append(path)

@@ -13,6 +13,7 @@ import pytest
 from riskaudit import AuditConfig, AuditLog, verify_paths
 from riskaudit.format import compress, list_segments
 from riskaudit.integrity import generate, load_public_key
+from riskaudit.log import _writer
 from riskaudit.settings import Rotation
 from tests.helpers import event, synced_clock
 
@@ -129,6 +130,53 @@ def test_reopen_after_rename_seals_the_old_file(log_path: Path) -> None:
     assert orjson.loads(log_path.read_bytes().splitlines()[0])["kind"] == "segment"
     events = [r for r in all_records(log_path.parent) if "event_id" in r]
     assert sorted(r["data"]["i"] for r in events) == list(range(200))  # type: ignore[index]
+    assert verify_paths([log_path.parent]).valid
+
+
+def test_a_rotation_after_logrotate_renamed_the_file_seals_it_where_it_went(
+    log_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A built-in rotation that comes before the writer noticed a logrotate rename
+    leaves the renamed file where it went, sealed, and renames nothing else."""
+    monkeypatch.setattr(_writer, "IDENTITY_EVERY", 3600.0)  # only the rotation looks
+    with AuditLog(AuditConfig(log_path=log_path), clock=synced_clock) as log:
+        for i in range(100):
+            log.append(event(i))
+        log.flush(5)
+        rotated = log_path.with_name(log_path.name + ".1")
+        os.rename(log_path, rotated)
+        log.rotate()
+        wait_for(log_path.exists)
+        for i in range(100, 150):
+            log.append(event(i))
+        log.flush(5)
+        assert (log.counters.reopened, log.counters.rotations) == (1, 0)
+    assert list_segments(log_path) == []
+    assert orjson.loads(rotated.read_bytes().splitlines()[-1])["kind"] == "checkpoint"
+    events = [r for r in all_records(log_path.parent) if "event_id" in r]
+    assert sorted(r["data"]["i"] for r in events) == list(range(150))  # type: ignore[index]
+    assert verify_paths([log_path.parent]).valid
+
+
+def test_a_rotation_after_the_file_was_deleted_rescues_it_first(
+    log_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A built-in rotation that comes before the writer noticed an ``rm`` of the open
+    file copies it back from the handle, then rotates it: nothing confirmed is lost."""
+    monkeypatch.setattr(_writer, "IDENTITY_EVERY", 3600.0)  # only the rotation looks
+    with AuditLog(AuditConfig(log_path=log_path), clock=synced_clock) as log:
+        for i in range(100):
+            log.append(event(i))
+        log.flush(5)
+        log_path.unlink()
+        log.rotate()
+        wait_for(lambda: list_segments(log_path))
+        for i in range(100, 150):
+            log.append(event(i))
+        log.flush(5)
+        assert (log.counters.rescued, log.counters.rotations) == (1, 1)
+    events = [r for r in all_records(log_path.parent) if "event_id" in r]
+    assert sorted(r["data"]["i"] for r in events) == list(range(150))  # type: ignore[index]
     assert verify_paths([log_path.parent]).valid
 
 

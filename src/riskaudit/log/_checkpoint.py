@@ -56,6 +56,9 @@ class Checkpointer:
         self.records = 0
         self.last = time.monotonic()
         self.written = 0
+        #: The ``seq`` of the last checkpoint committed durably: at close, a chain head
+        #: that is that checkpoint is sealed already (a second one would only cover it).
+        self.sealed_seq: int | None = None
         self.sidecar_failures = 0
         #: The newest clock reading (a ``clock`` record's fields), and the last one
         #: chained: a reading goes into the chain as a ``clock`` record right before the
@@ -95,8 +98,10 @@ class Checkpointer:
         self._clock_chained = self.clock
         return self.clock
 
-    def written_now(self, line: bytes) -> None:
-        """The checkpoint record was committed: copy it to the sidecar, synced."""
+    def written_now(self, line: bytes, seq: int) -> None:
+        """The checkpoint record (at ``seq``) was committed: copy it to the sidecar,
+        synced."""
+        self.sealed_seq = seq
         self.records = 0
         self.last = time.monotonic()
         self.written += 1

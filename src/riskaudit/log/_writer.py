@@ -203,9 +203,6 @@ class Writer:
         #: (seq, ts_ns) of the active file's first record, for the segment's name.
         self.file_first: tuple[int, int] | None = None
         self.note_file_start()
-        #: The ``seq`` of the last checkpoint committed durably: at close, a chain head
-        #: that is that checkpoint is sealed already (a second one would only cover it).
-        self._sealed_seq: int | None = None
         #: Test seam: while this event is clear, the writer waits before each turn.
         self.gate = threading.Event()
         self.gate.set()
@@ -722,8 +719,7 @@ class Writer:
         # The sidecar promises that everything up to the checkpoint is durable: a
         # checkpoint that reached only stdout is not copied there.
         if self.commit() and cp is not None:
-            cp.written_now(line)
-            self._sealed_seq = seq
+            cp.written_now(line, seq)
         elif cp is not None:  # not due again at once: the next interval tries anew
             cp.records = 0
             cp.last = time.monotonic()
@@ -752,8 +748,8 @@ class Writer:
         if self.destination is Destination.PRIMARY and self.primary.is_open:
             previous = self.primary.path.name
             try:
-                # A file logrotate renamed away meanwhile stays where it went (sealed
-                # there, as a reopen does): renaming the path would move another file.
+                # Checked just before; should logrotate rename the file since, it stays
+                # where it went (sealed there): renaming the path would move another.
                 if seal and self.file_first is not None and self.primary.identity() is Identity.OK:
                     first, start_ns = self.file_first
                     target = seal_as_segment(self.primary.path, first, seq, start_ns)
@@ -964,7 +960,13 @@ class Writer:
                 ):
                     self._rotate_pending = self.rotate_requested = False
                     with self._priority():
-                        self.switch_file("rotate", seal=True)
+                        # An rm or logrotate may have come first: rescue the file, or
+                        # seal it where it went and begin anew (no rotation then).
+                        state = self.check_identity()
+                        if state is not Identity.REPLACED and (
+                            self.destination is Destination.PRIMARY
+                        ):
+                            self.switch_file("rotate", seal=True)
                 if self.destination is not Destination.PRIMARY:
                     self.try_restore()
                 closing = self.stopping  # read first: a stop queued before it is taken now
@@ -989,8 +991,9 @@ class Writer:
                 elif closing:
                     if self.owed and self.destination is not Destination.STDOUT:
                         self._close_stdout_range()  # what is owed, durably if at all
-                    if self._sealed_seq != self.last_seq:  # not sealed by a due checkpoint
-                        self.checkpoint()  # seals the stop record
+                    cp = self.checkpointer
+                    if cp is not None and cp.sealed_seq != self.last_seq:
+                        self.checkpoint()  # seals the stop record, unless a due one did
                     return
         except BaseException as exc:  # the thread must never die silently
             self._spill_backlog()
