@@ -11,7 +11,6 @@ reads but the context lacks fails the render (``StrictUndefined``).
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from _format import Spread
@@ -26,10 +25,10 @@ from _summary import (
     Summary,
 )
 from _tables import markdown_tables
-from _template import environment
+from _template import HERE, environment
 from _variants import QUEUE_SIZE
 
-TEMPLATE = Path(__file__).resolve().with_name("benchmarks.md.j2")
+TEMPLATE = HERE / "benchmarks.md.j2"
 
 Context = dict[str, Any]
 

@@ -102,6 +102,8 @@ async def publish_windowed(
 #: fsync every 2 minutes, writes acknowledged before they reach the disk).
 CONFIGS = ("always", "default")
 WORKLOADS = (("one", "one_per_message"), ("raw", "raw_chunked"), ("fwd", "forward"))
+#: One record per message is slow: at most this many records, this many in flight.
+SINGLE_MAX, SINGLE_WINDOW = 50_000, 256
 
 
 async def one_workload(
@@ -116,8 +118,8 @@ async def one_workload(
     """One measurement of one workload (``one``, ``raw``, ``fwd``) on ``settings``' stream."""
     prefix, n = settings.subject_prefix, len(records)
     if key == "one":
-        single = records[: min(n, 50_000)]
-        raw1 = await publish_windowed(js, f"{prefix}.single", single, 256)
+        single = records[: min(n, SINGLE_MAX)]
+        raw1 = await publish_windowed(js, f"{prefix}.single", single, SINGLE_WINDOW)
         return {
             **raw1,
             "records_per_s": len(single) / raw1["seconds"],
@@ -278,7 +280,8 @@ def context(results: dict[str, Any]) -> dict[str, Any]:
         "begin": BEGIN,
         "end": END,
         "r": results,
-        "single_records": min(results["records"], 50_000),
+        "single_records": min(results["records"], SINGLE_MAX),
+        "single_window": SINGLE_WINDOW,
         "runs": runs,
         "forward": {r["replicas"]: r["ratio"]["forward"] for r in results["runs"]},
         "gain_target": GAIN_TARGET,

@@ -678,7 +678,7 @@ def test_a_turn_failing_after_turns_of_the_same_call_loses_nothing(
     into the primary when it is back, at the latest by the next open), and every event
     is in the stream once, the chain valid."""
     from riskaudit import AuditConfig, AuditLog, verify_paths
-    from tests.helpers import stream_event_ids
+    from tests.helpers import stream_event_ids, synced_clock
 
     spec = with_prefix(
         Spec(calls=("pwritev2",), errnos=("EIO",), modes=("part",), after=4, max=1), dirs[0]
@@ -716,6 +716,8 @@ def test_a_turn_failing_after_turns_of_the_same_call_loses_nothing(
     assert any(turns >= 1 and status == FAILED for turns, status in result["calls"]), result
     # What the spool still holds (the primary may not have come back before close) is
     # replayed by the next open.
-    AuditLog(AuditConfig(log_path=dirs[0] / "log.jsonl", spool_dir=dirs[1] / "spool")).close()
+    AuditLog(
+        AuditConfig(log_path=dirs[0] / "log.jsonl", spool_dir=dirs[1] / "spool"), clock=synced_clock
+    ).close()
     assert verify_paths([dirs[0]]).valid
     assert stream_event_ids(dirs[0]) == result["ids"]

@@ -56,11 +56,16 @@ def test_the_page_renders_with_a_row_per_target(raw: dict[str, Any]) -> None:
     assert "{%" not in page
 
 
+def names_read(template: str) -> set[str]:
+    """The names a template reads that it does not set itself (loops, ``set``)."""
+    tree = _template.environment().parse(template)
+    own = {n.name for n in tree.find_all(jinja2.nodes.Name) if n.ctx in ("store", "param")}
+    return jinja2.meta.find_undeclared_variables(tree) - own
+
+
 def test_the_template_reads_only_names_the_context_has(raw: dict[str, Any]) -> None:
     """The names the template reads (and does not set) are exactly the keys of _page's context."""
-    tree = _template.environment().parse(_page.TEMPLATE.read_text())
-    own = {n.name for n in tree.find_all(jinja2.nodes.Name) if n.ctx in ("store", "param")}
-    read = jinja2.meta.find_undeclared_variables(tree) - own
+    read = names_read(_page.TEMPLATE.read_text())
     assert read
     assert read == set(_page.context(raw, "benchmarks.png"))
 
@@ -113,10 +118,7 @@ def test_the_replication_section_says_why_a_run_was_shorter_or_longer() -> None:
 
 def test_the_replication_template_reads_only_names_its_context_has() -> None:
     """A name the replication template reads but render() does not give fails it."""
-    env = _template.environment()
-    tree = env.parse((BENCH / nats_forward.TEMPLATE).read_text())
-    own = {n.name for n in tree.find_all(jinja2.nodes.Name) if n.ctx in ("store", "param")}
-    read = jinja2.meta.find_undeclared_variables(tree) - own
+    read = names_read((BENCH / nats_forward.TEMPLATE).read_text())
     assert read
     assert read == set(nats_forward.context(json.loads(REPLICATION.read_text())))
 

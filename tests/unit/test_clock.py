@@ -15,6 +15,10 @@ GOOD = ClockState(True, 0.0002, 0.00001, "TIME_OK")
 UNSYNCED = ClockState(False, 16.0, 16.0, "TIME_ERROR")
 
 
+def clock_records(path: Path) -> list[dict[str, object]]:
+    return [r for r in records(path) if r.get("kind") == "clock"]
+
+
 def test_the_real_kernel_clock_can_be_read() -> None:
     """adjtimex answers on Linux: a state name and errors in seconds."""
     state = read_clock()
@@ -51,7 +55,7 @@ def test_unsynchronised_clock_writes_a_warning_record_and_only_warns(tmp_path: P
         health = log.health()
         assert health.warnings == ("clock: unsynchronised",)
         assert not any("clock" in r for r in health.reasons)
-    clock = [r for r in records(cfg.log_path) if r.get("kind") == "clock"]
+    clock = clock_records(cfg.log_path)
     assert len(clock) == 1 and clock[0]["problem"] == "unsynchronised"
 
 
@@ -81,12 +85,8 @@ def test_a_clock_record_on_each_change_not_each_event(tmp_path: Path) -> None:
             assert log.health().warnings == ()
     finally:
         _monitor.CLOCK_EVERY = old_every
-    clock = [r for r in records(cfg.log_path) if r.get("kind") == "clock"]
+    clock = clock_records(cfg.log_path)
     assert [c["problem"] for c in clock] == ["maximum error 0.5s exceeds 0.001s", "ok"]
-
-
-def clock_records(path: Path) -> list[dict[str, object]]:
-    return [r for r in records(path) if r.get("kind") == "clock"]
 
 
 def test_the_sink_the_bus_and_recover_pass_their_clock_reader_to_the_log(

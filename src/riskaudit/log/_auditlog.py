@@ -26,7 +26,6 @@ import sys
 import threading
 import time
 import weakref
-from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
@@ -61,7 +60,7 @@ from riskaudit.format import (
 )
 from riskaudit.integrity import load_signer
 from riskaudit.log._checkpoint import Checkpointer
-from riskaudit.log._counters import Timings, WriterCounters, take
+from riskaudit.log._counters import Timings, WriterCounters, samples, take
 from riskaudit.log._destinations import SetAside
 from riskaudit.log._emergency import EmergencyOutput
 from riskaudit.log._handoff import HandOff
@@ -137,7 +136,7 @@ class AuditLog:
         self._released = False  # a failed log's lock, released by close()
         self._owner_pid = os.getpid()
         self._tally = Tally()
-        self._append_samples: deque[float] = deque(maxlen=4096)
+        self._append_samples = samples()
         self._appends = 0
         self.schema_warnings = 0
         self.policy_violations = 0
@@ -598,7 +597,7 @@ class AuditLog:
 
     def take_timings(self) -> Timings:
         """The timing samples since the last call, removed (the metrics observe each
-        once); at most the last 4,096 of each kind are kept between calls."""
+        once); at most the last ``SAMPLES`` (4,096) of each kind are kept in between."""
         c = self._writer.counters
         return Timings(
             append=take(self._append_samples),

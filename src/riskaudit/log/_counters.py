@@ -52,8 +52,13 @@ class Timings:
     sync: tuple[float, ...]
 
 
-def _samples() -> deque[float]:
-    return deque(maxlen=4096)
+#: Timing samples kept of each kind between two ``AuditLog.take_timings()`` calls
+#: (the newest): bounded memory when nothing scrapes.
+SAMPLES = 4096
+
+
+def samples() -> deque[float]:
+    return deque(maxlen=SAMPLES)
 
 
 @dataclass(slots=True)
@@ -75,8 +80,8 @@ class WriterTally:
     failures_by: dict[str, int] = field(default_factory=lambda: {"primary": 0, "spool": 0})
     bytes_written: int = 0
     spool_pending: int = 0
-    sync_seconds: deque[float] = field(default_factory=_samples)
-    durable_latency: deque[float] = field(default_factory=_samples)
+    sync_seconds: deque[float] = field(default_factory=samples)
+    durable_latency: deque[float] = field(default_factory=samples)
 
     def snapshot(self) -> WriterCounters:
         values = {f.name: getattr(self, f.name) for f in fields(WriterCounters)}

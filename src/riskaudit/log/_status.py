@@ -231,7 +231,7 @@ class RecordCounts:
 class LogStatus:
     """One snapshot of everything the service, its status page and the metrics show.
 
-    ``to_dict()`` is its JSON form (``GET /status``, the status page)."""
+    ``to_dict()`` is its JSON form (``GET /v1/status``)."""
 
     path: str
     stream: str
@@ -279,7 +279,7 @@ def build_status(f: Facts) -> LogStatus:
             unrecovered=health.unrecovered,
             unrecovered_records=sum(b - a + 1 for a, b in health.unrecovered),
         ),
-        ready=health.destination != "stdout"
+        ready=health.destination is not Destination.STDOUT
         and not f.monitor.lock_lost
         and f.state is LogState.OPEN,
         writer_alive=w.thread.is_alive(),

@@ -194,8 +194,8 @@ class Service:
         )
 
     def status(self) -> dict[str, Any]:
-        """The log's status, with replication when this service forwards (the JSON
-        form: ``GET /status`` and the status page)."""
+        """The log's status, with replication when this service forwards, as JSON
+        (``GET /v1/status``)."""
         st = self.log.status().to_dict()
         rep = self.replication()
         if rep is not None:

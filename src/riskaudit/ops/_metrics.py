@@ -29,6 +29,7 @@ from prometheus_client.registry import Collector
 from riskaudit._version import __version__
 from riskaudit.events import EventPriority, EventType
 from riskaudit.format import list_segments
+from riskaudit.log import Destination
 
 if TYPE_CHECKING:
     from riskaudit.bus import RiskEventBus
@@ -87,8 +88,8 @@ class _AuditCollector(Collector):
         fallback = GaugeMetricFamily(
             "audit_fallback_active", "1 while records go to this fallback", labels=["destination"]
         )
-        for dest in ("spool", "stdout"):
-            fallback.add_metric([dest], 1.0 if st.destination == dest else 0.0)
+        for dest in (Destination.SPOOL, Destination.STDOUT):
+            fallback.add_metric([dest], 1.0 if st.destination is dest else 0.0)
         yield fallback
 
         gauges = {
