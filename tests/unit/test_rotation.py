@@ -29,6 +29,11 @@ def all_records(directory: Path) -> list[dict[str, object]]:
     return out
 
 
+def event_numbers(directory: Path) -> list[int]:
+    """The ``i`` of every event in the directory's log files, sorted (duplicates kept)."""
+    return sorted(r["data"]["i"] for r in all_records(directory) if "event_id" in r)  # type: ignore[index]
+
+
 def wait_for(cond: object, timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -68,8 +73,7 @@ def test_size_rotation_seals_segments_and_the_chain_spans_them(
         assert orjson.loads(seg.path.read_bytes().splitlines()[0])["kind"] == "segment"
     report = verify_paths([log_path.parent], keys=[load_public_key(keys[1])])
     assert report.valid, report.findings
-    events = [r for r in all_records(log_path.parent) if "event_id" in r]
-    assert sorted(r["data"]["i"] for r in events) == list(range(600))  # type: ignore[index]
+    assert event_numbers(log_path.parent) == list(range(600))
 
 
 def test_time_rotation_follows_utc_boundaries(log_path: Path) -> None:
@@ -128,8 +132,7 @@ def test_reopen_after_rename_seals_the_old_file(log_path: Path) -> None:
         assert log.counters.reopened == 1
     assert orjson.loads(rotated.read_bytes().splitlines()[-1])["kind"] == "checkpoint"
     assert orjson.loads(log_path.read_bytes().splitlines()[0])["kind"] == "segment"
-    events = [r for r in all_records(log_path.parent) if "event_id" in r]
-    assert sorted(r["data"]["i"] for r in events) == list(range(200))  # type: ignore[index]
+    assert event_numbers(log_path.parent) == list(range(200))
     assert verify_paths([log_path.parent]).valid
 
 
@@ -153,8 +156,7 @@ def test_a_rotation_after_logrotate_renamed_the_file_seals_it_where_it_went(
         assert (log.counters.reopened, log.counters.rotations) == (1, 0)
     assert list_segments(log_path) == []
     assert orjson.loads(rotated.read_bytes().splitlines()[-1])["kind"] == "checkpoint"
-    events = [r for r in all_records(log_path.parent) if "event_id" in r]
-    assert sorted(r["data"]["i"] for r in events) == list(range(150))  # type: ignore[index]
+    assert event_numbers(log_path.parent) == list(range(150))
     assert verify_paths([log_path.parent]).valid
 
 
@@ -175,8 +177,7 @@ def test_a_rotation_after_the_file_was_deleted_rescues_it_first(
             log.append(event(i))
         log.flush(5)
         assert (log.counters.rescued, log.counters.rotations) == (1, 1)
-    events = [r for r in all_records(log_path.parent) if "event_id" in r]
-    assert sorted(r["data"]["i"] for r in events) == list(range(150))  # type: ignore[index]
+    assert event_numbers(log_path.parent) == list(range(150))
     assert verify_paths([log_path.parent]).valid
 
 
