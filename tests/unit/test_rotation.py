@@ -34,6 +34,13 @@ def event_numbers(directory: Path) -> list[int]:
     return sorted(r["data"]["i"] for r in all_records(directory) if "event_id" in r)  # type: ignore[index]
 
 
+def append_flushed(log: AuditLog, numbers: range) -> None:
+    """Append an event per number, then wait until all are durable."""
+    for i in numbers:
+        log.append(event(i))
+    log.flush(5)
+
+
 def wait_for(cond: object, timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -117,18 +124,14 @@ def test_restart_after_rotation_continues_the_chain(log_path: Path) -> None:
 def test_reopen_after_rename_seals_the_old_file(log_path: Path) -> None:
     """logrotate's create mode: rename, reopen (SIGUSR1's action); nothing lost or doubled."""
     with AuditLog(AuditConfig(log_path=log_path), clock=synced_clock) as log:
-        for i in range(100):
-            log.append(event(i))
-        log.flush(5)
+        append_flushed(log, range(100))
         rotated = log_path.with_name(log_path.name + ".1")
         os.rename(log_path, rotated)
         for i in range(100, 150):
             log.append(event(i))  # still lands in the renamed file
         log.reopen()
         wait_for(log_path.exists)
-        for i in range(150, 200):
-            log.append(event(i))
-        log.flush(5)
+        append_flushed(log, range(150, 200))
         assert log.counters.reopened == 1
     assert orjson.loads(rotated.read_bytes().splitlines()[-1])["kind"] == "checkpoint"
     assert orjson.loads(log_path.read_bytes().splitlines()[0])["kind"] == "segment"
@@ -143,16 +146,12 @@ def test_a_rotation_after_logrotate_renamed_the_file_seals_it_where_it_went(
     leaves the renamed file where it went, sealed, and renames nothing else."""
     monkeypatch.setattr(_writer, "IDENTITY_EVERY", 3600.0)  # only the rotation looks
     with AuditLog(AuditConfig(log_path=log_path), clock=synced_clock) as log:
-        for i in range(100):
-            log.append(event(i))
-        log.flush(5)
+        append_flushed(log, range(100))
         rotated = log_path.with_name(log_path.name + ".1")
         os.rename(log_path, rotated)
         log.rotate()
         wait_for(log_path.exists)
-        for i in range(100, 150):
-            log.append(event(i))
-        log.flush(5)
+        append_flushed(log, range(100, 150))
         assert (log.counters.reopened, log.counters.rotations) == (1, 0)
     assert list_segments(log_path) == []
     assert orjson.loads(rotated.read_bytes().splitlines()[-1])["kind"] == "checkpoint"
@@ -167,15 +166,11 @@ def test_a_rotation_after_the_file_was_deleted_rescues_it_first(
     file copies it back from the handle, then rotates it: nothing confirmed is lost."""
     monkeypatch.setattr(_writer, "IDENTITY_EVERY", 3600.0)  # only the rotation looks
     with AuditLog(AuditConfig(log_path=log_path), clock=synced_clock) as log:
-        for i in range(100):
-            log.append(event(i))
-        log.flush(5)
+        append_flushed(log, range(100))
         log_path.unlink()
         log.rotate()
         wait_for(lambda: list_segments(log_path))
-        for i in range(100, 150):
-            log.append(event(i))
-        log.flush(5)
+        append_flushed(log, range(100, 150))
         assert (log.counters.rescued, log.counters.rotations) == (1, 1)
     assert event_numbers(log_path.parent) == list(range(150))
     assert verify_paths([log_path.parent]).valid
